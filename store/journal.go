@@ -1,0 +1,345 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TxnID identifies a journal record. IDs are assigned by [Store.Begin] in
+// increasing order, starting at 1, and never reused.
+type TxnID uint64
+
+func (id TxnID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(id)) }
+
+// Intent is what posd is about to ask the acquirer, journaled by
+// [Store.Begin] before the request is sent.
+type Intent struct {
+	Kind              string    // "sale" (later "refund", "void")
+	MTI               string    // ISO 8583 message type, e.g. "0200" or "0100"
+	STAN              uint32    // system trace audit number, field 11
+	TerminalID        string    // field 41
+	SaleID            string    // from the till
+	SaleTransactionID string    // from the till
+	AmountMinor       int64     // amount in minor units of Currency
+	Currency          string    // alphabetic ISO 4217 code, e.g. "EUR"
+	MaskedPAN         string    // already masked (first 6, last 4); Begin refuses 7 or more digits in a row
+	EntryMode         string    // POS entry mode, field 22, e.g. "021"
+	Time              time.Time // when the transaction started
+}
+
+// State is the state of a journal record.
+type State string
+
+// States of a journal record. StateIntent is the state of an open record;
+// the others are outcomes passed to [Store.Finish].
+const (
+	StateIntent   State = "intent"          // begun, no outcome yet
+	StateApproved State = "approved"        // the host approved
+	StateDeclined State = "declined"        // the host declined
+	StateNotSent  State = "not-sent"        // the request never left posd: nothing to reverse
+	StateUnknown  State = "outcome-unknown" // the host may have acted: reverse, never resend
+)
+
+// final reports whether s is a state [Store.Finish] accepts.
+func (s State) final() bool {
+	switch s {
+	case StateApproved, StateDeclined, StateNotSent, StateUnknown:
+		return true
+	}
+	return false
+}
+
+// Outcome is how a journaled transaction ended, recorded by [Store.Finish].
+type Outcome struct {
+	State        State     // a final state, never StateIntent
+	ResponseCode string    // ISO 8583 field 39, "" when none
+	ApprovalCode string    // field 38
+	RRN          string    // retrieval reference number, field 37
+	Reason       string    // human-readable; runs of 7 or more digits are stored as '*'
+	Time         time.Time // when the outcome was known
+}
+
+// Record is one journal entry. Outcome is nil while the record is open.
+//
+// Record, [Intent], [Outcome], [State] and [TxnID] are plain values that the
+// Store copies in and out; they share nothing with it and are safe for
+// concurrent use as values are.
+type Record struct {
+	ID      TxnID
+	Intent  Intent
+	Outcome *Outcome
+}
+
+// recordVersion is the "v" of the JSON encoding of a record.
+const recordVersion = 1
+
+// The JSON encoding of a record. Field names are part of the file format:
+// rename a Go field freely, never a tag.
+type (
+	jsonRecord struct {
+		V       int          `json:"v"`
+		Intent  jsonIntent   `json:"intent"`
+		Outcome *jsonOutcome `json:"outcome,omitempty"`
+	}
+	jsonIntent struct {
+		Kind              string    `json:"kind"`
+		MTI               string    `json:"mti"`
+		STAN              uint32    `json:"stan"`
+		TerminalID        string    `json:"terminal_id"`
+		SaleID            string    `json:"sale_id"`
+		SaleTransactionID string    `json:"sale_transaction_id"`
+		AmountMinor       int64     `json:"amount_minor"`
+		Currency          string    `json:"currency"`
+		MaskedPAN         string    `json:"masked_pan"`
+		EntryMode         string    `json:"entry_mode"`
+		Time              time.Time `json:"time"`
+	}
+	jsonOutcome struct {
+		State        State     `json:"state"`
+		ResponseCode string    `json:"response_code,omitempty"`
+		ApprovalCode string    `json:"approval_code,omitempty"`
+		RRN          string    `json:"rrn,omitempty"`
+		Reason       string    `json:"reason,omitempty"`
+		Time         time.Time `json:"time"`
+	}
+)
+
+func encodeRecord(in Intent, out *Outcome) ([]byte, error) {
+	r := jsonRecord{V: recordVersion, Intent: jsonIntent(in)}
+	if out != nil {
+		o := jsonOutcome(*out)
+		r.Outcome = &o
+	}
+	return json.Marshal(r)
+}
+
+func decodeRecord(id TxnID, v []byte) (Record, error) {
+	var r jsonRecord
+	d := json.NewDecoder(bytes.NewReader(v))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&r); err != nil {
+		return Record{}, fmt.Errorf("record %d: %w: %w", id, ErrCorrupt, err)
+	}
+	if r.V != recordVersion {
+		return Record{}, fmt.Errorf("record %d: version %d, this posd reads %d: %w", id, r.V, recordVersion, ErrCorrupt)
+	}
+	rec := Record{ID: id, Intent: Intent(r.Intent)}
+	if r.Outcome != nil {
+		o := Outcome(*r.Outcome)
+		rec.Outcome = &o
+	}
+	return rec, nil
+}
+
+// maxDigitRun is the longest run of digits a masked PAN may hold: a PAN
+// masked to its first 6 and last 4 digits has runs of 6 and 4.
+const maxDigitRun = 6
+
+// longestDigitRun returns the length of the longest run of ASCII digits in
+// s, where spaces, '-' and '.' between digits do not end a run (so a full
+// PAN written in groups is still a run).
+func longestDigitRun(s string) int {
+	longest, run := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			run++
+			longest = max(longest, run)
+		case c == ' ' || c == '-' || c == '.':
+		default:
+			run = 0
+		}
+	}
+	return longest
+}
+
+// redactDigitRuns replaces every run of more than maxDigitRun digits in s
+// with '*', digit for digit.
+func redactDigitRuns(s string) string {
+	b := []byte(s)
+	start := -1
+	flush := func(end int) {
+		if start >= 0 && end-start > maxDigitRun {
+			for i := start; i < end; i++ {
+				b[i] = '*'
+			}
+		}
+		start = -1
+	}
+	for i, c := range b {
+		if c >= '0' && c <= '9' {
+			if start < 0 {
+				start = i
+			}
+		} else {
+			flush(i)
+		}
+	}
+	flush(len(b))
+	return string(b)
+}
+
+// Begin journals the intent of a new transaction and returns its ID. The
+// record is committed before Begin returns. An intent whose MaskedPAN holds
+// more than 6 digits in a row (spaces, '-' and '.' between digits count as
+// part of the run) is refused with [ErrUnmaskedPAN]; the error does not
+// contain the value.
+func (s *Store) Begin(ctx context.Context, in Intent) (TxnID, error) {
+	if longestDigitRun(in.MaskedPAN) > maxDigitRun {
+		return 0, fmt.Errorf("store: begin: %w", ErrUnmaskedPAN)
+	}
+	var id TxnID
+	err := s.update(ctx, "begin", func(tx *bolt.Tx) error {
+		j := tx.Bucket(bucketJournal)
+		seq, err := j.NextSequence()
+		if err != nil {
+			return err
+		}
+		id = TxnID(seq)
+		v, err := encodeRecord(in, nil)
+		if err != nil {
+			return err
+		}
+		if err := j.Put(id.key(), v); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOpen).Put(id.key(), nil)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// Finish records the outcome of the transaction id. The outcome is committed
+// before Finish returns. It returns an error wrapping [ErrNotFound] for an
+// unknown id, [ErrFinished] if the record already has an outcome and
+// [ErrInvalid] if out.State is not one of the final states. Runs of 7 or
+// more digits in out.Reason are stored as '*', so that a PAN that found
+// its way into an error message is not journaled.
+func (s *Store) Finish(ctx context.Context, id TxnID, out Outcome) error {
+	if !out.State.final() {
+		return fmt.Errorf("store: finish %d: state %q is not a final state: %w", id, out.State, ErrInvalid)
+	}
+	out.Reason = redactDigitRuns(out.Reason)
+	return s.update(ctx, fmt.Sprintf("finish %d", id), func(tx *bolt.Tx) error {
+		j := tx.Bucket(bucketJournal)
+		v := j.Get(id.key())
+		if v == nil {
+			return ErrNotFound
+		}
+		rec, err := decodeRecord(id, v)
+		if err != nil {
+			return err
+		}
+		if rec.Outcome != nil {
+			return fmt.Errorf("%w (state %s)", ErrFinished, rec.Outcome.State)
+		}
+		nv, err := encodeRecord(rec.Intent, &out)
+		if err != nil {
+			return err
+		}
+		if err := j.Put(id.key(), nv); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOpen).Delete(id.key())
+	})
+}
+
+// Get returns the record id, or an error wrapping [ErrNotFound].
+func (s *Store) Get(ctx context.Context, id TxnID) (Record, error) {
+	var rec Record
+	err := s.view(ctx, fmt.Sprintf("get %d", id), func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketJournal).Get(id.key())
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		rec, err = decodeRecord(id, v)
+		return err
+	})
+	return rec, err
+}
+
+// Unfinished returns the records that have no outcome yet, in ID order.
+// After a crash these are the transactions whose outcome is unknown.
+func (s *Store) Unfinished(ctx context.Context) ([]Record, error) {
+	var recs []Record
+	err := s.view(ctx, "unfinished", func(tx *bolt.Tx) error {
+		j := tx.Bucket(bucketJournal)
+		return tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("open index key of %d bytes: %w", len(k), ErrCorrupt)
+			}
+			id := TxnID(binary.BigEndian.Uint64(k))
+			v := j.Get(k)
+			if v == nil {
+				return fmt.Errorf("record %d is in the open index but not in the journal: %w", id, ErrCorrupt)
+			}
+			rec, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// recordsBatch is how many records Records reads per read transaction.
+const recordsBatch = 256
+
+// Records calls fn for every record in ID order and stops at the first
+// error, which it returns unchanged. Records reads in batches and calls fn
+// outside any bbolt transaction, so fn may call other Store methods; a
+// record begun or finished during the walk may or may not be seen in its
+// new state.
+func (s *Store) Records(ctx context.Context, fn func(Record) error) error {
+	var after []byte // key of the last record read; nil before the first
+	for {
+		batch := make([]Record, 0, recordsBatch)
+		err := s.view(ctx, "records", func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketJournal).Cursor()
+			k, v := c.First()
+			if after != nil {
+				k, v = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(batch) < recordsBatch; k, v = c.Next() {
+				if len(k) != 8 {
+					return fmt.Errorf("journal key of %d bytes: %w", len(k), ErrCorrupt)
+				}
+				rec, err := decodeRecord(TxnID(binary.BigEndian.Uint64(k)), v)
+				if err != nil {
+					return err
+				}
+				batch = append(batch, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, rec := range batch {
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if len(batch) < recordsBatch {
+			return nil
+		}
+		after = batch[len(batch)-1].ID.key()
+	}
+}
