@@ -1,0 +1,45 @@
+# posd's build and test entry points. `make test` is what CI runs (.ci/run) and what the
+# README tells a newcomer to run; it must stay well under 15 minutes on 2 cores.
+
+GO       ?= go
+PKGS     ?= ./...
+FUZZTIME ?= 30s
+
+.PHONY: all build test test-deps vet unit cross bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# test: tools the tests use when present (installed when possible), vet, every package's
+# tests (the end-to-end ones run the built binaries over real ptys and loopback TCP), and the
+# cross-builds for the processors POS devices use.
+test: test-deps vet unit cross
+
+test-deps:
+	@scripts/test-deps
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout 10m $(PKGS)
+
+# Pure-Go cross-builds: posd must build with CGO_ENABLED=0 for 32-bit ARMv7 and arm64.
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -o /dev/null ./cmd/...
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/...
+	@echo "cross-builds for linux/arm (GOARM=7) and linux/arm64: ok"
+
+# bench: the benchmarks whose figures go to docs/BENCHMARKS.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+# fuzz: each fuzz target for FUZZTIME (not part of `make test`). New crashers land in the
+# package's testdata/fuzz/ and become regression tests; commit them.
+fuzz:
+	@scripts/fuzz-all "$(FUZZTIME)"
+
+clean:
+	rm -rf bin
