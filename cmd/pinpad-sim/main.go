@@ -1,0 +1,143 @@
+// Command pinpad-sim is a simulated ABECS PIN pad on a serial port, driven by
+// a script of cardholder actions (package terminal/padsim).
+//
+//	pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE]
+//
+// It prints one line saying where it listens, then one line per command it
+// handles, with PANs masked and never tracks, PINs, PIN blocks or keys. It
+// exits 0 on SIGINT or SIGTERM, and 1 with one error line on bad flags, a
+// missing port or a bad script.
+//
+// The default --bdk 0123456789ABCDEFFEDCBA9876543210 and --ksn
+// FFFF9876543210E00000 are the public test keys of ANSI X9.24-1 Annex A.
+// They protect nothing; use them only with test hosts.
+//
+// To pair it with posd without hardware, link two pseudo-terminals (for
+// example `socat pty,raw,echo=0 pty,raw,echo=0`, or package terminal/ptypair
+// in-process) and give one end to each.
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/terminal/abecs"
+	"github.com/posd-dev/posd/terminal/padsim"
+)
+
+// Public ANSI X9.24-1:2009 Annex A test keys.
+const (
+	testBDK = "0123456789ABCDEFFEDCBA9876543210"
+	testKSN = "FFFF9876543210E00000"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type config struct {
+	port      string
+	script    string
+	bdk       []byte
+	ksn       dukpt.KSN
+	testKeys  bool
+	baud      int
+	statePath string
+}
+
+func parseFlags(args []string, stdout io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("pinpad-sim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	port := fs.String("port", "", "serial device to listen on (required), e.g. /dev/pts/7")
+	script := fs.String("script", "", "JSON script of cardholder actions (default: none; GCR answers 012)")
+	bdkHex := fs.String("bdk", testBDK, "DUKPT base derivation key, 32 hex digits (default: public test key)")
+	ksnHex := fs.String("ksn", testKSN, "initial key serial number, 20 hex digits (default: public test KSN)")
+	baud := fs.Int("baud", abecs.DefaultBaud, "line speed in bit/s")
+	state := fs.String("state", "", "file keeping the DUKPT counter across runs (default: none)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE]")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *port == "" {
+		return nil, errors.New("--port is required")
+	}
+	if *baud <= 0 {
+		return nil, fmt.Errorf("--baud %d is not a positive number", *baud)
+	}
+	bdk, err := hex.DecodeString(*bdkHex)
+	if err != nil || len(bdk) != 16 {
+		return nil, errors.New("--bdk must be 32 hexadecimal digits")
+	}
+	ksn, err := dukpt.ParseKSN(*ksnHex)
+	if err != nil {
+		return nil, errors.New("--ksn must be 20 hexadecimal digits")
+	}
+	return &config{
+		port: *port, script: *script, bdk: bdk, ksn: ksn, baud: *baud, statePath: *state,
+		testKeys: *bdkHex == testBDK,
+	}, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "pinpad-sim: %v\n", err)
+		return 1
+	}
+	cfg, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return fail(fmt.Errorf("%w (see pinpad-sim -h)", err))
+	}
+	script := &padsim.Script{}
+	if cfg.script != "" {
+		if script, err = padsim.LoadScript(cfg.script); err != nil {
+			return fail(err)
+		}
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stdout, "pinpad-sim: "+format+"\n", args...)
+	}
+	pad, err := padsim.New(script, &padsim.Options{BDK: cfg.bdk, KSN: cfg.ksn, Logf: logf, StatePath: cfg.statePath})
+	clear(cfg.bdk)
+	if err != nil {
+		return fail(err)
+	}
+	port, err := abecs.OpenSerial(cfg.port, cfg.baud)
+	if err != nil {
+		return fail(err)
+	}
+	defer port.Close()
+
+	keys := "the public ANSI X9.24 test BDK"
+	if !cfg.testKeys {
+		keys = "the BDK given"
+	}
+	logf("listening on %s at %d bit/s; %d script events; DUKPT key from %s, KSN %v",
+		cfg.port, cfg.baud, len(script.Events), keys, pad.KSN())
+	err = pad.Serve(ctx, port)
+	if ctx.Err() != nil {
+		logf("stopped")
+		return 0
+	}
+	return fail(err)
+}

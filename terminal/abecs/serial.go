@@ -1,0 +1,60 @@
+package abecs
+
+import (
+	"errors"
+	"fmt"
+
+	"go.bug.st/serial"
+)
+
+// DefaultBaud is the ABECS line speed, 19200 bit/s (8N1).
+const DefaultBaud = 19200
+
+// ErrTimeout is returned by SerialPort.Read when the port's read timeout
+// elapses with no byte received.
+var ErrTimeout = errors.New("abecs: serial read timed out")
+
+// SerialPort is a go.bug.st/serial port whose Read reports a timeout as
+// ErrTimeout instead of (0, nil), so that loops such as io.ReadFull do not
+// spin. Close unblocks a pending Read. Like the port it wraps, it may be read
+// and written from different goroutines, but not read (or written) from two
+// at once.
+type SerialPort struct {
+	serial.Port
+	path string
+}
+
+// OpenSerial opens the serial device at path for ABECS: baud bit/s (0 means
+// DefaultBaud), 8 data bits, no parity, 1 stop bit. It does not touch the
+// modem lines, which pseudo-terminals lack.
+func OpenSerial(path string, baud int) (*SerialPort, error) {
+	if baud == 0 {
+		baud = DefaultBaud
+	}
+	if baud < 0 {
+		return nil, fmt.Errorf("abecs: open serial port %s: baud rate %d is negative", path, baud)
+	}
+	p, err := serial.Open(path, &serial.Mode{
+		BaudRate: baud,
+		DataBits: 8,
+		Parity:   serial.NoParity,
+		StopBits: serial.OneStopBit,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("abecs: open serial port %s: %w", path, err)
+	}
+	return &SerialPort{Port: p, path: path}, nil
+}
+
+// Path returns the device path the port was opened with.
+func (p *SerialPort) Path() string { return p.path }
+
+// Read reads into b. When the port's read timeout elapses with nothing read
+// it returns ErrTimeout.
+func (p *SerialPort) Read(b []byte) (int, error) {
+	n, err := p.Port.Read(b)
+	if n == 0 && err == nil && len(b) > 0 {
+		return 0, ErrTimeout
+	}
+	return n, err
+}
