@@ -1,0 +1,425 @@
+package iso8583
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	moov "github.com/moov-io/iso8583"
+
+	"github.com/posd-dev/posd/terminal/card"
+)
+
+// Message type indicators of the sale spine. Reversals (0400/0420), advices (0220),
+// network management (0800) and reconciliation (0500) follow the same request/response rule
+// ([ResponseMTI]).
+const (
+	MTIAuthorizationRequest  = "0100"
+	MTIAuthorizationResponse = "0110"
+	MTIFinancialRequest      = "0200"
+	MTIFinancialResponse     = "0210"
+)
+
+// DefaultProcessingCode is field 3 of a purchase of goods and services from the default
+// accounts.
+const DefaultProcessingCode = "000000"
+
+const (
+	maxAmountMinor = 999_999_999_999
+	maxSTAN        = 999_999
+	ksnHexLen      = 20
+	pinBlockLen    = 8
+)
+
+// Response codes (field 39) this project uses. Any other code is a decline too.
+const (
+	RCApproved          = "00"
+	RCInvalidCard       = "14"
+	RCFormatError       = "30"
+	RCInsufficientFunds = "51"
+	RCExpiredCard       = "54"
+	RCIncorrectPIN      = "55"
+	RCIssuerUnavailable = "91"
+	RCSystemMalfunction = "96"
+)
+
+// ResponseText returns a short English text for a response code, for logs and the
+// operator; "unknown response code" for codes it does not know.
+func ResponseText(code string) string {
+	switch code {
+	case RCApproved:
+		return "approved"
+	case "01":
+		return "refer to card issuer"
+	case "03":
+		return "invalid merchant"
+	case "04":
+		return "pick up card"
+	case "05":
+		return "do not honour"
+	case "12":
+		return "invalid transaction"
+	case "13":
+		return "invalid amount"
+	case RCInvalidCard:
+		return "invalid card number"
+	case RCFormatError:
+		return "format error"
+	case "41":
+		return "lost card, pick up"
+	case "43":
+		return "stolen card, pick up"
+	case RCInsufficientFunds:
+		return "insufficient funds"
+	case RCExpiredCard:
+		return "expired card"
+	case RCIncorrectPIN:
+		return "incorrect PIN"
+	case "57":
+		return "transaction not permitted to cardholder"
+	case "58":
+		return "transaction not permitted to terminal"
+	case "61":
+		return "exceeds withdrawal amount limit"
+	case "75":
+		return "allowable number of PIN tries exceeded"
+	case RCIssuerUnavailable:
+		return "issuer or switch inoperative"
+	case "94":
+		return "duplicate transmission"
+	case RCSystemMalfunction:
+		return "system malfunction"
+	}
+	return "unknown response code"
+}
+
+// ResponseMTI returns the MTI that answers request MTI mti: the function digit goes from
+// request (0) to response (1) or from advice (2) to advice response (3), and a repeat origin
+// (1, 3) answers as the original (0, 2): 0200 -> 0210, 0221 -> 0230, 0421 -> 0430,
+// 0800 -> 0810. It fails for an MTI that is not a request or an advice.
+func ResponseMTI(mti string) (string, error) {
+	if len(mti) != 4 || classN.badChar([]byte(mti)) >= 0 {
+		return "", fmt.Errorf("iso8583: %w: MTI must be 4 digits", ErrInvalidValue)
+	}
+	fn, origin := mti[2], mti[3]
+	if fn != '0' && fn != '2' {
+		return "", fmt.Errorf("iso8583: %w: MTI %s is not a request or an advice", ErrInvalidValue, mti)
+	}
+	if origin > '5' {
+		return "", fmt.Errorf("iso8583: %w: MTI %s has an unknown origin", ErrInvalidValue, mti)
+	}
+	origin &^= 1 // '1' -> '0', '3' -> '2', '5' -> '4'
+	return mti[:2] + string(fn+1) + string(origin), nil
+}
+
+// Authorization is an authorization (0100) or financial (0200) request of a card-present
+// sale. Its String and LogValue are masked: PAN first 6 and last 4 digits, no track data,
+// no PIN block. An Authorization is a value; it is safe for concurrent use if not modified.
+type Authorization struct {
+	MTI              string    // "0200" (the default when empty) or "0100"
+	ProcessingCode   string    // field 3; default "000000" (purchase)
+	AmountMinor      int64     // field 4, in minor units, 0 to 999999999999
+	CurrencyNumeric  string    // field 49, ISO 4217 numeric, e.g. "978"; required
+	STAN             uint32    // field 11, 1 to 999999; required
+	TransmissionTime time.Time // field 7, written in UTC as MMDDhhmmss; required
+	LocalTime        time.Time // fields 12 (hhmmss) and 13 (MMDD), in its own location; required
+	PAN              card.PAN  // field 2, when Track2 is empty
+	Expiry           string    // field 14, YYMM; required when Track2 is empty
+	Track2           string    // field 35 without sentinels; when set, fields 2 and 14 are omitted
+	EntryMode        string    // field 22, POS entry mode, e.g. "021"; required
+	PINBlock         []byte    // field 52, 8 bytes; nil when no PIN was entered
+	KSN              string    // field 62, 20 hex digits; required with PINBlock, see below
+	TerminalID       string    // field 41, ans up to 8 (padded with spaces); required
+	MerchantID       string    // field 42, ans up to 15 (padded with spaces); required
+}
+
+// The KSN of a DUKPT PIN block travels in field 62 (LLLVAR ans) as 20 upper-case hexadecimal
+// characters: a documented choice of this default dialect, since field 53 is n16 in
+// ISO 8583:1987 and cannot hold a 20-digit KSN.
+const fieldKSN = 62
+
+// mandatory lists, per request MTI, the fields a message must carry; fields 2 or 35 (the
+// card) are checked separately. New message types add a row.
+func mandatory(mti string) ([]int, bool) {
+	switch mti {
+	case MTIAuthorizationRequest, MTIFinancialRequest:
+		return []int{3, 4, 7, 11, 12, 13, 22, 41, 42, 49}, true
+	}
+	return nil, false
+}
+
+// CheckMandatory checks that msg has the fields its MTI requires in this dialect. Request
+// types it does not know are refused with [ErrUnsupportedField] on field 0.
+func CheckMandatory(msg *Message) error {
+	mti, err := msg.GetMTI()
+	if err != nil {
+		return &FieldError{Field: 0, Op: "build", Err: err}
+	}
+	ids, ok := mandatory(mti)
+	if !ok {
+		return &FieldError{Field: 0, Op: "build", Err: fmt.Errorf("%w: no rules for MTI %q", ErrUnsupportedField, mti)}
+	}
+	fields := msg.GetFields()
+	for _, id := range ids {
+		if fields[id] == nil {
+			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
+		}
+	}
+	if fields[2] == nil && fields[35] == nil {
+		return &FieldError{Field: 2, Op: "build", Err: fmt.Errorf("%w: need field 2 or field 35", ErrMissingField)}
+	}
+	if fields[2] != nil && fields[35] == nil && fields[14] == nil {
+		return &FieldError{Field: 14, Op: "build", Err: fmt.Errorf("%w: a PAN without track 2 needs its expiry", ErrMissingField)}
+	}
+	if fields[52] != nil && fields[fieldKSN] == nil {
+		return &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: a PIN block needs its KSN", ErrMissingField)}
+	}
+	return nil
+}
+
+// Message builds the request on the [DefaultSpec] dialect, checks every value and the
+// MTI's mandatory fields, and packs it once to check that every field fits. Errors are
+// [*FieldError]s naming the field, never showing card or PIN data.
+func (a Authorization) Message() (*Message, error) {
+	mti := a.MTI
+	if mti == "" {
+		mti = MTIFinancialRequest
+	}
+	if mti != MTIFinancialRequest && mti != MTIAuthorizationRequest {
+		return nil, &FieldError{Field: 0, Op: "build", Err: fmt.Errorf("%w: authorization MTI must be 0100 or 0200", ErrInvalidValue)}
+	}
+	pc := a.ProcessingCode
+	if pc == "" {
+		pc = DefaultProcessingCode
+	}
+	if a.AmountMinor < 0 || a.AmountMinor > maxAmountMinor {
+		return nil, &FieldError{Field: 4, Op: "build", Err: fmt.Errorf("%w: amount out of range", ErrInvalidValue)}
+	}
+	if a.STAN == 0 || a.STAN > maxSTAN {
+		return nil, &FieldError{Field: 11, Op: "build", Err: fmt.Errorf("%w: STAN must be 1 to 999999", ErrInvalidValue)}
+	}
+	if a.TransmissionTime.IsZero() {
+		return nil, &FieldError{Field: 7, Op: "build", Err: ErrMissingField}
+	}
+	if a.LocalTime.IsZero() {
+		return nil, &FieldError{Field: 12, Op: "build", Err: ErrMissingField}
+	}
+
+	msg := moov.NewMessage(defaultSpec())
+	msg.MTI(mti)
+	set := func(id int, v string) error {
+		if v == "" {
+			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
+		}
+		if err := msg.Field(id, v); err != nil {
+			return &FieldError{Field: id, Op: "build", Err: err}
+		}
+		return nil
+	}
+	values := []struct {
+		id int
+		v  string
+	}{
+		{3, pc},
+		{4, fmt.Sprintf("%012d", a.AmountMinor)},
+		{7, a.TransmissionTime.UTC().Format("0102150405")},
+		{11, fmt.Sprintf("%06d", a.STAN)},
+		{12, a.LocalTime.Format("150405")},
+		{13, a.LocalTime.Format("0102")},
+		{22, a.EntryMode},
+		{41, a.TerminalID},
+		{42, a.MerchantID},
+		{49, a.CurrencyNumeric},
+	}
+	for _, fv := range values {
+		if err := set(fv.id, fv.v); err != nil {
+			return nil, err
+		}
+	}
+
+	if a.Track2 != "" {
+		t2, err := card.ParseTrack2(a.Track2)
+		if err != nil || strings.ContainsAny(a.Track2, ";?D") {
+			return nil, &FieldError{Field: 35, Op: "build", Err: fmt.Errorf("%w: track 2 must be PAN '=' YYMM service code discretionary data, without sentinels", ErrInvalidValue)}
+		}
+		if !a.PAN.IsZero() && !a.PAN.Equal(t2.PAN()) {
+			return nil, &FieldError{Field: 35, Op: "build", Err: fmt.Errorf("%w: PAN and track 2 disagree", ErrInvalidValue)}
+		}
+		if err := set(35, a.Track2); err != nil {
+			return nil, err
+		}
+	} else {
+		if a.PAN.IsZero() {
+			return nil, &FieldError{Field: 2, Op: "build", Err: fmt.Errorf("%w: need a PAN or track 2", ErrMissingField)}
+		}
+		if _, err := card.ParseExpiry(a.Expiry); err != nil {
+			return nil, &FieldError{Field: 14, Op: "build", Err: fmt.Errorf("%w: expiry must be YYMM", ErrInvalidValue)}
+		}
+		if err := set(2, a.PAN.Digits()); err != nil {
+			return nil, err
+		}
+		if err := set(14, a.Expiry); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case a.PINBlock == nil && a.KSN != "":
+		return nil, &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: KSN without a PIN block", ErrInvalidValue)}
+	case a.PINBlock != nil:
+		if len(a.PINBlock) != pinBlockLen {
+			return nil, &FieldError{Field: 52, Op: "build", Err: fmt.Errorf("%w: PIN block must be %d bytes", ErrInvalidLength, pinBlockLen)}
+		}
+		ksn := strings.ToUpper(a.KSN)
+		if len(ksn) != ksnHexLen || classB.badChar([]byte(ksn)) >= 0 {
+			return nil, &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: KSN must be %d hexadecimal digits", ErrInvalidValue, ksnHexLen)}
+		}
+		if err := msg.BinaryField(52, append([]byte(nil), a.PINBlock...)); err != nil {
+			return nil, &FieldError{Field: 52, Op: "build", Err: err}
+		}
+		if err := set(fieldKSN, ksn); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := CheckMandatory(msg); err != nil {
+		return nil, err
+	}
+	if _, err := Pack(msg); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// maskedPAN returns the masked PAN of a, from PAN or from Track2.
+func (a Authorization) maskedPAN() string {
+	if !a.PAN.IsZero() {
+		return a.PAN.String()
+	}
+	return card.MaskPAN(trackPAN(a.Track2))
+}
+
+// String returns a masked one-line summary: no full PAN, no track, no PIN block.
+func (a Authorization) String() string {
+	mti := a.MTI
+	if mti == "" {
+		mti = MTIFinancialRequest
+	}
+	return fmt.Sprintf("%s stan=%06d tid=%s amount=%d cur=%s pan=%s entry=%s pin=%t",
+		mti, a.STAN, a.TerminalID, a.AmountMinor, a.CurrencyNumeric, a.maskedPAN(), a.EntryMode, a.PINBlock != nil)
+}
+
+// LogValue implements slog.LogValuer with the same masked content as String.
+func (a Authorization) LogValue() slog.Value {
+	mti := a.MTI
+	if mti == "" {
+		mti = MTIFinancialRequest
+	}
+	return slog.GroupValue(
+		slog.String("mti", mti),
+		slog.Int64("stan", int64(a.STAN)),
+		slog.String("tid", a.TerminalID),
+		slog.Int64("amount", a.AmountMinor),
+		slog.String("currency", a.CurrencyNumeric),
+		slog.String("pan", a.maskedPAN()),
+		slog.String("entry", a.EntryMode),
+		slog.Bool("pin", a.PINBlock != nil),
+	)
+}
+
+// AuthResponse is the part of an 0110 or 0210 the terminal acts on. It holds no card data.
+// It is a value; it is safe for concurrent use if not modified.
+type AuthResponse struct {
+	MTI          string
+	ResponseCode string // field 39
+	ApprovalCode string // field 38; empty on most declines
+	RRN          string // field 37, retrieval reference number; may be empty
+	TerminalID   string // field 41
+	STAN         uint32 // field 11
+	AmountMinor  int64  // field 4; 0 when the host did not echo it
+}
+
+// ParseAuthResponse reads an 0110 or 0210. Fields 11, 39 and 41 are required; a decline is
+// a response like any other (check [AuthResponse.Approved]).
+func ParseAuthResponse(msg *Message) (AuthResponse, error) {
+	var r AuthResponse
+	var err error
+	if r.MTI, err = msg.GetMTI(); err != nil {
+		return AuthResponse{}, &FieldError{Field: 0, Op: "unpack", Err: err}
+	}
+	if r.MTI != MTIAuthorizationResponse && r.MTI != MTIFinancialResponse {
+		return AuthResponse{}, &FieldError{Field: 0, Op: "unpack", Err: fmt.Errorf("%w: MTI %q is not 0110 or 0210", ErrInvalidValue, r.MTI)}
+	}
+	get := func(id int, required bool) (string, error) {
+		s, err := msg.GetString(id)
+		if err != nil {
+			return "", &FieldError{Field: id, Op: "unpack", Err: err}
+		}
+		if s == "" && required {
+			return "", &FieldError{Field: id, Op: "unpack", Err: ErrMissingField}
+		}
+		return s, nil
+	}
+	stan, err := get(11, true)
+	if err != nil {
+		return AuthResponse{}, err
+	}
+	n, err := strconv.ParseUint(stan, 10, 32)
+	if err != nil {
+		return AuthResponse{}, &FieldError{Field: 11, Op: "unpack", Err: fmt.Errorf("%w: STAN is not a number", ErrInvalidValue)}
+	}
+	r.STAN = uint32(n)
+	if r.ResponseCode, err = get(39, true); err != nil {
+		return AuthResponse{}, err
+	}
+	if r.TerminalID, err = get(41, true); err != nil {
+		return AuthResponse{}, err
+	}
+	if r.ApprovalCode, err = get(38, false); err != nil {
+		return AuthResponse{}, err
+	}
+	if r.RRN, err = get(37, false); err != nil {
+		return AuthResponse{}, err
+	}
+	amount, err := get(4, false)
+	if err != nil {
+		return AuthResponse{}, err
+	}
+	if amount != "" {
+		if r.AmountMinor, err = strconv.ParseInt(amount, 10, 64); err != nil {
+			return AuthResponse{}, &FieldError{Field: 4, Op: "unpack", Err: fmt.Errorf("%w: amount is not a number", ErrInvalidValue)}
+		}
+	}
+	return r, nil
+}
+
+// Approved reports whether the host approved: response code "00" only. Codes that approve
+// with a condition (08 honour with identification, 10 partial approval, 11 VIP approval)
+// return false; a caller that does not support them must treat the transaction as declined
+// and reverse it, since the host may have approved.
+func (r AuthResponse) Approved() bool { return r.ResponseCode == RCApproved }
+
+// String returns a one-line summary of the response.
+func (r AuthResponse) String() string {
+	return fmt.Sprintf("%s stan=%06d tid=%s rc=%s (%s) auth=%s rrn=%s", r.MTI, r.STAN, r.TerminalID,
+		r.ResponseCode, ResponseText(r.ResponseCode), r.ApprovalCode, r.RRN)
+}
+
+// trackPAN returns the leading digits of a track 2 or track 1 string: the PAN, or "" if it
+// has no recognizable PAN. Sentinels and track 1's format code are skipped.
+func trackPAN(track string) string {
+	track = strings.TrimLeft(track, ";%")
+	if len(track) > 0 && (track[0] == 'B' || track[0] == 'b') {
+		track = track[1:]
+	}
+	end := 0
+	for end < len(track) && isDigit(track[end]) {
+		end++
+	}
+	if end == len(track) || end < 12 || end > 19 {
+		return "" // no separator after the digits, or not a PAN length
+	}
+	return track[:end]
+}

@@ -1,0 +1,424 @@
+package hostsim_test
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	moov "github.com/moov-io/iso8583"
+
+	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/hsm/pinblock"
+	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/iso8583/hostsim"
+	"github.com/posd-dev/posd/terminal/card"
+)
+
+const testBDKHex = "0123456789ABCDEFFEDCBA9876543210" // public ANSI X9.24-1 test key
+
+func bdk(t testing.TB) []byte {
+	b, err := hex.DecodeString(testBDKHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var now = time.Date(2025, 3, 14, 15, 9, 27, 0, time.UTC)
+
+func newServer(t *testing.T, opts hostsim.Options) *hostsim.Server {
+	t.Helper()
+	if opts.BDK == nil {
+		opts.BDK = bdk(t)
+	}
+	if opts.Now == nil {
+		opts.Now = func() time.Time { return now }
+	}
+	s, err := hostsim.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// pinBlock encrypts pin for pan under the DUKPT key of counter n of the test KSN.
+func pinBlock(t *testing.T, pin, pan string, n uint32) ([]byte, string) {
+	t.Helper()
+	ksn, err := dukpt.ParseKSN("FFFF9876543210E00000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ksn = ksn.WithCounter(n)
+	key, err := dukpt.TDESPINKey(bdk(t), ksn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear, err := pinblock.EncodeFormat0(pin, pan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := pinblock.EncryptTDES(key, clear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return enc[:], ksn.String()
+}
+
+func TestDefaultCards(t *testing.T) {
+	cards := hostsim.DefaultCards()
+	want := map[string]hostsim.Card{
+		"4761739001010010": {PAN: "4761739001010010", PIN: "1234", BalanceMinor: 100_000_000, Expiry: "3012"},
+		"5413330089020011": {PAN: "5413330089020011", PIN: "1234", BalanceMinor: 500, Expiry: "3012"},
+	}
+	blocked := false
+	for _, c := range cards {
+		if !card.Luhn(c.PAN) {
+			t.Errorf("%s fails the Luhn check", card.MaskPAN(c.PAN))
+		}
+		if _, err := card.ParsePAN(c.PAN); err != nil {
+			t.Errorf("%s: %v", card.MaskPAN(c.PAN), err)
+		}
+		if w, ok := want[c.PAN]; ok && c != w {
+			t.Errorf("card %v, want %v", c, w)
+		}
+		delete(want, c.PAN)
+		if c.PAN == "4000000000000002" {
+			blocked = c.Blocked
+		}
+	}
+	if len(want) != 0 || !blocked {
+		t.Errorf("missing cards %v, 4000000000000002 blocked: %t", want, blocked)
+	}
+	// By hand: in 4000000000000002 the check digit 2 is kept and the leading 4, in a doubled
+	// position, counts 8: 2 + 8 = 10, valid. Any other check digit is not.
+	if !card.Luhn("4000000000000002") || card.Luhn("4000000000000003") {
+		t.Error("Luhn accepts a wrong check digit")
+	}
+}
+
+func TestCardStringHidesPANAndPIN(t *testing.T) {
+	c := hostsim.Card{PAN: "4761739001010010", PIN: "9876", BalanceMinor: 1, Expiry: "3012"}
+	for _, s := range []string{c.String(), fmt.Sprint(c), c.LogValue().String()} {
+		if strings.Contains(s, "4761739001010010") || strings.Contains(s, "9876") || !strings.Contains(s, "476173******0010") {
+			t.Errorf("card shown as %q", s)
+		}
+	}
+}
+
+func TestNewServerChecksOptions(t *testing.T) {
+	bad := []hostsim.Options{
+		{},                      // no BDK
+		{BDK: make([]byte, 24)}, // not double length
+		{BDK: bdk(t), Cards: []hostsim.Card{{PAN: "4761739001010011", Expiry: "3012"}}},            // Luhn
+		{BDK: bdk(t), Cards: []hostsim.Card{{PAN: "4761739001010010", Expiry: "3013"}}},            // expiry
+		{BDK: bdk(t), Cards: []hostsim.Card{{PAN: "4761739001010010", Expiry: "3012", PIN: "12"}}}, // PIN
+		{BDK: bdk(t), Cards: []hostsim.Card{{PAN: "4761739001010010", Expiry: "3012", BalanceMinor: -1}}},
+		{BDK: bdk(t), Cards: []hostsim.Card{{PAN: "4761739001010010", Expiry: "3012"}, {PAN: "4761739001010010", Expiry: "3012"}}},
+	}
+	for i, opts := range bad {
+		_, err := hostsim.NewServer(opts)
+		if err == nil {
+			t.Errorf("options %d accepted", i)
+			continue
+		}
+		if strings.Contains(err.Error(), "476173900101001") {
+			t.Errorf("error %q shows the PAN", err)
+		}
+	}
+}
+
+func TestReadCards(t *testing.T) {
+	cards, err := hostsim.ReadCards(strings.NewReader(`[{"pan":"4761739001010010","pin":"1234","balance_minor":500,"expiry":"3012"},
+		{"pan":"4000000000000002","balance_minor":0,"expiry":"2901","blocked":true}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []hostsim.Card{{PAN: "4761739001010010", PIN: "1234", BalanceMinor: 500, Expiry: "3012"}, {PAN: "4000000000000002", Expiry: "2901", Blocked: true}}
+	if fmt.Sprint(cards) != fmt.Sprint(want) || cards[0].PIN != "1234" {
+		t.Fatalf("got %v, want %v", cards, want)
+	}
+	for _, bad := range []string{
+		`[{"pan":"4761739001010010","expiry":"3012","colour":"red"}]`, // unknown field
+		`[{"pan":"4761739001010011","expiry":"3012"}]`,                // Luhn
+		`[] []`,
+		`{`,
+	} {
+		if _, err := hostsim.ReadCards(strings.NewReader(bad)); err == nil {
+			t.Errorf("ReadCards(%s) succeeded", bad)
+		}
+	}
+}
+
+func request(t *testing.T, mti string, fields map[int]string) *iso8583.Message {
+	t.Helper()
+	m := moov.NewMessage(iso8583.DefaultSpec())
+	m.MTI(mti)
+	for id, v := range fields {
+		if err := m.Field(id, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func sale(pan, expiry, amount string) map[int]string {
+	return map[int]string{2: pan, 3: "000000", 4: amount, 7: "0314150926", 11: "000042", 12: "160926", 13: "0314",
+		14: expiry, 22: "012", 41: "TERM0001", 42: "MERCHANT0000001", 49: "978"}
+}
+
+func TestRespond(t *testing.T) {
+	s := newServer(t, hostsim.Options{})
+	rc := func(m *iso8583.Message) string {
+		t.Helper()
+		if m == nil {
+			t.Fatal("no response")
+		}
+		v, _ := m.GetString(39)
+		return v
+	}
+
+	// Approval without a PIN block; the echoed fields come back.
+	resp := s.Respond(request(t, "0200", sale("4761739001010010", "3012", "000000001000")))
+	if rc(resp) != "00" {
+		t.Fatalf("rc = %s", rc(resp))
+	}
+	for id, want := range map[int]string{0: "0210", 3: "000000", 4: "000000001000", 7: "0314150926", 11: "000042",
+		12: "160926", 13: "0314", 41: "TERM0001", 42: "MERCHANT0000001", 49: "978", 38: "000001", 37: "507315000001"} {
+		if got, _ := resp.GetString(id); got != want {
+			t.Errorf("field %d = %q, want %q", id, got, want)
+		}
+	}
+	if got, _ := resp.GetString(2); got != "" {
+		t.Error("the response carries the PAN")
+	}
+
+	// Expiry: valid through the end of its month.
+	if got := rc(s.Respond(request(t, "0100", sale("4761739001010010", "2503", "000000000100")))); got != "54" {
+		t.Errorf("expiry 2503 = %s, want 54 (table says 3012)", got)
+	}
+	if got := rc(s.Respond(request(t, "0100", sale("4761739001010010", "2502", "000000000100")))); got != "54" {
+		t.Errorf("expired 2502 = %s, want 54", got)
+	}
+	expiring := newServer(t, hostsim.Options{Cards: []hostsim.Card{{PAN: "4761739001010010", BalanceMinor: 100, Expiry: "2503"}}})
+	if got := rc(expiring.Respond(request(t, "0100", sale("4761739001010010", "2503", "000000000100")))); got != "00" {
+		t.Errorf("card expiring this month = %s, want 00", got)
+	}
+
+	// Format errors: missing mandatory field, PIN block without KSN.
+	f := sale("4761739001010010", "3012", "000000000100")
+	delete(f, 3)
+	if got := rc(s.Respond(request(t, "0200", f))); got != "30" {
+		t.Errorf("without field 3 = %s, want 30", got)
+	}
+	m := request(t, "0200", sale("4761739001010010", "3012", "000000000100"))
+	m.BinaryField(52, make([]byte, 8))
+	if got := rc(s.Respond(m)); got != "30" {
+		t.Errorf("PIN block without KSN = %s, want 30", got)
+	}
+
+	// Luhn-invalid PAN: 14.
+	if got := rc(s.Respond(request(t, "0200", sale("4761739001010011", "3012", "000000000100")))); got != "14" {
+		t.Errorf("Luhn-invalid = %s, want 14", got)
+	}
+
+	// Network management and unsupported types.
+	echo := s.Respond(request(t, "0800", map[int]string{7: "0314150926", 11: "000001", 70: "301"}))
+	if mti, _ := echo.GetMTI(); mti != "0810" || rc(echo) != "00" {
+		t.Errorf("0800: %s rc %s", mti, rc(echo))
+	}
+	if nmic, _ := echo.GetString(70); nmic != "301" {
+		t.Errorf("0810 field 70 = %q", nmic)
+	}
+	if got := rc(s.Respond(request(t, "0400", sale("4761739001010010", "3012", "000000000100")))); got != "12" {
+		t.Errorf("0400 = %s, want 12", got)
+	}
+	if s.Respond(request(t, "0210", map[int]string{11: "000001"})) != nil {
+		t.Error("answered a response")
+	}
+	if s.Respond(request(t, "0200", map[int]string{41: "TERM0001"})) != nil {
+		t.Error("answered a request without STAN")
+	}
+	if n := len(s.Ledger()); n != 1 {
+		t.Errorf("ledger has %d entries, want 1", n)
+	}
+}
+
+func TestRespondPIN(t *testing.T) {
+	s := newServer(t, hostsim.Options{})
+	for _, tt := range []struct {
+		pin  string
+		n    uint32
+		want string
+	}{{"1234", 1, "00"}, {"1235", 2, "55"}, {"1234", 3, "00"}} {
+		m := request(t, "0200", sale("4761739001010010", "3012", "000000000100"))
+		block, ksn := pinBlock(t, tt.pin, "4761739001010010", tt.n)
+		m.BinaryField(52, block)
+		m.Field(62, ksn)
+		if got, _ := s.Respond(m).GetString(39); got != tt.want {
+			t.Errorf("PIN %s: rc = %s, want %s", tt.pin, got, tt.want)
+		}
+	}
+	// A block made for another PAN does not decode for this one.
+	m := request(t, "0200", sale("4761739001010010", "3012", "000000000100"))
+	block, ksn := pinBlock(t, "1234", "5413330089020011", 4)
+	m.BinaryField(52, block)
+	m.Field(62, ksn)
+	if got, _ := s.Respond(m).GetString(39); got != "55" {
+		t.Errorf("block of another PAN: rc = %s, want 55", got)
+	}
+}
+
+func TestLedgerAndBalance(t *testing.T) {
+	s := newServer(t, hostsim.Options{})
+	for _, amount := range []string{"000000000300", "000000000300", "000000000200"} {
+		s.Respond(request(t, "0200", sale("5413330089020011", "3012", amount)))
+	}
+	ledger := s.Ledger()
+	if len(ledger) != 2 {
+		t.Fatalf("ledger %v", ledger)
+	}
+	e := ledger[1]
+	want := hostsim.LedgerEntry{Time: now, STAN: 42, TerminalID: "TERM0001", MaskedPAN: "541333******0011", AmountMinor: 200,
+		Currency: "978", ApprovalCode: "000002", RRN: "507315000002"}
+	if e != want {
+		t.Errorf("entry %+v\nwant %+v", e, want)
+	}
+	if strings.Contains(e.String(), "5413330089020011") {
+		t.Errorf("ledger line shows the PAN: %s", e)
+	}
+	if bal, ok := s.Balance("5413330089020011"); !ok || bal != 0 {
+		t.Errorf("balance = %d, %t", bal, ok)
+	}
+	ledger[0].RRN = "changed"
+	if s.Ledger()[0].RRN == "changed" {
+		t.Error("Ledger returned its own slice")
+	}
+}
+
+func TestOverride(t *testing.T) {
+	s := newServer(t, hostsim.Options{Override: func(*iso8583.Message) string { return "91" }})
+	got, _ := s.Respond(request(t, "0200", sale("4761739001010010", "3012", "000000000100"))).GetString(39)
+	if got != "91" || len(s.Ledger()) != 0 {
+		t.Fatalf("rc = %s, ledger %v", got, s.Ledger())
+	}
+}
+
+// The connection survives a request it cannot read; Serve stops when its context ends.
+func TestServeSurvivesGarbage(t *testing.T) {
+	logged := make(chan string, 10)
+	s := newServer(t, hostsim.Options{Logf: func(format string, args ...any) {
+		select {
+		case logged <- fmt.Sprintf(format, args...):
+		default:
+		}
+	}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fr := iso8583.BinaryLengthFramer{}
+	if err := fr.WriteFrame(nc, []byte("not iso 8583")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := iso8583.Pack(request(t, "0200", sale("4761739001010010", "3012", "000000000100")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteFrame(nc, out); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := fr.ReadFrame(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := iso8583.Unpack(nil, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, _ := resp.GetString(39); rc != "00" {
+		t.Fatalf("rc = %s", rc)
+	}
+	// Requests are handled concurrently: the garbage's log line may come second.
+	for found := false; !found; {
+		select {
+		case line := <-logged:
+			found = strings.Contains(line, "unreadable request of 12 bytes")
+		case <-time.After(5 * time.Second):
+			t.Fatal("the unreadable request was not logged")
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+}
+
+// A terminal's sale against the simulated acquirer over TCP.
+func Example() {
+	bdk, _ := hex.DecodeString("0123456789ABCDEFFEDCBA9876543210") // public test key
+	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, ln)
+
+	client, err := iso8583.NewClient(iso8583.ClientOptions{Addr: ln.Addr().String()})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+
+	pan, _ := card.ParsePAN("5413330089020011") // balance 5.00
+	for stan, amount := range []int64{4_00, 2_00} {
+		req, err := iso8583.Authorization{
+			AmountMinor: amount, CurrencyNumeric: "978", STAN: uint32(stan + 1),
+			TransmissionTime: time.Now(), LocalTime: time.Now(),
+			PAN: pan, Expiry: "3012", EntryMode: "012",
+			TerminalID: "TERM0001", MerchantID: "MERCHANT0000001",
+		}.Message()
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		resp, err := client.Send(ctx, req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		r, _ := iso8583.ParseAuthResponse(resp)
+		fmt.Println(r.STAN, r.ResponseCode, iso8583.ResponseText(r.ResponseCode))
+	}
+	fmt.Println(len(srv.Ledger()), "approved:", srv.Ledger()[0].MaskedPAN)
+	// Output:
+	// 1 00 approved
+	// 2 51 insufficient funds
+	// 1 approved: 541333******0011
+}
