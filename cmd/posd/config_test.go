@@ -1,0 +1,92 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `{
+  "version": 1,
+  "terminal": {"id": "T0000001", "merchant_id": "000000000000001", "currency": "eur"},
+  "pinpad": {"port": "/dev/ttyUSB0"},
+  "acquirer": {"address": "acquirer.example:8583", "response_timeout": "20s"},
+  "store": {"path": "/var/lib/posd/posd.db"}
+}`
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Terminal.Currency != "EUR" || c.Terminal.POIID != "POSD-T0000001" || c.Terminal.MerchantName == "" {
+		t.Errorf("terminal defaults: %+v", c.Terminal)
+	}
+	if c.API.Listen != "127.0.0.1:8765" || c.PINPad.Baud != 19200 || time.Duration(c.PINPad.ACKTimeout) != 2*time.Second {
+		t.Errorf("defaults: %+v %+v", c.API, c.PINPad)
+	}
+	if time.Duration(c.Acquirer.ResponseTimeout) != 20*time.Second || time.Duration(c.Acquirer.DialTimeout) != 5*time.Second || !*c.Acquirer.RequireAtStart {
+		t.Errorf("acquirer: %+v", c.Acquirer)
+	}
+	if c.HSM.Backend != BackendPINPad || c.Log.Level != "info" {
+		t.Errorf("hsm/log: %+v %+v", c.HSM, c.Log)
+	}
+}
+
+func TestParseConfigErrorsNameTheKey(t *testing.T) {
+	edit := func(old, new string) string {
+		if !strings.Contains(goodConfig, old) {
+			t.Fatalf("test config has no %q", old)
+		}
+		return strings.Replace(goodConfig, old, new, 1)
+	}
+	for _, tc := range []struct {
+		name, cfg, want string
+	}{
+		{"unknown key", edit(`"currency": "eur"`, `"currency": "eur", "curency": "x"`), "curency: unknown key"},
+		{"version", edit(`"version": 1`, `"version": 2`), "version: is 2"},
+		{"tid length", edit(`"T0000001"`, `"T01"`), "terminal.id"},
+		{"currency", edit(`"eur"`, `"EURO"`), "terminal.currency"},
+		{"duration as number", edit(`"20s"`, `20`), "duration string"},
+		{"bad duration", edit(`"20s"`, `"soon"`), `"soon" is not a positive duration`},
+		{"address", edit(`"acquirer.example:8583"`, `"acquirer.example"`), "acquirer.address"},
+		{"port range", edit(`"acquirer.example:8583"`, `"acquirer.example:99999"`), "acquirer.address"},
+		{"missing pinpad", edit(`"pinpad": {"port": "/dev/ttyUSB0"},`, ``), "pinpad.port: required"},
+		{"missing store", edit(`"store": {"path": "/var/lib/posd/posd.db"}`, `"store": {}`), "store.path: required"},
+		{"non-loopback api", edit(`"version": 1,`, `"version": 1, "api": {"listen": "0.0.0.0:8765"},`), "api.listen"},
+		{"baud", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "baud": 1234`), "pinpad.baud"},
+		{"wrong type", edit(`"version": 1`, `"version": "1"`), "version: must be a JSON int"},
+		{"backend", edit(`"version": 1,`, `"version": 1, "hsm": {"backend": "soft"},`), `unknown backend "soft"`},
+		{"log level", edit(`"version": 1,`, `"version": 1, "log": {"level": "loud"},`), "log.level"},
+		{"syntax", `{"version": 1,,}`, "line 1"},
+		{"trailing", goodConfig + `{}`, "after the JSON object"},
+	} {
+		_, err := ParseConfig([]byte(tc.cfg))
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %q does not contain %q", tc.name, err, tc.want)
+		}
+		if !strings.HasPrefix(err.Error(), "config: ") {
+			t.Errorf("%s: error %q does not say it is about the config", tc.name, err)
+		}
+	}
+	var ce *ConfigError
+	if _, err := ParseConfig([]byte(edit(`"T0000001"`, `"T01"`))); !errors.As(err, &ce) || ce.Key != "terminal.id" {
+		t.Errorf("not a *ConfigError for terminal.id: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodConfig))
+	f.Add([]byte(`{"version":1,"terminal":{"card_timeout":"-1s"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err == nil && (c.Terminal.ID == "" || c.PINPad.Port == "" || c.Store.Path == "") {
+			t.Fatal("accepted a config missing a required key")
+		}
+	})
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"go.bug.st/serial"
+
+	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/iso8583/hostsim"
+	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal/money"
+	"github.com/posd-dev/posd/terminal/nexo"
+	"github.com/posd-dev/posd/terminal/padsim"
+	"github.com/posd-dev/posd/terminal/ptypair"
+)
+
+// The demo's keys are the public ANSI X9.24-1 test keys: never use them for real cards.
+const (
+	demoBDK = "0123456789ABCDEFFEDCBA9876543210"
+	demoKSN = "FFFF9876543210E00000"
+)
+
+// demoSale is one scripted sale and the outcome the demo expects.
+type demoSale struct {
+	title     string
+	amount    string
+	events    []padsim.Event
+	result    string // nexo Response.Result
+	condition string // nexo ErrorCondition
+	online    bool   // whether it must reach the acquirer
+}
+
+func demoSales() []demoSale {
+	swipe := func(t1, t2 string) padsim.Event {
+		return padsim.Event{Swipe: &padsim.Swipe{Track1: t1, Track2: t2}}
+	}
+	pin := func(p string) padsim.Event { return padsim.Event{PIN: p} }
+	return []demoSale{
+		{
+			title: "approved", amount: "12.50",
+			events: []padsim.Event{swipe("B4761739001010010^DEMO/APPROVED^3012101000000000000", "4761739001010010=30121010000000000"), pin("1234")},
+			result: "Success", online: true,
+		},
+		{
+			title: "declined: wrong PIN", amount: "30.00",
+			events: []padsim.Event{swipe("B4761739001010010^DEMO/WRONG PIN^3012101000000000000", "4761739001010010=30121010000000000"), pin("4321")},
+			result: "Failure", condition: "WrongPIN", online: true,
+		},
+		{
+			title: "expired card, refused before going online", amount: "7.99",
+			events: []padsim.Event{swipe("B5413330089020011^DEMO/EXPIRED^2212101000000000000", "5413330089020011=22121010000000000")},
+			result: "Failure", condition: "Refusal", online: false,
+		},
+	}
+}
+
+// lineWriter prefixes each line written to it and serialises writers.
+type lineWriter struct {
+	mu  *sync.Mutex
+	w   io.Writer
+	pfx string
+}
+
+func (l lineWriter) printf(format string, a ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(fmt.Sprintf(format, a...), "\n"), "\n") {
+		fmt.Fprintf(l.w, "%-14s %s\n", l.pfx, line)
+	}
+}
+
+func (l lineWriter) Write(p []byte) (int, error) {
+	l.printf("%s", p)
+	return len(p), nil
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("posd demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	acqAddr := fs.String("acquirer", "", "send the demo's traffic to this acquirer (HOST:PORT) instead of the built-in simulator; it must use the ANSI test BDK")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "posd demo: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	mu := new(sync.Mutex)
+	out := func(pfx string) lineWriter { return lineWriter{mu: mu, w: stdout, pfx: pfx} }
+	say := out("demo")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	bdk, _ := hex.DecodeString(demoBDK)
+	ksn, err := dukpt.ParseKSN(demoKSN)
+	if err != nil {
+		return err
+	}
+	sales := demoSales()
+
+	// The PIN pad: a pty pair, posd on one end, the simulator on the other.
+	pair, err := ptypair.Open()
+	if err != nil {
+		return fmt.Errorf("demo: creating the PIN pad's pseudo-terminals: %w", err)
+	}
+	defer pair.Close()
+	var events []padsim.Event
+	for _, s := range sales {
+		events = append(events, s.events...)
+	}
+	pad, err := padsim.New(&padsim.Script{Events: events}, &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	padPort, err := serial.Open(pair.B, &serial.Mode{BaudRate: 19200})
+	if err != nil {
+		return fmt.Errorf("demo: opening the simulator's end %s: %w", pair.B, err)
+	}
+	defer padPort.Close()
+	padDone := make(chan error, 1)
+	go func() { padDone <- pad.Serve(ctx, padPort) }()
+	say.printf("PIN pad simulator on %s, posd's end of the line is %s", pair.B, pair.A)
+
+	// The acquirer.
+	var host *hostsim.Server
+	if *acqAddr == "" {
+		host, err = hostsim.NewServer(hostsim.Options{BDK: bdk, Logf: out("acquirer-sim").printf})
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		go func() { _ = host.Serve(ctx, ln) }()
+		*acqAddr = ln.Addr().String()
+		say.printf("acquirer simulator listening on %s", *acqAddr)
+	} else {
+		say.printf("using the external acquirer at %s", *acqAddr)
+	}
+
+	dir, err := os.MkdirTemp("", "posd-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := &Config{
+		Version:  ConfigVersion,
+		Terminal: TerminalConfig{ID: "DEMO0001", MerchantID: "000000000000001", MerchantName: "POSD DEMO SHOP", Currency: "EUR"},
+		API:      APIConfig{Listen: "127.0.0.1:0"},
+		PINPad:   PINPadConfig{Port: pair.A},
+		Acquirer: AcquirerConfig{Address: *acqAddr, ResponseTimeout: Duration(15 * time.Second)},
+		Store:    StoreConfig{Path: filepath.Join(dir, "posd.db")},
+	}
+	if err := cfg.fill(); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(out("posd"), &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	d, err := startDaemon(ctx, cfg, log, out("posd<->acq").printf)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer d.close()
+
+	eur, _ := money.LookupCurrency("EUR")
+	client := &http.Client{Timeout: 60 * time.Second}
+	var failures []string
+	for i, s := range sales {
+		say.printf("")
+		say.printf("=== sale %d of %d: %s EUR, expecting %s", i+1, len(sales), s.amount, s.title)
+		amt, err := money.ParseDecimal(s.amount, eur)
+		if err != nil {
+			return err
+		}
+		env := nexo.NewPaymentRequest("DEMO-TILL", fmt.Sprintf("%04d", i+1), cfg.Terminal.POIID, fmt.Sprintf("DEMO-%d", i+1), amt, time.Now())
+		body, _ := json.Marshal(env)
+		out("till->posd").printf("POST /nexo %s", body)
+		resp, err := client.Post(d.addr()+"/nexo", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("demo: sale %d: %w", i+1, err)
+		}
+		rb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var ans nexo.Envelope
+		if err := json.Unmarshal(rb, &ans); err != nil || ans.Response == nil || ans.Response.PaymentResponse == nil {
+			return fmt.Errorf("demo: sale %d: HTTP %d, unreadable answer: %s", i+1, resp.StatusCode, rb)
+		}
+		pr := ans.Response.PaymentResponse
+		line := pr.Response.Result
+		if pr.Response.ErrorCondition != "" {
+			line += " (" + pr.Response.ErrorCondition + ")"
+		}
+		line += " " + strings.TrimPrefix(pr.Response.AdditionalResponse, "message=")
+		if r := pr.PaymentResult; r != nil {
+			line += fmt.Sprintf(" | card %s, approval %q, response code %q", r.PaymentInstrumentData.CardData.MaskedPan, r.PaymentAcquirerData.ApprovalCode, r.PaymentAcquirerData.ResponseCode)
+		}
+		out("till<-posd").printf("%s", line)
+		for _, rc := range pr.PaymentReceipt {
+			if rc.DocumentQualifier != "CustomerReceipt" {
+				continue
+			}
+			for _, t := range rc.OutputContent.OutputText {
+				out("receipt").printf("| %-32s |", t.Text)
+			}
+		}
+		if pr.Response.Result != s.result || pr.Response.ErrorCondition != s.condition {
+			failures = append(failures, fmt.Sprintf("sale %d (%s): got %s/%s, want %s/%s", i+1, s.title, pr.Response.Result, pr.Response.ErrorCondition, s.result, s.condition))
+		}
+	}
+
+	// Check what reached the acquirer and what the journal holds.
+	wantOnline := 0
+	for _, s := range sales {
+		if s.online {
+			wantOnline++
+		}
+	}
+	var recs []store.Record
+	if err := d.st.Records(ctx, func(r store.Record) error { recs = append(recs, r); return nil }); err != nil {
+		return fmt.Errorf("demo: reading the journal: %w", err)
+	}
+	say.printf("")
+	say.printf("=== journal (%s)", cfg.Store.Path)
+	for _, r := range recs {
+		state := "NO OUTCOME"
+		if r.Outcome != nil {
+			state = string(r.Outcome.State) + " " + r.Outcome.ResponseCode
+		}
+		say.printf("txn %d  STAN %06d  %s  %d %s  %s", uint64(r.ID), r.Intent.STAN, r.Intent.MaskedPAN, r.Intent.AmountMinor, r.Intent.Currency, state)
+		if r.Outcome == nil {
+			failures = append(failures, fmt.Sprintf("journal: transaction %d has no outcome", uint64(r.ID)))
+		}
+	}
+	if len(recs) != wantOnline {
+		failures = append(failures, fmt.Sprintf("journal: %d records, want %d (one per sale that went online)", len(recs), wantOnline))
+	}
+	if host != nil {
+		ledger := host.Ledger()
+		say.printf("=== acquirer ledger: %d approved", len(ledger))
+		for _, e := range ledger {
+			say.printf("%+v", e)
+		}
+		approved := 0
+		for _, s := range sales {
+			if s.result == "Success" {
+				approved++
+			}
+		}
+		if len(ledger) != approved {
+			failures = append(failures, fmt.Sprintf("acquirer ledger: %d approvals, want %d", len(ledger), approved))
+		}
+	}
+
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = d.shutdown(sctx)
+	cancel()
+	if err := <-padDone; err != nil && !errors.Is(err, context.Canceled) {
+		say.printf("PIN pad simulator stopped: %v", err)
+	}
+	if len(failures) > 0 {
+		for _, f := range failures {
+			say.printf("UNEXPECTED: %s", f)
+		}
+		return fmt.Errorf("demo: %d unexpected outcome(s)", len(failures))
+	}
+	say.printf("all %d sales ended as expected", len(sales))
+	return nil
+}

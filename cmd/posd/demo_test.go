@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/hsm/pinblock"
+	"github.com/posd-dev/posd/terminal/card"
+)
+
+// TestDemo runs `posd demo` in-process: it must exit 0 (every outcome as expected), show
+// the three outcomes and the fields by name, and print no card data.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo runs real ptys and TCP; skipped with -short")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"demo"}, &stdout, &stderr)
+	out := stdout.String() + stderr.String()
+	if code != 0 {
+		t.Fatalf("posd demo exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{
+		"Success approved",
+		"Failure (WrongPIN)",
+		"Failure (Refusal) card refused: expired",
+		"35 track 2 data",
+		"52 personal identification number data        [hidden]",
+		"all 3 sales ended as expected",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	assertNoCardData(t, out, demoPINBlocks(t))
+}
+
+// demoPINBlocks computes the encrypted PIN blocks the demo's simulated pad produces, so
+// that the test can prove none of them was printed.
+func demoPINBlocks(t *testing.T) []string {
+	t.Helper()
+	bdk, _ := hex.DecodeString(demoBDK)
+	ksn, _ := dukpt.ParseKSN(demoKSN)
+	ipek, err := dukpt.TDESInitialKey(bdk, ksn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := dukpt.NewOriginator(ipek, ksn)
+	var blocks []string
+	for _, s := range demoSales() {
+		for _, e := range s.events {
+			if e.PIN == "" {
+				continue
+			}
+			key, _, err := o.NextPINKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear, _ := pinblock.EncodeFormat0(e.PIN, "4761739001010010")
+			enc, _ := pinblock.EncryptTDES(key, clear)
+			blocks = append(blocks, hex.EncodeToString(enc[:]), hex.EncodeToString(clear[:]))
+		}
+	}
+	return blocks
+}
+
+// assertNoCardData fails if text carries card data (see cardDataIn).
+func assertNoCardData(t *testing.T, text string, pinBlocks []string) {
+	t.Helper()
+	for _, leak := range cardDataIn(text, pinBlocks) {
+		t.Errorf("output carries %s", leak)
+	}
+}
+
+// cardDataIn lists what of card data text carries: Luhn-valid 13-19 digit runs, the demo's
+// track data after the PAN, or one of pinBlocks (hex, any case). The findings are masked.
+func cardDataIn(text string, pinBlocks []string) []string {
+	var leaks []string
+	for _, p := range card.ScanPANs(text) {
+		leaks = append(leaks, "a full PAN "+p)
+	}
+	upper := strings.ToUpper(text)
+	for _, s := range demoSales() {
+		for _, e := range s.events {
+			if e.Swipe == nil {
+				continue
+			}
+			for _, tr := range []string{e.Swipe.Track1, e.Swipe.Track2} {
+				// The part after the PAN is track data too: look for it on its own.
+				if i := strings.IndexAny(tr, "=^"); i > 0 && strings.Contains(upper, strings.ToUpper(tr[i:])) {
+					leaks = append(leaks, "track data of "+card.MaskPAN(tr[:i]))
+				}
+			}
+		}
+	}
+	for _, b := range pinBlocks {
+		if strings.Contains(upper, strings.ToUpper(b)) {
+			leaks = append(leaks, "a PIN block")
+		}
+	}
+	return leaks
+}
+
+func TestCardDataInCatchesLeaks(t *testing.T) {
+	blocks := []string{"1B9C1845EB993A7A"}
+	for _, text := range []string{
+		"pan=4761739001010010",
+		"t2 ;4761739001010010=30121010000000000?",
+		"t2 rest =30121010000000000",
+		"name ^DEMO/APPROVED^3012101000000000000",
+		"block 1b9c1845eb993a7a",
+	} {
+		if len(cardDataIn(text, blocks)) == 0 {
+			t.Errorf("no leak found in %q", card.MaskPAN(text))
+		}
+	}
+	if leaks := cardDataIn("pan=476173******0010 ksn=FFFF9876543210E00001 stan=000001", blocks); len(leaks) != 0 {
+		t.Errorf("false alarm: %v", leaks)
+	}
+}

@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/posd-dev/posd/terminal/padsim"
+	"github.com/posd-dev/posd/terminal/ptypair"
+)
+
+// The end-to-end tests build posd, posctl, pinpad-sim and acquirer-sim and run them as
+// processes: the PIN pad over a real pty pair, the acquirer over loopback TCP, the journal
+// in a real bbolt file, the till as posctl over a unix socket.
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func binaries(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end tests build and run the binaries; skipped with -short")
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "posd-e2e-bin-")
+		if binErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binDir, "github.com/posd-dev/posd/cmd/...").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// proc is a started binary whose output is captured for the leak check.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// captured collects everything every process printed in one test.
+type captured struct {
+	mu    sync.Mutex
+	procs []*proc
+	extra []string
+}
+
+func (c *captured) all() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for _, p := range c.procs {
+		b.WriteString(p.out.String())
+	}
+	for _, e := range c.extra {
+		b.WriteString(e)
+	}
+	return b.String()
+}
+
+func (c *captured) start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(binaries(t), name), args...), out: new(syncBuffer), done: make(chan error, 1)}
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		p.done <- nil
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for the exit code.
+func (p *proc) stop(t *testing.T) int {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		p.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not stop on SIGTERM:\n%s", p.name, p.out.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// waitFor waits until the process has printed a line containing s and returns that line.
+func (p *proc) waitFor(t *testing.T, s string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), s) {
+				return sc.Text()
+			}
+		}
+		select {
+		case <-p.done:
+			p.done <- nil
+			t.Fatalf("%s exited before printing %q:\n%s", p.name, s, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s did not print %q:\n%s", p.name, s, p.out.String())
+	return ""
+}
+
+// run runs a binary to its end and returns its exit code and output.
+func (c *captured) run(t *testing.T, name string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binaries(t), name), args...)
+	out, err := cmd.CombinedOutput()
+	c.mu.Lock()
+	c.extra = append(c.extra, string(out))
+	c.mu.Unlock()
+	if err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+func writeScript(t *testing.T, dir string, events []padsim.Event) string {
+	t.Helper()
+	type ev struct {
+		Swipe  *padsim.Swipe `json:"swipe,omitempty"`
+		PIN    string        `json:"pin,omitempty"`
+		Cancel bool          `json:"cancel,omitempty"`
+	}
+	s := struct {
+		Events []ev `json:"events"`
+	}{Events: []ev{}}
+	for _, e := range events {
+		s.Events = append(s.Events, ev{Swipe: e.Swipe, PIN: e.PIN, Cancel: e.Cancel})
+	}
+	b, _ := json.Marshal(s)
+	path := filepath.Join(dir, "script.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func writeTestConfig(t *testing.T, dir, padPort, acquirer string) (cfgPath, sock string) {
+	t.Helper()
+	sock = filepath.Join(dir, "posd.sock")
+	cfg := fmt.Sprintf(`{
+  "version": 1,
+  "terminal": {"id": "E2E00001", "merchant_id": "E2E-MERCHANT-42", "currency": "EUR", "card_timeout": "10s"},
+  "api": {"listen": "unix:%s"},
+  "pinpad": {"port": %q, "ack_timeout": "1s"},
+  "acquirer": {"address": %q, "response_timeout": "5s", "dial_timeout": "2s"},
+  "store": {"path": %q}
+}`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"))
+	cfgPath = filepath.Join(dir, "posd.json")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, sock
+}
+
+func startAcquirer(t *testing.T, c *captured) (*proc, string) {
+	t.Helper()
+	acq := c.start(t, "acquirer-sim", "--listen", "127.0.0.1:0")
+	line := acq.waitFor(t, "listening on ")
+	addr := strings.TrimSpace(line[strings.Index(line, "listening on ")+len("listening on "):])
+	return acq, strings.Fields(addr)[0]
+}
+
+func startPad(t *testing.T, c *captured, dir string, events []padsim.Event) *ptypair.Pair {
+	t.Helper()
+	pair, err := ptypair.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	pad := c.start(t, "pinpad-sim", "--port", pair.B, "--script", writeScript(t, dir, events))
+	pad.waitFor(t, pair.B)
+	return pair
+}
+
+func TestEndToEnd(t *testing.T) {
+	c := &captured{}
+	dir := t.TempDir()
+	sales := demoSales()
+	var events []padsim.Event
+	for _, s := range sales {
+		events = append(events, s.events...)
+	}
+	// A fourth sale, made after the acquirer goes away.
+	events = append(events, sales[0].events...)
+	pair := startPad(t, c, dir, events)
+	acq, addr := startAcquirer(t, c)
+	cfg, sock := writeTestConfig(t, dir, pair.A, addr)
+	posd := c.start(t, "posd", "run", "--config", cfg)
+	posd.waitFor(t, "posd ready")
+	api := "--api=unix:" + sock
+
+	if code, out := c.run(t, "posctl", api, "status"); code != 0 || !strings.Contains(out, "POSD-E2E00001") {
+		t.Fatalf("posctl status: %d %s", code, out)
+	}
+	checkBadRequests(t, sock)
+	code, out := c.run(t, "posctl", api, "sale", "--amount", "12.50")
+	if code != 0 || !strings.Contains(out, "result: Success") || !strings.Contains(out, "476173******0010") || !strings.Contains(out, "APPROVED") {
+		t.Errorf("approved sale: exit %d\n%s", code, out)
+	}
+	code, out = c.run(t, "posctl", api, "sale", "--amount", "30.00")
+	if code != 3 || !strings.Contains(out, "result: Failure (WrongPIN)") {
+		t.Errorf("wrong PIN sale: exit %d\n%s", code, out)
+	}
+	code, out = c.run(t, "posctl", api, "sale", "--amount", "7.99")
+	if code != 3 || !strings.Contains(out, "result: Failure (Refusal)") || !strings.Contains(out, "expired") {
+		t.Errorf("expired card sale: exit %d\n%s", code, out)
+	}
+
+	// The acquirer goes away: its ledger shows the one approval.
+	if code := acq.stop(t); code != 0 {
+		t.Errorf("acquirer-sim exited %d", code)
+	}
+	if ledger := acq.out.String(); !strings.Contains(ledger, "stan=000001") || strings.Contains(ledger, "stan=000002 tid=E2E00001 pan=476173******0010 amount=3000 cur=978 auth=") {
+		t.Errorf("acquirer ledger:\n%s", ledger)
+	}
+	code, out = c.run(t, "posctl", api, "sale", "--amount", "5.00")
+	if code != 3 || !strings.Contains(out, "result: Failure (UnreachableHost)") || !strings.Contains(out, "nothing was charged") {
+		t.Errorf("sale with the acquirer gone: exit %d\n%s", code, out)
+	}
+
+	// The journal: one record per sale that went online, each with an outcome.
+	code, out = c.run(t, "posctl", api, "journal")
+	if code != 0 {
+		t.Fatalf("posctl journal: %d %s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("journal has %d lines, want a header and 3 records:\n%s", len(lines), out)
+	}
+	for i, want := range []string{"approved 00", "declined 55", "not-sent"} {
+		if !strings.Contains(lines[i+1], want) || !strings.Contains(lines[i+1], "476173******0010") {
+			t.Errorf("journal record %d: %q, want %q", i+1, lines[i+1], want)
+		}
+	}
+	if strings.Contains(out, "NO OUTCOME") {
+		t.Errorf("a record was left half-recorded:\n%s", out)
+	}
+
+	if code := posd.stop(t); code != 0 {
+		t.Errorf("posd exited %d on SIGTERM:\n%s", code, posd.out.String())
+	}
+	assertNoCardData(t, c.all(), demoPINBlocks(t))
+}
+
+// TestStartupErrors: each start-up failure is one clear line on stderr and exit 1.
+func TestStartupErrors(t *testing.T) {
+	c := &captured{}
+	dir := t.TempDir()
+	_, addr := startAcquirer(t, c)
+
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"version": 1, "terminal": {"id": "SHORT"}}`), 0o600)
+	missingPort, _ := writeTestConfig(t, t.TempDir(), filepath.Join(dir, "no-such-tty"), addr)
+
+	pair := startPad(t, c, dir, nil)
+	noAcqDir := t.TempDir()
+	noAcquirer, _ := writeTestConfig(t, noAcqDir, pair.A, "127.0.0.1:1")
+
+	for _, tc := range []struct {
+		name, cfg, want string
+	}{
+		{"malformed config", bad, "config: terminal.id"},
+		{"missing config", filepath.Join(dir, "absent.json"), "no such file"},
+		{"missing serial device", missingPort, "PIN pad"},
+		{"unreachable acquirer", noAcquirer, "acquirer 127.0.0.1:1 unreachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := c.run(t, "posd", "run", "--config", tc.cfg)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if code != 1 || len(lines) != 1 || !strings.HasPrefix(lines[0], "posd: ") || !strings.Contains(lines[0], tc.want) {
+				t.Errorf("exit %d, output:\n%s\nwant exit 1 and one line containing %q", code, out, tc.want)
+			}
+		})
+	}
+	// The unreachable-acquirer start left the journal it created intact and empty.
+	if _, err := os.Stat(filepath.Join(noAcqDir, "posd.db")); err != nil {
+		t.Errorf("journal file: %v", err)
+	}
+	assertNoCardData(t, c.all(), nil)
+}
+
+// checkBadRequests posts malformed till requests to a running posd: each gets HTTP 400 and a
+// reason naming what is wrong, and none reaches the devices.
+func checkBadRequests(t *testing.T, sock string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	good := `{"SaleToPOIRequest":{"MessageHeader":{"ProtocolVersion":"3.0","MessageClass":"Service","MessageCategory":"Payment","MessageType":"Request","SaleID":"T","ServiceID":"1","POIID":"POSD-E2E00001"},"PaymentRequest":{"SaleData":{"SaleTransactionID":{"TransactionID":"X"}},"PaymentTransaction":{"AmountsReq":{"Currency":"EUR","RequestedAmount":AMOUNT}}}}}`
+	for _, tc := range []struct{ body, want string }{
+		{`not json`, "not valid JSON"},
+		{`{}`, "SaleToPOIRequest: missing"},
+		{strings.Replace(good, "AMOUNT", "-1", 1), "RequestedAmount"},
+		{strings.Replace(good, "AMOUNT", "1.001", 1), "RequestedAmount"},
+		{strings.Replace(strings.Replace(good, "AMOUNT", "1", 1), "EUR", "USD", 1), "currency USD"},
+		{strings.Replace(strings.Replace(good, "AMOUNT", "1", 1), "POSD-E2E00001", "OTHER", 1), "POIID"},
+	} {
+		resp, err := client.Post("http://posd/nexo", "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), tc.want) {
+			t.Errorf("POST %.40q: HTTP %d %s, want 400 naming %q", tc.body, resp.StatusCode, b, tc.want)
+		}
+	}
+}

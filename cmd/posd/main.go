@@ -1,0 +1,121 @@
+// Command posd is the POS terminal daemon: it takes sales from the till over a local API,
+// drives the card reader and PIN pad over serial ports, has PINs encrypted in the secure
+// device, journals every transaction in bbolt and sends its authorizations to the acquirer
+// over ISO 8583.
+//
+// Usage:
+//
+//	posd run --config FILE       run the daemon
+//	posd check-config --config FILE
+//	posd demo [--acquirer HOST:PORT]
+//	                             run the whole system on simulated devices (ptys) and a
+//	                             simulated acquirer (loopback), with a readable trace
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  posd run --config FILE          run the daemon
+  posd check-config --config FILE check a config file and print it with defaults filled in
+  posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stderr)
+	case "check-config":
+		err = cmdCheckConfig(args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "posd: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "posd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("posd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/posd/posd.json", "config file")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := startDaemon(ctx, cfg, log, func(format string, a ...any) { log.Debug(fmt.Sprintf(format, a...)) })
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-d.done:
+		log.Error("till API stopped", "reason", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	return d.shutdown(sctx)
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("posd check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/posd/posd.json", "config file")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, err := LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	return writeConfig(stdout, cfg)
+}
+
+func level(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,23 @@
+package nexo
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/posd-dev/posd/terminal/money"
+)
+
+// NewPaymentRequest builds the envelope a till sends for a sale of amount.
+func NewPaymentRequest(saleID, serviceID, poiid, saleTransactionID string, amount money.Amount, now time.Time) Envelope {
+	pr := &PaymentRequest{}
+	pr.SaleData.SaleTransactionID = TransactionID{TransactionID: saleTransactionID, TimeStamp: now.UTC().Format(time.RFC3339)}
+	pr.PaymentTransaction.AmountsReq.Currency = amount.Currency.Code
+	pr.PaymentTransaction.AmountsReq.RequestedAmount = json.Number(amount.Decimal())
+	return Envelope{Request: &SaleToPOIRequest{
+		MessageHeader: MessageHeader{
+			ProtocolVersion: "3.0", MessageClass: "Service", MessageCategory: "Payment", MessageType: "Request",
+			SaleID: saleID, ServiceID: serviceID, POIID: poiid,
+		},
+		PaymentRequest: pr,
+	}}
+}

@@ -1,0 +1,229 @@
+// Package nexo is posd's local till API: the nexo Retailer message shapes that tills know from
+// Adyen's Terminal API (SaleToPOIRequest / SaleToPOIResponse with a MessageHeader and a
+// PaymentRequest / PaymentResponse), carried as JSON over HTTP on loopback.
+//
+// Amounts arrive as JSON numbers in major units and are parsed digit by digit into integer
+// minor units (never through a float). A request that is not well formed is answered with
+// HTTP 400 and a reason naming the offending field; a sale that was attempted is always
+// answered with HTTP 200 and a SaleToPOIResponse whose Response.Result says Success or
+// Failure with an ErrorCondition.
+//
+// Unknown fields are ignored, as nexo is extended by every vendor; every field posd needs is
+// checked.
+package nexo
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/posd-dev/posd/terminal/money"
+)
+
+// Envelope is the JSON body of a till request or of posd's answer: exactly one of the two
+// members is set.
+type Envelope struct {
+	Request  *SaleToPOIRequest  `json:"SaleToPOIRequest,omitempty"`
+	Response *SaleToPOIResponse `json:"SaleToPOIResponse,omitempty"`
+}
+
+// MessageHeader is nexo's header, the same shape in requests and responses.
+type MessageHeader struct {
+	ProtocolVersion string `json:"ProtocolVersion,omitempty"`
+	MessageClass    string `json:"MessageClass"`    // "Service"
+	MessageCategory string `json:"MessageCategory"` // "Payment"
+	MessageType     string `json:"MessageType"`     // "Request" or "Response"
+	SaleID          string `json:"SaleID"`
+	ServiceID       string `json:"ServiceID"`
+	POIID           string `json:"POIID"`
+}
+
+// SaleToPOIRequest is a till's request.
+type SaleToPOIRequest struct {
+	MessageHeader  MessageHeader   `json:"MessageHeader"`
+	PaymentRequest *PaymentRequest `json:"PaymentRequest,omitempty"`
+}
+
+// TransactionID is nexo's transaction identification: an id and a time stamp.
+type TransactionID struct {
+	TransactionID string `json:"TransactionID"`
+	TimeStamp     string `json:"TimeStamp,omitempty"` // RFC 3339
+}
+
+// PaymentRequest asks for a payment.
+type PaymentRequest struct {
+	SaleData struct {
+		SaleTransactionID TransactionID `json:"SaleTransactionID"`
+	} `json:"SaleData"`
+	PaymentTransaction struct {
+		AmountsReq struct {
+			Currency        string      `json:"Currency"`
+			RequestedAmount json.Number `json:"RequestedAmount"`
+		} `json:"AmountsReq"`
+	} `json:"PaymentTransaction"`
+	PaymentData *struct {
+		PaymentType string `json:"PaymentType,omitempty"` // "Normal" (default); others not supported yet
+	} `json:"PaymentData,omitempty"`
+}
+
+// SaleToPOIResponse is posd's answer.
+type SaleToPOIResponse struct {
+	MessageHeader   MessageHeader    `json:"MessageHeader"`
+	PaymentResponse *PaymentResponse `json:"PaymentResponse,omitempty"`
+}
+
+// PaymentResponse answers a PaymentRequest.
+type PaymentResponse struct {
+	Response Response `json:"Response"`
+	SaleData struct {
+		SaleTransactionID TransactionID `json:"SaleTransactionID"`
+	} `json:"SaleData"`
+	POIData struct {
+		POITransactionID TransactionID `json:"POITransactionID"`
+	} `json:"POIData"`
+	PaymentResult  *PaymentResult   `json:"PaymentResult,omitempty"`
+	PaymentReceipt []PaymentReceipt `json:"PaymentReceipt,omitempty"`
+}
+
+// Response is nexo's result block.
+type Response struct {
+	Result             string `json:"Result"`                   // "Success" or "Failure"
+	ErrorCondition     string `json:"ErrorCondition,omitempty"` // e.g. "Refusal", "WrongPIN", "UnreachableHost"
+	AdditionalResponse string `json:"AdditionalResponse,omitempty"`
+}
+
+// PaymentResult carries what was authorized and with which card.
+type PaymentResult struct {
+	PaymentType string `json:"PaymentType"`
+	AmountsResp struct {
+		Currency         string      `json:"Currency"`
+		AuthorizedAmount json.Number `json:"AuthorizedAmount"`
+	} `json:"AmountsResp"`
+	PaymentAcquirerData struct {
+		AcquirerPOIID         string        `json:"AcquirerPOIID"`
+		MerchantID            string        `json:"MerchantID"`
+		ApprovalCode          string        `json:"ApprovalCode,omitempty"`
+		AcquirerTransactionID TransactionID `json:"AcquirerTransactionID"`
+		ResponseCode          string        `json:"ResponseCode,omitempty"` // posd's addition: ISO 8583 field 39
+		STAN                  string        `json:"STAN,omitempty"`         // posd's addition: ISO 8583 field 11
+	} `json:"PaymentAcquirerData"`
+	PaymentInstrumentData struct {
+		PaymentInstrumentType string `json:"PaymentInstrumentType"`
+		CardData              struct {
+			MaskedPan string   `json:"MaskedPan,omitempty"`
+			EntryMode []string `json:"EntryMode,omitempty"`
+		} `json:"CardData"`
+	} `json:"PaymentInstrumentData"`
+}
+
+// PaymentReceipt is one printable receipt.
+type PaymentReceipt struct {
+	DocumentQualifier string `json:"DocumentQualifier"` // "CustomerReceipt" or "CashierReceipt"
+	OutputContent     struct {
+		OutputFormat string       `json:"OutputFormat"` // "Text"
+		OutputText   []OutputText `json:"OutputText"`
+	} `json:"OutputContent"`
+}
+
+// OutputText is one receipt line.
+type OutputText struct {
+	Text string `json:"Text"`
+}
+
+// FieldError is a request that is not well formed; Field names the JSON path.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Payment is a validated payment request.
+type Payment struct {
+	Header            MessageHeader
+	SaleTransactionID TransactionID
+	Amount            money.Amount
+}
+
+// DecodePayment decodes and validates a till's JSON body. poiid is this terminal's POIID;
+// a request addressed to another POI is refused. Errors are *FieldError or wrap a JSON
+// syntax error, and never echo more than the field's name.
+func DecodePayment(body []byte, poiid string) (Payment, error) {
+	var env Envelope
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.UseNumber()
+	if err := dec.Decode(&env); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Payment{}, &FieldError{Field: te.Field, Reason: "must be a JSON " + te.Type.Kind().String()}
+		}
+		return Payment{}, fmt.Errorf("request is not valid JSON: %w", err)
+	}
+	if dec.More() {
+		return Payment{}, errors.New("request has data after the JSON object")
+	}
+	req := env.Request
+	if req == nil {
+		return Payment{}, &FieldError{Field: "SaleToPOIRequest", Reason: "missing"}
+	}
+	h := req.MessageHeader
+	switch {
+	case h.ProtocolVersion != "" && !strings.HasPrefix(h.ProtocolVersion, "3."):
+		return Payment{}, &FieldError{"MessageHeader.ProtocolVersion", fmt.Sprintf("%q not supported (3.x is)", h.ProtocolVersion)}
+	case h.MessageClass != "Service":
+		return Payment{}, &FieldError{"MessageHeader.MessageClass", "must be \"Service\""}
+	case h.MessageCategory != "Payment":
+		return Payment{}, &FieldError{"MessageHeader.MessageCategory", fmt.Sprintf("%q not supported (Payment is)", clip(h.MessageCategory))}
+	case h.MessageType != "Request":
+		return Payment{}, &FieldError{"MessageHeader.MessageType", "must be \"Request\""}
+	case h.SaleID == "" || len(h.SaleID) > 64:
+		return Payment{}, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 characters"}
+	case h.ServiceID == "" || len(h.ServiceID) > 10:
+		return Payment{}, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 characters"}
+	case h.POIID != poiid:
+		return Payment{}, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
+	}
+	pr := req.PaymentRequest
+	if pr == nil {
+		return Payment{}, &FieldError{"PaymentRequest", "missing"}
+	}
+	if pr.PaymentData != nil && pr.PaymentData.PaymentType != "" && pr.PaymentData.PaymentType != "Normal" {
+		return Payment{}, &FieldError{"PaymentRequest.PaymentData.PaymentType", fmt.Sprintf("%q not supported yet (Normal is)", clip(pr.PaymentData.PaymentType))}
+	}
+	st := pr.SaleData.SaleTransactionID
+	if st.TransactionID == "" || len(st.TransactionID) > 64 {
+		return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TransactionID", "must be 1 to 64 characters"}
+	}
+	if st.TimeStamp != "" {
+		if _, err := time.Parse(time.RFC3339, st.TimeStamp); err != nil {
+			return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TimeStamp", "must be an RFC 3339 time"}
+		}
+	}
+	ar := pr.PaymentTransaction.AmountsReq
+	cur, err := money.LookupCurrency(ar.Currency)
+	if err != nil || len(ar.Currency) != 3 {
+		return Payment{}, &FieldError{"PaymentRequest.PaymentTransaction.AmountsReq.Currency", fmt.Sprintf("%q is not a supported ISO 4217 code", clip(ar.Currency))}
+	}
+	const amountField = "PaymentRequest.PaymentTransaction.AmountsReq.RequestedAmount"
+	if ar.RequestedAmount == "" {
+		return Payment{}, &FieldError{amountField, "missing"}
+	}
+	amt, err := money.ParseDecimal(string(ar.RequestedAmount), cur)
+	if err != nil {
+		return Payment{}, &FieldError{amountField, strings.TrimPrefix(err.Error(), "money: ")}
+	}
+	if amt.Minor == 0 {
+		return Payment{}, &FieldError{amountField, "must be greater than zero"}
+	}
+	return Payment{Header: h, SaleTransactionID: st, Amount: amt}, nil
+}
+
+// clip bounds an echoed value so an error never carries a large or binary blob.
+func clip(s string) string {
+	if len(s) > 32 {
+		s = s[:32] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}
