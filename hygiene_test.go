@@ -1,0 +1,96 @@
+// Package posd_test holds repository-wide checks of the rules in STYLE.md and
+// ARCHITECTURE.md that are cheap to enforce: every package documented, no catch-all
+// packages, test code kept out of binaries, and the arrows between packages going one way.
+package posd_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"path"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Name       string
+	Doc        string
+	Imports    []string
+	Deps       []string
+	GoFiles    []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", "./...")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(out)
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	return pkgs
+}
+
+const mod = "github.com/posd-dev/posd"
+
+func TestHygiene(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, mod), "/")
+		if len(p.GoFiles) == 0 {
+			continue // only tests here (this package)
+		}
+		if p.Doc == "" {
+			t.Errorf("%s: no package doc comment", rel)
+		}
+		switch path.Base(rel) {
+		case "util", "utils", "common", "helpers", "misc", "errors":
+			t.Errorf("%s: catch-all or stdlib-shadowing package name", rel)
+		}
+		for _, imp := range p.Imports {
+			if imp == "testing" {
+				t.Errorf("%s imports testing outside its tests", rel)
+			}
+		}
+		top := strings.SplitN(rel, "/", 2)[0]
+		for _, dep := range p.Deps {
+			// hsm holds keys: it must not be able to talk to a network.
+			if top == "hsm" && (dep == "net" || strings.HasPrefix(dep, "net/")) {
+				t.Errorf("%s depends on %s: hsm imports no networking", rel, dep)
+			}
+			drel := strings.TrimPrefix(dep, mod+"/")
+			if drel == dep {
+				continue
+			}
+			// Nothing below terminal imports terminal (its leaf vocabulary packages excepted).
+			if (top == "hsm" || top == "iso8583" || top == "store" || top == "firmware") &&
+				strings.HasPrefix(drel, "terminal") && drel != "terminal/card" && drel != "terminal/money" {
+				t.Errorf("%s imports %s: the arrows go from terminal down, never back", rel, drel)
+			}
+			// The leaves import nothing of the project.
+			if (rel == "terminal/card" || rel == "terminal/money") && drel != "" {
+				t.Errorf("%s imports %s: it is a leaf", rel, drel)
+			}
+			// Nothing imports a command.
+			if strings.HasPrefix(drel, "cmd/") {
+				t.Errorf("%s imports the command %s", rel, drel)
+			}
+		}
+	}
+}
