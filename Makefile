@@ -23,8 +23,15 @@ test-deps:
 vet:
 	$(GO) vet $(PKGS)
 
+# The race detector needs cgo and a C compiler; without them the tests run without it.
 unit:
-	$(GO) test -count=1 -timeout 10m $(PKGS)
+	@if [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v gcc >/dev/null 2>&1; then \
+		echo "$(GO) test -race -count=1 -timeout 10m $(PKGS)"; \
+		$(GO) test -race -count=1 -timeout 10m $(PKGS); \
+	else \
+		echo "unit: no C compiler for the race detector; running the tests without -race"; \
+		$(GO) test -count=1 -timeout 10m $(PKGS); \
+	fi
 
 # Pure-Go cross-builds: posd must build with CGO_ENABLED=0 for 32-bit ARMv7 and arm64.
 # 32-bit ARM goes through scripts/build-arm32, which works around a 32-bit compile error in
