@@ -6,8 +6,8 @@ require (
 	github.com/creack/pty v1.1.24
 	github.com/moov-io/iso8583 v0.26.1
 	go.bug.st/serial v1.8.0
-	go.etcd.io/bbolt v1.4.3
-	golang.org/x/sys v0.43.0
+	go.etcd.io/bbolt v1.5.0
+	golang.org/x/sys v0.45.0
 )
 
 require (

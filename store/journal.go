@@ -44,12 +44,15 @@ const (
 	StateDeclined State = "declined"        // the host declined
 	StateNotSent  State = "not-sent"        // the request never left posd: nothing to reverse
 	StateUnknown  State = "outcome-unknown" // the host may have acted: reverse, never resend
+	// StateApprovedOffline: the host could not be reached and posd approved within its
+	// offline policy; an advice (0220) is queued.
+	StateApprovedOffline State = "approved-offline"
 )
 
 // final reports whether s is a state [Store.Finish] accepts.
 func (s State) final() bool {
 	switch s {
-	case StateApproved, StateDeclined, StateNotSent, StateUnknown:
+	case StateApproved, StateDeclined, StateNotSent, StateUnknown, StateApprovedOffline:
 		return true
 	}
 	return false
@@ -63,6 +66,17 @@ type Outcome struct {
 	RRN          string    // retrieval reference number, field 37
 	Reason       string    // human-readable; runs of 7 or more digits are stored as '*'
 	Time         time.Time // when the outcome was known
+	// Reversed is set when the host acknowledged a reversal of this transaction.
+	Reversed *Settlement
+	// Advised is set when the host acknowledged the advice of an offline approval.
+	Advised *Settlement
+}
+
+// Settlement is the host's acknowledgement of a queued reversal or advice.
+type Settlement struct {
+	Time         time.Time
+	ResponseCode string // field 39 of the host's answer
+	STAN         uint32 // of the reversal or advice
 }
 
 // Record is one journal entry. Outcome is nil while the record is open.
@@ -101,12 +115,14 @@ type (
 		Time              time.Time `json:"time"`
 	}
 	jsonOutcome struct {
-		State        State     `json:"state"`
-		ResponseCode string    `json:"response_code,omitempty"`
-		ApprovalCode string    `json:"approval_code,omitempty"`
-		RRN          string    `json:"rrn,omitempty"`
-		Reason       string    `json:"reason,omitempty"`
-		Time         time.Time `json:"time"`
+		State        State       `json:"state"`
+		ResponseCode string      `json:"response_code,omitempty"`
+		ApprovalCode string      `json:"approval_code,omitempty"`
+		RRN          string      `json:"rrn,omitempty"`
+		Reason       string      `json:"reason,omitempty"`
+		Time         time.Time   `json:"time"`
+		Reversed     *Settlement `json:"reversed,omitempty"`
+		Advised      *Settlement `json:"advised,omitempty"`
 	}
 )
 
@@ -224,11 +240,27 @@ func (s *Store) Begin(ctx context.Context, in Intent) (TxnID, error) {
 // more digits in out.Reason are stored as '*', so that a PAN that found
 // its way into an error message is not journaled.
 func (s *Store) Finish(ctx context.Context, id TxnID, out Outcome) error {
+	_, err := s.FinishAndQueue(ctx, id, out)
+	return err
+}
+
+// FinishAndQueue records the outcome of the transaction id and queues items (its reversal,
+// or the advice of an offline approval) in the same commit, so that a crash can never leave
+// an outcome without the message that settles it, or the reverse. Each item's TxnID is set
+// to id. Errors are those of [Store.Finish] and [Store.Enqueue].
+func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items ...Item) ([]QueueID, error) {
 	if !out.State.final() {
-		return fmt.Errorf("store: finish %d: state %q is not a final state: %w", id, out.State, ErrInvalid)
+		return nil, fmt.Errorf("store: finish %d: state %q is not a final state: %w", id, out.State, ErrInvalid)
+	}
+	for i := range items {
+		items[i].TxnID = id
+		if err := s.checkItem(items[i]); err != nil {
+			return nil, fmt.Errorf("store: finish %d: %w", id, err)
+		}
 	}
 	out.Reason = redactDigitRuns(out.Reason)
-	return s.update(ctx, fmt.Sprintf("finish %d", id), func(tx *bolt.Tx) error {
+	var ids []QueueID
+	err := s.update(ctx, fmt.Sprintf("finish %d", id), func(tx *bolt.Tx) error {
 		j := tx.Bucket(bucketJournal)
 		v := j.Get(id.key())
 		if v == nil {
@@ -248,8 +280,16 @@ func (s *Store) Finish(ctx context.Context, id TxnID, out Outcome) error {
 		if err := j.Put(id.key(), nv); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketOpen).Delete(id.key())
+		if err := tx.Bucket(bucketOpen).Delete(id.key()); err != nil {
+			return err
+		}
+		ids, err = s.enqueueTx(ctx, tx, items, out.Time)
+		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 // Get returns the record id, or an error wrapping [ErrNotFound].

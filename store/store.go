@@ -37,6 +37,9 @@ var (
 	// ErrInvalid means an argument is not acceptable, for example an
 	// outcome whose State is not a final state.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrFull means the file reached its size cap (Options.MaxSize) or the disk is full:
+	// the write was not made, and everything already stored is kept.
+	ErrFull = errors.New("store is full")
 )
 
 // The file layout. Bump layoutVersion for any change an older release
@@ -47,10 +50,14 @@ const (
 )
 
 var (
-	bucketMeta     = []byte("meta")     // layout format and version
-	bucketCounters = []byte("counters") // stan
-	bucketJournal  = []byte("journal")  // TxnID -> record JSON
-	bucketOpen     = []byte("open")     // TxnID -> empty, records with no outcome
+	bucketMeta     = []byte("meta")           // layout format and version
+	bucketCounters = []byte("counters")       // stan
+	bucketJournal  = []byte("journal")        // TxnID -> record JSON
+	bucketOpen     = []byte("open")           // TxnID -> empty, records with no outcome
+	bucketQueue    = []byte("queue")          // the sequence of QueueIDs
+	bucketQueueRev = []byte("queue-reversal") // QueueID -> item JSON, reversals to send
+	bucketQueueAdv = []byte("queue-advice")   // QueueID -> item JSON, advices to send
+	bucketAudit    = []byte("audit")          // sequence -> hash-chained entry of who did what
 	keyFormat      = []byte("format")
 	keyVersion     = []byte("version")
 	keySTAN        = []byte("stan")
@@ -64,13 +71,26 @@ type Options struct {
 	Timeout time.Duration
 	// FileMode is the permission of a newly created file. Zero means 0600.
 	FileMode os.FileMode
+	// Sealer seals the sensitive data of queued messages (PAN, expiry, chip data) before
+	// it is written. Default nil: items with sensitive data are refused with ErrNoSealer.
+	Sealer Sealer
+	// SealKeyID is the key the Sealer uses. Default "data".
+	SealKeyID string
+	// MaxSize caps the file's size in bytes, as a partition would; a write that needs more
+	// fails with an error wrapping ErrFull and changes nothing. Default 0: no cap.
+	MaxSize int
+	// Now is the clock for queue and audit times. Default time.Now.
+	Now func() time.Time
 }
 
 // Store is posd's journal and counters in one bbolt file. It is safe for
 // concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db        *bolt.DB
+	path      string
+	sealer    Sealer
+	sealKeyID string
+	now       func() time.Time
 }
 
 // Open opens the store at path, creating the file and its buckets if the
@@ -88,7 +108,13 @@ func Open(path string, opts *Options) (*Store, error) {
 	if o.FileMode == 0 {
 		o.FileMode = 0o600
 	}
-	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout})
+	if o.SealKeyID == "" {
+		o.SealKeyID = "data"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, MaxSize: o.MaxSize})
 	switch {
 	case err == nil:
 	case errors.Is(err, berrors.ErrTimeout):
@@ -100,7 +126,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		// ErrVersionMismatch, ErrChecksum, "file size too small".
 		return nil, fmt.Errorf("store: open %s: %w: not a bbolt database (%w); the file was not changed: check the configured store path, and if the file must be replaced move it aside (do not delete it, it may hold unfinished transactions) so that posd creates a new store", path, ErrLayout, err)
 	}
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now}
 	if err := s.initLayout(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -144,7 +170,7 @@ func (s *Store) initLayout() error {
 		if v := string(meta.Get(keyVersion)); v != layoutVersion {
 			return fmt.Errorf("store: open %s: %w: layout version %q, this posd reads version %s; the file was not changed: run the posd release that wrote it, or a newer one", s.path, ErrLayout, v, layoutVersion)
 		}
-		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen} {
+		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -191,6 +217,8 @@ func (s *Store) wrap(op string, err error) error {
 		return nil
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+	case errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("store: %s: %w (%w): free space on the device holding %s; queued messages are kept", op, ErrFull, err, s.path)
 	default:
 		return fmt.Errorf("store: %s: %w", op, err)
 	}

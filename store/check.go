@@ -1,0 +1,123 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Problem is one thing Check found wrong, with what to do about it.
+type Problem struct {
+	What string
+	Do   string
+}
+
+func (p Problem) String() string { return p.What + ": " + p.Do }
+
+// Report is the result of Check.
+type Report struct {
+	Records, Open, Queued, Parked, AuditEntries int
+	Problems                                    []Problem
+}
+
+// OK reports whether Check found nothing wrong.
+func (r Report) OK() bool { return len(r.Problems) == 0 }
+
+// Check verifies the file (bbolt's own page check) and the store's invariants: every
+// record decodes and has a valid state; the open index holds exactly the records without
+// an outcome; every queued item decodes, names a journal record and carries no unmasked
+// PAN; the audit chain is unbroken. It reads only.
+func (s *Store) Check(ctx context.Context) (Report, error) {
+	var r Report
+	add := func(what, do string) { r.Problems = append(r.Problems, Problem{what, do}) }
+	err := s.view(ctx, "check", func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			add("bbolt page check: "+err.Error(), "copy the file aside and restore from backup; do not delete it while it may hold queued messages")
+		}
+		j, open := tx.Bucket(bucketJournal), tx.Bucket(bucketOpen)
+		err := j.ForEach(func(k, v []byte) error {
+			r.Records++
+			if len(k) != 8 {
+				add(fmt.Sprintf("journal key of %d bytes", len(k)), "restore the file from backup")
+				return nil
+			}
+			id := TxnID(binary.BigEndian.Uint64(k))
+			rec, err := decodeRecord(id, v)
+			if err != nil {
+				add(err.Error(), "restore the file from backup; this record cannot be read")
+				return nil
+			}
+			isOpen := open.Get(k) != nil
+			switch {
+			case rec.Outcome == nil && !isOpen:
+				add(fmt.Sprintf("record %d has no outcome and is not in the open index", id), "restart posd: it marks open records outcome-unknown and reverses them")
+			case rec.Outcome != nil && isOpen:
+				add(fmt.Sprintf("record %d has an outcome but is in the open index", id), "report this to support; the record itself is complete")
+			case rec.Outcome != nil && !rec.Outcome.State.final():
+				add(fmt.Sprintf("record %d has the non-final state %q", id, rec.Outcome.State), "restore the file from backup")
+			}
+			if longestDigitRun(rec.Intent.MaskedPAN) > maxDigitRun {
+				add(fmt.Sprintf("record %d holds an unmasked PAN", id), "the file holds card data in the clear: report it as a security incident")
+			}
+			if rec.Outcome == nil {
+				r.Open++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		err = open.ForEach(func(k, _ []byte) error {
+			if j.Get(k) == nil {
+				add(fmt.Sprintf("open index names record %x that is not in the journal", k), "report this to support")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
+			err = b.ForEach(func(k, v []byte) error {
+				r.Queued++
+				id := QueueID(binary.BigEndian.Uint64(k))
+				it, _, err := decodeItem(id, v)
+				if err != nil {
+					add(err.Error(), "this queued message cannot be read: keep the file and report it; do not delete it before the acquirer confirms")
+					return nil
+				}
+				if it.State == QueueParked {
+					r.Parked++
+					add(fmt.Sprintf("queue item %d (%s of transaction %d) is parked: %s", id, it.Kind, it.TxnID, it.ParkReason), "fix the cause, then `posctl saf unpark` it; or settle it with the acquirer and `posctl saf delete` it")
+				}
+				if j.Get(it.TxnID.key()) == nil {
+					add(fmt.Sprintf("queue item %d names transaction %d, which is not in the journal", id, it.TxnID), "report this to support; the item is kept")
+				}
+				if longestDigitRun(it.MaskedPAN) > maxDigitRun {
+					add(fmt.Sprintf("queue item %d holds an unmasked PAN", id), "the file holds card data in the clear: report it as a security incident")
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		prev := ""
+		return tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
+			r.AuditEntries++
+			var e jsonAudit
+			if err := jsonUnmarshalStrict(v, &e); err != nil || len(k) != 8 {
+				add(fmt.Sprintf("audit entry %x cannot be read", k), "the audit chain was damaged: report it as a security incident")
+				return nil
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if e.Prev != prev || auditHash(seq, e) != e.Hash {
+				add(fmt.Sprintf("audit entry %d breaks the hash chain", seq), "the audit record was altered: report it as a security incident")
+			}
+			prev = e.Hash
+			return nil
+		})
+	})
+	return r, err
+}
