@@ -1,7 +1,15 @@
-// Package dukpt implements TDES DUKPT (Derived Unique Key Per Transaction) as
-// specified in ANSI X9.24-1:2009, for both the originating side (a PIN pad that
-// holds an initial key and advances its key serial number) and the receiving
-// side (a host that holds the base derivation key).
+// Package dukpt implements DUKPT (Derived Unique Key Per Transaction): TDES
+// DUKPT as specified in ANSI X9.24-1:2009 and AES DUKPT as specified in ANSI
+// X9.24-3-2017 (AES-128, AES-192 and AES-256 base derivation keys; PIN, MAC,
+// data and key encryption working keys of AES or TDES type), for both the
+// originating side (a PIN pad that holds an initial key and advances its key
+// serial number) and the receiving side (a host that holds the base
+// derivation key).
+//
+// Originators skip the counters the standards forbid (more than 10 one bits
+// for TDES, more than 16 for AES), report how many transactions remain, fail
+// with [ErrExhausted] before a counter could repeat, and, given a [Store],
+// record each counter before using it so a restart never reuses one.
 //
 // This is the software DUKPT used by the simulators (the PIN pad simulator is
 // an [Originator]) and by the receiver side in tests and the acquirer
@@ -9,8 +17,10 @@
 // and the host security module do this work, and posd only carries the
 // encrypted PIN block and its KSN.
 //
-// Keys are 16-byte (double-length) TDES keys, used as K1 K2 K1. Functions that
-// return keys return fresh slices that the caller owns; the caller should
+// TDES keys are 16-byte (double-length) keys, used as K1 K2 K1. AES keys are
+// 16, 24 or 32 bytes. This package returns clear keys, as a reference
+// implementation must; posd's own code reaches keys only through package hsm,
+// whose backends never return them. Functions that return keys return fresh slices that the caller owns; the caller should
 // overwrite them when done. Nothing in this package puts key bytes into an
 // error.
 package dukpt
@@ -41,8 +51,9 @@ var ErrExhausted = errors.New("transaction counter exhausted")
 // one bits (an originator never uses such a counter).
 var ErrCounter = errors.New("invalid transaction counter")
 
-// ErrKeyLength is returned (wrapped) when a key is not 16 bytes long.
-var ErrKeyLength = errors.New("key must be 16 bytes")
+// ErrKeyLength is returned (wrapped) when a key has the wrong length: not 16
+// bytes for TDES DUKPT, not 16, 24 or 32 for AES DUKPT.
+var ErrKeyLength = errors.New("wrong key length")
 
 // KSN is a key serial number: the 59-bit initial key serial number followed
 // by the 21-bit transaction counter. A KSN is not secret.
@@ -225,8 +236,103 @@ func tdesEncrypt(dst, key16, src []byte) error {
 	return nil
 }
 
+// Variant names a TDES DUKPT working key: the transaction key XORed with a
+// variant constant (X9.24-1:2009 A.4.1 table A-1), and for data keys then
+// passed through a one-way function (figure A-2). A Variant is a value; it is
+// safe for concurrent use.
+type Variant int
+
+// TDES DUKPT working key variants.
+const (
+	VariantPIN          Variant = iota + 1 // PIN encryption
+	VariantMACRequest                      // MAC, request (terminal to host) or both ways
+	VariantMACResponse                     // MAC, response
+	VariantDataRequest                     // data encryption, request or both ways
+	VariantDataResponse                    // data encryption, response
+)
+
+// String names the variant.
+func (v Variant) String() string {
+	switch v {
+	case VariantPIN:
+		return "PIN"
+	case VariantMACRequest:
+		return "MAC request"
+	case VariantMACResponse:
+		return "MAC response"
+	case VariantDataRequest:
+		return "data request"
+	case VariantDataResponse:
+		return "data response"
+	}
+	return fmt.Sprintf("Variant(%d)", int(v))
+}
+
+// offset returns the offset of the byte XORed with FF in each half.
+func (v Variant) offset() int {
+	switch v {
+	case VariantPIN:
+		return 7
+	case VariantMACRequest:
+		return 6
+	case VariantMACResponse:
+		return 4
+	case VariantDataRequest:
+		return 5
+	case VariantDataResponse:
+		return 3
+	}
+	return -1
+}
+
+// TDESVariantKey derives the working key of variant v from a 16-byte
+// transaction key.
+func TDESVariantKey(txnKey []byte, v Variant) ([]byte, error) {
+	if len(txnKey) != 16 {
+		return nil, fmt.Errorf("dukpt: variant key: transaction key is %d bytes: %w", len(txnKey), ErrKeyLength)
+	}
+	off := v.offset()
+	if off < 0 {
+		return nil, fmt.Errorf("dukpt: unknown variant %v", v)
+	}
+	key := append([]byte(nil), txnKey...)
+	key[off] ^= 0xFF
+	key[8+off] ^= 0xFF
+	if v == VariantDataRequest || v == VariantDataResponse {
+		// One-way function: each half encrypted under the variant key.
+		var k [16]byte
+		defer clear(k[:])
+		copy(k[:], key)
+		if err := tdesEncrypt(key[:8], k[:], k[:8]); err != nil {
+			return nil, err
+		}
+		if err := tdesEncrypt(key[8:], k[:], k[8:]); err != nil {
+			return nil, err
+		}
+	}
+	return key, nil
+}
+
+// TDESWorkingKey derives, on the receiving side, the working key of variant
+// v for ksn from the base derivation key.
+func TDESWorkingKey(bdk []byte, ksn KSN, v Variant) ([]byte, error) {
+	ipek, err := TDESInitialKey(bdk, ksn)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(ipek)
+	tk, err := TDESTransactionKey(ipek, ksn)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(tk)
+	return TDESVariantKey(tk, v)
+}
+
 // Originator is the originating side of DUKPT, as in a PIN pad: it holds an
 // initial key and advances the transaction counter, never reusing a counter.
+// With a [Store] it records each counter before it hands out a key for it, so
+// a restart continues after the last counter used.
 //
 // Unlike a certified PIN pad, which keeps only future keys and erases the
 // initial key, Originator keeps the initial key and derives each transaction
@@ -234,18 +340,40 @@ func tdesEncrypt(dst, key16, src []byte) error {
 //
 // An Originator is not safe for concurrent use.
 type Originator struct {
-	ipek []byte
-	ksn  KSN
+	ipek  []byte
+	ksn   KSN
+	store Store
 }
 
 // NewOriginator returns an originator for the 16-byte initial key ipek. The
 // counter in ksn is the last counter used; 0 means none has been used yet.
-// The originator keeps its own copy of ipek.
+// The originator keeps its own copy of ipek. It is NewTDESOriginator without
+// options.
 func NewOriginator(ipek []byte, ksn KSN) (*Originator, error) {
+	return NewTDESOriginator(ipek, ksn, nil)
+}
+
+// NewTDESOriginator returns an originator for the 16-byte initial key ipek,
+// as [NewOriginator]. With opts.Store, a KSN saved there for the same initial
+// KSN and a later counter takes precedence over ksn.
+func NewTDESOriginator(ipek []byte, ksn KSN, opts *OriginatorOptions) (*Originator, error) {
 	if len(ipek) != 16 {
 		return nil, fmt.Errorf("dukpt: new originator: initial key is %d bytes: %w", len(ipek), ErrKeyLength)
 	}
-	return &Originator{ipek: append([]byte(nil), ipek...), ksn: ksn}, nil
+	o := &Originator{ipek: append([]byte(nil), ipek...), ksn: ksn}
+	if opts != nil && opts.Store != nil {
+		o.store = opts.Store
+		saved, err := loadKSN(opts.Store, ksn[:], 8)
+		if err != nil {
+			return nil, err
+		}
+		if saved != nil {
+			if s := KSN(saved); s.Counter() > ksn.Counter() {
+				o.ksn = s
+			}
+		}
+	}
+	return o, nil
 }
 
 // nextCounter returns the smallest valid counter greater than c, or false if
@@ -260,21 +388,48 @@ func nextCounter(c uint32) (uint32, bool) {
 	return n, n <= MaxCounter
 }
 
+// Next starts a transaction: it advances the counter to the next valid value,
+// saves the new KSN in the Store, and returns it. When no valid counter is
+// left it returns an error wrapping [ErrExhausted] and leaves the counter
+// unchanged; if the Store fails, the counter is unchanged too.
+func (o *Originator) Next() (KSN, error) {
+	c, ok := nextCounter(o.ksn.Counter())
+	if !ok {
+		return KSN{}, fmt.Errorf("dukpt: next pin key after ksn %v: %w", o.ksn, ErrExhausted)
+	}
+	next := o.ksn.WithCounter(c)
+	if o.store != nil {
+		if err := o.store.Save(next[:]); err != nil {
+			return KSN{}, fmt.Errorf("dukpt: saving ksn %v before use: %w", next, err)
+		}
+	}
+	o.ksn = next
+	return next, nil
+}
+
+// Key derives the working key of variant v for the current transaction (the
+// KSN Next returned last).
+func (o *Originator) Key(v Variant) ([]byte, error) {
+	tk, err := TDESTransactionKey(o.ipek, o.ksn)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(tk)
+	return TDESVariantKey(tk, v)
+}
+
 // NextPINKey advances the counter to the next valid value and returns that
 // counter's PIN encryption key and KSN. When no valid counter is left it
 // returns an error wrapping [ErrExhausted] and leaves the counter unchanged.
 func (o *Originator) NextPINKey() (key []byte, ksn KSN, err error) {
-	c, ok := nextCounter(o.ksn.Counter())
-	if !ok {
-		return nil, KSN{}, fmt.Errorf("dukpt: next pin key after ksn %v: %w", o.ksn, ErrExhausted)
-	}
-	next := o.ksn.WithCounter(c)
-	key, err = TDESTransactionKey(o.ipek, next)
+	next, err := o.Next()
 	if err != nil {
 		return nil, KSN{}, err
 	}
-	o.ksn = next
-	pinKey(key)
+	key, err = o.Key(VariantPIN)
+	if err != nil {
+		return nil, KSN{}, err
+	}
 	return key, next, nil
 }
 
@@ -282,4 +437,10 @@ func (o *Originator) NextPINKey() (key []byte, ksn KSN, err error) {
 // [NewOriginator] if none has been returned yet.
 func (o *Originator) KSN() KSN {
 	return o.ksn
+}
+
+// Remaining returns how many transactions are left before the originator is
+// exhausted, so that a device can warn and be re-keyed in time.
+func (o *Originator) Remaining() uint64 {
+	return countValid(MaxCounter, maxOneBits) - countValid(uint64(o.ksn.Counter()), maxOneBits)
 }

@@ -37,3 +37,26 @@ func encrypt(key16, block []byte) []byte {
 	c.Encrypt(out, block)
 	return out
 }
+
+// AES DUKPT (X9.24-3-2017): the PIN pad holds the initial key for its
+// initial key ID; the host derives the same PIN key from the BDK and the
+// 12-byte KSN the pad sends.
+func Example_aes() {
+	bdk, _ := hex.DecodeString("FEDCBA9876543210F1F1F1F1F1F1F1F1")
+	ksn, _ := dukpt.ParseAESKSN("123456789012345600000000")
+
+	ik, _ := dukpt.AESInitialKey(bdk, ksn.InitialKeyID()) // injected into the pad
+	pad, _ := dukpt.NewAESOriginator(ik, ksn, nil)
+
+	padKey, sent, _ := pad.NextPINKey(dukpt.KeyAES128)
+	hostKey, _ := dukpt.AESWorkingKey(bdk, sent, dukpt.UsagePINEncryption, dukpt.KeyAES128)
+
+	fmt.Printf("IK   %X\n", ik)
+	fmt.Println("KSN", sent)
+	fmt.Printf("pad  %X\nhost %X\n", padKey, hostKey)
+	// Output:
+	// IK   1273671EA26AC29AFA4D1084127652A1
+	// KSN 123456789012345600000001
+	// pad  AF8CB133A78F8DC2D1359F18527593FB
+	// host AF8CB133A78F8DC2D1359F18527593FB
+}

@@ -1,14 +1,28 @@
-// Package pinblock builds and reads ISO 9564-1 PIN blocks and encrypts them
-// with TDES.
+// Package pinblock builds and reads ISO 9564-1 PIN blocks, encrypts them, and
+// translates them between formats.
 //
-// Format 0 (ISO-0) is implemented: the PIN field (control nibble 0, PIN
-// length, PIN digits, fill F) XORed with the PAN field (four zero nibbles and
-// the rightmost 12 PAN digits excluding the check digit). Other formats will
-// follow.
+// Formats:
+//
+//   - 0 (ISO-0, ANSI X9.8): the PIN field (control 0, PIN length, PIN digits,
+//     fill F) XORed with the PAN field (four zero nibbles and the rightmost 12
+//     PAN digits excluding the check digit); 8 bytes, encrypted with TDES.
+//   - 1 (ISO-1): control 1, PIN length, PIN digits, random fill; no PAN.
+//   - 3 (ISO-3): as format 0 with control 3 and a random fill of A to F.
+//   - 4 (ISO-4): a 16-byte PIN field (control 4, PIN length, PIN digits, fill
+//     A, then 64 random bits) enciphered with AES together with a 16-byte PAN
+//     field: AES(AES(PIN field) XOR PAN field).
+//
+// [Encode] and [Decode] handle the clear form of every format: the 8-byte
+// block for formats 0, 1 and 3 and the 16-byte PIN field for format 4.
+// [Translate] moves a PIN between formats 0, 3 and 4 only, for one PAN: the
+// PCI PIN rule, which a caller cannot get around because the PAN is given
+// once.
 //
 // PINs, PANs and PIN blocks are sensitive: no error returned by this package
 // contains any of them, or anything from which they could be told, such as
-// the PIN length. The functions hold no state and are safe for concurrent use.
+// the PIN length. Decode returns the clear PIN: it is for the receiving side
+// of simulators and for test tools; posd's own code never decodes a PIN. The
+// functions hold no state and are safe for concurrent use.
 package pinblock
 
 import (
@@ -22,8 +36,25 @@ import (
 // for concurrent use.
 type Format int
 
-// Format0 is ISO 9564-1 format 0 (ISO-0, ANSI X9.8).
-const Format0 Format = 0
+// ISO 9564-1 PIN block formats.
+const (
+	Format0 Format = 0 // ISO-0 (ANSI X9.8), PAN-bound, 8 bytes
+	Format1 Format = 1 // ISO-1, no PAN, 8 bytes
+	Format3 Format = 3 // ISO-3, PAN-bound, 8 bytes
+	Format4 Format = 4 // ISO-4, PAN-bound, 16 bytes, AES
+)
+
+// Size returns the length of the format's blocks in bytes (8 or 16), or 0
+// for a format this package does not implement.
+func (f Format) Size() int {
+	switch f {
+	case Format0, Format1, Format3:
+		return 8
+	case Format4:
+		return 16
+	}
+	return 0
+}
 
 // String returns the format's short name, such as "ISO-0".
 func (f Format) String() string {
@@ -41,8 +72,15 @@ var (
 	// control nibble, PIN length, PIN digit or fill. It usually means a wrong
 	// key or a wrong PAN.
 	ErrBlock = errors.New("block does not decode")
-	// ErrKeyLength means a TDES key is not 16 or 24 bytes.
-	ErrKeyLength = errors.New("tdes key must be 16 or 24 bytes")
+	// ErrKeyLength means a TDES key is not 16 or 24 bytes, or an AES key not
+	// 16, 24 or 32.
+	ErrKeyLength = errors.New("key has the wrong length for its cipher")
+	// ErrFormat means a format this package does not implement, or a block
+	// of the wrong length for its format.
+	ErrFormat = errors.New("unsupported pin block format or length")
+	// ErrTranslation means a translation PCI PIN forbids: to or from a
+	// format other than 0, 3 and 4.
+	ErrTranslation = errors.New("pin block translation not allowed")
 )
 
 const (
