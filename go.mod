@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/creack/pty v1.1.24
 	github.com/miekg/pkcs11 v1.1.2
+	github.com/moov-io/bertlv v0.1.0
 	github.com/moov-io/iso8583 v0.26.1
 	go.bug.st/serial v1.8.0
 	go.etcd.io/bbolt v1.5.0

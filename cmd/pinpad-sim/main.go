@@ -2,11 +2,19 @@
 // a script of cardholder actions (package terminal/padsim).
 //
 //	pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE]
+//	           [--currency NNN] [--country NNN] [--serial TEXT]
+//
+// The script plays swipes, chip cards (insert, with their decisions), PINs,
+// keys, cancels, timeouts and link faults (NAK storms, missing ACKs, slow
+// ACKs, bad CRCs, noise, unplugging); see package terminal/padsim for its
+// JSON form. An unplug fault closes the port and opens it again after its
+// delay. --currency and --country are the numeric codes of the pad's EMV
+// tables (tags 5F2A, 9F1A); they must match posd's currency for chip sales.
 //
 // It prints one line saying where it listens, then one line per command it
-// handles, with PANs masked and never tracks, PINs, PIN blocks or keys. It
-// exits 0 on SIGINT or SIGTERM, and 1 with one error line on bad flags, a
-// missing port or a bad script.
+// handles, with PANs masked and never tracks, PINs, PIN blocks, cryptograms
+// or keys. It exits 0 on SIGINT or SIGTERM, and 1 with one error line on bad
+// flags, a missing port or a bad script.
 //
 // The default --bdk 0123456789ABCDEFFEDCBA9876543210 and --ksn
 // FFFF9876543210E00000 are the public test keys of ANSI X9.24-1 Annex A.
@@ -54,6 +62,9 @@ type config struct {
 	testKeys  bool
 	baud      int
 	statePath string
+	currency  string
+	country   string
+	serial    string
 }
 
 func parseFlags(args []string, stdout io.Writer) (*config, error) {
@@ -65,9 +76,12 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	ksnHex := fs.String("ksn", testKSN, "initial key serial number, 20 hex digits (default: public test KSN)")
 	baud := fs.Int("baud", abecs.DefaultBaud, "line speed in bit/s")
 	state := fs.String("state", "", "file keeping the DUKPT counter across runs (default: none)")
+	currency := fs.String("currency", "978", "ISO 4217 numeric currency of the pad's EMV tables (tag 5F2A)")
+	country := fs.String("country", "250", "ISO 3166 numeric country of the pad's EMV tables (tag 9F1A)")
+	serial := fs.String("serial", "PADSIM0001", "the pad's serial number (GIN), at most 20 characters")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE]")
+			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE] [--currency NNN] [--country NNN] [--serial TEXT]")
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 		}
@@ -92,7 +106,7 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	}
 	return &config{
 		port: *port, script: *script, bdk: bdk, ksn: ksn, baud: *baud, statePath: *state,
-		testKeys: *bdkHex == testBDK,
+		testKeys: *bdkHex == testBDK, currency: *currency, country: *country, serial: *serial,
 	}, nil
 }
 
@@ -117,16 +131,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(stdout, "pinpad-sim: "+format+"\n", args...)
 	}
-	pad, err := padsim.New(script, &padsim.Options{BDK: cfg.bdk, KSN: cfg.ksn, Logf: logf, StatePath: cfg.statePath})
+	pad, err := padsim.New(script, &padsim.Options{
+		BDK: cfg.bdk, KSN: cfg.ksn, Logf: logf, StatePath: cfg.statePath,
+		Currency: cfg.currency, Country: cfg.country, Serial: cfg.serial,
+	})
 	clear(cfg.bdk)
 	if err != nil {
 		return fail(err)
 	}
-	port, err := abecs.OpenSerial(cfg.port, cfg.baud)
+	first, err := abecs.OpenSerial(cfg.port, cfg.baud)
 	if err != nil {
 		return fail(err)
 	}
-	defer port.Close()
+	// The first port is opened here so that a missing device fails at once;
+	// an unplug fault closes it and the pad opens the path again.
+	open := func() (io.ReadWriteCloser, error) {
+		if first != nil {
+			p := first
+			first = nil
+			return p, nil
+		}
+		return abecs.OpenSerial(cfg.port, cfg.baud)
+	}
 
 	keys := "the public ANSI X9.24 test BDK"
 	if !cfg.testKeys {
@@ -134,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logf("listening on %s at %d bit/s; %d script events; DUKPT key from %s, KSN %v",
 		cfg.port, cfg.baud, len(script.Events), keys, pad.KSN())
-	err = pad.Serve(ctx, port)
+	err = pad.ServeDevice(ctx, open)
 	if ctx.Err() != nil {
 		logf("stopped")
 		return 0

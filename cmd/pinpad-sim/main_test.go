@@ -50,6 +50,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--port", "/dev/does-not-exist-posd"}, "/dev/does-not-exist-posd"},
 		{[]string{"--port", "/dev/null", "--script", bad}, "events[1]"},
 		{[]string{"--port", "/dev/null", "--script", filepath.Join(t.TempDir(), "none.json")}, "none.json"},
+		{[]string{"--port", "/dev/null", "--currency", "97"}, `currency "97" is not 3 digits`},
+		{[]string{"--port", "/dev/null", "--serial", strings.Repeat("S", 21)}, "serial must be at most 20"},
 	}
 	for _, c := range cases {
 		var stdout, stderr bytes.Buffer

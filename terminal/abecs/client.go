@@ -27,6 +27,9 @@ var (
 	// ErrBusy: a command was started while another was in progress. A Client
 	// runs one command at a time.
 	ErrBusy = errors.New("abecs: another command is in progress")
+	// ErrWrite: writing to the port failed (the port is broken or closed).
+	// Before the ACK this means the command was not sent.
+	ErrWrite = errors.New("abecs: write to the port failed")
 )
 
 // Options configures a Client. The zero value gives the defaults. NewClient
@@ -40,8 +43,9 @@ type Options struct {
 	// (and NAKed) before giving up. Default 3.
 	Retries int
 	// ResponseTimeout is how long to wait, after the ACK, for the response to
-	// a command that does not wait for the cardholder (OPN, DSP, CLO).
-	// Default 10s. GCR and GPN wait for their request's Timeout instead.
+	// a command that does not wait for the cardholder (OPN, DSP, CLO, GIN,
+	// and FNC unless its request sets a Timeout). Default 10s. GCR, GPN, CKE
+	// and GOC wait for their request's Timeout instead.
 	ResponseTimeout time.Duration
 	// AbortTimeout is how long to wait for EOT after sending CAN. Default
 	// 500ms.
@@ -138,6 +142,26 @@ func (c *Client) readLoop() {
 			return
 		}
 	}
+}
+
+// Done returns a channel that is closed when the client stops reading its
+// port: after Close, or when a read fails (a pulled cable shows up here as
+// EIO or a closed port, without any command running). Err says why.
+func (c *Client) Done() <-chan struct{} { return c.readDone }
+
+// Err returns nil while the client reads its port, and afterwards the read
+// error that stopped it wrapped in ErrClosed (or ErrClosed alone after
+// Close).
+func (c *Client) Err() error {
+	select {
+	case <-c.readDone:
+	default:
+		return nil
+	}
+	if c.readErr == nil {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: read: %w", ErrClosed, c.readErr)
 }
 
 // Close closes the port and waits (up to a second) for the reading goroutine
@@ -349,7 +373,7 @@ func (c *Client) send(ctx context.Context, id string, frame []byte) error {
 	naks, silent := 0, 0
 	for range c.opts.Retries {
 		if err := c.write(frame); err != nil {
-			return cmdErrorf(id, "write: %w", err)
+			return cmdErrorf(id, "%w: %w", ErrWrite, err)
 		}
 		timer := time.NewTimer(c.opts.ACKTimeout)
 		acked, err := c.awaitACK(ctx, timer.C)
@@ -416,7 +440,7 @@ func (c *Client) await(ctx context.Context, id string, wait time.Duration, onTim
 				return Response{}, cmdErrorf(id, "%w: %d bad packets, last: %w", ErrBadResponse, bad, ev.Err)
 			}
 			if err := c.write([]byte{NAK}); err != nil {
-				return Response{}, cmdErrorf(id, "write: %w", err)
+				return Response{}, cmdErrorf(id, "%w: %w", ErrWrite, err)
 			}
 			continue
 		}

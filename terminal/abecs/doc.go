@@ -47,13 +47,26 @@
 //	     chars 1-16 on line 1, 17-32 on line 2.
 //	CLO  command: one block of 32: S32 message   response: CLO000
 //	     shown after the session closes (2x16).
+//	GIN  command: one block of 2: N2 acquirer index ("00": the pad itself).
+//	     response: one block of 100:
+//	       A20 manufacturer   A19 model   A1 contactless ("C" = present)
+//	       A20 firmware version   A4 ABECS version   A16 application version
+//	       A20 serial number
+//	CKE  command: one block of 4: N1 keys, N1 swipe (1 = report),
+//	       N1 chip card (0 = no, 1 = report insertion, 2 = report removal),
+//	       N1 contactless ("0").
+//	     response: one block of 227: N1 event (0 key, 1 swipe, 2 inserted,
+//	       3 removed)   N2 key code (00 ENTER, 04-07 F1-F4, 08 CLEAR,
+//	       13 CANCEL)   N2 + A76 track 1   N2 + A37 track 2   N3 + A104 track 3
 //	GCR  command: one block of 41:
 //	       N2 acquirer index ("00" = all)    N2 application type ("00" = all)
 //	       N12 amount in minor units         N6 date YYMMDD   N6 time HHMMSS
 //	       A10 EMV table version ("0000000000")
 //	       N2 number of listed applications ("00")   N1 contactless ("0" = off)
 //	     response: one block of 342:
-//	       N2 card type ("00" = magnetic stripe)   N1 previous chip status
+//	       N2 card type ("00" magnetic stripe, "03" EMV contact chip)
+//	       N1 previous chip status ("1": a stripe read after a failed chip
+//	          read, i.e. a fallback)
 //	       N2 application type   N2 acquirer index   N2 record index
 //	       N2 track 1 length  A76 track 1     N2 track 2 length  A37 track 2
 //	       N3 track 3 length  A104 track 3    N2 PAN length      A19 PAN
@@ -61,7 +74,11 @@
 //	       S26 cardholder name      N6 expiry YYMMDD (day 00 from a stripe)
 //	       A29 reserved ("0"s)      N3 issuer country code
 //	       N3 length of acquirer data ("000": this package sends none)
-//	     Tracks are sent without their start and end sentinels.
+//	     Tracks are sent without their start and end sentinels. For a chip
+//	     card track 2 is the track 2 equivalent data (tag 57) with '=' as
+//	     separator, and PAN, sequence number, label, service code, name,
+//	     expiry and country come from tags 5A, 5F34, 50, 5F30, 5F20, 5F24
+//	     and 5F28.
 //	GPN  command: one block of 93:
 //	       N1 method ("3" = DUKPT TDES)    N2 key index
 //	       H32 working key (unused by DUKPT: 32 "0"s)
@@ -70,13 +87,49 @@
 //	       S32 prompt (2x16)
 //	     response: one block of 36: H16 encrypted PIN block (ISO 9564 format 0)
 //	       and H20 KSN.
+//	GOC  command: two blocks. 1: N12 amount   N12 cashback
+//	       N1 card in exception list ("0")   N1 online capable ("1")
+//	       N1 PIN method ("3" = DUKPT TDES)   N2 key index   H32 working key
+//	       N1 terminal risk management   H8 floor limit
+//	       N2 target percentage   H8 threshold   N2 maximum target percentage
+//	       N3 length of acquirer data ("000")
+//	     2: the tags to return, their hex concatenated ("9F269F27...").
+//	     response: one block: N1 decision (0 approved offline, 1 declined
+//	       offline, 2 go online)   N1 signature   N1 offline PIN verified
+//	       N1 offline PIN failures   N1 offline PIN blocked   N1 online PIN
+//	       H16 encrypted PIN block   H20 KSN (zeros without an online PIN)
+//	       N3 length + H EMV data (BER-TLV of the requested tags, in hex)
+//	       N3 length + acquirer data
+//	FNC  command: two blocks. 1: N1 communication status (0 the host
+//	       answered, 1 it did not)   A2 response code (field 39; spaces
+//	       without an answer)   N3 length + H issuer data (BER-TLV of 91,
+//	       71, 72, in hex)   N3 length of acquirer data ("000")
+//	     2: the tags to return, as for GOC.
+//	     response: one block: N1 decision (0 approved: TC, 1 declined: AAC)
+//	       N3 length + H EMV data   N3 length + acquirer data
+//
+// Hexadecimal (H) data may be upper or lower case on input and is sent upper
+// case. GIN, CKE, GOC and FNC carry their EMV data in hexadecimal, which
+// keeps the frames printable; the ABECS 1.x documents leave pads and hosts
+// free in some of these details, and both ends in this repository agree on
+// the layouts above.
 //
 // While a command waits for the cardholder, a pad may send notification
 // responses with status 002; the client skips them.
 //
 // # Sensitive data
 //
-// Tracks, PANs and PIN blocks never appear in an error or in the String,
-// GoString or LogValue of any type here; PANs are masked to their first 6 and
-// last 4 digits.
+// Tracks, PANs, PIN blocks and EMV data never appear in an error or in the
+// String, GoString or LogValue of any type here; PANs are masked to their
+// first 6 and last 4 digits.
+//
+// # Robustness
+//
+// No byte sequence from the line makes this package panic: the decoder
+// resynchronises on the next SYN, a bad packet is NAKed, and a response that
+// does not parse ends that command with an error wrapping ErrBadResponse.
+// [SerialPort] turns go.bug.st/serial's (0, nil) read timeout into
+// [ErrTimeout] and ENOTTY on the modem lines into [ErrNoModemLines]; it never
+// sets the modem lines. A port that fails (EIO, closed) ends the [Client]:
+// [Client.Done] is closed and [Client.Err] says why.
 package abecs

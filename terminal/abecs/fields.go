@@ -112,7 +112,7 @@ func AppendCardRequest(dst []byte, req CardRequest, now time.Time) ([]byte, erro
 		return dst, fmt.Errorf("abecs: GCR: amount must be 0 to 999999999999 minor units")
 	}
 	dst = append(dst, "0000"...) // acquirer index, application type: all
-	dst = appendNum(dst, int(req.AmountMinor), 12)
+	dst = appendNum64(dst, req.AmountMinor, 12)
 	dst = append(dst, now.Format("060102150405")...)
 	dst = append(dst, "0000000000"...) // EMV table version
 	dst = append(dst, "00"...)         // no listed applications
@@ -128,21 +128,32 @@ func ParseCardRequest(block []byte) (CardRequest, error) {
 	if !allDigits(block[:28]) {
 		return CardRequest{}, fmt.Errorf("%w: GCR indexes, amount, date and time must be digits", ErrFormat)
 	}
-	amount, _ := parseNum(block[4:16])
-	return CardRequest{AmountMinor: int64(amount)}, nil
+	amount, _ := parseNum64(block[4:16])
+	return CardRequest{AmountMinor: amount}, nil
 }
 
-// CardData is what the pad read from a card (GCR response). It is sensitive:
-// String, GoString and LogValue show only the masked PAN, never the tracks.
-// CardData is immutable and safe for concurrent use.
+// Card types of the GCR response.
+const (
+	CardTypeMagstripe = "00" // magnetic stripe
+	CardTypeChip      = "03" // EMV chip, contact
+)
+
+// CardData is what the pad read from a card (GCR response): a magnetic stripe
+// or an EMV chip card. It is sensitive: String, GoString and LogValue show
+// only the masked PAN, never the tracks. CardData is immutable and safe for
+// concurrent use.
 type CardData struct {
 	cardType    string
+	fallback    bool // magnetic stripe read after a chip failure (chip status 1)
 	track1      string
 	track2      string
 	pan         string
+	panSeq      string // chip only: 2 digits
+	label       string // chip only
 	serviceCode string
 	expiry      string // YYMMDD
 	name        string
+	country     string // chip only: 3 digits
 }
 
 // NewMagstripeCard returns the card data a magnetic stripe read of track1 and
@@ -150,7 +161,7 @@ type CardData struct {
 // cardholder name are taken from the tracks where they can be found; the
 // tracks are not otherwise checked (package card does that).
 func NewMagstripeCard(track1, track2 string) CardData {
-	c := CardData{cardType: "00", track1: track1, track2: track2}
+	c := CardData{cardType: CardTypeMagstripe, track1: track1, track2: track2}
 	if i := strings.IndexAny(track2, "=D"); i >= 0 {
 		c.pan = track2[:i]
 		rest := track2[i+1:]
@@ -168,10 +179,52 @@ func NewMagstripeCard(track1, track2 string) CardData {
 	return c
 }
 
+// NewFallbackCard is NewMagstripeCard for a swipe that follows a failed chip
+// read: the pad reports it with chip status 1, and the host sends it with
+// POS entry mode 80x.
+func NewFallbackCard(track1, track2 string) CardData {
+	c := NewMagstripeCard(track1, track2)
+	c.fallback = true
+	return c
+}
+
+// ChipFields are the data a pad reports of an EMV chip card in its GCR
+// response. They are sensitive: String masks the PAN and never shows the
+// track. A plain value, safe for concurrent use.
+type ChipFields struct {
+	PAN           string // tag 5A, digits
+	Track2        string // tag 57 as text: PAN '=' YYMM service code discretionary
+	Expiry        string // tag 5F24, YYMMDD
+	ServiceCode   string // tag 5F30, 3 digits, or ""
+	PANSequence   string // tag 5F34, 2 digits, or ""
+	Label         string // tag 50, at most 16 printable characters
+	Name          string // tag 5F20, at most 26 printable characters
+	IssuerCountry string // tag 5F28, 3 digits, or ""
+}
+
+// String returns a masked description.
+func (f ChipFields) String() string { return "chip card " + card.MaskPAN(f.PAN) }
+
+// GoString returns the masked description.
+func (f ChipFields) GoString() string { return "abecs.ChipFields{" + f.String() + "}" }
+
+// NewChipCard returns the card data of an EMV chip card (card type 03).
+func NewChipCard(f ChipFields) CardData {
+	return CardData{
+		cardType: CardTypeChip, track2: f.Track2, pan: f.PAN, panSeq: f.PANSequence, label: f.Label,
+		serviceCode: f.ServiceCode, expiry: f.Expiry, name: f.Name, country: f.IssuerCountry,
+	}
+}
+
+// Type returns the 2-digit card type (CardTypeMagstripe, CardTypeChip or
+// another the pad reported).
+func (c CardData) Type() string { return c.cardType }
+
 // Track1 returns track 1 without sentinels, or "" if it was not read.
 func (c CardData) Track1() string { return c.track1 }
 
-// Track2 returns track 2 without sentinels, or "" if it was not read.
+// Track2 returns track 2 without sentinels (for a chip card, the track 2
+// equivalent data of tag 57), or "" if it was not read.
 func (c CardData) Track2() string { return c.track2 }
 
 // PAN returns the card number in full. Use MaskedPAN to show it.
@@ -179,6 +232,16 @@ func (c CardData) PAN() string { return c.pan }
 
 // MaskedPAN returns the PAN with all but its first 6 and last 4 digits masked.
 func (c CardData) MaskedPAN() string { return card.MaskPAN(c.pan) }
+
+// PANSequence returns a chip card's 2-digit PAN sequence number (tag 5F34),
+// or "".
+func (c CardData) PANSequence() string { return c.panSeq }
+
+// Label returns a chip application's label (tag 50), or "".
+func (c CardData) Label() string { return c.label }
+
+// IssuerCountry returns a chip card's 3-digit issuer country code, or "".
+func (c CardData) IssuerCountry() string { return c.country }
 
 // ServiceCode returns the 3-digit service code, or "".
 func (c CardData) ServiceCode() string { return c.serviceCode }
@@ -191,16 +254,32 @@ func (c CardData) Expiry() string {
 	return c.expiry[:4]
 }
 
+// ExpiryDate returns the expiry as YYMMDD (day 00 from a magnetic stripe),
+// or "".
+func (c CardData) ExpiryDate() string { return c.expiry }
+
 // CardholderName returns the name read from the card, or "".
 func (c CardData) CardholderName() string { return c.name }
 
 // Magstripe reports whether the card was read from its magnetic stripe.
-func (c CardData) Magstripe() bool { return c.cardType == "00" }
+func (c CardData) Magstripe() bool { return c.cardType == CardTypeMagstripe }
+
+// Chip reports whether the card was read from its EMV contact chip.
+func (c CardData) Chip() bool { return c.cardType == CardTypeChip }
+
+// Fallback reports whether a magnetic stripe read follows a failed chip read
+// (the pad's previous chip status is 1).
+func (c CardData) Fallback() bool { return c.fallback && c.Magstripe() }
 
 // String returns a masked description.
 func (c CardData) String() string {
 	kind := "magstripe"
-	if !c.Magstripe() {
+	switch {
+	case c.Fallback():
+		kind = "magstripe fallback"
+	case c.Chip():
+		kind = "chip"
+	case !c.Magstripe():
 		kind = "type " + c.cardType
 	}
 	return fmt.Sprintf("card %s (%s)", c.MaskedPAN(), kind)
@@ -213,18 +292,21 @@ func (c CardData) GoString() string { return "abecs.CardData{" + c.String() + "}
 func (c CardData) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // AppendCardData appends the GCR response block for c. It fails when a field
-// does not fit its place (track 1 76, track 2 37, PAN 19, name 26 characters)
-// or is not printable ASCII; the error names the field, not its content.
+// does not fit its place (track 1 76, track 2 37, PAN 19, label 16, name 26
+// characters) or is not printable ASCII, or a numeric field is not digits;
+// the error names the field, not its content.
 func AppendCardData(dst []byte, c CardData) ([]byte, error) {
 	type field struct {
-		name  string
-		value string
-		width int
+		name    string
+		value   string
+		width   int
+		numeric bool
 	}
 	for _, f := range []field{
-		{"card type", c.cardType, 2}, {"track 1", c.track1, 76}, {"track 2", c.track2, 37},
-		{"PAN", c.pan, 19}, {"service code", c.serviceCode, 3}, {"cardholder name", c.name, 26},
-		{"expiry", c.expiry, 6},
+		{"card type", c.cardType, 2, true}, {"track 1", c.track1, 76, false}, {"track 2", c.track2, 37, false},
+		{"PAN", c.pan, 19, false}, {"PAN sequence number", c.panSeq, 2, true}, {"application label", c.label, 16, false},
+		{"service code", c.serviceCode, 3, true}, {"cardholder name", c.name, 26, false},
+		{"expiry", c.expiry, 6, true}, {"issuer country", c.country, 3, true},
 	} {
 		if len(f.value) > f.width {
 			return dst, fmt.Errorf("abecs: card data: %s is %d characters, at most %d", f.name, len(f.value), f.width)
@@ -232,13 +314,21 @@ func AppendCardData(dst []byte, c CardData) ([]byte, error) {
 		if !printable(f.value) {
 			return dst, fmt.Errorf("abecs: card data: %s has a character outside printable ASCII", f.name)
 		}
+		if f.numeric && !allDigits([]byte(f.value)) {
+			return dst, fmt.Errorf("abecs: card data: %s must be digits", f.name)
+		}
 	}
 	cardType := c.cardType
 	if cardType == "" {
-		cardType = "00"
+		cardType = CardTypeMagstripe
 	}
 	dst = appendText(dst, cardType, 2)
-	dst = append(dst, "0000000"...) // chip status, application type, acquirer and record index
+	if c.fallback {
+		dst = append(dst, '1')
+	} else {
+		dst = append(dst, '0')
+	}
+	dst = append(dst, "000000"...) // application type, acquirer and record index
 	dst = appendNum(dst, len(c.track1), 2)
 	dst = appendText(dst, c.track1, 76)
 	dst = appendNum(dst, len(c.track2), 2)
@@ -247,26 +337,28 @@ func AppendCardData(dst []byte, c CardData) ([]byte, error) {
 	dst = appendText(dst, "", 104)
 	dst = appendNum(dst, len(c.pan), 2)
 	dst = appendText(dst, c.pan, 19)
-	dst = append(dst, "00"...) // PAN sequence number
-	dst = appendText(dst, "", 16)
-	sc := c.serviceCode
-	if sc == "" {
-		sc = "000"
-	}
-	dst = appendText(dst, sc, 3)
+	dst = appendZeros(dst, c.panSeq, 2)
+	dst = appendText(dst, c.label, 16)
+	dst = appendZeros(dst, c.serviceCode, 3)
 	dst = appendText(dst, c.name, 26)
-	exp := c.expiry
-	if exp == "" {
-		exp = "000000"
-	}
-	dst = appendText(dst, exp, 6)
+	dst = appendZeros(dst, c.expiry, 6)
 	dst = append(dst, strings.Repeat("0", 29)...)
-	dst = append(dst, "000"...) // issuer country
+	dst = appendZeros(dst, c.country, 3)
 	dst = append(dst, "000"...) // no acquirer data
 	return dst, nil
 }
 
-// ParseCardData parses a GCR response block.
+// appendZeros appends s, or width zeros when s is empty.
+func appendZeros(dst []byte, s string, width int) []byte {
+	if s == "" {
+		return append(dst, strings.Repeat("0", width)...)
+	}
+	return appendText(dst, s, width)
+}
+
+// ParseCardData parses a GCR response block. The magnetic stripe fields of a
+// chip card (PAN sequence number, label, issuer country) are kept only for
+// card types other than 00.
 func ParseCardData(block []byte) (CardData, error) {
 	if len(block) < cardDataLen {
 		return CardData{}, fmt.Errorf("%w: GCR response block is %d bytes, want at least %d", ErrFormat, len(block), cardDataLen)
@@ -289,7 +381,8 @@ func ParseCardData(block []byte) (CardData, error) {
 	if !allDigits([]byte(c.cardType)) {
 		return CardData{}, fmt.Errorf("%w: GCR response card type is not 2 digits", ErrFormat)
 	}
-	next(7)
+	c.fallback = next(1)[0] == '1' && c.cardType == CardTypeMagstripe
+	next(6)
 	var err error
 	if c.track1, err = variable("track 1", 2, 76); err != nil {
 		return CardData{}, err
@@ -303,13 +396,24 @@ func ParseCardData(block []byte) (CardData, error) {
 	if c.pan, err = variable("PAN", 2, 19); err != nil {
 		return CardData{}, err
 	}
-	next(2 + 16)
-	if sc := string(next(3)); sc != "000" {
+	seq, label := next(2), strings.TrimRight(string(next(16)), " ")
+	if sc := string(next(3)); sc != "000" && allDigits([]byte(sc)) {
 		c.serviceCode = sc
 	}
 	c.name = strings.TrimRight(string(next(26)), " ")
 	if exp := string(next(6)); exp != "000000" && allDigits([]byte(exp)) {
 		c.expiry = exp
+	}
+	next(29)
+	country := next(3)
+	if c.cardType != CardTypeMagstripe {
+		if !allDigits(seq) {
+			return CardData{}, fmt.Errorf("%w: GCR response PAN sequence number is not 2 digits", ErrFormat)
+		}
+		c.panSeq, c.label = string(seq), label
+		if string(country) != "000" && allDigits(country) {
+			c.country = string(country)
+		}
 	}
 	return c, nil
 }

@@ -44,16 +44,25 @@ func CRC16(b []byte) uint16 {
 }
 
 func crcByte(crc uint16, c byte) uint16 {
-	crc ^= uint16(c) << 8
-	for range 8 {
-		if crc&0x8000 != 0 {
-			crc = crc<<1 ^ 0x1021
-		} else {
-			crc <<= 1
-		}
-	}
-	return crc
+	return crc<<8 ^ crcTable[byte(crc>>8)^c]
 }
+
+// crcTable holds the CRC-16/XMODEM of each byte value; it is computed once
+// and never written again.
+var crcTable = func() (t [256]uint16) {
+	for i := range t {
+		crc := uint16(i) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+		t[i] = crc
+	}
+	return t
+}()
 
 // AppendFrame appends to dst the packet carrying data: SYN, data with DC3, SYN
 // and ETB stuffed, ETB, and the CRC16 big-endian. It returns an error wrapping
@@ -158,6 +167,15 @@ func (d *Decoder) Skipped() int64 { return d.skipped }
 // that end of file inside a packet becomes io.ErrUnexpectedEOF.
 func (d *Decoder) Next() (Event, error) {
 	for {
+		if d.state == stData && d.r.Buffered() > 0 {
+			// Fast path: decode the data bytes already buffered in one go,
+			// up to the next SYN or ETB, or a DC3 the buffer cannot settle.
+			b, _ := d.r.Peek(d.r.Buffered())
+			if i := d.addData(b); i > 0 {
+				d.r.Discard(i)
+				continue
+			}
+		}
 		c, err := d.r.ReadByte()
 		if err != nil {
 			if err == io.EOF && d.state != stIdle {
@@ -175,6 +193,39 @@ func (d *Decoder) start() {
 	d.state = stData
 	d.buf = d.buf[:0]
 	d.bad = nil
+}
+
+// addData decodes packet data from the start of b: plain bytes and valid
+// DC3 escapes, up to a SYN, an ETB, a DC3 followed by anything else, or a
+// DC3 at the end of b, which it leaves to step. It returns how many bytes of
+// b it used.
+func (d *Decoder) addData(b []byte) int {
+	i := 0
+	for i < len(b) {
+		c := b[i]
+		switch c {
+		case SYN, ETB:
+			return i
+		case DC3:
+			if i+1 == len(b) {
+				return i
+			}
+			switch e := b[i+1]; e {
+			case 0x33, 0x36, 0x37:
+				c = e - 0x20
+				i++
+			default:
+				return i
+			}
+		}
+		i++
+		if len(d.buf) < MaxData {
+			d.buf = append(d.buf, c)
+		} else {
+			d.bad = ErrFrameTooLong
+		}
+	}
+	return i
 }
 
 func (d *Decoder) add(c byte) {

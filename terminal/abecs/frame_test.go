@@ -3,6 +3,7 @@ package abecs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"testing/iotest"
@@ -277,4 +278,51 @@ func FuzzDecoder(f *testing.F) {
 func frameOfF(s string) []byte {
 	f, _ := abecs.AppendFrame(nil, []byte(s))
 	return f
+}
+
+// FuzzDecoderChunking: the decoder yields the same events whatever the
+// reads' sizes (its fast path works on whatever is buffered).
+func FuzzDecoderChunking(f *testing.F) {
+	f.Add([]byte{0x16, 'O', 'P', 'N', 0x17, 0xA8, 0xA9}, uint8(3))
+	f.Add(frameOfF("\x13\x16\x17"+string(bytes.Repeat([]byte{'x'}, 40))), uint8(2))
+	f.Add([]byte("\x16A\x13\x41\x17\x00\x00\x16AB\x13"), uint8(1))
+	f.Add(append([]byte{0x16}, bytes.Repeat([]byte{0x13, 0x36}, 1100)...), uint8(7))
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
+		all := func(r io.Reader) string {
+			d := abecs.NewDecoder(r)
+			var b bytes.Buffer
+			for {
+				ev, err := d.Next()
+				if err != nil {
+					fmt.Fprintf(&b, "end %v skipped %d", err, d.Skipped())
+					return b.String()
+				}
+				fmt.Fprintf(&b, "%v %q %v|", ev.Kind, ev.Data, ev.Err)
+			}
+		}
+		whole := all(bytes.NewReader(in))
+		if one := all(iotest.OneByteReader(bytes.NewReader(in))); one != whole {
+			t.Fatalf("one byte at a time:\n%s\nwhole:\n%s", one, whole)
+		}
+		if n := int(chunk%16) + 1; true {
+			if got := all(&chunkReader{data: in, n: n}); got != whole {
+				t.Fatalf("%d bytes at a time:\n%s\nwhole:\n%s", n, got, whole)
+			}
+		}
+	})
+}
+
+type chunkReader struct {
+	data []byte
+	n    int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(r.n, len(p), len(r.data))
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
 }

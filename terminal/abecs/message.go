@@ -13,6 +13,10 @@ const (
 	CmdDisplay = "DSP" // show two lines of 16 characters
 	CmdGetCard = "GCR" // wait for a card and return its data
 	CmdGetPIN  = "GPN" // capture the PIN and return it encrypted
+	CmdInfo    = "GIN" // the pad's manufacturer, model, versions and serial number
+	CmdEvent   = "CKE" // wait for a key, a swipe, or a chip card inserted or removed
+	CmdGoChip  = "GOC" // run the chip card's risk management, PIN and first cryptogram
+	CmdFinChip = "FNC" // give the card the host's answer; the card's final decision
 	CmdError   = "ERR" // the id of the response to an unknown command
 )
 
@@ -27,7 +31,7 @@ const (
 	StatusInternal         = 40 // internal pad error
 	StatusMagstripeError   = 41 // the magnetic stripe could not be read
 	StatusKeyMissing       = 42 // the key index given has no key
-	StatusNoCard           = 43 // no card present
+	StatusNoCard           = 43 // no card present, or the chip card was removed
 	StatusMuteCard         = 60 // chip card does not answer
 	StatusFallback         = 76 // chip error that allows magnetic stripe fallback
 )
@@ -227,17 +231,37 @@ func appendNum(dst []byte, n, width int) []byte {
 	return append(dst, s...)
 }
 
-// parseNum parses b, all decimal digits, as a number.
+// appendNum64 appends n as exactly width decimal digits; n must fit. It
+// exists beside appendNum for amounts, which do not fit an int on 32-bit ARM.
+func appendNum64(dst []byte, n int64, width int) []byte {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s); i < width; i++ {
+		dst = append(dst, '0')
+	}
+	return append(dst, s...)
+}
+
+// parseNum parses b, 1 to 9 decimal digits, as a number (so that it fits an
+// int on 32-bit processors too).
 func parseNum(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 9 {
+		return 0, false
+	}
+	n, ok := parseNum64(b)
+	return int(n), ok
+}
+
+// parseNum64 parses b, 1 to 18 decimal digits, as a number.
+func parseNum64(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 18 {
 		return 0, false
 	}
-	n := 0
+	var n int64
 	for _, c := range b {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		n = n*10 + int(c-'0')
+		n = n*10 + int64(c-'0')
 	}
 	return n, true
 }

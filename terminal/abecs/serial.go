@@ -3,6 +3,7 @@ package abecs
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"go.bug.st/serial"
 )
@@ -57,4 +58,23 @@ func (p *SerialPort) Read(b []byte) (int, error) {
 		return 0, ErrTimeout
 	}
 	return n, err
+}
+
+// ErrNoModemLines is returned by ModemStatus when the device has no modem
+// control lines: a pseudo-terminal, or an adapter wired without them, answers
+// ENOTTY. It is not a fault of the line.
+var ErrNoModemLines = errors.New("abecs: the device has no modem lines")
+
+// ModemStatus returns the state of the modem status lines (CTS, DSR, RI,
+// DCD), or an error wrapping ErrNoModemLines when the device has none. The
+// port never sets the modem lines itself (see OpenSerial).
+func (p *SerialPort) ModemStatus() (*serial.ModemStatusBits, error) {
+	bits, err := p.Port.GetModemStatusBits()
+	if errors.Is(err, syscall.ENOTTY) {
+		return nil, fmt.Errorf("%w (%s)", ErrNoModemLines, p.path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("abecs: modem lines of %s: %w", p.path, err)
+	}
+	return bits, nil
 }

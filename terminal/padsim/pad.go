@@ -1,7 +1,8 @@
 // Package padsim is the PIN pad side of the ABECS link: a scripted,
-// simulated PIN pad that answers OPN, DSP, GCR, GPN and CLO over any byte
-// stream, normally a pseudo-terminal. cmd/pinpad-sim is a thin main over it,
-// and tests and demos run it in-process.
+// simulated PIN pad that answers OPN, CLO, GIN, DSP, CKE, GCR (magnetic
+// stripe and EMV chip), GPN, GOC and FNC over any byte stream, normally a
+// pseudo-terminal, and injects link faults on cue. cmd/pinpad-sim is a thin
+// main over it, and tests and demos run it in-process.
 //
 // # Basics
 //
@@ -11,6 +12,9 @@
 //	defer port.Close()
 //	err = pad.Serve(ctx, port) // until ctx is done or the port fails
 //
+// ServeDevice does the same over a port it opens itself, so that an unplug
+// fault can close the port and open it again.
+//
 // # Behaviour
 //
 // The pad ACKs every packet that has a good CRC and parses as an ABECS
@@ -18,29 +22,55 @@
 // most 3 sends in all) and answers CAN with EOT, abandoning the command in
 // progress. Then, by command:
 //
-//   - OPN, DSP, CLO: always succeed (000); the display text is logged.
-//   - GCR: takes the next script event. A swipe answers 000 with the tracks,
-//     cancel answers 013. Any other event answers 040 (internal error: the
-//     script does not match the host's flow), is logged, and is left in
-//     place. An exhausted script answers 012 (timeout) so the host never
-//     waits forever.
+//   - OPN, DSP: always succeed (000); the display text is logged.
+//   - CLO: succeeds and ends the card session (the chip state and the
+//     fallback flag are cleared).
+//   - GIN (acquirer index 00): the pad's identity (Options.Serial); other
+//     indexes answer 011.
+//   - GCR: a chip card inserted by an earlier CKE answers 000 with its data.
+//     Otherwise GCR takes the next script event: a swipe answers 000 with
+//     the tracks (chip status 1 if a chip fault came before it), an insert
+//     answers 000 with the chip card's data (card type 03), chip_fault
+//     answers 060 (mute) or 076 (fallback), cancel 013, timeout 012.
 //   - GPN (method 3 only): takes the next event. A PIN answers 000 with the
 //     ISO 9564 format 0 block for that PIN and the PAN of the request,
 //     encrypted under the next DUKPT PIN key, and its KSN; cancel answers
-//     013; a swipe, or a PIN outside the requested length bounds, answers 040
-//     and is left in place; an exhausted script answers 012. A key index
-//     other than Options.KeyIndex (when set) answers 042.
+//     013, timeout 012; a PIN outside the requested length bounds answers
+//     040 and is left in place. A key index other than Options.KeyIndex (when
+//     set) answers 042.
+//   - GOC: runs on the card GCR returned (010 without one). The card's
+//     Decision gives the first cryptogram (online: ARQC; an offline-only
+//     request turns it into a decline). A card with OnlinePIN going online
+//     takes the next event: a PIN is encrypted as for GPN (with the card's
+//     PAN), cancel answers 013, timeout 012, remove 043 (the card pulled
+//     during PIN entry). A card without an online PIN takes no event. The response carries the requested tags the
+//     card and the pad's tables know (Options.Currency, Options.Country).
+//   - FNC: runs after a GOC that went online (010 otherwise). A remove
+//     event next answers 043 (the card pulled while the host was asked). The card's Finish decides: follow approves
+//     when the host answered with response code 00, approve and decline
+//     force the outcome. Issuer scripts (71, 72) get results in 9F5B.
+//   - CKE: takes the next event the request enables (a key, a swipe, an
+//     insert, a remove); cancel answers 013, timeout 012. Waiting for
+//     removal answers at once when no remove event is next (the card is
+//     taken out when asked).
 //   - A malformed block answers 011; an unknown command answers ERR010.
 //
+// Any other event where a command needs a cardholder action answers 040
+// (internal error: the script does not match the host's flow), is logged,
+// and is left in place. An exhausted script answers 012 (timeout) so that
+// the host never waits forever.
+//
 // Delay events at the head of the script are consumed by the next command of
-// any kind: the pad sleeps for them after the ACK, before it answers.
+// any kind: the pad sleeps for them after the ACK, before it answers. Fault
+// events are consumed before the ACK (see Fault).
 //
 // # Caveats
 //
 // The simulator derives each DUKPT key from the initial key, which a
-// certified pad must never keep; it is for tests and demos only. Its log lines
-// show PANs masked (first 6, last 4) and never tracks, PINs, PIN blocks or
-// keys.
+// certified pad must never keep; its chip cryptograms are hashes, not EMV
+// cryptograms. It is for tests and demos only. Its log lines show PANs
+// masked (first 6, last 4) and never tracks, PINs, PIN blocks, cryptograms
+// or keys.
 package padsim
 
 import (
@@ -83,6 +113,15 @@ type Options struct {
 	// runs: it is read by New and rewritten (atomically) before every PIN
 	// block leaves the pad. Default "": the counter lives in memory only.
 	StatePath string
+	// Currency and Country are the ISO 4217 currency and ISO 3166 country
+	// numeric codes (3 digits) of the pad's EMV tables: tags 5F2A and 9F1A.
+	// Default "978" (EUR) and "250".
+	Currency, Country string
+	// Serial is the pad's serial number (GIN, and tag 9F1E's first 8
+	// characters), at most 20 printable characters. Default "PADSIM0001".
+	Serial string
+	// Now gives the date of the chip data (tag 9A). Default time.Now.
+	Now func() time.Time
 }
 
 // Pad is a simulated PIN pad. Serve must not run twice at once (it returns
@@ -91,11 +130,32 @@ type Pad struct {
 	logf      func(format string, args ...any)
 	keyIndex  int
 	statePath string
+	currency  string
+	country   string
+	serial    string
+	now       func() time.Time
 	serving   atomic.Bool
 
 	mu     sync.Mutex
 	events []Event
 	orig   *dukpt.Originator
+	chip   chipState
+	faults faultState
+}
+
+// faultState is what fault events left to do; guarded by Pad.mu.
+type faultState struct {
+	nak, ignore, badCRC int
+}
+
+func digits3(s, name, def string) (string, error) {
+	if s == "" {
+		return def, nil
+	}
+	if len(s) != 3 || strings.Trim(s, "0123456789") != "" {
+		return "", fmt.Errorf("padsim: %s %q is not 3 digits", name, s)
+	}
+	return s, nil
 }
 
 // New returns a pad that plays script (which it copies; nil means an empty
@@ -106,6 +166,21 @@ func New(script *Script, opts *Options) (*Pad, error) {
 	}
 	if opts.KeyIndex < 0 || opts.KeyIndex > 99 {
 		return nil, fmt.Errorf("padsim: key index %d is not 0-99", opts.KeyIndex)
+	}
+	cur, err := digits3(opts.Currency, "currency", "978")
+	if err != nil {
+		return nil, err
+	}
+	country, err := digits3(opts.Country, "country", "250")
+	if err != nil {
+		return nil, err
+	}
+	serial := opts.Serial
+	if serial == "" {
+		serial = "PADSIM0001"
+	}
+	if len(serial) > 20 || !printable(serial) {
+		return nil, errors.New("padsim: serial must be at most 20 printable characters")
 	}
 	var events []Event
 	if script != nil {
@@ -135,7 +210,14 @@ func New(script *Script, opts *Options) (*Pad, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Pad{logf: logf, keyIndex: opts.KeyIndex, statePath: opts.StatePath, events: events, orig: orig}, nil
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Pad{
+		logf: logf, keyIndex: opts.KeyIndex, statePath: opts.StatePath, currency: cur, country: country,
+		serial: serial, now: now, events: events, orig: orig,
+	}, nil
 }
 
 // KSN returns the KSN of the last PIN key used, or the initial KSN if none.
@@ -154,7 +236,8 @@ func (p *Pad) Remaining() int {
 
 // Serve answers commands read from port until ctx is done (it returns
 // ctx.Err()) or reading or writing port fails. Reads that return
-// abecs.ErrTimeout are retried.
+// abecs.ErrTimeout are retried. An unplug fault makes the pad ignore the
+// line for its delay.
 //
 // Serve reads port on a goroutine of its own, which it cannot interrupt: when
 // Serve returns because ctx is done, that goroutine ends at the port's next
@@ -164,8 +247,55 @@ func (p *Pad) Serve(ctx context.Context, port io.ReadWriter) error {
 		return ErrServing
 	}
 	defer p.serving.Store(false)
+	return p.serve(ctx, port, false)
+}
 
-	s := &session{pad: p, port: port, events: make(chan abecs.Event), readErr: make(chan error, 1), stop: make(chan struct{})}
+// ServeDevice is Serve over a port that open opens, such as
+//
+//	func() (io.ReadWriteCloser, error) { return abecs.OpenSerial(path, 0) }
+//
+// An unplug fault closes the port, waits the fault's delay and opens it
+// again, as a pad pulled from its cable and plugged back would. ServeDevice
+// returns when ctx is done (ctx.Err()), when open fails, or when the port
+// fails other than by an unplug; it closes the port it opened.
+func (p *Pad) ServeDevice(ctx context.Context, open func() (io.ReadWriteCloser, error)) error {
+	if !p.serving.CompareAndSwap(false, true) {
+		return ErrServing
+	}
+	defer p.serving.Store(false)
+	for {
+		port, err := open()
+		if err != nil {
+			return fmt.Errorf("padsim: open: %w", err)
+		}
+		if r, ok := port.(interface{ ResetInputBuffer() error }); ok {
+			r.ResetInputBuffer() // what the host sent to the unplugged pad is gone
+		}
+		err = p.serve(ctx, port, true)
+		port.Close()
+		var u *unplugged
+		if !errors.As(err, &u) {
+			return err
+		}
+		p.logf("unplugged for %v: port closed", u.d)
+		t := time.NewTimer(u.d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		p.logf("plugged in again: port reopened")
+	}
+}
+
+// unplugged ends a session of ServeDevice for an unplug fault.
+type unplugged struct{ d time.Duration }
+
+func (u *unplugged) Error() string { return fmt.Sprintf("padsim: unplugged for %v", u.d) }
+
+func (p *Pad) serve(ctx context.Context, port io.ReadWriter, device bool) error {
+	s := &session{pad: p, port: port, device: device, events: make(chan abecs.Event), readErr: make(chan error, 1), stop: make(chan struct{})}
 	defer close(s.stop)
 	go s.read()
 	for {
@@ -183,6 +313,7 @@ func (p *Pad) Serve(ctx context.Context, port io.ReadWriter) error {
 type session struct {
 	pad     *Pad
 	port    io.ReadWriter
+	device  bool // ServeDevice: an unplug closes the port
 	events  chan abecs.Event
 	readErr chan error
 	stop    chan struct{}
@@ -238,6 +369,25 @@ func (s *session) write(b []byte) error {
 // maxSends is how many times one response is sent when the host NAKs it.
 const maxSends = 3
 
+// sendLast sends the last response, with a wrong CRC while bad_crc faults
+// are left.
+func (s *session) sendLast() error {
+	p := s.pad
+	p.mu.Lock()
+	bad := p.faults.badCRC > 0
+	if bad {
+		p.faults.badCRC--
+	}
+	p.mu.Unlock()
+	if !bad {
+		return s.write(s.last)
+	}
+	p.logf("fault bad_crc: response sent with a wrong CRC")
+	f := append([]byte(nil), s.last...)
+	f[len(f)-1] ^= 0xFF
+	return s.write(f)
+}
+
 func (s *session) handleLink(ctx context.Context, ev abecs.Event) error {
 	logf := s.pad.logf
 	switch ev.Kind {
@@ -252,7 +402,7 @@ func (s *session) handleLink(ctx context.Context, ev abecs.Event) error {
 		}
 		s.sends++
 		logf("NAK -> response sent again (%d of %d)", s.sends, maxSends)
-		return s.write(s.last)
+		return s.sendLast()
 	case abecs.KindPacket:
 	default:
 		return nil // ACK and EOT mean nothing to a pad
@@ -265,6 +415,9 @@ func (s *session) handleLink(ctx context.Context, ev abecs.Event) error {
 	if err != nil {
 		logf("malformed command -> NAK")
 		return s.write([]byte{abecs.NAK})
+	}
+	if proceed, err := s.linkFaults(ctx, cmd.ID); !proceed || err != nil {
+		return err
 	}
 	if err := s.write([]byte{abecs.ACK}); err != nil {
 		return err
@@ -282,7 +435,93 @@ func (s *session) handleLink(ctx context.Context, ev abecs.Event) error {
 		return fmt.Errorf("padsim: %s: encode response: %w", cmd.ID, err)
 	}
 	s.sends = 1
-	return s.write(s.last)
+	return s.sendLast()
+}
+
+// linkFaults takes the fault events at the head of the script and applies
+// what is due to the packet of command id. proceed is false when the packet
+// is not to be ACKed and handled.
+func (s *session) linkFaults(ctx context.Context, id string) (proceed bool, err error) {
+	p := s.pad
+	var (
+		slow, unplug time.Duration
+		noise        []byte
+	)
+	p.mu.Lock()
+	for len(p.events) > 0 && p.events[0].Fault != nil && unplug == 0 {
+		f := p.events[0].Fault
+		p.events = p.events[1:]
+		switch f.Kind {
+		case FaultNAK:
+			p.faults.nak += f.count()
+		case FaultNoACK:
+			p.faults.ignore += f.count()
+		case FaultBadCRC:
+			p.faults.badCRC += f.count()
+		case FaultSlowACK:
+			slow += f.Delay
+		case FaultNoise:
+			noise = append(noise, mustHex(f.Hex)...)
+		case FaultUnplug:
+			unplug = f.Delay
+		}
+	}
+	ignore, nak := p.faults.ignore > 0, false
+	if ignore {
+		p.faults.ignore--
+	} else if p.faults.nak > 0 {
+		p.faults.nak--
+		nak = true
+	}
+	p.mu.Unlock()
+
+	switch {
+	case unplug > 0:
+		return false, s.unplug(ctx, id, unplug)
+	case len(noise) > 0:
+		p.logf("fault noise: %d bytes sent", len(noise))
+		if err := s.write(noise); err != nil {
+			return false, err
+		}
+	}
+	switch {
+	case ignore:
+		p.logf("%s: fault no_ack: packet ignored", id)
+		return false, nil
+	case nak:
+		p.logf("%s: fault nak -> NAK", id)
+		return false, s.write([]byte{abecs.NAK})
+	case slow > 0:
+		p.logf("%s: fault slow_ack: ACK in %v", id, slow)
+		aborted, err := s.sleep(ctx, slow)
+		return !aborted && err == nil, err
+	}
+	return true, nil
+}
+
+// unplug makes the pad vanish for d: under ServeDevice the session ends so
+// that the port is closed; under Serve the pad ignores the line.
+func (s *session) unplug(ctx context.Context, id string, d time.Duration) error {
+	s.last = nil
+	if s.device {
+		s.pad.logf("%s: fault unplug", id)
+		return &unplugged{d: d}
+	}
+	s.pad.logf("%s: fault unplug: line ignored for %v", id, d)
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			s.pad.logf("plugged in again")
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-s.readErr:
+			return fmt.Errorf("padsim: read: %w", err)
+		case <-s.events:
+		}
+	}
 }
 
 // command handles one accepted command. aborted is true when the host sent
@@ -373,15 +612,45 @@ func (p *Pad) handle(cmd abecs.Command) abecs.Response {
 			p.logf("%s: malformed text -> 011", cmd.ID)
 			return status(cmd.ID, abecs.StatusInvalidParameter)
 		}
+		if cmd.ID == abecs.CmdClose {
+			p.endSession()
+		}
 		p.logf("%s %q %q -> 000", cmd.ID, l1, l2)
 		return status(cmd.ID, abecs.StatusOK)
+	case abecs.CmdInfo:
+		return p.info(cmd)
+	case abecs.CmdEvent:
+		return p.waitEvent(cmd)
 	case abecs.CmdGetCard:
 		return p.getCard(cmd)
 	case abecs.CmdGetPIN:
 		return p.getPIN(cmd)
+	case abecs.CmdGoChip:
+		return p.goChip(cmd)
+	case abecs.CmdFinChip:
+		return p.finishChip(cmd)
 	}
 	p.logf("%q: unknown command -> ERR010", cmd.ID)
 	return status(abecs.CmdError, abecs.StatusInvalidCall)
+}
+
+// cardholder answers the events any cardholder command shares: none left,
+// cancel, timeout. ok is false when one of them answered.
+func (p *Pad) cardholder(id, what string, ev Event, have bool) (abecs.Response, bool) {
+	switch {
+	case !have:
+		p.logf("%s: script exhausted -> 012", what)
+		return status(id, abecs.StatusTimeout), false
+	case ev.Cancel:
+		p.consume()
+		p.logf("%s: cancel -> 013", what)
+		return status(id, abecs.StatusCancelled), false
+	case ev.Timeout:
+		p.consume()
+		p.logf("%s: timeout -> 012", what)
+		return status(id, abecs.StatusTimeout), false
+	}
+	return abecs.Response{}, true
 }
 
 func (p *Pad) getCard(cmd abecs.Command) abecs.Response {
@@ -394,26 +663,45 @@ func (p *Pad) getCard(cmd abecs.Command) abecs.Response {
 		p.logf("GCR: %v -> 011", strings.TrimPrefix(err.Error(), "abecs: "))
 		return status(cmd.ID, abecs.StatusInvalidParameter)
 	}
+	what := fmt.Sprintf("GCR amount %d", req.AmountMinor)
+	if c := p.insertedCard(); c != nil {
+		return p.chipCardData(cmd.ID, what, c)
+	}
 	ev, ok := p.peek()
+	if resp, ok := p.cardholder(cmd.ID, what, ev, ok); !ok {
+		return resp
+	}
 	switch {
-	case !ok:
-		p.logf("GCR amount %d: script exhausted -> 012", req.AmountMinor)
-		return status(cmd.ID, abecs.StatusTimeout)
-	case ev.Cancel:
+	case ev.Insert != nil:
 		p.consume()
-		p.logf("GCR amount %d: cancel -> 013", req.AmountMinor)
-		return status(cmd.ID, abecs.StatusCancelled)
+		p.insert(ev.Insert)
+		return p.chipCardData(cmd.ID, what, ev.Insert)
+	case ev.ChipFault != "":
+		p.consume()
+		p.chipFailed()
+		code := abecs.StatusFallback
+		if ev.ChipFault == ChipMute {
+			code = abecs.StatusMuteCard
+		}
+		p.logf("%s: chip fault %s -> %03d", what, ev.ChipFault, code)
+		return status(cmd.ID, code)
 	case ev.Swipe == nil:
-		p.logf("GCR amount %d: next script event is %v, not a swipe or cancel -> 040", req.AmountMinor, ev)
+		p.logf("%s: next script event is %v, not a card or cancel -> 040", what, ev)
 		return status(cmd.ID, abecs.StatusInternal)
 	}
-	block, err := abecs.AppendCardData(nil, abecs.NewMagstripeCard(ev.Swipe.Track1, ev.Swipe.Track2))
+	fallback := p.takeFallback()
+	cd := abecs.NewMagstripeCard(ev.Swipe.Track1, ev.Swipe.Track2)
+	note := ""
+	if fallback {
+		cd, note = abecs.NewFallbackCard(ev.Swipe.Track1, ev.Swipe.Track2), " (fallback)"
+	}
+	block, err := abecs.AppendCardData(nil, cd)
 	if err != nil {
-		p.logf("GCR amount %d: %v: %v -> 040", req.AmountMinor, ev, strings.TrimPrefix(err.Error(), "abecs: "))
+		p.logf("%s: %v: %v -> 040", what, ev, strings.TrimPrefix(err.Error(), "abecs: "))
 		return status(cmd.ID, abecs.StatusInternal)
 	}
 	p.consume()
-	p.logf("GCR amount %d: %v -> 000", req.AmountMinor, ev)
+	p.logf("%s: %v%s -> 000", what, ev, note)
 	return abecs.Response{ID: cmd.ID, Status: abecs.StatusOK, Blocks: [][]byte{block}}
 }
 
@@ -432,36 +720,47 @@ func (p *Pad) getPIN(cmd abecs.Command) abecs.Response {
 		p.logf("%s: the pad's key is in slot %02d -> 042", what, p.keyIndex)
 		return status(cmd.ID, abecs.StatusKeyMissing)
 	}
+	block, ksn, code := p.enterPIN(what, req.PAN, req.MinLen, req.MaxLen)
+	if code != abecs.StatusOK {
+		return status(cmd.ID, code)
+	}
+	return abecs.Response{ID: cmd.ID, Status: abecs.StatusOK, Blocks: [][]byte{abecs.AppendPINResponse(nil, block, ksn)}}
+}
+
+// enterPIN takes the next event as a PIN entry for pan and returns the
+// encrypted block and its KSN, or the status to answer.
+func (p *Pad) enterPIN(what, pan string, minLen, maxLen int) ([8]byte, dukpt.KSN, int) {
 	ev, ok := p.peek()
+	if resp, ok := p.cardholder("", what, ev, ok); !ok {
+		return [8]byte{}, dukpt.KSN{}, resp.Status
+	}
 	switch {
-	case !ok:
-		p.logf("%s: script exhausted -> 012", what)
-		return status(cmd.ID, abecs.StatusTimeout)
-	case ev.Cancel:
+	case ev.Remove:
 		p.consume()
-		p.logf("%s: cancel -> 013", what)
-		return status(cmd.ID, abecs.StatusCancelled)
+		p.removeCard()
+		p.logf("%s: card removed -> 043", what)
+		return [8]byte{}, dukpt.KSN{}, abecs.StatusNoCard
 	case ev.PIN == "":
 		p.logf("%s: next script event is %v, not a pin or cancel -> 040", what, ev)
-		return status(cmd.ID, abecs.StatusInternal)
-	case len(ev.PIN) < req.MinLen || len(ev.PIN) > req.MaxLen:
-		p.logf("%s: scripted pin length is outside %d-%d -> 040", what, req.MinLen, req.MaxLen)
-		return status(cmd.ID, abecs.StatusInternal)
+		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
+	case len(ev.PIN) < minLen || len(ev.PIN) > maxLen:
+		p.logf("%s: scripted pin length is outside %d-%d -> 040", what, minLen, maxLen)
+		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
 	}
-	clearBlock, err := pinblock.EncodeFormat0(ev.PIN, req.PAN)
+	clearBlock, err := pinblock.EncodeFormat0(ev.PIN, pan)
 	if err != nil {
 		p.logf("%s: %v -> 011", what, err)
-		return status(cmd.ID, abecs.StatusInvalidParameter)
+		return [8]byte{}, dukpt.KSN{}, abecs.StatusInvalidParameter
 	}
 	defer clear(clearBlock[:])
 	block, ksn, err := p.encrypt(clearBlock)
 	if err != nil {
 		p.logf("%s: %v -> 040", what, err)
-		return status(cmd.ID, abecs.StatusInternal)
+		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
 	}
 	p.consume()
 	p.logf("%s: pin -> KSN %v -> 000", what, ksn)
-	return abecs.Response{ID: cmd.ID, Status: abecs.StatusOK, Blocks: [][]byte{abecs.AppendPINResponse(nil, block, ksn)}}
+	return block, ksn, abecs.StatusOK
 }
 
 // encrypt encrypts clearBlock under the next DUKPT PIN key, after recording

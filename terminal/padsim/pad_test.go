@@ -70,7 +70,7 @@ func (l *logBuf) String() string {
 }
 
 // noSecrets fails if s contains card data, a PIN block or a key.
-func noSecrets(t *testing.T, s string) {
+func noSecrets(t testing.TB, s string) {
 	t.Helper()
 	for _, secret := range []string{pan, vectorPAN, track2[17:], "2512201", vectorEPB1, vectorEPB2, testBDK, "VISA ACQUIRER"} {
 		if strings.Contains(s, secret) {
@@ -87,6 +87,7 @@ type rig struct {
 
 type rigOpts struct {
 	padOpts    padsim.Options
+	clientOpts *abecs.Options // default fastOpts()
 	padWrap    func(io.ReadWriter) io.ReadWriter
 	clientWrap func(*abecs.SerialPort) io.ReadWriteCloser
 }
@@ -96,7 +97,7 @@ func fastOpts() *abecs.Options {
 }
 
 // newRig connects a client and a pad through a fresh pty pair.
-func newRig(t *testing.T, script string, ro rigOpts) *rig {
+func newRig(t testing.TB, script string, ro rigOpts) *rig {
 	t.Helper()
 	s, err := padsim.ParseScript([]byte(script))
 	if err != nil {
@@ -137,7 +138,11 @@ func newRig(t *testing.T, script string, ro rigOpts) *rig {
 	if ro.clientWrap != nil {
 		hp = ro.clientWrap(hostPort)
 	}
-	client := abecs.NewClient(hp, fastOpts())
+	co := ro.clientOpts
+	if co == nil {
+		co = fastOpts()
+	}
+	client := abecs.NewClient(hp, co)
 	t.Cleanup(func() {
 		client.Close()
 		cancel()

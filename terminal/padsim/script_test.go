@@ -198,3 +198,30 @@ func Example() {
 	// pad: GPN key 00 PAN 401234***8909 prompt "PIN:" "": pin -> KSN FFFF9876543210E00001 -> 000
 	// host: PIN block 1B9C1845EB993A7A under KSN FFFF9876543210E00001
 }
+
+func TestScriptJSONRoundTripChipAndFaults(t *testing.T) {
+	in := `{"events":[{"insert":{"pan":"` + pan + `","expiry":"251231","online_pin":true,"decision":"online","finish":"decline"}},` +
+		`{"chip_fault":"fallback"},{"key":"f2"},{"remove":true},{"timeout":true},` +
+		`{"fault":{"kind":"nak","count":3}},{"fault":{"kind":"slow_ack","delay":"2.5s"}},{"fault":{"kind":"noise","hex":"00ff"}}]}`
+	s, err := padsim.ParseScript([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Events[0].Insert.Finish != padsim.FinishDecline || s.Events[6].Fault.Delay != 2500*time.Millisecond || s.Events[5].Fault.Count != 3 {
+		t.Fatalf("parsed %v", s.Events)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != in {
+		t.Fatalf("got  %s\nwant %s", b, in)
+	}
+	got := fmt.Sprint(s.Events)
+	if strings.Contains(got, pan) {
+		t.Fatalf("events show the PAN: %s", got)
+	}
+	if want := "[insert chip 476173******0010 chip fault fallback key f2 remove timeout fault nak x3 fault slow_ack 2.5s fault noise 2 bytes]"; got != want {
+		t.Fatalf("String\n%s\nwant\n%s", got, want)
+	}
+}

@@ -201,3 +201,19 @@ func pollable(m *os.File) (*os.File, error) {
 	// the poller.
 	return os.NewFile(uintptr(dup), m.Name()), nil
 }
+
+// ClearExclusive clears the exclusive-open flag (TIOCEXCL) that go.bug.st/serial sets on
+// the slaves. A process killed without closing its port leaves the flag on the tty, and a
+// non-root re-open then fails with "busy"; crash tests call this between a kill and the
+// restart, as a technician would replug the device.
+func (p *Pair) ClearExclusive() error {
+	for _, s := range p.slaves {
+		if s == nil {
+			continue
+		}
+		if err := unix.IoctlSetInt(int(s.Fd()), unix.TIOCNXCL, 0); err != nil {
+			return fmt.Errorf("ptypair: clear exclusive on %s: %w", s.Name(), err)
+		}
+	}
+	return nil
+}

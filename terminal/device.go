@@ -1,0 +1,329 @@
+package terminal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrDeviceUnavailable is wrapped by the errors of a device whose link is
+// down: not yet connected, reconnecting, failed, or lost during the command.
+// Only the sale in progress fails; the device reconnects in the background.
+var ErrDeviceUnavailable = errors.New("terminal: device unavailable")
+
+// DeviceState is the state of a device's link. It is a plain value, safe for
+// concurrent use.
+type DeviceState string
+
+// Device states.
+const (
+	// DeviceConnected: the link is up; the device answered when it was
+	// (re)connected.
+	DeviceConnected DeviceState = "connected"
+	// DeviceReconnecting: the link is down and reconnection is under way,
+	// with backoff.
+	DeviceReconnecting DeviceState = "reconnecting"
+	// DeviceFailed: the link has been down for longer than the device's
+	// FailAfter; reconnection goes on at the longest backoff, and the state
+	// returns to connected as soon as it succeeds.
+	DeviceFailed DeviceState = "failed"
+	// DeviceClosed: Close was called.
+	DeviceClosed DeviceState = "closed"
+)
+
+// DeviceStatus is what posd reports of a device in GET /v1/status. It holds
+// no card data. It is a plain value, safe for concurrent use.
+type DeviceStatus struct {
+	Name  string      `json:"name"`  // "pinpad", "card_reader"
+	Port  string      `json:"port"`  // the device path
+	State DeviceState `json:"state"` // connected, reconnecting, failed, closed
+	Since time.Time   `json:"since"` // when State began
+	// LastError is why the link went down or the last reconnection attempt
+	// failed; empty once connected again.
+	LastError string `json:"last_error,omitempty"`
+	// Attempts is how many reconnection attempts have failed since the
+	// link went down.
+	Attempts int `json:"attempts,omitempty"`
+	// Reconnects is how many times the link came back after being lost.
+	Reconnects int `json:"reconnects"`
+	// Info describes the device as it introduced itself (for a PIN pad:
+	// manufacturer, model, firmware, serial number from GIN).
+	Info string `json:"info,omitempty"`
+	// ModemLines is "not supported" for a device without modem control
+	// lines (a pseudo-terminal, or a cable without them), otherwise the state
+	// of CTS and DSR when it connected.
+	ModemLines string `json:"modem_lines,omitempty"`
+}
+
+// String returns a one-line summary.
+func (s DeviceStatus) String() string {
+	msg := fmt.Sprintf("%s on %s: %s since %s", s.Name, s.Port, s.State, s.Since.Format(time.RFC3339))
+	if s.LastError != "" {
+		msg += " (last error: " + s.LastError + ")"
+	}
+	return msg
+}
+
+// DeviceOptions are the reconnection settings shared by the devices. The
+// zero value gives the defaults. They are copied when a device opens; plain
+// data, safe for concurrent reads.
+type DeviceOptions struct {
+	// MinBackoff is the wait after the first failed reconnection attempt;
+	// it doubles after each further failure up to MaxBackoff. Defaults
+	// 500ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// FailAfter is how long the link may stay down before the state turns
+	// from reconnecting to failed. Default 1m.
+	FailAfter time.Duration
+	// ProbeTimeout bounds one connection attempt, opening the port and the
+	// device's answer included. Default 5s.
+	ProbeTimeout time.Duration
+	// Logger receives a line when the link goes down and when it comes
+	// back. Default: discard.
+	Logger *slog.Logger
+}
+
+func (o DeviceOptions) withDefaults() DeviceOptions {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 500 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	if o.FailAfter <= 0 {
+		o.FailAfter = time.Minute
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// backoff returns the wait after the n-th failed attempt (n >= 1).
+func (o DeviceOptions) backoff(n int) time.Duration {
+	d := o.MinBackoff
+	for i := 1; i < n && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, o.MaxBackoff)
+}
+
+// link is what a supervised connection offers: a signal when it dies on its
+// own (a failed read) and why.
+type link interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}
+
+// connected is the result of one successful connection attempt.
+type connected[L link] struct {
+	link       L
+	info       string
+	modemLines string
+}
+
+// supervisor keeps one link to a device up: it connects, watches the link,
+// and reconnects with backoff when the link dies or a user reports it
+// broken. It is safe for concurrent use.
+type supervisor[L link] struct {
+	opts DeviceOptions
+	log  *slog.Logger
+	dial func(ctx context.Context) (connected[L], error)
+
+	mu     sync.Mutex
+	cur    L
+	up     bool
+	everUp bool
+	status DeviceStatus
+	broken chan struct{} // capacity 1: the current link was reported broken
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	ready  chan struct{} // closed at the first successful connection
+	once   sync.Once
+}
+
+func newSupervisor[L link](name, port string, opts DeviceOptions, dial func(ctx context.Context) (connected[L], error)) *supervisor[L] {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &supervisor[L]{
+		opts: opts, log: opts.Logger.With("device", name, "port", port), dial: dial,
+		status: DeviceStatus{Name: name, Port: port, State: DeviceReconnecting, Since: time.Now()},
+		broken: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), ready: make(chan struct{}),
+	}
+	go s.run()
+	return s
+}
+
+func (s *supervisor[L]) run() {
+	defer close(s.done)
+	for {
+		l, ok := s.connect()
+		if !ok {
+			return
+		}
+		var why string
+		select {
+		case <-l.Done():
+			why = "link lost: " + errText(l.Err())
+		case <-s.broken:
+			s.mu.Lock()
+			why = s.status.LastError
+			s.mu.Unlock()
+		case <-s.ctx.Done():
+			l.Close()
+			return
+		}
+		l.Close()
+		s.mu.Lock()
+		s.up = false
+		if s.status.State == DeviceConnected {
+			s.status.State, s.status.Since = DeviceReconnecting, time.Now()
+		}
+		s.status.LastError = why
+		s.mu.Unlock()
+		s.log.Warn("device link down; reconnecting", "reason", why)
+	}
+}
+
+// connect tries until it connects (true) or the supervisor is closed.
+func (s *supervisor[L]) connect() (L, bool) {
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.ProbeTimeout)
+		c, err := s.dial(ctx)
+		cancel()
+		if err == nil {
+			s.mu.Lock()
+			select {
+			case <-s.broken: // a report about the old link
+			default:
+			}
+			if s.everUp {
+				s.status.Reconnects++
+			}
+			s.cur, s.up, s.everUp = c.link, true, true
+			s.status.State, s.status.Since, s.status.LastError, s.status.Attempts = DeviceConnected, time.Now(), "", 0
+			s.status.Info, s.status.ModemLines = c.info, c.modemLines
+			s.mu.Unlock()
+			s.once.Do(func() { close(s.ready) })
+			s.log.Info("device connected", "info", c.info, "modem_lines", c.modemLines)
+			return c.link, true
+		}
+		if s.ctx.Err() != nil {
+			var zero L
+			return zero, false
+		}
+		s.mu.Lock()
+		s.status.Attempts = attempt
+		s.status.LastError = errText(err)
+		if s.status.State == DeviceReconnecting && time.Since(s.status.Since) >= s.opts.FailAfter {
+			s.status.State, s.status.Since = DeviceFailed, time.Now()
+			s.log.Error("device failed: still unreachable; retrying", "reason", s.status.LastError, "after", s.opts.FailAfter)
+		}
+		s.mu.Unlock()
+		t := time.NewTimer(s.opts.backoff(attempt))
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			var zero L
+			return zero, false
+		}
+	}
+}
+
+// errText is err's message, or "closed" for nil.
+func errText(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// get returns the current link, or an error wrapping ErrDeviceUnavailable
+// that says since when and why the device is not there.
+func (s *supervisor[L]) get() (L, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.up {
+		return s.cur, nil
+	}
+	var zero L
+	return zero, s.unavailable()
+}
+
+// unavailable builds the error for a device that is not connected; the
+// caller holds s.mu.
+func (s *supervisor[L]) unavailable() error {
+	st := s.status
+	msg := fmt.Sprintf("%s on %s %s since %s", st.Name, st.Port, st.State, st.Since.Format("15:04:05"))
+	if st.LastError != "" {
+		msg += ": " + strings.TrimPrefix(st.LastError, "terminal: ")
+	}
+	return fmt.Errorf("%w: %s", ErrDeviceUnavailable, msg)
+}
+
+// report marks l broken because of err (a command found the link dead) and
+// wakes the supervisor to reconnect. Reports about a link that is no longer
+// the current one are ignored.
+func (s *supervisor[L]) report(l L, err error) {
+	s.mu.Lock()
+	if !s.up || any(s.cur) != any(l) {
+		s.mu.Unlock()
+		return
+	}
+	s.up = false
+	s.status.State, s.status.Since, s.status.LastError = DeviceReconnecting, time.Now(), errText(err)
+	s.mu.Unlock()
+	select {
+	case s.broken <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the link's status.
+func (s *supervisor[L]) Status() DeviceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// waitConnected waits until the first connection or ctx is done; on ctx it
+// returns an error wrapping ErrDeviceUnavailable with the last failure.
+func (s *supervisor[L]) waitConnected(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.up {
+		return nil
+	}
+	return s.unavailable()
+}
+
+// close stops the supervisor and closes the link.
+func (s *supervisor[L]) close() {
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.up = false
+	s.status.State, s.status.Since = DeviceClosed, time.Now()
+}
