@@ -12,9 +12,9 @@ import (
 	"github.com/posd-dev/posd/terminal/card"
 )
 
-// Message type indicators of the sale spine. Reversals (0400/0420), advices (0220),
-// network management (0800) and reconciliation (0500) follow the same request/response rule
-// ([ResponseMTI]).
+// Message type indicators of the sale spine. The rest of the message set (advices,
+// reversals, reconciliation, network management) is in messages.go; all follow the same
+// request/response rule ([ResponseMTI]).
 const (
 	MTIAuthorizationRequest  = "0100"
 	MTIAuthorizationResponse = "0110"
@@ -55,14 +55,22 @@ func ResponseText(code string) string {
 		return "refer to card issuer"
 	case "03":
 		return "invalid merchant"
+	case ReasonError:
+		return "error"
 	case "04":
 		return "pick up card"
 	case "05":
 		return "do not honour"
-	case "12":
+	case RCInvalidTxn:
 		return "invalid transaction"
-	case "13":
+	case RCInvalidAmount:
 		return "invalid amount"
+	case ReasonCustomerCancel:
+		return "customer cancellation"
+	case "22":
+		return "suspected malfunction"
+	case RCNoOriginal:
+		return "unable to locate original transaction"
 	case RCInvalidCard:
 		return "invalid card number"
 	case RCFormatError:
@@ -83,12 +91,16 @@ func ResponseText(code string) string {
 		return "transaction not permitted to terminal"
 	case "61":
 		return "exceeds withdrawal amount limit"
+	case ReasonLateResponse:
+		return "response received too late"
 	case "75":
 		return "allowable number of PIN tries exceeded"
 	case RCIssuerUnavailable:
 		return "issuer or switch inoperative"
-	case "94":
+	case RCDuplicate:
 		return "duplicate transmission"
+	case RCReconcileError:
+		return "reconcile error"
 	case RCSystemMalfunction:
 		return "system malfunction"
 	}
@@ -133,51 +145,13 @@ type Authorization struct {
 	KSN              string    // field 62, 20 hex digits; required with PINBlock, see below
 	TerminalID       string    // field 41, ans up to 8 (padded with spaces); required
 	MerchantID       string    // field 42, ans up to 15 (padded with spaces); required
+	Field55          []byte    // ICC data (EMV TLV, e.g. the ARQC's tags); nil for none
 }
 
 // The KSN of a DUKPT PIN block travels in field 62 (LLLVAR ans) as 20 upper-case hexadecimal
 // characters: a documented choice of this default dialect, since field 53 is n16 in
 // ISO 8583:1987 and cannot hold a 20-digit KSN.
 const fieldKSN = 62
-
-// mandatory lists, per request MTI, the fields a message must carry; fields 2 or 35 (the
-// card) are checked separately. New message types add a row.
-func mandatory(mti string) ([]int, bool) {
-	switch mti {
-	case MTIAuthorizationRequest, MTIFinancialRequest:
-		return []int{3, 4, 7, 11, 12, 13, 22, 41, 42, 49}, true
-	}
-	return nil, false
-}
-
-// CheckMandatory checks that msg has the fields its MTI requires in this dialect. Request
-// types it does not know are refused with [ErrUnsupportedField] on field 0.
-func CheckMandatory(msg *Message) error {
-	mti, err := msg.GetMTI()
-	if err != nil {
-		return &FieldError{Field: 0, Op: "build", Err: err}
-	}
-	ids, ok := mandatory(mti)
-	if !ok {
-		return &FieldError{Field: 0, Op: "build", Err: fmt.Errorf("%w: no rules for MTI %q", ErrUnsupportedField, mti)}
-	}
-	fields := msg.GetFields()
-	for _, id := range ids {
-		if fields[id] == nil {
-			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
-		}
-	}
-	if fields[2] == nil && fields[35] == nil {
-		return &FieldError{Field: 2, Op: "build", Err: fmt.Errorf("%w: need field 2 or field 35", ErrMissingField)}
-	}
-	if fields[2] != nil && fields[35] == nil && fields[14] == nil {
-		return &FieldError{Field: 14, Op: "build", Err: fmt.Errorf("%w: a PAN without track 2 needs its expiry", ErrMissingField)}
-	}
-	if fields[52] != nil && fields[fieldKSN] == nil {
-		return &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: a PIN block needs its KSN", ErrMissingField)}
-	}
-	return nil
-}
 
 // Message builds the request on the [DefaultSpec] dialect, checks every value and the
 // MTI's mandatory fields, and packs it once to check that every field fits. Errors are
@@ -284,6 +258,12 @@ func (a Authorization) Message() (*Message, error) {
 		}
 	}
 
+	if a.Field55 != nil {
+		if err := msg.BinaryField(55, append([]byte(nil), a.Field55...)); err != nil {
+			return nil, &FieldError{Field: 55, Op: "build", Err: err}
+		}
+	}
+
 	if err := CheckMandatory(msg); err != nil {
 		return nil, err
 	}
@@ -301,14 +281,14 @@ func (a Authorization) maskedPAN() string {
 	return card.MaskPAN(trackPAN(a.Track2))
 }
 
-// String returns a masked one-line summary: no full PAN, no track, no PIN block.
+// String returns a masked one-line summary: no full PAN, no track, no PIN block, no ICC data.
 func (a Authorization) String() string {
 	mti := a.MTI
 	if mti == "" {
 		mti = MTIFinancialRequest
 	}
-	return fmt.Sprintf("%s stan=%06d tid=%s amount=%d cur=%s pan=%s entry=%s pin=%t",
-		mti, a.STAN, a.TerminalID, a.AmountMinor, a.CurrencyNumeric, a.maskedPAN(), a.EntryMode, a.PINBlock != nil)
+	return fmt.Sprintf("%s stan=%06d tid=%s amount=%d cur=%s pan=%s entry=%s pin=%t icc=%t",
+		mti, a.STAN, a.TerminalID, a.AmountMinor, a.CurrencyNumeric, a.maskedPAN(), a.EntryMode, a.PINBlock != nil, a.Field55 != nil)
 }
 
 // LogValue implements slog.LogValuer with the same masked content as String.
@@ -326,6 +306,7 @@ func (a Authorization) LogValue() slog.Value {
 		slog.String("pan", a.maskedPAN()),
 		slog.String("entry", a.EntryMode),
 		slog.Bool("pin", a.PINBlock != nil),
+		slog.Bool("icc", a.Field55 != nil),
 	)
 }
 

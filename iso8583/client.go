@@ -1,84 +1,212 @@
 package iso8583
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // The two kinds of [Client.Send] failure. Every error Send returns wraps exactly one of them
 // (test with errors.Is) and the cause. A decline is not an error: it is a response.
 var (
-	// ErrNotSent: nothing reached the wire (dial failed, pack failed, a request with the
-	// same key was in flight, the write failed before its first byte, the client is
-	// closed). Sending the request again is safe.
+	// ErrNotSent: nothing reached the wire (dial failed, pack failed, a required field is
+	// missing, a request with the same key was in flight, the window stayed full, the write
+	// failed before its first byte, the client is closed). Sending the request again is safe.
 	ErrNotSent = errors.New("iso8583: request not sent")
-	// ErrOutcomeUnknown: the request was, or may have been, written but no matching
-	// response came (the context ended, the connection dropped). The host may have acted:
-	// the caller must reverse the request and never resend it.
+	// ErrOutcomeUnknown: the request was, or may have been, written but no usable response
+	// came (the context ended, the connection dropped or went dead, the response was
+	// malformed). The host may have acted: the caller must reverse the request and never
+	// resend it.
 	ErrOutcomeUnknown = errors.New("iso8583: outcome unknown")
 )
 
-// Causes wrapped together with [ErrNotSent].
+// Causes wrapped together with [ErrNotSent] or [ErrOutcomeUnknown].
 var (
-	// ErrClosed: the client was closed.
+	// ErrClosed: the client was closed or is shutting down.
 	ErrClosed = errors.New("iso8583: client closed")
 	// ErrInFlight: a request with the same response MTI, STAN and terminal id is waiting
 	// for its response; a second one could not be told apart from it.
 	ErrInFlight = errors.New("iso8583: a request with the same MTI, STAN and terminal id is in flight")
+	// ErrLinkDown: there is no connection and the next dial is not due before the
+	// request's deadline (reconnect backoff).
+	ErrLinkDown = errors.New("iso8583: link down")
+	// ErrSignOnRefused: the host did not approve the sign-on after connecting.
+	ErrSignOnRefused = errors.New("iso8583: sign-on refused")
+	// ErrMalformedResponse: the host sent a frame meant for this request that could not be
+	// read. With ErrOutcomeUnknown.
+	ErrMalformedResponse = errors.New("iso8583: malformed response")
+	// ErrDeadLink: nothing came from the host for ClientOptions.DeadLinkTimeout while a
+	// request or an echo waited. With ErrOutcomeUnknown.
+	ErrDeadLink = errors.New("iso8583: link dead: the host stopped answering")
 )
 
-// DefaultDialTimeout is the dial timeout of a [Client] whose options leave it zero.
-const DefaultDialTimeout = 5 * time.Second
+// Defaults of [ClientOptions].
+const (
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultMaxInFlight    = 64
+	DefaultNetworkTimeout = 10 * time.Second
+	DefaultReconnectMin   = 500 * time.Millisecond
+	DefaultReconnectMax   = 30 * time.Second
+)
+
+// recentSize is how many finished requests the client remembers, to tell a late response
+// (its request gave up: reverse) from a duplicate (already answered: ignore).
+const recentSize = 4096
 
 // ClientOptions configure a [Client]. NewClient copies what it needs; the options may be
-// reused.
+// reused. Hooks (Dial, Logf, LateResponse, NextSTAN, Now) are called from several
+// goroutines at once and must be safe for concurrent use. ClientOptions is a plain value,
+// safe for concurrent use if not modified.
 type ClientOptions struct {
 	// Addr is the acquirer host's host:port. Required.
 	Addr string
-	// Spec is the dialect of requests and responses. Default: DefaultSpec().
+	// Dialect supplies Spec and Framer when those are nil. Default: DefaultDialect().
+	Dialect *Dialect
+	// Spec is the dialect of requests and responses: requests built on another spec (the
+	// builders use DefaultSpec) are converted ([Convert]). Default: Dialect's, else
+	// the default dialect's.
 	Spec *MessageSpec
-	// Framer frames messages on the connection. Default: BinaryLengthFramer{} (2-byte
-	// big-endian length, DefaultMaxFrame).
+	// Framer frames messages on the connection. Default: Dialect's, else
+	// BinaryLengthFramer{} (2-byte big-endian length, DefaultMaxFrame).
 	Framer Framer
-	// DialTimeout bounds each dial, within the context's own deadline. Default: 5s.
+	// TLS, when set, makes the link TLS over TCP. The server's certificate is verified
+	// against TLS.RootCAs (default: the system roots) and the name in TLS.ServerName
+	// (default: the host of Addr); InsecureSkipVerify is refused. A client certificate goes
+	// in TLS.Certificates. Default: plain TCP.
+	TLS *tls.Config
+	// Dial opens the connection (before any TLS). Tests use it to put the client on a
+	// net.Pipe. Default: a net.Dialer with DialTimeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DialTimeout bounds each dial and TLS handshake, within the context's own deadline.
+	// Default: 5s.
 	DialTimeout time.Duration
-	// Logf receives one masked trace line per event (send, receive, unmatched response,
-	// dropped frame, connection lost). Lines hold no full PAN, track, PIN block or key.
-	// It is called from several goroutines at once. Default: discard.
+	// Logf receives one masked trace line per event (send, receive, late or duplicate
+	// response, malformed frame, connection lost, reconnect, echo). Lines hold no full PAN,
+	// track, PIN block or key. Default: discard.
 	Logf func(format string, args ...any)
-	// LateResponse receives each response that matches no pending request: one that came
-	// after its request's context ended, or that the client never asked for. The caller
-	// must reverse what it answers if it approved. It runs on the connection's reader
-	// goroutine: it must return quickly and must not call Close. Default: the response is
-	// logged only.
+	// LateResponse receives each response that matches no waiting request: one that came
+	// after its request gave up (timeout, malformed first answer), or one for a request
+	// this client does not remember sending. The caller must reverse what it answers if it
+	// approved. Duplicates of responses already delivered, and network management
+	// responses, are not passed on (they are counted in Stats). It runs on the
+	// connection's reader goroutine: it must return quickly and must not call Close.
+	// Default: the response is logged only.
 	LateResponse func(*Message)
+
+	// MaxInFlight bounds the requests waiting for a response at once; Send waits for a
+	// free slot until its context ends (then ErrNotSent). Default: 64.
+	MaxInFlight int
+	// TerminalID is field 41 of the client's own network management messages (sign-on,
+	// echo, sign-off). Required when SignOn or EchoInterval is set.
+	TerminalID string
+	// NextSTAN returns a fresh STAN for the client's own network management messages: the
+	// terminal's STAN counter (a STAN must not repeat within a day). Required when SignOn or
+	// EchoInterval is set.
+	NextSTAN func(ctx context.Context) (uint32, error)
+	// Now is the clock of field 7 of those messages. Default: time.Now.
+	Now func() time.Time
+	// SignOn makes the client send an 0800 sign-on (70=001) on each new connection and use
+	// the connection only when the host answers 00; Shutdown then sends a sign-off (002).
+	// Default: false.
+	SignOn bool
+	// EchoInterval: after this long without a frame in either direction the client sends an
+	// 0800 echo (70=301). Default: 0, no echo.
+	EchoInterval time.Duration
+	// DeadLinkTimeout: when a request or an echo has waited this long and nothing at all
+	// has come from the host meanwhile, the connection is declared dead and closed (its
+	// requests end with ErrOutcomeUnknown and ErrDeadLink) and the client reconnects.
+	// Default: EchoInterval when echo is on, otherwise no dead-link detection (each
+	// request still ends at its context's deadline).
+	DeadLinkTimeout time.Duration
+	// NetworkTimeout bounds each sign-on, echo and sign-off exchange. Default: 10s.
+	NetworkTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
+	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
+	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
+	// once, in the background. Defaults: 500ms and 30s.
+	ReconnectMin, ReconnectMax time.Duration
 }
 
-// Client is the link to one acquirer host: one TCP connection, many requests in flight,
-// responses matched to requests by response MTI, STAN (field 11) and terminal id
-// (field 41). It dials lazily and again after the connection drops.
+// Stats are counters of a [Client] since it was made. A Stats is a plain value, safe for
+// concurrent use if not modified.
+type Stats struct {
+	FramesIn     uint64 // frames read from the host
+	FramesOut    uint64 // frames written
+	Malformed    uint64 // frames from the host that could not be unpacked
+	Late         uint64 // responses that came after their request gave up
+	Unmatched    uint64 // responses for no request the client remembers
+	Duplicates   uint64 // second copies of responses already delivered
+	Connects     uint64 // connections established (signed on, when SignOn is set)
+	Reconnects   uint64 // of those, the ones after the first
+	DialFailures uint64 // dials, handshakes or sign-ons that failed
+	Echoes       uint64 // echo requests sent
+	DeadLinks    uint64 // connections closed as dead
+	InFlight     int    // requests waiting now
+	Connected    bool   // whether a connection is up now
+}
+
+// Client is the link to one acquirer host: one TCP (or TLS) connection, many requests in
+// flight, responses matched to requests by response MTI, STAN (field 11) and terminal id
+// (field 41). It dials lazily, signs on when asked to, sends echoes when the link is idle,
+// notices a dead link, and after a connection that worked drops it reconnects in the
+// background with exponential backoff and jitter.
 //
 // A Client is safe for concurrent use.
 type Client struct {
-	addr        string
-	spec        *MessageSpec
-	framer      Framer
-	dialTimeout time.Duration
-	logf        func(string, ...any)
-	late        func(*Message)
+	addr         string
+	spec         *MessageSpec
+	framer       Framer
+	tls          *tls.Config
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
+	dialTimeout  time.Duration
+	logf         func(string, ...any)
+	tracing      bool // Logf was given: per-request lines are worth formatting
+	late         func(*Message)
+	terminalID   string
+	nextSTAN     func(context.Context) (uint32, error)
+	now          func() time.Time
+	signOn       bool
+	echoInterval time.Duration
+	deadTimeout  time.Duration
+	netTimeout   time.Duration
+	backoffMin   time.Duration
+	backoffMax   time.Duration
 
+	epoch   time.Time     // base of the link's monotonic activity clocks
+	window  chan struct{} // one token per request in flight
 	dialSem chan struct{} // one dial at a time; a channel so that waiting honours ctx
+	life    context.Context
+	stop    context.CancelFunc
+	bg      sync.WaitGroup // readers, keepalives, the redialer
 
-	mu      sync.Mutex
-	conn    *link // the current connection, nil when there is none
-	pending map[matchKey]*pending
-	closed  bool
+	mu        sync.Mutex
+	conn      *link // the current connection, nil when there is none
+	dialing   *link // a connection being signed on, not yet current
+	pending   map[matchKey]*pending
+	recent    recentSet
+	closed    bool
+	draining  bool
+	drained   chan struct{} // closed when draining and no user request is in flight
+	users     int           // Send calls between registration and return
+	everUp    bool
+	redialing bool
+	failures  int
+	nextDial  time.Time
+
+	stats struct {
+		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64
+		connects, reconnects, dialFailures, echoes, deadLinks       atomic.Uint64
+	}
 }
 
 // matchKey identifies the response a request waits for.
@@ -90,18 +218,54 @@ type matchKey struct {
 
 func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" + k.tid }
 
-type pending struct {
-	ch chan *Message // buffered: the reader never blocks on it
+type result struct {
+	msg *Message
+	err error
 }
 
-// link is one TCP connection with its reader goroutine.
+type pending struct {
+	ch chan result // buffered: the reader never blocks on it
+}
+
+// recentSet remembers the last finished requests: answered, or given up.
+type recentSet struct {
+	state map[matchKey]bool // true: answered
+	ring  []matchKey
+	next  int
+}
+
+func (r *recentSet) put(k matchKey, answered bool) {
+	if r.state == nil {
+		r.state = make(map[matchKey]bool, recentSize)
+		r.ring = make([]matchKey, recentSize)
+	}
+	if _, ok := r.state[k]; !ok {
+		if old := r.ring[r.next]; old != (matchKey{}) {
+			delete(r.state, old)
+		}
+		r.ring[r.next] = k
+		r.next = (r.next + 1) % len(r.ring)
+	}
+	r.state[k] = answered
+}
+
+// link is one connection with its reader goroutine.
 type link struct {
 	nc         net.Conn
-	wsem       chan struct{} // one writer at a time
+	br         *bufio.Reader
+	wmu        sync.Mutex // guards writing and queue
+	writing    bool       // a Send is writing; others queue
+	queue      []*wreq
 	done       chan struct{} // closed once the link has failed or been closed
 	readerDone chan struct{} // closed when the reader goroutine has returned
+	kick       chan struct{} // wakes the keepalive goroutine
 	once       sync.Once
 	err        error // why the link ended; written before done is closed
+
+	lastRecv  atomic.Int64 // monotonic nanoseconds (Client.mono) of the last frame read
+	lastSend  atomic.Int64 // ... written
+	waiting   atomic.Int32 // requests written on this link and still waiting
+	waitSince atomic.Int64 // when waiting last went from 0 to 1
 }
 
 func (l *link) fail(err error) {
@@ -113,84 +277,277 @@ func (l *link) fail(err error) {
 }
 
 // NewClient checks opts and returns a client. It does not dial: [Client.Connect] does, and
-// [Client.Send] dials when there is no connection.
+// [Client.Send] dials when there is no connection. Invalid options are errors naming the
+// option.
 func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.Addr == "" {
 		return nil, errors.New("iso8583: client: Addr is required")
 	}
-	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
+	host, _, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("iso8583: client: Addr must be host:port: %w", err)
 	}
 	c := &Client{
-		addr:        opts.Addr,
-		spec:        opts.Spec,
-		framer:      opts.Framer,
-		dialTimeout: opts.DialTimeout,
-		logf:        opts.Logf,
-		late:        opts.LateResponse,
-		dialSem:     make(chan struct{}, 1),
-		pending:     make(map[matchKey]*pending),
+		addr:         opts.Addr,
+		spec:         opts.Spec,
+		framer:       opts.Framer,
+		dial:         opts.Dial,
+		dialTimeout:  opts.DialTimeout,
+		logf:         opts.Logf,
+		late:         opts.LateResponse,
+		terminalID:   opts.TerminalID,
+		nextSTAN:     opts.NextSTAN,
+		now:          opts.Now,
+		signOn:       opts.SignOn,
+		echoInterval: opts.EchoInterval,
+		deadTimeout:  opts.DeadLinkTimeout,
+		netTimeout:   opts.NetworkTimeout,
+		backoffMin:   opts.ReconnectMin,
+		backoffMax:   opts.ReconnectMax,
+		dialSem:      make(chan struct{}, 1),
+		pending:      make(map[matchKey]*pending),
+		epoch:        time.Now(),
+	}
+	d := opts.Dialect
+	if d == nil {
+		d = DefaultDialect()
 	}
 	if c.spec == nil {
-		c.spec = DefaultSpec()
+		c.spec = d.Spec
 	}
-	if err := c.spec.Validate(); err != nil {
-		return nil, fmt.Errorf("iso8583: client: invalid spec: %w", err)
+	if c.framer == nil {
+		c.framer = d.Framer
+	}
+	if c.spec == nil {
+		c.spec = defaultSpec()
 	}
 	if c.framer == nil {
 		c.framer = BinaryLengthFramer{}
 	}
-	if c.dialTimeout <= 0 {
+	if err := c.spec.Validate(); err != nil {
+		return nil, fmt.Errorf("iso8583: client: invalid spec: %w", err)
+	}
+	if opts.TLS != nil {
+		if opts.TLS.InsecureSkipVerify {
+			return nil, errors.New("iso8583: client: TLS.InsecureSkipVerify is refused: the acquirer's certificate must be verified")
+		}
+		c.tls = opts.TLS.Clone()
+		if c.tls.ServerName == "" {
+			c.tls.ServerName = host
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"DialTimeout", opts.DialTimeout}, {"EchoInterval", opts.EchoInterval}, {"DeadLinkTimeout", opts.DeadLinkTimeout},
+		{"NetworkTimeout", opts.NetworkTimeout}, {"ReconnectMin", opts.ReconnectMin}, {"ReconnectMax", opts.ReconnectMax}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("iso8583: client: %s must not be negative", d.name)
+		}
+	}
+	if opts.MaxInFlight < 0 {
+		return nil, errors.New("iso8583: client: MaxInFlight must not be negative")
+	}
+	if (opts.SignOn || opts.EchoInterval > 0) && (opts.NextSTAN == nil || opts.TerminalID == "") {
+		return nil, errors.New("iso8583: client: SignOn and EchoInterval need TerminalID and NextSTAN")
+	}
+	if c.dialTimeout == 0 {
 		c.dialTimeout = DefaultDialTimeout
 	}
+	if c.dial == nil {
+		nd := &net.Dialer{Timeout: c.dialTimeout}
+		c.dial = nd.DialContext
+	}
+	c.tracing = c.logf != nil
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
 	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.deadTimeout == 0 {
+		c.deadTimeout = c.echoInterval
+	}
+	if c.netTimeout == 0 {
+		c.netTimeout = DefaultNetworkTimeout
+	}
+	if c.backoffMin == 0 {
+		c.backoffMin = DefaultReconnectMin
+	}
+	if c.backoffMax == 0 {
+		c.backoffMax = max(DefaultReconnectMax, c.backoffMin)
+	}
+	if c.backoffMax < c.backoffMin {
+		return nil, errors.New("iso8583: client: ReconnectMax must not be below ReconnectMin")
+	}
+	n := opts.MaxInFlight
+	if n == 0 {
+		n = DefaultMaxInFlight
+	}
+	c.window = make(chan struct{}, n)
+	c.life, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }
 
-// Connect dials the host unless the client is already connected.
+// mono returns the client's monotonic clock in nanoseconds.
+func (c *Client) mono() int64 { return int64(time.Since(c.epoch)) }
+
+// Connect connects (and signs on, with SignOn) unless the client is already connected. It
+// honours the reconnect backoff: after a failed dial it waits for the next one to be due,
+// or fails at once with ErrLinkDown when that is after ctx's deadline.
 func (c *Client) Connect(ctx context.Context) error {
 	_, err := c.connect(ctx)
 	return err
 }
 
 func (c *Client) connect(ctx context.Context) (*link, error) {
-	if l, err := c.current(); l != nil || err != nil {
+	for {
+		if l, err := c.current(); l != nil || err != nil {
+			return l, err
+		}
+		if err := c.waitBackoff(ctx); err != nil {
+			return nil, err
+		}
+		select {
+		case c.dialSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("iso8583: connect %s: %w", c.addr, ctx.Err())
+		case <-c.life.Done():
+			return nil, ErrClosed
+		}
+		c.mu.Lock()
+		up := c.conn != nil
+		due := c.failures == 0 || !time.Now().Before(c.nextDial)
+		c.mu.Unlock()
+		if up || !due { // another dial succeeded, or failed, while this one waited
+			<-c.dialSem
+			continue
+		}
+		l, err := c.dialLink(ctx)
+		<-c.dialSem
 		return l, err
 	}
-	select {
-	case c.dialSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("iso8583: connect %s: %w", c.addr, ctx.Err())
-	}
-	defer func() { <-c.dialSem }()
-	if l, err := c.current(); l != nil || err != nil {
-		return l, err // another caller dialled while this one waited
-	}
+}
 
-	d := net.Dialer{Timeout: c.dialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", c.addr)
+// waitBackoff waits until a dial is due.
+func (c *Client) waitBackoff(ctx context.Context) error {
+	c.mu.Lock()
+	wait := time.Duration(0)
+	if c.failures > 0 {
+		wait = time.Until(c.nextDial)
+	}
+	c.mu.Unlock()
+	if wait <= 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Before(time.Now().Add(wait)) {
+		return fmt.Errorf("%w: next dial to %s in %v", ErrLinkDown, c.addr, wait.Round(time.Millisecond))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrLinkDown, ctx.Err())
+	case <-c.life.Done():
+		return ErrClosed
+	}
+}
+
+// dialFailed records a failed attempt and schedules the next.
+func (c *Client) dialFailed(err error) error {
+	c.stats.dialFailures.Add(1)
+	c.mu.Lock()
+	c.failures++
+	d := c.backoffMin << min(c.failures-1, 30)
+	if d > c.backoffMax || d <= 0 {
+		d = c.backoffMax
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	c.nextDial = time.Now().Add(d)
+	c.mu.Unlock()
+	c.logf("iso8583: connecting to %s failed: %v; next attempt in %v", c.addr, err, d.Round(time.Millisecond))
+	return err
+}
+
+// dialLink dials, shakes hands, starts the reader and signs on. The caller holds dialSem.
+func (c *Client) dialLink(ctx context.Context) (*link, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	nc, err := c.dial(dctx, "tcp", c.addr)
 	if err != nil {
-		c.logf("iso8583: dial %s failed: %v", c.addr, err)
-		return nil, fmt.Errorf("iso8583: connect: %w", err)
+		return nil, c.dialFailed(fmt.Errorf("iso8583: connect: %w", err))
+	}
+	if c.tls != nil {
+		tc := tls.Client(nc, c.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, c.dialFailed(fmt.Errorf("iso8583: connect: TLS handshake: %w", err))
+		}
+		nc = tc
 	}
 	l := &link{
 		nc:         nc,
-		wsem:       make(chan struct{}, 1),
+		br:         bufio.NewReaderSize(nc, 16<<10),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		kick:       make(chan struct{}, 1),
 	}
+	now := c.mono()
+	l.lastRecv.Store(now)
+	l.lastSend.Store(now)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		nc.Close()
 		return nil, ErrClosed
 	}
-	c.conn = l
+	c.bg.Add(1)
+	c.dialing = l
 	c.mu.Unlock()
-	c.logf("iso8583: connected to %s from %s", c.addr, nc.LocalAddr())
 	go c.readLoop(l)
+	defer func() {
+		c.mu.Lock()
+		if c.dialing == l {
+			c.dialing = nil
+		}
+		c.mu.Unlock()
+	}()
+
+	if c.signOn {
+		sctx, cancel := context.WithTimeout(ctx, c.netTimeout)
+		r, err := c.network(sctx, l, NMSignOn)
+		cancel()
+		if err == nil && !r.Approved() {
+			err = fmt.Errorf("%w: response code %s (%s)", ErrSignOnRefused, r.ResponseCode, ResponseText(r.ResponseCode))
+		}
+		if err != nil {
+			l.fail(err)
+			return nil, c.dialFailed(fmt.Errorf("iso8583: sign-on: %w", err))
+		}
+	}
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		l.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	c.conn = l
+	again := c.everUp
+	c.everUp = true
+	c.failures = 0
+	if c.echoInterval > 0 || c.deadTimeout > 0 {
+		c.bg.Add(1)
+		go c.keepalive(l)
+	}
+	c.mu.Unlock()
+	c.stats.connects.Add(1)
+	if again {
+		c.stats.reconnects.Add(1)
+	}
+	c.logf("iso8583: connected to %s from %s", c.addr, nc.LocalAddr())
 	return l, nil
 }
 
@@ -198,15 +555,16 @@ func (c *Client) connect(ctx context.Context) (*link, error) {
 func (c *Client) current() (*link, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.draining {
 		return nil, ErrClosed
 	}
 	return c.conn, nil
 }
 
 // Send writes req and waits for its response, until ctx ends. The request must carry
-// field 11 and an MTI that is a request or an advice (see [ResponseMTI]); field 41 takes
-// part in matching when present.
+// field 11, an MTI that is a request or an advice (see [ResponseMTI]) and the fields
+// [CheckMandatory] requires; field 41 takes part in matching when present. A request built
+// on another spec than the client's is converted ([Convert]).
 //
 // Every error wraps exactly one of [ErrNotSent] (safe to retry) and [ErrOutcomeUnknown]
 // (reverse; never resend). A response that arrives after ctx ended goes to
@@ -219,95 +577,217 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	if err != nil {
 		return nil, notSent(err)
 	}
-	b, err := Pack(req)
+	if err := CheckMandatory(req); err != nil {
+		if _, perr := Pack(req); perr != nil {
+			err = perr // a field that does not fit is the first thing to fix
+		}
+		return nil, notSent(err)
+	}
+	wire, err := Convert(req, c.spec)
+	if err != nil {
+		return nil, notSent(err)
+	}
+	b, err := Pack(wire)
 	if err != nil {
 		return nil, notSent(err)
 	}
 
-	p := &pending{ch: make(chan *Message, 1)}
+	select {
+	case c.window <- struct{}{}:
+	default:
+		select {
+		case c.window <- struct{}{}:
+		case <-ctx.Done():
+			return nil, notSent(fmt.Errorf("waiting for a free slot (%d requests in flight): %w", cap(c.window), ctx.Err()))
+		case <-c.life.Done():
+			return nil, notSent(ErrClosed)
+		}
+	}
+	defer func() { <-c.window }()
+
+	p, err := c.register(key, true)
+	if err != nil {
+		return nil, notSent(err)
+	}
+	defer c.userDone()
+	if c.tracing {
+		c.logf("iso8583: send %s", Masked{req})
+	}
+	return c.exchange(ctx, nil, key, p, b)
+}
+
+// register adds a pending entry for key.
+func (c *Client) register(key matchKey, user bool) (*pending, error) {
+	p := &pending{ch: make(chan result, 1)}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
-	case c.closed:
-		c.mu.Unlock()
-		return nil, notSent(ErrClosed)
+	case c.closed || user && c.draining:
+		return nil, ErrClosed
 	case c.pending[key] != nil:
-		c.mu.Unlock()
-		return nil, notSent(fmt.Errorf("%w: %s", ErrInFlight, key))
+		return nil, fmt.Errorf("%w: %s", ErrInFlight, key)
 	}
 	c.pending[key] = p
-	c.mu.Unlock()
+	if user {
+		c.users++
+	}
+	return p, nil
+}
 
-	c.logf("iso8583: send %s", Summary(req))
-	var l *link
+func (c *Client) userDone() {
+	c.mu.Lock()
+	c.users--
+	if c.users == 0 && c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+	c.mu.Unlock()
+}
+
+// exchange writes b (a registered request) on l, or on the current connection when l is
+// nil, and waits for its response.
+func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending, b []byte) (*Message, error) {
+	fixed := l != nil
 	for attempt := 1; ; attempt++ {
-		if l, err = c.connect(ctx); err != nil {
-			c.forget(key, p)
-			return nil, notSent(err)
+		var err error
+		if !fixed {
+			if l, err = c.connect(ctx); err != nil {
+				c.forget(key, p, false)
+				return nil, notSent(err)
+			}
 		}
 		n, err := c.write(ctx, l, b)
 		if err == nil {
 			break
 		}
+		if n < 0 { // the context ended while the frame was going out with others'
+			c.forget(key, p, true)
+			return nil, unknown(err)
+		}
 		if n > 0 {
-			c.forget(key, p)
+			c.forget(key, p, false)
 			c.drop(l, err) // a partial frame leaves the stream out of step
 			return nil, unknown(err)
 		}
 		if ctx.Err() == nil {
 			c.drop(l, err) // the connection is broken; dial again
 		}
-		if attempt == 2 || ctx.Err() != nil {
-			c.forget(key, p)
+		if fixed || attempt == 2 || ctx.Err() != nil {
+			c.forget(key, p, false)
 			return nil, notSent(err)
 		}
 		// Nothing was written: the connection had died under this request. One more try
 		// on a new connection is safe.
 	}
 
+	c.beginWait(l)
+	defer c.endWait(l)
 	select {
-	case resp := <-p.ch:
-		return resp, nil
+	case r := <-p.ch:
+		return r.msg, r.err
 	case <-ctx.Done():
-		if c.forget(key, p) {
+		if c.forget(key, p, true) {
 			c.logf("iso8583: no response for %s: %v", key, ctx.Err())
 			return nil, unknown(ctx.Err())
 		}
 	case <-l.done:
-		if c.forget(key, p) {
+		if c.forget(key, p, true) {
 			return nil, unknown(l.err)
 		}
 	}
-	// The reader matched the response while this request gave up: it is in the channel
-	// now or in a moment.
-	return <-p.ch, nil
+	// The reader took the entry to deliver while this request gave up: the result is in
+	// the channel now or in a moment.
+	r := <-p.ch
+	return r.msg, r.err
 }
 
 func notSent(err error) error { return fmt.Errorf("%w: %w", ErrNotSent, err) }
 func unknown(err error) error { return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err) }
 
 // forget removes p's registration and reports whether it was still registered (false: the
-// reader has taken it to deliver a response).
-func (c *Client) forget(key matchKey, p *pending) bool {
+// reader has taken it to deliver a result). A request given up after it was written is
+// remembered, so that its response is recognized as late.
+func (c *Client) forget(key matchKey, p *pending, written bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[key] != p {
 		return false
 	}
 	delete(c.pending, key)
+	if written {
+		c.recent.put(key, false)
+	}
 	return true
 }
 
-// write writes one frame on l, at most until ctx ends, and returns how many bytes reached
-// the connection.
-func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
-	select {
-	case l.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-l.done:
-		return 0, l.err
+func (c *Client) beginWait(l *link) {
+	if l.waiting.Add(1) == 1 {
+		l.waitSince.Store(c.mono())
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
-	defer func() { <-l.wsem }()
+}
+
+func (c *Client) endWait(l *link) { l.waiting.Add(-1) }
+
+// A write in progress on a link: frames queue while another Send writes; the writer then
+// writes every frame that queued meanwhile in one system call (with the latest of their
+// deadlines) and hands the writing on to the next in line. Each request still learns
+// exactly how much of its own frame went out, except when its context ends while its frame
+// is inside such a combined write: then it may have gone out (write returns -1).
+type wreq struct {
+	frame    []byte
+	deadline time.Time // zero: none
+	state    atomic.Int32
+	done     chan wres // buffered; one result, or the lead
+}
+
+// wreq states.
+const (
+	wreqWaiting int32 = iota
+	wreqTaken         // inside a combined write
+	wreqGone          // its Send gave up before it was taken
+	wreqLead          // handed the writing
+)
+
+type wres struct {
+	n    int
+	err  error
+	lead bool
+}
+
+// appendFramer is implemented by this package's framers: they frame into a buffer without
+// a second copy.
+type appendFramer interface {
+	appendFrame(dst, b []byte) ([]byte, error)
+}
+
+// frame returns b with its framing.
+func (c *Client) frame(b []byte) ([]byte, error) {
+	if af, ok := c.framer.(appendFramer); ok {
+		return af.appendFrame(nil, b)
+	}
+	var buf []byte
+	if err := c.framer.WriteFrame(appendWriter{&buf}, b); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// appendWriter lets a Framer write into a buffer.
+type appendWriter struct{ b *[]byte }
+
+func (a appendWriter) Write(p []byte) (int, error) {
+	*a.b = append(*a.b, p...)
+	return len(p), nil
+}
+
+// write writes message b as one frame on l, at most until ctx ends, and returns how many
+// bytes of the frame reached the connection: all of them with a nil error; 0 when none
+// did (safe to send again); -1 when ctx ended while the frame may be going out.
+func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -316,52 +796,211 @@ func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 		return 0, l.err
 	default:
 	}
-
-	deadline, _ := ctx.Deadline() // the zero time (no deadline) when ctx has none
-	if err := l.nc.SetWriteDeadline(deadline); err != nil {
+	frame, err := c.frame(b)
+	if err != nil {
 		return 0, err
 	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		l.nc.SetWriteDeadline(time.Unix(1, 0)) // unblock a write stuck on a full buffer
-		close(fired)
-	})
-	cw := &countingWriter{w: l.nc}
-	err := c.framer.WriteFrame(cw, b)
-	if !stop() {
-		<-fired // let it finish before the next writer sets its own deadline
+	l.wmu.Lock()
+	if !l.writing {
+		l.writing = true
+		l.wmu.Unlock()
+		return c.lead(ctx, l, frame)
 	}
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+	r := &wreq{frame: frame, done: make(chan wres, 1)}
+	r.deadline, _ = ctx.Deadline()
+	l.queue = append(l.queue, r)
+	l.wmu.Unlock()
+	var stop <-chan struct{}
+	select {
+	case res := <-r.done:
+		if res.lead {
+			return c.lead(ctx, l, frame)
+		}
+		return res.n, res.err
+	case <-ctx.Done():
+	case <-l.done:
+		stop = l.done
 	}
-	return cw.n, err
+	if r.state.CompareAndSwap(wreqWaiting, wreqGone) {
+		if stop != nil {
+			return 0, l.err
+		}
+		return 0, ctx.Err()
+	}
+	if r.state.Load() == wreqLead {
+		<-r.done
+		return c.lead(ctx, l, frame) // writes nothing of its own on a dead context, but passes the writing on
+	}
+	if stop != nil { // taken, on a closed connection: the write ends at once
+		res := <-r.done
+		return res.n, res.err
+	}
+	select {
+	case res := <-r.done:
+		return res.n, res.err
+	default:
+		return -1, ctx.Err()
+	}
 }
 
-type countingWriter struct {
-	w io.Writer
-	n int
-}
-
-func (cw *countingWriter) Write(b []byte) (int, error) {
-	n, err := cw.w.Write(b)
-	cw.n += n
+// lead writes the caller's own frame, then the frames queued behind it in one write, then
+// passes the writing on.
+func (c *Client) lead(ctx context.Context, l *link, frame []byte) (int, error) {
+	n, err := c.writeOwn(ctx, l, frame)
+	c.writeQueued(l)
 	return n, err
 }
 
-// drop detaches l from the client, so that no new request uses it, and then ends it.
+// writeOwn writes one frame until ctx ends: its deadline, and its cancellation.
+func (c *Client) writeOwn(ctx context.Context, l *link, frame []byte) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	deadline, hasDeadline := ctx.Deadline() // the zero time (no deadline) when ctx has none
+	if err := l.nc.SetWriteDeadline(deadline); err != nil {
+		return 0, err
+	}
+	var stop func() bool
+	var fired chan struct{}
+	if ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			l.nc.SetWriteDeadline(time.Unix(1, 0)) // unblock a write stuck on a full buffer
+			close(fired)
+		})
+	}
+	n, err := l.nc.Write(frame)
+	if stop != nil && !stop() {
+		<-fired // let it finish before the next writer sets its own deadline
+	}
+	switch {
+	case err == nil && n < len(frame):
+		err = io.ErrShortWrite
+	case err == nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("iso8583: write frame: %w (%w)", ctx.Err(), err)
+	case hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(deadline):
+		err = fmt.Errorf("iso8583: write frame: %w (%w)", context.DeadlineExceeded, err) // the connection's timer fired first
+	default:
+		err = fmt.Errorf("iso8583: write frame: %w", err)
+	}
+	if n > 0 {
+		l.lastSend.Store(c.mono())
+	}
+	if n == len(frame) {
+		c.stats.framesOut.Add(1)
+	}
+	return n, err
+}
+
+// writeQueued writes, in one system call, every frame queued on l whose Send still waits,
+// gives each its result, and passes the writing to the next in line (or ends it).
+func (c *Client) writeQueued(l *link) {
+	l.wmu.Lock()
+	batch := l.queue
+	l.queue = nil
+	l.wmu.Unlock()
+	var taken []*wreq
+	var buf []byte
+	var deadline time.Time
+	none := false
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(wreqWaiting, wreqTaken) {
+			continue
+		}
+		taken = append(taken, r)
+		buf = append(buf, r.frame...)
+		switch {
+		case r.deadline.IsZero():
+			none = true
+		case r.deadline.After(deadline):
+			deadline = r.deadline
+		}
+	}
+	if len(taken) > 0 {
+		if none {
+			deadline = time.Time{}
+		}
+		n, err := 0, l.nc.SetWriteDeadline(deadline)
+		if err == nil {
+			n, err = l.nc.Write(buf)
+		}
+		if err == nil && n < len(buf) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			err = fmt.Errorf("iso8583: write frame: %w", err)
+		}
+		if n > 0 {
+			l.lastSend.Store(c.mono())
+		}
+		off := 0
+		for _, r := range taken {
+			wn := min(max(n-off, 0), len(r.frame))
+			var werr error
+			if wn < len(r.frame) {
+				werr = err
+			} else {
+				c.stats.framesOut.Add(1)
+			}
+			r.done <- wres{n: wn, err: werr}
+			off += len(r.frame)
+		}
+		if err != nil && n > 0 {
+			c.drop(l, err) // a frame went out in part: the stream is out of step
+		}
+	}
+	l.wmu.Lock()
+	for len(l.queue) > 0 {
+		next := l.queue[0]
+		l.queue = l.queue[1:]
+		if next.state.CompareAndSwap(wreqWaiting, wreqLead) {
+			l.wmu.Unlock()
+			next.done <- wres{lead: true}
+			return
+		}
+	}
+	l.writing = false
+	l.wmu.Unlock()
+}
+
+// drop detaches l from the client, so that no new request uses it, and then ends it. When
+// l was the current connection of a client that has worked before, a background redial
+// starts.
 func (c *Client) drop(l *link, err error) {
 	c.mu.Lock()
 	if c.conn == l {
 		c.conn = nil
+		if c.everUp && !c.closed && !c.draining && !c.redialing {
+			c.redialing = true
+			c.bg.Add(1)
+			go c.redial()
+		}
 	}
 	c.mu.Unlock()
 	l.fail(err)
 }
 
+// redial reconnects in the background until it succeeds or the client closes.
+func (c *Client) redial() {
+	defer c.bg.Done()
+	for {
+		_, err := c.connect(c.life)
+		c.mu.Lock()
+		if err == nil || c.closed || c.draining || c.conn != nil {
+			c.redialing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
 func (c *Client) readLoop(l *link) {
+	defer c.bg.Done()
 	defer close(l.readerDone)
 	for {
-		b, err := c.framer.ReadFrame(l.nc)
+		b, err := c.framer.ReadFrame(l.br)
 		if err != nil {
 			select {
 			case <-l.done: // closed on purpose
@@ -374,22 +1013,66 @@ func (c *Client) readLoop(l *link) {
 			c.drop(l, err)
 			return
 		}
+		l.lastRecv.Store(c.mono())
+		c.stats.framesIn.Add(1)
 		if len(b) == 0 {
 			continue
 		}
-		msg, err := Unpack(c.spec, b)
+		msg, err := unpack(c.spec, b)
 		if err != nil {
-			c.logf("iso8583: dropped an unreadable frame of %d bytes: %v", len(b), err)
+			c.stats.malformed.Add(1)
+			c.logf("iso8583: unreadable frame of %d bytes: %v", len(b), err)
+			c.failMalformed(msg, err)
 			continue
 		}
-		c.deliver(msg)
+		c.deliver(l, msg)
 	}
 }
 
-func (c *Client) deliver(msg *Message) {
+// failMalformed ends the request a broken response was meant for, if the fields read
+// before the error (MTI, STAN and, when it came that far, terminal id) single it out.
+func (c *Client) failMalformed(partial *Message, cause error) {
+	if partial == nil {
+		return
+	}
+	mti, _ := partial.GetString(0)
+	stan, _ := partial.GetString(11)
+	if mti == "" || stan == "" {
+		return
+	}
+	tid, _ := partial.GetString(41)
+	tid = strings.TrimRight(tid, " ")
+	c.mu.Lock()
+	var key matchKey
+	var p *pending
+	for k, q := range c.pending {
+		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
+			if p != nil {
+				p = nil // ambiguous: let the requests time out
+				break
+			}
+			key, p = k, q
+		}
+	}
+	if p != nil {
+		delete(c.pending, key)
+		c.recent.put(key, false)
+	}
+	c.mu.Unlock()
+	if p != nil {
+		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
+		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
+	}
+}
+
+func (c *Client) deliver(l *link, msg *Message) {
 	mti, _ := msg.GetMTI()
 	if _, err := ResponseMTI(mti); err == nil {
-		c.logf("iso8583: ignored a request from the host: %s", Summary(msg))
+		if mti == MTINetworkManagementRequest {
+			c.answerEcho(l, msg)
+			return
+		}
+		c.logf("iso8583: ignored a request from the host: %s", Masked{msg})
 		return
 	}
 	stan, _ := msg.GetString(11)
@@ -397,19 +1080,73 @@ func (c *Client) deliver(msg *Message) {
 	key := matchKey{mti: mti, stan: stan, tid: strings.TrimRight(tid, " ")}
 	c.mu.Lock()
 	p := c.pending[key]
+	answered, known := c.recent.state[key]
 	if p != nil {
 		delete(c.pending, key)
 	}
-	c.mu.Unlock()
-	if p != nil {
-		c.logf("iso8583: recv %s", Summary(msg))
-		p.ch <- msg
-		return
+	if p != nil || known {
+		c.recent.put(key, true)
 	}
-	c.logf("iso8583: late or unmatched response: %s", Summary(msg))
-	if c.late != nil {
+	c.mu.Unlock()
+	switch {
+	case p != nil:
+		if c.tracing {
+			c.logf("iso8583: recv %s", Masked{msg})
+		}
+		p.ch <- result{msg: msg}
+		return
+	case known && answered:
+		c.stats.duplicates.Add(1)
+		c.logf("iso8583: duplicate response ignored: %s", Masked{msg})
+		return
+	case known:
+		c.stats.late.Add(1)
+		c.logf("iso8583: late response: %s", Masked{msg})
+	default:
+		c.stats.unmatched.Add(1)
+		c.logf("iso8583: unmatched response: %s", Masked{msg})
+	}
+	if c.late != nil && !strings.HasPrefix(mti, "08") {
 		c.late(msg)
 	}
+}
+
+// answerEcho answers a host's 0800 with an 0810 that echoes it, response code 00.
+func (c *Client) answerEcho(l *link, req *Message) {
+	c.logf("iso8583: host sent %s; answering", Masked{req})
+	resp, err := Convert(req, c.spec)
+	if err == nil {
+		for id := range resp.GetFields() {
+			if id > 1 && id != 7 && id != 11 && id != 41 && id != 70 {
+				resp.UnsetField(id)
+			}
+		}
+		resp.MTI(MTINetworkManagementResponse)
+		err = resp.Field(39, RCApproved)
+	}
+	var b []byte
+	if err == nil {
+		b, err = Pack(resp)
+	}
+	if err != nil {
+		c.logf("iso8583: cannot answer the host's 0800: %v", err)
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.bg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.bg.Done()
+		ctx, cancel := context.WithTimeout(c.life, c.netTimeout)
+		defer cancel()
+		if n, err := c.write(ctx, l, b); err != nil && n > 0 {
+			c.drop(l, err)
+		}
+	}()
 }
 
 // requestKey returns the key of the response req waits for.
@@ -436,9 +1173,162 @@ func requestKey(req *Message) (matchKey, error) {
 	return matchKey{mti: resp, stan: stan, tid: strings.TrimRight(tid, " ")}, nil
 }
 
+// network sends one of the client's own 0800s on l and returns the parsed response.
+func (c *Client) network(ctx context.Context, l *link, code string) (Response, error) {
+	stan, err := c.nextSTAN(ctx)
+	if err != nil {
+		return Response{}, fmt.Errorf("taking a STAN: %w", err)
+	}
+	req, err := NetworkManagement{Code: code, STAN: stan, TransmissionTime: c.now(), TerminalID: c.terminalID}.Message()
+	if err != nil {
+		return Response{}, err
+	}
+	key, _ := requestKey(req)
+	wire, err := Convert(req, c.spec)
+	if err != nil {
+		return Response{}, err
+	}
+	b, err := Pack(wire)
+	if err != nil {
+		return Response{}, err
+	}
+	p, err := c.register(key, false)
+	if err != nil {
+		return Response{}, err
+	}
+	c.logf("iso8583: send %s", Masked{req})
+	resp, err := c.exchange(ctx, l, key, p, b)
+	if err != nil {
+		return Response{}, err
+	}
+	return ParseResponse(resp)
+}
+
+// keepalive sends echoes on an idle link and closes it when it has gone dead.
+func (c *Client) keepalive(l *link) {
+	defer c.bg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := c.mono()
+		wake := int64(1<<62 - 1)
+		if c.deadTimeout > 0 && l.waiting.Load() > 0 {
+			since := max(l.lastRecv.Load(), l.waitSince.Load())
+			if now-since >= int64(c.deadTimeout) {
+				c.stats.deadLinks.Add(1)
+				c.logf("iso8583: nothing from %s for %v while waiting: closing the connection", c.addr, c.deadTimeout)
+				c.drop(l, ErrDeadLink)
+				return
+			}
+			wake = since + int64(c.deadTimeout)
+		}
+		if c.echoInterval > 0 {
+			last := max(l.lastRecv.Load(), l.lastSend.Load())
+			if now-last >= int64(c.echoInterval) && l.waiting.Load() == 0 {
+				c.stats.echoes.Add(1)
+				timeout := c.netTimeout
+				if c.deadTimeout > 0 {
+					timeout = min(timeout, c.deadTimeout)
+				}
+				ctx, cancel := context.WithTimeout(c.life, timeout)
+				_, err := c.network(ctx, l, NMEcho)
+				cancel()
+				if err != nil && c.life.Err() == nil {
+					select {
+					case <-l.done:
+					default:
+						c.stats.deadLinks.Add(1)
+						c.logf("iso8583: echo to %s failed: %v; closing the connection", c.addr, err)
+						c.drop(l, fmt.Errorf("%w: %w", ErrDeadLink, err))
+					}
+					return
+				}
+				continue
+			}
+			wake = min(wake, last+int64(c.echoInterval))
+		}
+		t.Reset(time.Duration(max(wake-now, int64(time.Millisecond))))
+		select {
+		case <-l.done:
+			return
+		case <-l.kick:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+		case <-t.C:
+		}
+	}
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	inFlight := len(c.pending)
+	connected := c.conn != nil
+	c.mu.Unlock()
+	return Stats{
+		FramesIn:     c.stats.framesIn.Load(),
+		FramesOut:    c.stats.framesOut.Load(),
+		Malformed:    c.stats.malformed.Load(),
+		Late:         c.stats.late.Load(),
+		Unmatched:    c.stats.unmatched.Load(),
+		Duplicates:   c.stats.duplicates.Load(),
+		Connects:     c.stats.connects.Load(),
+		Reconnects:   c.stats.reconnects.Load(),
+		DialFailures: c.stats.dialFailures.Load(),
+		Echoes:       c.stats.echoes.Load(),
+		DeadLinks:    c.stats.deadLinks.Load(),
+		InFlight:     inFlight,
+		Connected:    connected,
+	}
+}
+
+// Shutdown stops the client gracefully: new requests fail with [ErrNotSent] and
+// [ErrClosed] at once; requests in flight may finish until ctx ends; with SignOn the client
+// then signs off (best effort); finally it closes like [Client.Close], and requests still
+// waiting end with [ErrOutcomeUnknown]. It returns ctx's error if requests were still in
+// flight when ctx ended, else nil.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.draining = true
+	var wait chan struct{}
+	if c.users > 0 {
+		if c.drained == nil {
+			c.drained = make(chan struct{})
+		}
+		wait = c.drained
+	}
+	l := c.conn
+	c.mu.Unlock()
+	var err error
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil && c.signOn && l != nil {
+		sctx, cancel := context.WithTimeout(ctx, c.netTimeout)
+		if _, serr := c.network(sctx, l, NMSignOff); serr != nil {
+			c.logf("iso8583: sign-off: %v", serr)
+		}
+		cancel()
+	}
+	c.Close()
+	return err
+}
+
 // Close closes the connection and makes every later Send fail with [ErrNotSent]. Requests
-// waiting for a response fail with [ErrOutcomeUnknown]. Close waits for the reader
-// goroutine to return.
+// waiting for a response fail with [ErrOutcomeUnknown]. Close waits for the client's
+// goroutines to return; it must not be called from LateResponse.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -446,12 +1336,15 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	l := c.conn
+	l, d := c.conn, c.dialing
 	c.conn = nil
 	c.mu.Unlock()
-	if l != nil {
-		l.fail(ErrClosed)
-		<-l.readerDone
+	c.stop()
+	for _, l := range []*link{l, d} {
+		if l != nil {
+			l.fail(ErrClosed)
+		}
 	}
+	c.bg.Wait()
 	return nil
 }

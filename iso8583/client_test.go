@@ -37,7 +37,7 @@ func (l *logSink) text() string {
 }
 
 // startHost runs a hostsim server on 127.0.0.1 until the test ends.
-func startHost(t *testing.T, opts hostsim.Options) (string, *hostsim.Server) {
+func startHost(t testing.TB, opts hostsim.Options) (string, *hostsim.Server) {
 	t.Helper()
 	if opts.BDK == nil {
 		opts.BDK = testBDK(t)
@@ -65,7 +65,7 @@ func startHost(t *testing.T, opts hostsim.Options) (string, *hostsim.Server) {
 	return ln.Addr().String(), srv
 }
 
-func newClient(t *testing.T, opts iso8583.ClientOptions) *iso8583.Client {
+func newClient(t testing.TB, opts iso8583.ClientOptions) *iso8583.Client {
 	t.Helper()
 	c, err := iso8583.NewClient(opts)
 	if err != nil {
@@ -75,7 +75,7 @@ func newClient(t *testing.T, opts iso8583.ClientOptions) *iso8583.Client {
 	return c
 }
 
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -272,7 +272,7 @@ func TestClientLateResponseReachesCallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Send(ctxTimeout(t, 50*time.Millisecond), req); !errors.Is(err, iso8583.ErrOutcomeUnknown) {
+	if _, err := c.Send(ctxTimeout(t, 100*time.Millisecond), req); !errors.Is(err, iso8583.ErrOutcomeUnknown) {
 		t.Fatalf("err = %v, want ErrOutcomeUnknown", err)
 	}
 	select {
@@ -335,10 +335,14 @@ func TestClientRefusesDuplicateInFlight(t *testing.T) {
 	other.TerminalID = "TERM0002"
 	req2, _ := other.Message()
 	go func() {
-		_, err := c.Send(ctxTimeout(t, 50*time.Millisecond), req2)
+		_, err := c.Send(ctxTimeout(t, 300*time.Millisecond), req2)
 		first <- err
 	}()
-	<-received
+	select { // a request that fails before reaching the host must not hang the test
+	case <-received:
+	case err := <-first:
+		t.Fatalf("other terminal id: %v before reaching the host", err)
+	}
 	if err := <-first; !errors.Is(err, iso8583.ErrOutcomeUnknown) {
 		t.Fatalf("other terminal id: err = %v, want ErrOutcomeUnknown (dropped by the host)", err)
 	}
@@ -503,7 +507,11 @@ func TestClientClose(t *testing.T) {
 		_, err := c.Send(ctxTimeout(t, 10*time.Second), req)
 		done <- err
 	}()
-	<-received // the request is on the wire
+	select {
+	case <-received: // the request is on the wire
+	case err := <-done:
+		t.Fatalf("Send ended before reaching the host: %v", err)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

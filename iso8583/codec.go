@@ -1,12 +1,14 @@
 package iso8583
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 
 	moov "github.com/moov-io/iso8583"
+	"github.com/moov-io/iso8583/encoding"
 	"github.com/moov-io/iso8583/field"
 )
 
@@ -41,7 +43,7 @@ var (
 // A FieldError is not changed after it is returned; it is safe for concurrent use.
 type FieldError struct {
 	Field int
-	Op    string // "pack", "unpack" or "build"
+	Op    string // "pack", "unpack", "build" or "convert"
 	Err   error
 }
 
@@ -95,17 +97,14 @@ func Pack(msg *Message) ([]byte, error) {
 	if mti == nil {
 		return nil, &FieldError{Field: 0, Op: "pack", Err: ErrMissingField}
 	}
-	bitmap, ok := spec.Fields[1].(*field.Bitmap)
-	if !ok {
-		return nil, &FieldError{Field: 1, Op: "pack", Err: fmt.Errorf("%w: spec's field 1 is not a bitmap", ErrUnsupportedField)}
+	hexBitmap, err := bitmapForm(spec, "pack")
+	if err != nil {
+		return nil, err
 	}
-	bm, ok := field.NewInstanceOf(bitmap).(*field.Bitmap)
-	if !ok {
-		return nil, &FieldError{Field: 1, Op: "pack", Err: fmt.Errorf("%w: spec's field 1 is not a bitmap", ErrUnsupportedField)}
-	}
-	bm.Reset()
 
-	ids := make([]int, 0, len(fields))
+	var ids [maxField]int
+	n := 0
+	var bits [16]byte
 	for id := range fields {
 		if id < 2 {
 			continue
@@ -113,87 +112,152 @@ func Pack(msg *Message) ([]byte, error) {
 		if id == 65 || id > maxField {
 			return nil, &FieldError{Field: id, Op: "pack", Err: ErrUnsupportedField}
 		}
-		ids = append(ids, id)
+		ids[n] = id
+		n++
+		bits[(id-1)/8] |= 0x80 >> ((id - 1) % 8)
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		bm.Set(id) // setting a bit above 64 adds the secondary bitmap and sets bit 1
+	slices.Sort(ids[:n])
+	bitmapLen := 8
+	if n > 0 && ids[n-1] > 64 {
+		bits[0] |= 0x80
+		bitmapLen = 16
 	}
 
 	out := make([]byte, 0, 256)
-	p, err := mti.Pack()
-	if err != nil {
-		return nil, &FieldError{Field: 0, Op: "pack", Err: err}
+	if out, err = packField(out, 0, mti); err != nil {
+		return nil, err
 	}
-	out = append(out, p...)
-	p, err = bm.Pack()
-	if err != nil {
-		return nil, &FieldError{Field: 1, Op: "pack", Err: err}
-	}
-	out = append(out, p...)
-	for _, id := range ids {
-		p, err := fields[id].Pack()
-		if err != nil {
-			return nil, &FieldError{Field: id, Op: "pack", Err: err}
+	if hexBitmap {
+		const hexdigits = "0123456789ABCDEF"
+		for _, b := range bits[:bitmapLen] {
+			out = append(out, hexdigits[b>>4], hexdigits[b&0x0f])
 		}
-		out = append(out, p...)
+	} else {
+		out = append(out, bits[:bitmapLen]...)
+	}
+	for _, id := range ids[:n] {
+		if out, err = packField(out, id, fields[id]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// packField appends the wire form of field f (number id) to dst.
+func packField(dst []byte, id int, f field.Field) ([]byte, error) {
+	spec := f.Spec()
+	var err error
+	if c, ok := spec.Packer.(codec); ok {
+		switch v := f.(type) {
+		case *field.String:
+			dst, err = appendPacked(c, dst, v.Value(), spec)
+		case *field.Binary:
+			dst, err = appendPacked(c, dst, v.Value(), spec)
+		default:
+			ok = false
+		}
+		if ok {
+			if err != nil {
+				return nil, &FieldError{Field: id, Op: "pack", Err: err}
+			}
+			return dst, nil
+		}
+	}
+	p, err := f.Pack()
+	if err != nil {
+		return nil, &FieldError{Field: id, Op: "pack", Err: err}
+	}
+	return append(dst, p...), nil
+}
+
+// bitmapForm reports whether spec's bitmap travels as hexadecimal characters (true) or as
+// binary bytes (false). Other bitmap layouts are refused.
+func bitmapForm(spec *MessageSpec, op string) (hexChars bool, err error) {
+	bitmap, ok := spec.Fields[1].(*field.Bitmap)
+	if !ok || bitmap.Spec() == nil {
+		return false, &FieldError{Field: 1, Op: op, Err: fmt.Errorf("%w: spec's field 1 is not a bitmap", ErrUnsupportedField)}
+	}
+	bs := bitmap.Spec()
+	if bs.Length != 8 && bs.Length != 0 {
+		return false, &FieldError{Field: 1, Op: op, Err: fmt.Errorf("%w: a bitmap must be 8 bytes (64 bits), the spec says %d", ErrUnsupportedField, bs.Length)}
+	}
+	switch bs.Enc {
+	case encoding.BytesToASCIIHex:
+		return true, nil
+	case encoding.Binary:
+		return false, nil
+	}
+	return false, &FieldError{Field: 1, Op: op, Err: fmt.Errorf("%w: a bitmap must be binary or hexadecimal characters", ErrUnsupportedField)}
 }
 
 // Unpack reads one message (without framing) in spec's dialect; a nil spec means the
 // [DefaultSpec] dialect. It is strict: every field must fit its definition, its characters
 // its class, and the message must end exactly after the last field ([ErrTrailingBytes]).
-// A secondary bitmap with no bits set is accepted. The bitmap is always read as
-// hexadecimal characters, the only form of this ASCII dialect. On error it returns no
+// A secondary bitmap with no bits set is accepted. The bitmap is read as the spec defines
+// it: 16 hexadecimal characters (the default) or 8 binary bytes. On error it returns no
 // message.
 //
 // Use Unpack rather than msg.Unpack, which accepts trailing bytes silently.
-func Unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
+func Unpack(spec *MessageSpec, b []byte) (*Message, error) {
+	msg, err := unpack(spec, b)
+	if err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// unpack is Unpack, but on error it also returns the fields read before the error (nil if
+// the spec is unusable), so that the client can tell which request a broken response was
+// meant for.
+func unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
 	if spec == nil {
 		spec = defaultSpec()
 	}
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("iso8583: unpack: invalid spec: %w", err)
 	}
-	// The default spec's fields cannot panic; a custom spec may hold moov field types that
-	// can on hostile input. Outside bytes must never crash the daemon.
+	hexBitmap, err := bitmapForm(spec, "unpack")
+	if err != nil {
+		return nil, err
+	}
+	// The codec cannot panic; a custom spec may hold moov field types that can on hostile
+	// input. Outside bytes must never crash the daemon.
+	msg = moov.NewMessage(spec)
 	defer func() {
 		if r := recover(); r != nil {
-			msg, err = nil, fmt.Errorf("iso8583: unpack: malformed message (field decoder panicked)")
+			err = fmt.Errorf("iso8583: unpack: malformed message (field decoder panicked)")
 		}
 	}()
 
-	msg = moov.NewMessage(spec)
 	off, err := unpackField(msg, 0, b)
 	if err != nil {
-		return nil, err
+		return msg, err
 	}
-	bits, n, err := unpackBitmap(b[off:])
+	bits, n, err := unpackBitmap(b[off:], hexBitmap)
 	if err != nil {
-		return nil, err
+		return msg, err
 	}
 	off += n
 	if err := msg.Bitmap().SetBytes(bits); err != nil {
-		return nil, &FieldError{Field: 1, Op: "unpack", Err: err}
+		return msg, &FieldError{Field: 1, Op: "unpack", Err: err}
 	}
 	last := 1
 	for id := 2; id <= 8*len(bits); id++ {
-		if id == 65 && isSet(bits, id) {
-			return nil, &FieldError{Field: 65, Op: "unpack", Err: fmt.Errorf("%w: tertiary bitmap", ErrUnsupportedField)}
-		}
-		if id == 65 || !isSet(bits, id) {
+		if !isSet(bits, id) {
 			continue
+		}
+		if id == 65 {
+			return msg, &FieldError{Field: 65, Op: "unpack", Err: fmt.Errorf("%w: tertiary bitmap", ErrUnsupportedField)}
 		}
 		n, err := unpackField(msg, id, b[off:])
 		if err != nil {
-			return nil, err
+			return msg, err
 		}
 		off += n
 		last = id
 	}
 	if off != len(b) {
-		return nil, fmt.Errorf("iso8583: unpack: %w: %d bytes after field %d", ErrTrailingBytes, len(b)-off, last)
+		return msg, fmt.Errorf("iso8583: unpack: %w: %d bytes after field %d", ErrTrailingBytes, len(b)-off, last)
 	}
 	return msg, nil
 }
@@ -201,8 +265,26 @@ func Unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
 // unpackField creates field id in msg and unpacks it from the start of b, returning the
 // number of bytes it took.
 func unpackField(msg *Message, id int, b []byte) (int, error) {
-	if _, ok := msg.GetSpec().Fields[id]; !ok {
+	sf, ok := msg.GetSpec().Fields[id]
+	if !ok {
 		return 0, &FieldError{Field: id, Op: "unpack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
+	}
+	if spec := sf.Spec(); spec != nil {
+		if c, ok := spec.Unpacker.(codec); ok {
+			switch sf.(type) {
+			case *field.String, *field.Binary:
+				v, n, err := c.Unpack(b, spec)
+				if err != nil {
+					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
+				}
+				// A String copies v; a Binary keeps it, and the codec returns binary values
+				// in memory of their own.
+				if err := msg.BinaryField(id, v); err != nil {
+					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
+				}
+				return n, nil
+			}
+		}
 	}
 	// BinaryField creates the field in the message (its value is replaced just below);
 	// GetField then returns that live instance.
@@ -212,27 +294,36 @@ func unpackField(msg *Message, id int, b []byte) (int, error) {
 	f := msg.GetField(id)
 	n, err := f.Unpack(b)
 	if err != nil {
+		msg.UnsetField(id)
 		return 0, &FieldError{Field: id, Op: "unpack", Err: err}
 	}
 	return n, nil
 }
 
-// unpackBitmap reads the primary bitmap (16 hexadecimal characters) and, when its first bit
-// is set, the secondary one.
-func unpackBitmap(b []byte) (bits []byte, read int, err error) {
+// unpackBitmap reads the primary bitmap (16 hexadecimal characters, or 8 bytes) and, when
+// its first bit is set, the secondary one.
+func unpackBitmap(b []byte, hexChars bool) (bits []byte, read int, err error) {
 	bits = make([]byte, 0, 16)
+	chunk := 8
+	if hexChars {
+		chunk = 16
+	}
 	for {
-		if len(b)-read < 16 {
-			return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs 16 characters, %d left", ErrTruncated, len(b)-read)}
+		if len(b)-read < chunk {
+			return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs %d bytes, %d left", ErrTruncated, chunk, len(b)-read)}
 		}
-		chunk := b[read : read+16]
-		if i := classB.badChar(chunk); i >= 0 {
-			return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
+		part := b[read : read+chunk]
+		if hexChars {
+			if i := classB.badChar(part); i >= 0 {
+				return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
+			}
+			for i := 0; i < 16; i += 2 {
+				bits = append(bits, unhex(part[i])<<4|unhex(part[i+1]))
+			}
+		} else {
+			bits = append(bits, part...)
 		}
-		for i := 0; i < 16; i += 2 {
-			bits = append(bits, unhex(chunk[i])<<4|unhex(chunk[i+1]))
-		}
-		read += 16
+		read += chunk
 		if len(bits) == 16 || bits[0]&0x80 == 0 {
 			return bits, read, nil
 		}
@@ -243,4 +334,47 @@ func unpackBitmap(b []byte) (bits []byte, read int, err error) {
 func isSet(bits []byte, n int) bool {
 	i := n - 1
 	return i/8 < len(bits) && bits[i/8]&(0x80>>(i%8)) != 0
+}
+
+// Convert returns a copy of msg on spec: the same fields with the same values, to be packed
+// in another dialect. Messages are built on [DefaultSpec]; a [Client] on another dialect
+// converts each request itself. A field that spec does not define, or that is text in one
+// dialect and binary in the other, is a [*FieldError]. Values are checked against the new
+// dialect only when the result is packed.
+func Convert(msg *Message, spec *MessageSpec) (*Message, error) {
+	if msg == nil || spec == nil {
+		return nil, errors.New("iso8583: convert: nil message or spec")
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("iso8583: convert: invalid spec: %w", err)
+	}
+	if msg.GetSpec() == spec {
+		return msg, nil
+	}
+	out := moov.NewMessage(spec)
+	for id, f := range msg.GetFields() {
+		if id == 1 {
+			continue
+		}
+		target, ok := spec.Fields[id]
+		if !ok {
+			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: not defined in the target dialect", ErrUnsupportedField)}
+		}
+		_, srcBin := f.(*field.Binary)
+		_, dstBin := target.(*field.Binary)
+		if srcBin != dstBin {
+			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: the field is binary in one dialect and text in the other", ErrUnsupportedField)}
+		}
+		v, err := f.Bytes()
+		if err != nil {
+			return nil, &FieldError{Field: id, Op: "convert", Err: err}
+		}
+		if srcBin {
+			v = bytes.Clone(v)
+		}
+		if err := out.BinaryField(id, v); err != nil {
+			return nil, &FieldError{Field: id, Op: "convert", Err: err}
+		}
+	}
+	return out, nil
 }

@@ -1,9 +1,12 @@
 package iso8583
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/moov-io/iso8583/field"
@@ -15,11 +18,18 @@ import (
 const hidden = "[hidden]"
 
 // displayValue returns what a person may see of field id: the PAN as its first 6 and last 4
-// digits, tracks as that masked PAN alone, PIN, ICC and MAC data not at all.
+// digits, tracks as that masked PAN alone, ICC data as its TLV tags with the sensitive ones
+// hidden, PIN blocks and MACs not at all.
 func displayValue(id int, f field.Field) string {
 	switch id {
-	case 52, 55, 64, 96, 128:
+	case 52, 64, 96, 128:
 		return hidden
+	case 55:
+		b, err := f.Bytes()
+		if err != nil {
+			return hidden
+		}
+		return describeTLV(b)
 	}
 	s, err := f.String()
 	if err != nil {
@@ -42,19 +52,105 @@ func displayValue(id int, f field.Field) string {
 	return s
 }
 
-// Describe writes msg for a person: the MTI, then one line per present field with its
-// number, its name from the spec and its value. Card data is masked as [displayValue]
-// describes: field 2 as first 6 + last 4 digits, tracks 2, 3 and 1 (35, 36, 45) as their masked
-// PAN only, and fields 52 (PIN block), 55 (ICC data), 64, 96 and 128 (MACs) as "[hidden]".
-// The KSN in field 62 is not secret and is shown.
-//
-// Never use moov's Describe or json.Marshal on a message for this: they mask little or
-// nothing.
-func Describe(w io.Writer, msg *Message) error {
-	mti, _ := msg.GetMTI()
-	var b strings.Builder
-	fmt.Fprintf(&b, "MTI %s\n", mti)
-	fields := msg.GetFields()
+// tlv is one BER-TLV data object of field 55.
+type tlv struct {
+	tag   string // upper-case hexadecimal
+	value []byte
+}
+
+// parseTLV reads the data objects of b, a sequence of BER-TLV objects (EMV Book 3 annex B),
+// without descending into constructed ones. It fails on anything that is not exactly that.
+func parseTLV(b []byte) ([]tlv, bool) {
+	var out []tlv
+	for i := 0; i < len(b); {
+		if b[i] == 0x00 || b[i] == 0xFF { // padding between objects
+			i++
+			continue
+		}
+		start := i
+		if b[i]&0x1F == 0x1F {
+			for i++; i < len(b) && b[i]&0x80 != 0; i++ {
+				if i-start > 3 {
+					return nil, false
+				}
+			}
+		}
+		i++
+		if i > len(b) {
+			return nil, false
+		}
+		tag := fmt.Sprintf("%X", b[start:i])
+		if i >= len(b) {
+			return nil, false
+		}
+		n := int(b[i])
+		i++
+		if n&0x80 != 0 {
+			k := n & 0x7F
+			if k == 0 || k > 2 || i+k > len(b) {
+				return nil, false
+			}
+			n = 0
+			for ; k > 0; k-- {
+				n = n<<8 | int(b[i])
+				i++
+			}
+		}
+		if i+n > len(b) {
+			return nil, false
+		}
+		out = append(out, tlv{tag: tag, value: b[i : i+n]})
+		i += n
+	}
+	return out, true
+}
+
+// sensitiveTag reports whether an EMV tag's value must not be shown: cryptograms, track
+// equivalents, the cardholder's name, PIN data, issuer authentication data and scripts.
+// Tag 5A (the PAN) is shown masked.
+func sensitiveTag(tag string) bool {
+	switch tag {
+	case "9F26", // application cryptogram
+		"9F4B",             // signed dynamic application data
+		"57", "56", "9F6B", // track 2 equivalent, track 1 and track 2 data (contactless)
+		"9F1F", "9F20", // track 1 and track 2 discretionary data
+		"5F20", "9F0B", // cardholder name (and its extension)
+		"99",             // transaction PIN data
+		"91", "71", "72", // issuer authentication data and scripts
+		"9F7C", "9F60", "9F61": // customer exclusive data, CVC3 (track 1 and 2)
+		return true
+	}
+	return false
+}
+
+// tlvValue returns what may be shown of one data object of field 55.
+func tlvValue(t tlv) string {
+	switch {
+	case t.tag == "5A":
+		return card.MaskPAN(fmt.Sprintf("%X", t.value))
+	case sensitiveTag(t.tag):
+		return hidden
+	case len(t.tag) >= 2 && unhex(t.tag[0])&0x2 != 0: // constructed: contents not inspected
+		return hidden
+	}
+	return fmt.Sprintf("%X", t.value)
+}
+
+// describeTLV shows field 55 as its tags; the whole field is hidden when it is not TLV.
+func describeTLV(b []byte) string {
+	objs, ok := parseTLV(b)
+	if !ok {
+		return fmt.Sprintf("[hidden: %d bytes, not TLV]", len(b))
+	}
+	parts := make([]string, len(objs))
+	for i, o := range objs {
+		parts[i] = o.tag + "=" + tlvValue(o)
+	}
+	return strings.Join(parts, " ")
+}
+
+// presentIDs returns the ids of msg's fields from 2 up, in order.
+func presentIDs(fields map[int]field.Field) []int {
 	ids := make([]int, 0, len(fields))
 	for id := range fields {
 		if id > 1 {
@@ -62,7 +158,29 @@ func Describe(w io.Writer, msg *Message) error {
 		}
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
+	return ids
+}
+
+// Describe writes msg for a person: the MTI, then one line per present field with its
+// number, its name from the spec and its value. Card data is masked: fields 2 and 34 as
+// first 6 + last 4 digits; tracks 2, 3 and 1 (35, 36, 45) as their masked PAN only; field 55
+// (ICC data) as its TLV tags, with the cryptogram (9F26), track equivalents, cardholder name,
+// PIN data and issuer data hidden and tag 5A masked (the whole field hidden when it is not
+// TLV); fields 52 (PIN block), 64, 96 and 128 (MACs) as "[hidden]". The KSN in field 62 is
+// not secret and is shown.
+//
+// Never use moov's Describe or json.Marshal on a message for this: they mask little or
+// nothing. [MarshalJSON] gives the same masked content as JSON.
+func Describe(w io.Writer, msg *Message) error {
+	if msg == nil {
+		_, err := io.WriteString(w, "<nil message>\n")
+		return err
+	}
+	mti, _ := msg.GetMTI()
+	var b strings.Builder
+	fmt.Fprintf(&b, "MTI %s\n", mti)
+	fields := msg.GetFields()
+	for _, id := range presentIDs(fields) {
 		f := fields[id]
 		name := ""
 		if spec := f.Spec(); spec != nil {
@@ -74,9 +192,71 @@ func Describe(w io.Writer, msg *Message) error {
 	return err
 }
 
+// MarshalJSON returns msg as JSON with card data masked as [Describe] masks it: an object
+// with the MTI under "0" and each present field under its number, in numeric order, as a
+// string; field 55 as an object of its TLV tags (or a string when it is hidden whole):
+//
+//	{"0":"0200","2":"476173******0010","3":"000000",...,"55":{"9F26":"[hidden]","9F27":"80"}}
+//
+// moov's own json.Marshal of a message shows every field in clear: never log that.
+func MarshalJSON(msg *Message) ([]byte, error) {
+	if msg == nil {
+		return []byte("null"), nil
+	}
+	mti, _ := msg.GetMTI()
+	var b strings.Builder
+	b.WriteString(`{"0":`)
+	writeJSONString(&b, mti)
+	fields := msg.GetFields()
+	for _, id := range presentIDs(fields) {
+		b.WriteString(`,"` + strconv.Itoa(id) + `":`)
+		if id == 55 {
+			if v, err := fields[id].Bytes(); err == nil {
+				if objs, ok := parseTLV(v); ok {
+					b.WriteByte('{')
+					for i, o := range objs {
+						if i > 0 {
+							b.WriteByte(',')
+						}
+						writeJSONString(&b, o.tag)
+						b.WriteByte(':')
+						writeJSONString(&b, tlvValue(o))
+					}
+					b.WriteByte('}')
+					continue
+				}
+			}
+		}
+		writeJSONString(&b, displayValue(id, fields[id]))
+	}
+	b.WriteByte('}')
+	return []byte(b.String()), nil
+}
+
+func writeJSONString(b *strings.Builder, s string) {
+	q, _ := json.Marshal(s) // a string always marshals
+	b.Write(q)
+}
+
+// Masked wraps a message for logs: its String is [Summary], its MarshalJSON is
+// [MarshalJSON] and its LogValue a string of the summary. Use it to put a message into a
+// structured log (slog.Any("msg", iso8583.Masked{m})). It is safe for concurrent use if the
+// message is not being changed.
+type Masked struct{ Msg *Message }
+
+// String returns Summary(m.Msg).
+func (m Masked) String() string { return Summary(m.Msg) }
+
+// MarshalJSON returns MarshalJSON(m.Msg).
+func (m Masked) MarshalJSON() ([]byte, error) { return MarshalJSON(m.Msg) }
+
+// LogValue implements slog.LogValuer.
+func (m Masked) LogValue() slog.Value { return slog.StringValue(Summary(m.Msg)) }
+
 // Summary returns a masked one-line summary of msg for logs: MTI, STAN, terminal id,
-// amount and currency, masked PAN (from field 2 or track 2) and response code, each only
-// when present. It shows no track, PIN or ICC data.
+// amount and currency, masked PAN (from field 2 or track 2), response code, network
+// management code and the original of a reversal, each only when present. It shows no
+// track, PIN or ICC data.
 func Summary(msg *Message) string {
 	if msg == nil {
 		return "<nil message>"
@@ -97,7 +277,7 @@ func Summary(msg *Message) string {
 		}
 	}
 	add("stan", get(11))
-	add("tid", get(41))
+	add("tid", strings.TrimRight(get(41), " "))
 	if amount := get(4); amount != "" {
 		add("amount", strings.TrimLeft(amount[:len(amount)-1], "0")+amount[len(amount)-1:])
 		add("cur", get(49))
@@ -114,6 +294,9 @@ func Summary(msg *Message) string {
 	}
 	if code := get(70); code != "" {
 		add("nmic", code)
+	}
+	if o := get(90); len(o) >= 20 {
+		add("orig", o[:4]+"/"+o[4:10]+"/"+o[10:20])
 	}
 	return b.String()
 }

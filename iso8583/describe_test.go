@@ -1,7 +1,10 @@
 package iso8583_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -37,7 +40,7 @@ func TestDescribeMasksCardData(t *testing.T) {
 		" 35 track 2 data                               476173******0010=****\n",
 		" 45 track 1 data                               B476173******0010^****\n",
 		" 52 personal identification number data        [hidden]\n",
-		" 55 ICC data                                   [hidden]\n",
+		" 55 ICC data                                   9F26=[hidden] 95=0000000000\n",
 		" 62 reserved, private (KSN)                    FFFF9876543210E00001\n",
 		" 64 message authentication code                [hidden]\n",
 		"128 message authentication code (secondary)    [hidden]\n",
@@ -123,4 +126,89 @@ func Example() {
 	//  49 currency code, transaction                 978
 	//  52 personal identification number data        [hidden]
 	//  62 reserved, private (KSN)                    FFFF9876543210E00001
+}
+
+// Field 55 shows its tags; the cryptogram, track equivalents, the name and issuer data are
+// hidden, the PAN in tag 5A masked. A field 55 that is not TLV is hidden whole.
+func TestDescribeICCData(t *testing.T) {
+	icc := tlvBytes(t,
+		"9F26", "8E2B54B1C6A7D3F0", // cryptogram
+		"57", "4761739001010010D30121010000000000", // track 2 equivalent (odd F pad not needed)
+		"5A", "4761739001010010",
+		"5F20", "444F452F4A4F484E", // DOE/JOHN
+		"9F27", "80",
+		"95", "0000008000",
+		"91", "0102030405060708", // issuer authentication data
+		"72", "9F180400000001", // script (constructed)
+	)
+	m := newMsg(t, "0200", map[int]string{11: "000001"})
+	m.BinaryField(55, icc)
+	var b strings.Builder
+	if err := iso8583.Describe(&b, m); err != nil {
+		t.Fatal(err)
+	}
+	js, err := iso8583.MarshalJSON(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"Describe": b.String(), "JSON": string(js)} {
+		for _, secret := range []string{"8E2B54B1", approvedPAN, "D3012101", "444F452F", "0102030405060708", "9F1804"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%s shows %q:\n%s", name, secret, out)
+			}
+		}
+	}
+	want := " 55 ICC data                                   9F26=[hidden] 57=[hidden] 5A=476173******0010 5F20=[hidden] 9F27=80 95=0000008000 91=[hidden] 72=[hidden]\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("Describe:\n%s\nwant line\n%s", b.String(), want)
+	}
+	wantJSON := `{"0":"0200","11":"000001","55":{"9F26":"[hidden]","57":"[hidden]","5A":"476173******0010","5F20":"[hidden]","9F27":"80","95":"0000008000","91":"[hidden]","72":"[hidden]"}}`
+	if string(js) != wantJSON {
+		t.Errorf("JSON\n %s\nwant\n %s", js, wantJSON)
+	}
+	// Not TLV: a length running past the end.
+	m.BinaryField(55, []byte{0x9F, 0x26, 0x08, 0x01, 0x02})
+	b.Reset()
+	iso8583.Describe(&b, m)
+	if !strings.Contains(b.String(), "[hidden: 5 bytes, not TLV]") {
+		t.Errorf("Describe of broken TLV:\n%s", b.String())
+	}
+}
+
+// The JSON form is masked like Describe and in numeric field order; Masked puts it in slog.
+func TestMarshalJSONMasked(t *testing.T) {
+	m := allClasses(t)
+	js, err := iso8583.MarshalJSON(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, js)
+	}
+	s := string(js)
+	for _, secret := range []string{approvedPAN, "DOE/JOHN", "1B9C1845", "AABBCCDD", "DEADBEEF", "0102030405060708", "30121010000000"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("JSON shows %q: %s", secret, s)
+		}
+	}
+	for _, want := range []string{`"2":"476173******0010"`, `"35":"476173******0010=****"`, `"52":"[hidden]"`, `"62":"FFFF9876543210E00001"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("JSON lacks %s: %s", want, s)
+		}
+	}
+	if i, j := strings.Index(s, `"3":`), strings.Index(s, `"11":`); i < 0 || j < i {
+		t.Errorf("fields out of numeric order: %s", s)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("sent", "msg", iso8583.Masked{Msg: m})
+	if strings.Contains(logged.String(), approvedPAN) || !strings.Contains(logged.String(), "476173******0010") {
+		t.Errorf("slog: %s", logged.String())
+	}
+	if js, _ := json.Marshal(iso8583.Masked{Msg: m}); strings.Contains(string(js), approvedPAN) {
+		t.Errorf("json.Marshal(Masked): %s", js)
+	}
+	if js, _ := iso8583.MarshalJSON(nil); string(js) != "null" {
+		t.Errorf("nil: %s", js)
+	}
 }

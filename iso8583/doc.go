@@ -1,15 +1,20 @@
-// Package iso8583 is posd's side of the acquirer link: the ISO 8583:1987 dialect as data,
-// typed requests and responses of the sale spine, framing, the client that sends requests
-// and matches responses, and masked descriptions for people and logs. It does not decide
-// business outcomes: a decline is a response like an approval.
+// Package iso8583 is posd's side of the acquirer link: the ISO 8583:1987 dialect as data
+// (and other dialects from files), typed requests and responses of the terminal's message
+// set, framing, the client that sends requests and matches responses, and masked
+// descriptions for people and logs. It does not decide business outcomes: a decline is a
+// response like an approval.
 //
 // # Basics
 //
-// [DefaultSpec] is the dialect (ASCII, binary fields as hexadecimal characters, a 16-character
-// bitmap). [Authorization.Message] builds an 0100 or 0200 and checks it; [Pack] and [Unpack]
-// turn messages into bytes and back, strictly; [Framer] puts them on a stream (default
-// [BinaryLengthFramer], a 2-byte big-endian length). [Client.Send] sends a request and
-// returns its response:
+// [DefaultSpec] is the default dialect (ASCII, binary fields as hexadecimal characters, a
+// 16-character bitmap); [LoadDialect] reads an acquirer's dialect (moov-io's JSON spec
+// format plus its framing). The builders make requests on the default spec and check them
+// ([CheckMandatory]): [Authorization] (0100, 0200), [Advice] (0220, 0221), [Reversal]
+// (0400, 0401, 0420, 0421), [NetworkManagement] (0800: sign-on, sign-off, echo) and
+// [Reconciliation] (0500). [Pack] and [Unpack] turn messages into bytes and back, strictly;
+// [Convert] moves a message to another dialect. A [Framer] puts them on a stream: a
+// 2-byte binary length by default, 4 ASCII digits or 2-byte BCD, with an optional TPDU.
+// [Client.Send] sends a request and returns its response:
 //
 //	c, err := iso8583.NewClient(iso8583.ClientOptions{Addr: "acquirer:8583"})
 //	req, err := auth.Message()
@@ -18,23 +23,37 @@
 //	case errors.Is(err, iso8583.ErrNotSent):        // nothing left: retrying is safe
 //	case errors.Is(err, iso8583.ErrOutcomeUnknown): // the host may have approved: reverse
 //	}
-//	r, err := iso8583.ParseAuthResponse(resp)       // r.Approved(), r.ResponseCode
+//	r, err := iso8583.ParseResponse(resp)           // r.Approved(), r.ResponseCode
 //
-// [Describe] and [Summary] show a message to a person or a log with card data masked.
+// The client keeps its link: TCP or TLS (the server's certificate verified, a client
+// certificate optional), an optional sign-on on each connection, echoes on an idle link,
+// a dead-link timeout, reconnection with exponential backoff and jitter, a bounded window
+// of requests in flight, and [Client.Shutdown]. A response that comes after its request
+// gave up goes to ClientOptions.LateResponse: the caller reverses what it approved.
+// [Client.Stats] counts frames, malformed frames, late and duplicate responses and
+// reconnects.
+//
+// [Describe], [Summary] and [MarshalJSON] show a message to a person or a log with card
+// data masked: PAN as first 6 and last 4 digits, tracks reduced to that, PIN block and
+// MACs hidden, field 55 as its EMV tags with the cryptogram and other sensitive tags
+// hidden.
 //
 // # Caveats
 //
 // Messages are moov-io/iso8583 messages, but some of that library's methods must not be
 // used on posd's messages: Message.Unpack accepts trailing bytes silently (use [Unpack]);
 // Message.Pack does not name failing fields in a typed error (use [Pack]); moov's Describe
-// and json.Marshal of a message show card data (use [Describe] or [Summary]); its
-// Spec87ASCII is not this dialect.
+// and json.Marshal of a message show card data (use [Describe] or [MarshalJSON]); its
+// Spec87ASCII is not this dialect (its bitmap is 32 characters; fields 52 and 64 do not
+// round-trip).
 //
 // Errors never contain a field's value. [*FieldError] names the field; fields with card or
-// PIN data hide any detail that does not come from this package.
+// PIN data hide any detail that does not come from this package. [*DialectError] names the
+// setting of a dialect file that cannot be used.
 //
-// Not yet here: TLS, echo (0800/0810) on idle links, reconnect backoff, a window on
-// requests in flight, and the other message types (0220, 0400, 0420, 0500, 0800). The
-// client's structure (one link, one reader, a pending table keyed by response MTI) is meant
-// to take them.
+// Choices this dialect makes where ISO 8583:1987 leaves room: the KSN of a DUKPT PIN block
+// travels in field 62 (field 53 is n16); a reconciliation's batch number in field 60, as 6
+// digits; the reason for a reversal in field 39 of the request. Wireshark's ISO 8583
+// dissector, the independent decoder of the tests, reads fields 86 to 89 as n15 and field
+// 53 as n8 where ISO says n16.
 package iso8583

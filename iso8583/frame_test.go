@@ -148,3 +148,134 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestLengthFramerHeaders(t *testing.T) {
+	body := bytes.Repeat([]byte{'A'}, 300)
+	tpdu := []byte{0x60, 0x00, 0x01, 0x00, 0x02}
+	tests := []struct {
+		name string
+		f    iso8583.LengthFramer
+		head []byte
+	}{
+		{"binary2", iso8583.LengthFramer{}, []byte{0x01, 0x2C}},
+		{"ascii4", iso8583.LengthFramer{Header: iso8583.HeaderASCII4}, []byte("0300")},
+		{"bcd2", iso8583.LengthFramer{Header: iso8583.HeaderBCD2}, []byte{0x03, 0x00}},
+		// With a TPDU the length counts it: 305.
+		{"binary2+tpdu", iso8583.LengthFramer{TPDU: tpdu}, append([]byte{0x01, 0x31}, tpdu...)},
+		{"ascii4+tpdu", iso8583.LengthFramer{Header: iso8583.HeaderASCII4, TPDU: tpdu}, append([]byte("0305"), tpdu...)},
+		{"bcd2+tpdu", iso8583.LengthFramer{Header: iso8583.HeaderBCD2, TPDU: tpdu}, append([]byte{0x03, 0x05}, tpdu...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := tt.f.WriteFrame(&buf, body); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(buf.Bytes(), tt.head) || buf.Len() != len(tt.head)+len(body) {
+				t.Fatalf("frame starts % X (%d bytes), want % X", buf.Bytes()[:len(tt.head)], buf.Len(), tt.head)
+			}
+			// Read back one byte at a time, twice in a row.
+			stream := append(bytes.Clone(buf.Bytes()), buf.Bytes()...)
+			r := iotest.OneByteReader(bytes.NewReader(stream))
+			for i := range 2 {
+				got, err := tt.f.ReadFrame(r)
+				if err != nil || !bytes.Equal(got, body) {
+					t.Fatalf("frame %d: %d bytes, %v", i, len(got), err)
+				}
+			}
+			if _, err := tt.f.ReadFrame(r); err != io.EOF {
+				t.Fatalf("after the frames: %v", err)
+			}
+		})
+	}
+}
+
+func TestLengthFramerErrors(t *testing.T) {
+	tpdu := []byte{0x60, 0x00, 0x01, 0x00, 0x02}
+	tests := []struct {
+		name  string
+		f     iso8583.LengthFramer
+		input []byte
+		want  error
+	}{
+		{"ascii4 not digits", iso8583.LengthFramer{Header: iso8583.HeaderASCII4}, []byte("00x5abcde"), iso8583.ErrFrameHeader},
+		{"bcd2 not BCD", iso8583.LengthFramer{Header: iso8583.HeaderBCD2}, []byte{0x00, 0x0A, 1, 2, 3}, iso8583.ErrFrameHeader},
+		{"shorter than TPDU", iso8583.LengthFramer{TPDU: tpdu}, []byte{0x00, 0x03, 0x60, 0, 1}, iso8583.ErrFrameSize},
+		{"other TPDU ID", iso8583.LengthFramer{TPDU: tpdu}, []byte{0x00, 0x06, 0x68, 0, 1, 0, 2, 'x'}, iso8583.ErrFrameHeader},
+		{"too large", iso8583.LengthFramer{MaxFrame: 10}, []byte{0x00, 11}, iso8583.ErrFrameSize},
+		{"cut body", iso8583.LengthFramer{Header: iso8583.HeaderASCII4}, []byte("0005ab"), io.ErrUnexpectedEOF},
+		{"cut header", iso8583.LengthFramer{Header: iso8583.HeaderASCII4}, []byte("00"), io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := tt.f.ReadFrame(bytes.NewReader(tt.input)); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// The host answers with the TPDU's addresses swapped; the terminal reads that.
+	f := iso8583.LengthFramer{TPDU: tpdu}
+	var buf bytes.Buffer
+	if err := iso8583.HostFramer(f).WriteFrame(&buf, []byte("0810")); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes()[2:7], []byte{0x60, 0x00, 0x02, 0x00, 0x01}) {
+		t.Fatalf("host TPDU % X", buf.Bytes()[2:7])
+	}
+	if got, err := f.ReadFrame(&buf); err != nil || string(got) != "0810" {
+		t.Fatalf("ReadFrame = %q, %v", got, err)
+	}
+	if iso8583.HostFramer(iso8583.BinaryLengthFramer{}) != (iso8583.BinaryLengthFramer{}) {
+		t.Error("HostFramer changed a framer without TPDU")
+	}
+	// Writing: empty, oversized, a bad TPDU, and the ascii4 limit.
+	for _, tt := range []struct {
+		f iso8583.LengthFramer
+		n int
+	}{{iso8583.LengthFramer{}, 0}, {iso8583.LengthFramer{MaxFrame: 10}, 11},
+		{iso8583.LengthFramer{Header: iso8583.HeaderASCII4, MaxFrame: 20000}, 10000}} {
+		if err := tt.f.WriteFrame(io.Discard, make([]byte, tt.n)); !errors.Is(err, iso8583.ErrFrameSize) {
+			t.Errorf("%+v, %d bytes: err = %v", tt.f, tt.n, err)
+		}
+	}
+	if err := (iso8583.LengthFramer{TPDU: []byte{1, 2}}).WriteFrame(io.Discard, []byte("x")); err == nil {
+		t.Error("a 2-byte TPDU was accepted")
+	}
+	if h, err := iso8583.ParseLengthHeader("ascii4"); err != nil || h != iso8583.HeaderASCII4 || h.String() != "ascii4" {
+		t.Errorf("ParseLengthHeader: %v %v", h, err)
+	}
+}
+
+func FuzzLengthFramer(f *testing.F) {
+	f.Add(uint8(0), []byte{0x00, 0x09, 0x60, 0, 1, 0, 2, '0', '8', '0', '0'})
+	f.Add(uint8(1), []byte("00040800"))
+	f.Add(uint8(2), []byte{0x00, 0x04, '0', '8', '1', '0'})
+	f.Add(uint8(2), []byte{0x99, 0x99})
+	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
+		fr := iso8583.LengthFramer{Header: iso8583.LengthHeader(kind % 3), MaxFrame: 512}
+		if kind&4 != 0 {
+			fr.TPDU = []byte{0x60, 0, 1, 0, 2}
+		}
+		r := bytes.NewReader(data)
+		for {
+			body, err := fr.ReadFrame(r)
+			if err != nil {
+				return
+			}
+			if len(body) > 512 {
+				t.Fatalf("frame of %d bytes above the maximum", len(body))
+			}
+			if len(body) == 0 {
+				continue
+			}
+			var buf bytes.Buffer
+			if err := fr.WriteFrame(&buf, body); err != nil {
+				t.Fatal(err)
+			}
+			again, err := fr.ReadFrame(&buf)
+			if err != nil || !bytes.Equal(again, body) {
+				t.Fatalf("rewritten frame reads back as %q, %v", again, err)
+			}
+		}
+	})
+}

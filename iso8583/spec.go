@@ -18,8 +18,9 @@ import (
 // with Field and binary ones (52, 55, 64, 96, 128) with BinaryField, as bytes; GetString
 // returns a binary field as upper-case hexadecimal.
 //
-// A Message guards its fields with a mutex, but a message that is being changed while it is
-// packed packs an undefined mix; build a message fully before sharing it.
+// A Message is safe for concurrent use (it guards its fields with a mutex), but a message
+// that is being changed while it is packed packs an undefined mix; build a message fully
+// before sharing it.
 type Message = moov.Message
 
 // MessageSpec describes every field of a dialect: the moov-io/iso8583 type. [DefaultSpec]
@@ -60,9 +61,15 @@ func (c class) String() string {
 	return "unknown"
 }
 
+// text is a field value: a string or a byte slice.
+type text interface{ ~string | ~[]byte }
+
 // badChar returns the offset of the first byte of s that the class does not allow, or -1.
-func (c class) badChar(s []byte) int {
-	for i, ch := range s {
+func (c class) badChar(s []byte) int { return badChar(c, s) }
+
+func badChar[T text](c class, s T) int {
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
 		ok := false
 		switch c {
 		case classN:
@@ -91,19 +98,44 @@ func (c class) badChar(s []byte) int {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-// codec packs and unpacks one field of the ASCII dialect. It is the field.Packer and
-// field.Unpacker of every field in [DefaultSpec]: moov's own packers check neither the
-// character class nor that a length prefix is made of digits.
+// wireEnc is how a field's value travels on the wire.
+type wireEnc uint8
+
+const (
+	encASCII wireEnc = iota // text classes: the characters as they are
+	encBCD                  // n and z: two digits per byte ('=' as nibble D); an odd count gets a leading pad nibble
+	encLBCD                 // like encBCD, with the pad nibble trailing
+	encRaw                  // b: the bytes as they are
+	encHex                  // b: each byte as two upper-case hexadecimal characters
+)
+
+// prefKind is how a variable-length field's length prefix is written.
+type prefKind uint8
+
+const (
+	prefASCII  prefKind = iota // lenDigits decimal digits as ASCII characters
+	prefBCD                    // lenDigits decimal digits packed two per byte (odd: a leading 0 nibble)
+	prefBinary                 // a lenDigits-byte big-endian binary number
+	prefHex                    // 2×lenDigits hexadecimal characters (moov-io's Hex prefixes)
+)
+
+// codec packs and unpacks one field. It is the field.Packer and field.Unpacker of every
+// field of [DefaultSpec] and of dialects loaded with [ParseDialect]: moov's own packers
+// check neither the character class nor that a length prefix is made of digits.
 //
-// For text classes spec.Length is the fixed length or the maximum, in characters. For
-// classB with a fixed length it is the length in bytes (each travels as two hexadecimal
-// characters); for classB with a length prefix, the prefix and spec.Length count hexadecimal
-// characters (the jPOS and Wireshark reading of field 55 in the ASCII dialect).
+// For text classes spec.Length is the fixed length or the maximum, in characters (digits
+// for BCD). For classB it is in bytes, except when countChars is set (a variable-length
+// field carried as hexadecimal characters whose prefix counts characters: the jPOS and
+// Wireshark reading of field 55 in the ASCII dialect).
 //
 // Errors from a codec never contain the field's value: they name lengths and offsets only.
 type codec struct {
-	class     class
-	lenDigits int // 0 for a fixed length, else the number of ASCII digits of the length prefix
+	class      class
+	enc        wireEnc
+	pref       prefKind
+	lenDigits  int  // 0 for a fixed length, else the size of the length prefix (see prefKind)
+	countChars bool // classB with encHex and a prefix: prefix and Length count characters
+	unpad      bool // remove spec.Pad from unpacked values (right-padded text)
 }
 
 var (
@@ -113,48 +145,122 @@ var (
 
 func (c codec) fixed() bool { return c.lenDigits == 0 }
 
+// prefixLen returns the number of bytes of the length prefix.
+func (c codec) prefixLen() int {
+	switch c.pref {
+	case prefBCD:
+		return (c.lenDigits + 1) / 2
+	case prefHex:
+		return 2 * c.lenDigits
+	}
+	return c.lenDigits
+}
+
+// maxPrefix returns the largest length the prefix can state.
+func (c codec) maxPrefix() int {
+	n := 1
+	for i := 0; i < c.lenDigits; i++ {
+		switch c.pref {
+		case prefBinary, prefHex:
+			n *= 256
+		default:
+			n *= 10
+		}
+		if n > 1<<30 {
+			return 1 << 30
+		}
+	}
+	return n - 1
+}
+
 // Pack implements field.Packer.
 func (c codec) Pack(value []byte, spec *field.Spec) ([]byte, error) {
-	var wire []byte
-	n := 0 // the length the prefix states
+	return appendPacked(c, nil, value, spec)
+}
+
+// appendPacked appends the wire form of value to dst (a new slice when dst is nil).
+func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byte, error) {
+	count := len(value) // what the prefix states, in the field's unit
 	if c.class == classB {
-		wire = make([]byte, 0, c.lenDigits+2*len(value))
 		if c.fixed() {
 			if len(value) != spec.Length {
 				return nil, fmt.Errorf("%w: value has %d bytes, want exactly %d", ErrInvalidLength, len(value), spec.Length)
 			}
 		} else {
-			n = 2 * len(value)
-			if n > spec.Length {
-				return nil, fmt.Errorf("%w: value has %d hex characters, want at most %d", ErrInvalidLength, n, spec.Length)
+			unit := "bytes"
+			if c.countChars && c.enc == encHex {
+				count, unit = 2*len(value), "hex characters"
 			}
-			wire = appendLength(wire, c.lenDigits, n)
+			if count > spec.Length {
+				return nil, fmt.Errorf("%w: value has %d %s, want at most %d", ErrInvalidLength, count, unit, spec.Length)
+			}
 		}
-		const hexdigits = "0123456789ABCDEF"
-		for _, b := range value {
-			wire = append(wire, hexdigits[b>>4], hexdigits[b&0x0f])
+	} else {
+		if c.fixed() && spec.Pad != nil && len(value) < spec.Length {
+			return appendPacked(c, dst, spec.Pad.Pad([]byte(value), spec.Length), spec)
 		}
-		return wire, nil
+		switch {
+		case c.fixed() && count != spec.Length:
+			return nil, fmt.Errorf("%w: value has %d characters, want exactly %d", ErrInvalidLength, count, spec.Length)
+		case count > spec.Length:
+			return nil, fmt.Errorf("%w: value has %d characters, want at most %d", ErrInvalidLength, count, spec.Length)
+		}
+		if i := badChar(c.class, value); i >= 0 {
+			return nil, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
+		}
 	}
-
-	if c.fixed() && spec.Pad != nil && len(value) < spec.Length {
-		value = spec.Pad.Pad(value, spec.Length)
+	if dst == nil {
+		dst = make([]byte, 0, c.prefixLen()+c.wireLen(len(value)))
 	}
-	n = len(value)
-	switch {
-	case c.fixed() && n != spec.Length:
-		return nil, fmt.Errorf("%w: value has %d characters, want exactly %d", ErrInvalidLength, n, spec.Length)
-	case n > spec.Length:
-		return nil, fmt.Errorf("%w: value has %d characters, want at most %d", ErrInvalidLength, n, spec.Length)
-	}
-	if i := c.class.badChar(value); i >= 0 {
-		return nil, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
-	}
-	wire = make([]byte, 0, c.lenDigits+n)
 	if !c.fixed() {
-		wire = appendLength(wire, c.lenDigits, n)
+		dst = c.appendPrefix(dst, count)
 	}
-	return append(wire, value...), nil
+	const hexdigits = "0123456789ABCDEF"
+	switch c.enc {
+	case encHex:
+		for i := 0; i < len(value); i++ {
+			b := value[i]
+			dst = append(dst, hexdigits[b>>4], hexdigits[b&0x0f])
+		}
+	case encBCD, encLBCD:
+		dst = appendBCD(dst, value, c.enc == encLBCD)
+	default:
+		dst = append(dst, value...)
+	}
+	return dst, nil
+}
+
+// wireLen returns the number of bytes a value of n units takes on the wire.
+func (c codec) wireLen(n int) int {
+	switch c.enc {
+	case encHex:
+		return 2 * n
+	case encBCD, encLBCD:
+		return (n + 1) / 2
+	}
+	return n
+}
+
+// appendPrefix appends n as the length prefix; the caller has checked that it fits.
+func (c codec) appendPrefix(b []byte, n int) []byte {
+	switch c.pref {
+	case prefBinary:
+		for i := c.lenDigits - 1; i >= 0; i-- {
+			b = append(b, byte(n>>(8*i)))
+		}
+		return b
+	case prefHex:
+		const hexdigits = "0123456789ABCDEF"
+		for i := 2*c.lenDigits - 1; i >= 0; i-- {
+			b = append(b, hexdigits[(n>>(4*i))&0x0f])
+		}
+		return b
+	case prefBCD:
+		var digits [8]byte
+		d := appendLength(digits[:0], c.lenDigits, n)
+		return appendBCD(b, d, false)
+	}
+	return appendLength(b, c.lenDigits, n)
 }
 
 // appendLength appends n as exactly digits ASCII digits; the caller has checked that n fits.
@@ -167,53 +273,152 @@ func appendLength(b []byte, digits, n int) []byte {
 	return append(b, tmp[:digits]...)
 }
 
-// Unpack implements field.Unpacker.
+// appendBCD packs digits ('0'-'9', '=' as nibble D) two per byte; an odd count gets a 0
+// nibble in front (or behind, when trailing is set). The caller has checked the characters.
+func appendBCD[T text](b []byte, digits T, trailing bool) []byte {
+	nib := func(c byte) byte {
+		if c == '=' {
+			return 0x0D
+		}
+		return c - '0'
+	}
+	i := 0
+	if len(digits)%2 == 1 && !trailing {
+		b = append(b, nib(digits[0]))
+		i = 1
+	}
+	for ; i+1 < len(digits); i += 2 {
+		b = append(b, nib(digits[i])<<4|nib(digits[i+1]))
+	}
+	if i < len(digits) { // odd and trailing
+		b = append(b, nib(digits[i])<<4)
+	}
+	return b
+}
+
+// Unpack implements field.Unpacker. A text value it returns may share data's memory.
 func (c codec) Unpack(data []byte, spec *field.Spec) ([]byte, int, error) {
-	n := spec.Length
+	count := spec.Length
 	read := 0
 	if !c.fixed() {
-		if len(data) < c.lenDigits {
-			return nil, 0, fmt.Errorf("%w: length prefix needs %d bytes, %d left", ErrTruncated, c.lenDigits, len(data))
+		var err error
+		if count, err = c.readPrefix(data); err != nil {
+			return nil, 0, err
 		}
-		n = 0
-		for i := 0; i < c.lenDigits; i++ {
-			if !isDigit(data[i]) {
-				return nil, 0, fmt.Errorf("%w: length prefix is not %d digits", ErrInvalidLength, c.lenDigits)
-			}
-			n = n*10 + int(data[i]-'0')
+		if count > spec.Length {
+			return nil, 0, fmt.Errorf("%w: length prefix says %d, the field allows at most %d", ErrInvalidLength, count, spec.Length)
 		}
-		if n > spec.Length {
-			return nil, 0, fmt.Errorf("%w: length prefix says %d, the field allows at most %d", ErrInvalidLength, n, spec.Length)
+		read = c.prefixLen()
+	}
+	wire := c.wireLen(count)
+	if c.class == classB && c.enc == encHex && c.countChars && !c.fixed() {
+		if count%2 != 0 {
+			return nil, 0, fmt.Errorf("%w: odd number (%d) of hex characters", ErrInvalidLength, count)
 		}
-		read = c.lenDigits
+		wire = count
 	}
-	chars := n
-	if c.class == classB {
-		if c.fixed() {
-			chars = 2 * n
-		} else if n%2 != 0 {
-			return nil, 0, fmt.Errorf("%w: odd number (%d) of hex characters", ErrInvalidLength, n)
+	if len(data)-read < wire {
+		return nil, 0, fmt.Errorf("%w: field needs %d bytes, %d left", ErrTruncated, wire, len(data)-read)
+	}
+	raw := data[read : read+wire]
+	read += wire
+	switch c.enc {
+	case encHex:
+		if i := classB.badChar(raw); i >= 0 {
+			return nil, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, i)
 		}
-	}
-	if len(data)-read < chars {
-		return nil, 0, fmt.Errorf("%w: field needs %d bytes, %d left", ErrTruncated, chars, len(data)-read)
-	}
-	raw := data[read : read+chars]
-	if i := c.class.badChar(raw); i >= 0 {
-		return nil, 0, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
-	}
-	read += chars
-	if c.class == classB {
-		out := make([]byte, chars/2)
+		out := make([]byte, len(raw)/2)
 		for i := range out {
 			out[i] = unhex(raw[2*i])<<4 | unhex(raw[2*i+1])
 		}
 		return out, read, nil
+	case encRaw:
+		return append([]byte(nil), raw...), read, nil
+	case encBCD, encLBCD:
+		out, err := c.decodeBCD(raw, count)
+		if err != nil {
+			return nil, 0, err
+		}
+		return out, read, nil
 	}
-	if c.fixed() && spec.Pad != nil {
+	if i := c.class.badChar(raw); i >= 0 {
+		return nil, 0, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
+	}
+	if c.unpad && spec.Pad != nil {
 		raw = spec.Pad.Unpad(raw)
 	}
 	return raw, read, nil
+}
+
+// readPrefix reads the length prefix at the start of data.
+func (c codec) readPrefix(data []byte) (int, error) {
+	pl := c.prefixLen()
+	if len(data) < pl {
+		return 0, fmt.Errorf("%w: length prefix needs %d bytes, %d left", ErrTruncated, pl, len(data))
+	}
+	p := data[:pl]
+	n := 0
+	switch c.pref {
+	case prefBinary:
+		for _, b := range p {
+			n = n<<8 | int(b)
+		}
+	case prefHex:
+		if classB.badChar(p) >= 0 {
+			return 0, fmt.Errorf("%w: length prefix is not %d hexadecimal characters", ErrInvalidLength, pl)
+		}
+		for _, b := range p {
+			n = n<<4 | int(unhex(b))
+		}
+	case prefBCD:
+		for i, b := range p {
+			hi, lo := b>>4, b&0x0f
+			if hi > 9 || lo > 9 || i == 0 && c.lenDigits%2 == 1 && hi != 0 {
+				return 0, fmt.Errorf("%w: length prefix is not %d BCD digits", ErrInvalidLength, c.lenDigits)
+			}
+			n = n*100 + int(hi)*10 + int(lo)
+		}
+	default:
+		for _, b := range p {
+			if !isDigit(b) {
+				return 0, fmt.Errorf("%w: length prefix is not %d digits", ErrInvalidLength, c.lenDigits)
+			}
+			n = n*10 + int(b-'0')
+		}
+	}
+	return n, nil
+}
+
+// decodeBCD unpacks count digits from raw. The pad nibble of an odd count may be 0 or F.
+func (c codec) decodeBCD(raw []byte, count int) ([]byte, error) {
+	out := make([]byte, 0, count)
+	skip := -1 // index of the pad nibble
+	if count%2 == 1 {
+		skip = 0
+		if c.enc == encLBCD {
+			skip = 2*len(raw) - 1
+		}
+	}
+	for i := 0; i < 2*len(raw); i++ {
+		nib := raw[i/2] >> 4
+		if i%2 == 1 {
+			nib = raw[i/2] & 0x0f
+		}
+		switch {
+		case i == skip:
+			if nib != 0 && nib != 0x0f {
+				return nil, fmt.Errorf("%w: pad nibble at offset %d is not 0 or F", ErrInvalidCharacter, i/2)
+			}
+			continue
+		case nib <= 9:
+			out = append(out, '0'+nib)
+		case nib == 0x0D && c.class == classZ:
+			out = append(out, '=')
+		default:
+			return nil, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, len(out), c.class)
+		}
+	}
+	return out, nil
 }
 
 // unhex returns the value of a hexadecimal digit the caller has checked.
@@ -414,13 +619,11 @@ func DefaultSpec() *MessageSpec {
 }
 
 func (d def) field() field.Field {
-	c := codec{class: d.class, lenDigits: d.lenDigits}
+	c := codec{class: d.class, lenDigits: d.lenDigits, enc: encASCII, pref: prefASCII}
 	spec := &field.Spec{
 		Length:      d.length,
 		Description: d.name,
 		Enc:         encoding.ASCII,
-		Packer:      c,
-		Unpacker:    c,
 	}
 	switch d.lenDigits {
 	case 0:
@@ -432,11 +635,16 @@ func (d def) field() field.Field {
 	}
 	if d.class == classANS && d.lenDigits == 0 {
 		spec.Pad = padding.Right(' ')
+		c.unpad = true
 	}
 	if d.class == classB {
+		c.enc = encHex
+		c.countChars = d.lenDigits != 0
 		spec.Enc = encoding.BytesToASCIIHex
+		spec.Packer, spec.Unpacker = c, c
 		return field.NewBinary(spec)
 	}
+	spec.Packer, spec.Unpacker = c, c
 	return field.NewString(spec)
 }
 

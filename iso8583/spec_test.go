@@ -2,6 +2,7 @@ package iso8583_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"strconv"
@@ -35,7 +36,7 @@ func TestDefaultSpecDefinesEveryField(t *testing.T) {
 }
 
 // newMsg returns an empty message on the default spec with the given string fields.
-func newMsg(t *testing.T, mti string, fields map[int]string) *iso8583.Message {
+func newMsg(t testing.TB, mti string, fields map[int]string) *iso8583.Message {
 	t.Helper()
 	m := moov.NewMessage(iso8583.DefaultSpec())
 	m.MTI(mti)
@@ -412,6 +413,9 @@ func FuzzUnpack(f *testing.F) {
 		iso8583.Summary(m)
 		if err := iso8583.Describe(io.Discard, m); err != nil {
 			t.Fatal(err)
+		}
+		if js, err := iso8583.MarshalJSON(m); err != nil || !json.Valid(js) {
+			t.Fatalf("MarshalJSON: %v\n%s", err, js)
 		}
 		// What unpacks must pack, and packing is stable from then on. (The first repack may
 		// differ from data: lower-case hex becomes upper case, trailing spaces of fixed ans

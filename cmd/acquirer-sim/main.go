@@ -1,14 +1,17 @@
 // Command acquirer-sim runs a simulated acquirer host (package iso8583/hostsim) for
-// development and demos: it answers ISO 8583 0100/0200 requests in posd's default dialect
-// over TCP, with a 2-byte big-endian length before each message.
+// development and demos: it answers the terminal message set of package iso8583 (0100,
+// 0200, 0220/0221, 0400/0401, 0420/0421, 0500, 0800) over TCP or TLS, in posd's default
+// dialect (a 2-byte big-endian length before each message) or in a dialect file's.
 //
 // Usage:
 //
-//	acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json]
+//	acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json] [--dialect FILE.json]
+//	             [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //
 // Its first line on stdout is "acquirer-sim listening on ADDR" (the real port when port 0
 // was asked for); then one masked line per request and its answer. On SIGINT or SIGTERM it
-// prints the ledger of approvals (PANs masked) and exits 0. Bad flags exit 1.
+// prints the ledger of approvals and every transaction with its state (PANs masked) and
+// exits 0. Bad flags exit 1.
 //
 // The default BDK is the public ANSI X9.24-1 test key: anyone can decrypt PIN blocks made
 // under it. Never use it, or this program, with real cards.
@@ -16,6 +19,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -27,6 +32,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 )
 
@@ -46,8 +52,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:8583", "`HOST:PORT` to listen on (port 0: any free port)")
 	bdkHex := fs.String("bdk", testBDK, "TDES DUKPT base derivation key, 32 `HEX` digits.\nThe default is the PUBLIC ANSI X9.24-1 test key: for tests and demos only")
 	cardsPath := fs.String("cards", "", "JSON `FILE` with the test cards: [{\"pan\", \"pin\", \"balance_minor\", \"expiry\" (YYMM), \"blocked\"}]\n(default: the built-in table of iso8583/hostsim.DefaultCards)")
+	dialectPath := fs.String("dialect", "", "dialect `FILE` (moov-io JSON spec format, see iso8583.ParseDialect)\n(default: posd's ISO 8583:1987 ASCII dialect, 2-byte binary length)")
+	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
+	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
+	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json] [--dialect FILE.json]\n"+
+			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]\n\n"+
 			"A simulated ISO 8583 acquirer host for posd tests and demos. Never use it with real cards.\n\n")
 		fs.PrintDefaults()
 	}
@@ -81,13 +92,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	dialect := iso8583.DefaultDialect()
+	if *dialectPath != "" {
+		if dialect, err = iso8583.LoadDialect(*dialectPath); err != nil {
+			return fail("--dialect: %v", err)
+		}
+	}
+	var tlsConf *tls.Config
+	switch {
+	case *certPath != "" || *keyPath != "":
+		cert, err := tls.LoadX509KeyPair(*certPath, *keyPath)
+		if err != nil {
+			return fail("--tls-cert/--tls-key: %v", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if *clientCA != "" {
+			pem, err := os.ReadFile(*clientCA)
+			if err != nil {
+				return fail("--client-ca: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fail("--client-ca %s: no PEM certificate in it", *clientCA)
+			}
+			tlsConf.ClientAuth, tlsConf.ClientCAs = tls.RequireAndVerifyClientCert, pool
+		}
+	case *clientCA != "":
+		return fail("--client-ca needs --tls-cert and --tls-key")
+	}
+
 	var mu sync.Mutex // the server logs from many goroutines
 	say := func(format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", args...)
 	}
-	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, Cards: cards, Logf: say})
+	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, Cards: cards, Logf: say, Dialect: dialect})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -96,12 +136,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail("--listen: %v", err)
 	}
 	say("acquirer-sim listening on %s", ln.Addr())
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
 	serveErr := srv.Serve(ctx, ln)
 
 	ledger := srv.Ledger()
 	say("ledger: %d approved", len(ledger))
 	for _, e := range ledger {
 		say("  %s", e)
+	}
+	charges := srv.Charges()
+	standing := 0
+	for _, c := range charges {
+		if c.Charged() {
+			standing++
+		}
+	}
+	say("transactions: %d, standing charges: %d", len(charges), standing)
+	for _, c := range charges {
+		say("  %s", c)
 	}
 	if serveErr != nil {
 		return fail("%v", serveErr)

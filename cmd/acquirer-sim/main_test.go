@@ -4,7 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,5 +184,121 @@ func TestSignalExitsZero(t *testing.T) {
 	}
 	if !strings.Contains(string(rest), "ledger: 1 approved") || !strings.Contains(string(rest), "476173******0010") {
 		t.Errorf("output after SIGTERM:\n%s", rest)
+	}
+}
+
+// writeTestPKI writes a CA and a host certificate for 127.0.0.1 as PEM files and returns
+// their paths and the CA pool.
+func writeTestPKI(t *testing.T, dir string) (caPath, certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	now := time.Now()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	caPath, certPath, keyPath = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "host.pem"), filepath.Join(dir, "host.key")
+	for path, block := range map[string]*pem.Block{caPath: {Type: "CERTIFICATE", Bytes: caDER},
+		certPath: {Type: "CERTIFICATE", Bytes: der}, keyPath: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(ca)
+	return caPath, certPath, keyPath, pool
+}
+
+// The simulator speaks a dialect from a file, over TLS; a terminal loading the same file
+// sells and reverses through it.
+func TestRunDialectOverTLS(t *testing.T) {
+	const dialectFile = "../../iso8583/testdata/dialects/bcd87.json"
+	_, certPath, keyPath, pool := writeTestPKI(t, t.TempDir())
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"--listen", "127.0.0.1:0", "--dialect", dialectFile, "--tls-cert", certPath, "--tls-key", keyPath}, pw, &stderr)
+		pw.Close()
+	}()
+	out := bufio.NewReader(pr)
+	addr := listenAddr(t, out)
+
+	d, err := iso8583.LoadDialect(dialectFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := iso8583.NewClient(iso8583.ClientOptions{Addr: addr, Dialect: d, TLS: &tls.Config{RootCAs: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pan, _ := card.ParsePAN("4761739001010010")
+	now := time.Now()
+	sale := iso8583.Authorization{AmountMinor: 100, CurrencyNumeric: "978", STAN: 1, TransmissionTime: now, LocalTime: now,
+		PAN: pan, Expiry: "3012", EntryMode: "012", TerminalID: "TERM0001", MerchantID: "MERCHANT0000001"}
+	rev := iso8583.Reversal{Advice: true, STAN: 2, TransmissionTime: now, OriginalMTI: "0200", OriginalSTAN: 1,
+		OriginalTransmissionTime: now, PAN: pan, AmountMinor: 100, CurrencyNumeric: "978", TerminalID: "TERM0001",
+		MerchantID: "MERCHANT0000001", ReasonCode: iso8583.ReasonCustomerCancel}
+	for i, build := range []func() (*iso8583.Message, error){sale.Message, rev.Message} {
+		req, err := build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Send(sctx, req)
+		scancel()
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if rc, _ := resp.GetString(39); rc != "00" {
+			t.Fatalf("request %d: rc %s", i, rc)
+		}
+	}
+	cancel()
+	rest, _ := io.ReadAll(out)
+	if c := <-code; c != 0 {
+		t.Fatalf("exit code %d, stderr %s", c, stderr.String())
+	}
+	text := string(rest)
+	for _, want := range []string{"ledger: 1 approved", "reversed", "transactions: 1, standing charges: 0", "reversals=1"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestRunRejectsBadDialectAndTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"fields": {"0": {"type": "String", "length": 4, "enc": "Zebra", "prefix": "ASCII.Fixed"}}}`), 0o600)
+	caPath, certPath, _, _ := writeTestPKI(t, dir)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--dialect", bad}, "fields.0.enc"},
+		{[]string{"--dialect", filepath.Join(dir, "none.json")}, "--dialect"},
+		{[]string{"--tls-cert", certPath}, "--tls-cert/--tls-key"},
+		{[]string{"--client-ca", caPath}, "--client-ca needs --tls-cert"},
+		{[]string{"--tls-cert", certPath, "--tls-key", caPath}, "--tls-cert/--tls-key"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), tt.args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%q: exit %d, stderr %q (want it to name %s)", tt.args, code, stderr.String(), tt.want)
+		}
 	}
 }

@@ -1,0 +1,450 @@
+package iso8583
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moov-io/iso8583/encoding"
+	"github.com/moov-io/iso8583/field"
+	"github.com/moov-io/iso8583/padding"
+	"github.com/moov-io/iso8583/prefix"
+)
+
+// Dialect is one acquirer's variant of ISO 8583: the message spec and the framing on the
+// stream. [DefaultDialect] is the project's ISO 8583:1987 ASCII dialect with a 2-byte binary
+// length; [LoadDialect] reads another from a file. Messages are built on [DefaultSpec]
+// whatever the dialect: a [Client] (and hostsim) convert them to the link's dialect when
+// packing ([Convert]).
+//
+// A Dialect must not be changed once in use; it is then safe for concurrent use.
+type Dialect struct {
+	// Name names the dialect in logs: the file's "name", or its base name.
+	Name string
+	// Spec is the message spec. It must not be changed.
+	Spec *MessageSpec
+	// Framer frames messages on the stream, terminal side. A host answering in this
+	// dialect writes with [HostFramer](Framer).
+	Framer Framer
+}
+
+// DefaultDialect returns the default dialect: [DefaultSpec] (one shared, read-only copy)
+// framed by a [BinaryLengthFramer].
+func DefaultDialect() *Dialect {
+	s := defaultSpec()
+	return &Dialect{Name: s.Name, Spec: s, Framer: BinaryLengthFramer{}}
+}
+
+// DialectError reports a dialect file or setting that cannot be used. Setting names what is
+// wrong as a path into the file: "fields.52.enc", "framing.length", "fields" (missing).
+// It is safe for concurrent use (never changed after it is returned).
+type DialectError struct {
+	File    string // the file, when the dialect came from one
+	Setting string
+	Err     error
+}
+
+func (e *DialectError) Error() string {
+	var b strings.Builder
+	b.WriteString("iso8583: dialect")
+	if e.File != "" {
+		b.WriteString(" " + strconv.Quote(e.File))
+	}
+	if e.Setting != "" {
+		b.WriteString(": " + e.Setting)
+	}
+	b.WriteString(": ")
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *DialectError) Unwrap() error { return e.Err }
+
+// maxDialectFile bounds what LoadDialect reads: a full 128-field spec is about 30 KiB.
+const maxDialectFile = 1 << 20
+
+// LoadDialect reads a dialect file (see [ParseDialect]). Errors are [*DialectError]s naming
+// the file and the setting.
+func LoadDialect(path string) (*Dialect, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &DialectError{File: path, Err: err}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxDialectFile+1))
+	if err != nil {
+		return nil, &DialectError{File: path, Err: err}
+	}
+	if len(data) > maxDialectFile {
+		return nil, &DialectError{File: path, Err: fmt.Errorf("file larger than %d bytes", maxDialectFile)}
+	}
+	d, err := ParseDialect(data)
+	if err != nil {
+		var de *DialectError
+		if errors.As(err, &de) {
+			de.File = path
+		}
+		return nil, err
+	}
+	if d.Name == "" {
+		d.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		d.Spec.Name = d.Name
+	}
+	return d, nil
+}
+
+// ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
+// specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
+// keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig])
+// and, in each field, an optional "class" (n, an, ans, z, x+n, b); both are ignored by
+// moov's own loader, so a file stays readable by moov's tools.
+//
+//	{"name": "Acquirer X",
+//	 "framing": {"length": "bcd2", "tpdu": "6000010000"},
+//	 "fields": {
+//	   "0": {"type": "String", "length": 4, "enc": "BCD", "prefix": "BCD.Fixed"},
+//	   "1": {"type": "Bitmap", "length": 8, "enc": "Binary", "prefix": "Binary.Fixed"},
+//	   "2": {"type": "String", "length": 19, "enc": "BCD", "prefix": "BCD.LL"}, ...}}
+//
+// What each field takes:
+//
+//   - type: String, Numeric, Binary, Hex, Track1, Track2, Track3; Bitmap for field 1 only.
+//     Composite fields are not supported: describe such a field as String or Binary.
+//   - enc: ASCII; BCD or LBCD (n and z only; '=' is nibble D); Binary or ASCIIToHex (b:
+//     raw bytes); HexToASCII (b: two hexadecimal characters per byte). EBCDIC is not
+//     supported.
+//   - prefix: ASCII, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL (None.Fixed
+//     too). A prefix counts characters of text, digits of BCD, and bytes of b fields
+//     (moov's reading; the default dialect's field 55 counts hex characters instead).
+//   - length: the fixed length or the maximum, in the same unit; it must fit the prefix.
+//   - padding: {"type": "Left" or "Right" or "None", "pad": one character of the field's
+//     class}, for fixed-length text fields. Right padding is removed when unpacking;
+//     left padding (zeros of n fields) is kept, so values read back at full length.
+//   - class: what the characters may be; default: b for Binary and Hex, n for Numeric, z
+//     for Track2 and Track3, ans for Track1, and for String the field's class in ISO
+//     8583:1987 (ans when ISO says b).
+//   - description: the field's name in [Describe]; default: the ISO 8583:1987 name.
+//
+// Field 0 (MTI, n 4, fixed, ASCII or BCD) and field 1 (a Bitmap of length 8 bytes,
+// encoded Binary or HexToASCII) are required; other fields are optional, and a message
+// with a field the dialect does not define cannot be packed in it. A bitmap of length 16
+// (moov's Spec87ASCII, which writes a 32-character primary bitmap) is refused.
+//
+// Every field's Packer and Unpacker is this package's codec, so a dialect from a file
+// enforces character classes and strict lengths like the default one.
+func ParseDialect(data []byte) (*Dialect, error) {
+	var file struct {
+		Name    string                     `json:"name"`
+		Framing *FramingConfig             `json:"framing"`
+		Fields  map[string]json.RawMessage `json:"fields"`
+	}
+	if err := decodeStrict(data, &file); err != nil {
+		return nil, &DialectError{Err: err}
+	}
+	if len(file.Fields) == 0 {
+		return nil, &DialectError{Setting: "fields", Err: errors.New("no fields defined")}
+	}
+	d := &Dialect{Name: file.Name}
+	if file.Framing != nil {
+		fr, err := file.Framing.Framer()
+		if err != nil {
+			return nil, err
+		}
+		d.Framer = fr
+	} else {
+		d.Framer = BinaryLengthFramer{}
+	}
+
+	iso := fields87()
+	spec := &MessageSpec{Name: file.Name, Fields: make(map[int]field.Field, len(file.Fields))}
+	keys := make([]string, 0, len(file.Fields))
+	for k := range file.Fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		id, err := strconv.Atoi(k)
+		if err != nil || id < 0 || id > maxField || strconv.Itoa(id) != k {
+			hint := ""
+			if strings.HasPrefix(k, "Field") {
+				hint = ` (moov's old "FieldNNN" keys are not supported: write the number alone)`
+			}
+			return nil, &DialectError{Setting: "fields." + k, Err: fmt.Errorf("a field key must be a number from 0 to %d%s", maxField, hint)}
+		}
+		f, serr := parseField(id, file.Fields[k], iso[id])
+		if serr != nil {
+			return nil, &DialectError{Setting: "fields." + k + serr.setting, Err: serr.err}
+		}
+		spec.Fields[id] = f
+	}
+	for _, id := range []int{0, 1} {
+		if _, ok := spec.Fields[id]; !ok {
+			return nil, &DialectError{Setting: "fields." + strconv.Itoa(id), Err: errors.New("required (field 0 is the MTI, field 1 the bitmap)")}
+		}
+	}
+	d.Spec = spec
+	return d, nil
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown keys and trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+// fieldFile is one field of a dialect file.
+type fieldFile struct {
+	Type        string `json:"type"`
+	Length      int    `json:"length"`
+	Description string `json:"description"`
+	Enc         string `json:"enc"`
+	Prefix      string `json:"prefix"`
+	Padding     *struct {
+		Type string `json:"type"`
+		Pad  string `json:"pad"`
+	} `json:"padding"`
+	Class string `json:"class"`
+}
+
+// settingError is a problem with one key of a field.
+type settingError struct {
+	setting string // ".enc", or "" for the field as a whole
+	err     error
+}
+
+func bad(setting, format string, args ...any) *settingError {
+	return &settingError{setting: setting, err: fmt.Errorf(format, args...)}
+}
+
+var (
+	dialectEncodings = map[string]encoding.Encoder{
+		"ASCII": encoding.ASCII, "BCD": encoding.BCD, "LBCD": encoding.LBCD, "Binary": encoding.Binary,
+		"HexToASCII": encoding.BytesToASCIIHex, "ASCIIToHex": encoding.ASCIIHexToBytes,
+	}
+	dialectPrefixes = map[string]prefix.Prefixers{
+		"ASCII": prefix.ASCII, "BCD": prefix.BCD, "Binary": prefix.Binary, "Hex": prefix.Hex,
+	}
+)
+
+func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingError) {
+	// moov's composite keys get a clear refusal rather than "unknown field".
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return nil, bad("", "must be a JSON object")
+	}
+	for _, k := range []string{"subfields", "tag", "bitmap"} {
+		if _, ok := keys[k]; ok {
+			return nil, bad("."+k, "composite fields are not supported: describe the field as String or Binary")
+		}
+	}
+	var ff fieldFile
+	if err := decodeStrict(raw, &ff); err != nil {
+		return nil, bad("", "%v", err)
+	}
+
+	name := ff.Description
+	if name == "" {
+		name = iso.name
+	}
+	spec := &field.Spec{Length: ff.Length, Description: name}
+
+	// Prefix: "Kind.L..." or "Kind.Fixed".
+	kind, ls, ok := strings.Cut(ff.Prefix, ".")
+	if !ok {
+		return nil, bad(".prefix", "%q is not KIND.LENGTH, e.g. ASCII.LL or BCD.Fixed", ff.Prefix)
+	}
+	c := codec{}
+	switch {
+	case ls == "Fixed":
+	case ls != "" && strings.Trim(ls, "L") == "" && len(ls) <= 4:
+		c.lenDigits = len(ls)
+	default:
+		return nil, bad(".prefix", "length part %q must be Fixed, L, LL, LLL or LLLL", ls)
+	}
+	prefixers, known := dialectPrefixes[kind]
+	switch {
+	case kind == "None" && ls == "Fixed":
+		spec.Pref = prefix.None.Fixed
+	case !known && kind == "EBCDIC":
+		return nil, bad(".prefix", "EBCDIC is not supported")
+	case !known:
+		return nil, bad(".prefix", "unknown kind %q (want ASCII, BCD, Binary, Hex or None)", kind)
+	default:
+		spec.Pref = [...]prefix.Prefixer{prefixers.Fixed, prefixers.L, prefixers.LL, prefixers.LLL, prefixers.LLLL}[c.lenDigits]
+		c.pref = map[string]prefKind{"ASCII": prefASCII, "BCD": prefBCD, "Binary": prefBinary, "Hex": prefHex}[kind]
+	}
+
+	enc, known := dialectEncodings[ff.Enc]
+	if !known {
+		if strings.HasPrefix(ff.Enc, "EBCDIC") {
+			return nil, bad(".enc", "EBCDIC is not supported")
+		}
+		return nil, bad(".enc", "unknown encoding %q (want ASCII, BCD, LBCD, Binary, HexToASCII or ASCIIToHex)", ff.Enc)
+	}
+	spec.Enc = enc
+
+	if ff.Length <= 0 || ff.Length > 9999 {
+		return nil, bad(".length", "must be 1 to 9999, not %d", ff.Length)
+	}
+
+	if id == 1 {
+		if ff.Type != "Bitmap" {
+			return nil, bad(".type", "field 1 must be of type Bitmap")
+		}
+		if ff.Length != 8 {
+			return nil, bad(".length", "a bitmap is 8 bytes (64 bits) long, each bitmap; %d would write %d-bit bitmaps", ff.Length, 8*ff.Length)
+		}
+		if ff.Enc != "Binary" && ff.Enc != "HexToASCII" {
+			return nil, bad(".enc", "a bitmap is Binary or HexToASCII")
+		}
+		if c.lenDigits != 0 {
+			return nil, bad(".prefix", "a bitmap has no length prefix")
+		}
+		return field.NewBitmap(spec), nil
+	}
+
+	// The class of the characters.
+	cls := class(0)
+	switch ff.Type {
+	case "Binary", "Hex":
+		cls = classB
+	case "Numeric":
+		cls = classN
+	case "Track2", "Track3":
+		cls = classZ
+	case "Track1":
+		cls = classANS
+	case "String":
+		cls = iso.class
+		if cls == classB || cls == 0 {
+			cls = classANS
+		}
+	case "Bitmap":
+		return nil, bad(".type", "only field 1 is a Bitmap")
+	case "Composite":
+		return nil, bad(".type", "composite fields are not supported: describe the field as String or Binary")
+	default:
+		return nil, bad(".type", "unknown type %q (want String, Numeric, Binary, Hex, Track1, Track2 or Track3)", ff.Type)
+	}
+	if ff.Class != "" {
+		explicit := map[string]class{"n": classN, "an": classAN, "ans": classANS, "z": classZ, "x+n": classXN, "b": classB}[ff.Class]
+		if explicit == 0 {
+			return nil, bad(".class", "unknown class %q (want n, an, ans, z, x+n or b)", ff.Class)
+		}
+		if (explicit == classB) != (cls == classB) {
+			return nil, bad(".class", "class b goes with types Binary and Hex only")
+		}
+		cls = explicit
+	}
+	c.class = cls
+	if id == 0 && (cls != classN || ff.Length != 4 || c.lenDigits != 0) {
+		return nil, bad("", "the MTI is n 4, fixed length")
+	}
+
+	switch {
+	case cls == classB && (ff.Enc == "Binary" || ff.Enc == "ASCIIToHex"):
+		c.enc = encRaw
+	case cls == classB && ff.Enc == "HexToASCII":
+		c.enc = encHex
+	case cls == classB:
+		return nil, bad(".enc", "a binary field is Binary, ASCIIToHex or HexToASCII")
+	case ff.Enc == "ASCII":
+		c.enc = encASCII
+	case ff.Enc == "BCD" || ff.Enc == "LBCD":
+		if cls != classN && cls != classZ {
+			return nil, bad(".enc", "BCD carries classes n and z only, not %s", cls)
+		}
+		c.enc = encBCD
+		if ff.Enc == "LBCD" {
+			c.enc = encLBCD
+		}
+	default:
+		return nil, bad(".enc", "a text field (class %s) is ASCII, BCD or LBCD", cls)
+	}
+	if c.lenDigits > 0 && ff.Length > c.maxPrefix() {
+		return nil, bad(".length", "%d does not fit a %s prefix (at most %d)", ff.Length, ff.Prefix, c.maxPrefix())
+	}
+
+	if p := ff.Padding; p != nil && p.Type != "None" {
+		if c.lenDigits != 0 || cls == classB {
+			return nil, bad(".padding", "padding applies to fixed-length text fields only")
+		}
+		if len(p.Pad) != 1 || badChar(cls, p.Pad) >= 0 || c.enc != encASCII && !isDigit(p.Pad[0]) {
+			return nil, bad(".padding.pad", "must be one character of class %s", cls)
+		}
+		switch p.Type {
+		case "Left":
+			spec.Pad = padding.Left(rune(p.Pad[0]))
+		case "Right":
+			spec.Pad = padding.Right(rune(p.Pad[0]))
+			c.unpad = true
+		default:
+			return nil, bad(".padding.type", "unknown padding %q (want Left, Right or None)", p.Type)
+		}
+	}
+
+	spec.Packer, spec.Unpacker = c, c
+	if cls == classB {
+		return field.NewBinary(spec), nil
+	}
+	return field.NewString(spec), nil
+}
+
+// FramingConfig is a dialect's framing as configuration: the "framing" object of a dialect
+// file, or settings of their own in a program's config. The zero value is the default
+// framing, a 2-byte binary length and no TPDU. It is a plain value, safe for concurrent use
+// if not modified.
+type FramingConfig struct {
+	// Length is the length header: "binary2" (2-byte big-endian binary, the default when
+	// empty), "ascii4" (4 ASCII digits) or "bcd2" (2 bytes BCD, 4 digits).
+	Length string `json:"length"`
+	// TPDU is a 5-byte transport protocol data unit written after the length header and
+	// before each message, as 10 hexadecimal digits, e.g. "6000010000" (ID 60, destination
+	// 0001, source 0000). Empty: none.
+	TPDU string `json:"tpdu"`
+	// MaxFrame is the largest message accepted, in bytes. Default (0): DefaultMaxFrame.
+	MaxFrame int `json:"max_frame"`
+}
+
+// Framer checks the configuration and returns its framer: a [BinaryLengthFramer] for the
+// default, else a [LengthFramer]. Errors are [*DialectError]s naming the setting
+// ("framing.length", "framing.tpdu", "framing.max_frame").
+func (fc FramingConfig) Framer() (Framer, error) {
+	h, err := ParseLengthHeader(fc.Length)
+	if err != nil {
+		return nil, &DialectError{Setting: "framing.length", Err: err}
+	}
+	if fc.MaxFrame < 0 || fc.MaxFrame > h.max() {
+		return nil, &DialectError{Setting: "framing.max_frame", Err: fmt.Errorf("must be 0 (default %d) to %d for a %s header", DefaultMaxFrame, h.max(), h)}
+	}
+	var tpdu []byte
+	if fc.TPDU != "" {
+		if len(fc.TPDU) != 10 || classB.badChar([]byte(fc.TPDU)) >= 0 {
+			return nil, &DialectError{Setting: "framing.tpdu", Err: errors.New("must be 10 hexadecimal digits (5 bytes)")}
+		}
+		tpdu = make([]byte, 5)
+		for i := range tpdu {
+			tpdu[i] = unhex(fc.TPDU[2*i])<<4 | unhex(fc.TPDU[2*i+1])
+		}
+	}
+	if h == HeaderBinary2 && tpdu == nil {
+		return BinaryLengthFramer{MaxFrame: fc.MaxFrame}, nil
+	}
+	return LengthFramer{Header: h, TPDU: tpdu, MaxFrame: fc.MaxFrame}, nil
+}
