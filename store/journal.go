@@ -70,6 +70,17 @@ type Outcome struct {
 	Reversed *Settlement
 	// Advised is set when the host acknowledged the advice of an offline approval.
 	Advised *Settlement
+	// Voided is set when the till cancelled the approved transaction (see Store.Void).
+	Voided *Void
+}
+
+// Void records who cancelled an approved transaction, when, and how it is undone.
+type Void struct {
+	Time time.Time
+	By   string
+	// Withdrawn: the offline approval's advice had never been sent, so it was removed from
+	// the queue and nothing needs reversing. Otherwise a reversal was queued.
+	Withdrawn bool
 }
 
 // Settlement is the host's acknowledgement of a queued reversal or advice.
@@ -123,6 +134,7 @@ type (
 		Time         time.Time   `json:"time"`
 		Reversed     *Settlement `json:"reversed,omitempty"`
 		Advised      *Settlement `json:"advised,omitempty"`
+		Voided       *Void       `json:"voided,omitempty"`
 	}
 )
 
@@ -231,6 +243,41 @@ func (s *Store) Begin(ctx context.Context, in Intent) (TxnID, error) {
 		return 0, err
 	}
 	return id, nil
+}
+
+// BeginWithSTAN is Begin taking the next STAN (as NextSTAN does) for the intent in the same
+// commit: one fsync'd commit instead of two before a request can go out. It returns the
+// transaction's id and its STAN; in.STAN is ignored.
+func (s *Store) BeginWithSTAN(ctx context.Context, in Intent) (TxnID, uint32, error) {
+	if longestDigitRun(in.MaskedPAN) > maxDigitRun {
+		return 0, 0, fmt.Errorf("store: begin: %w", ErrUnmaskedPAN)
+	}
+	var id TxnID
+	err := s.update(ctx, "begin", func(tx *bolt.Tx) error {
+		stan, err := nextSTAN(tx)
+		if err != nil {
+			return err
+		}
+		in.STAN = stan
+		j := tx.Bucket(bucketJournal)
+		seq, err := j.NextSequence()
+		if err != nil {
+			return err
+		}
+		id = TxnID(seq)
+		v, err := encodeRecord(in, nil)
+		if err != nil {
+			return err
+		}
+		if err := j.Put(id.key(), v); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOpen).Put(id.key(), nil)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return id, in.STAN, nil
 }
 
 // Finish records the outcome of the transaction id. The outcome is committed

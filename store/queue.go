@@ -315,6 +315,7 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 // Totals sums the queue: what posd holds for the host. Offline limits use the advices.
 type Totals struct {
 	Reversals, Advices, Parked int
+	ParkedReversals            int
 	AdviceAmountMinor          int64     // sum of pending and parked advices
 	OldestAdvice               time.Time // zero when there is none
 }
@@ -329,6 +330,9 @@ func (s *Store) QueueTotals(ctx context.Context) (Totals, error) {
 	for _, it := range items {
 		if it.State == QueueParked {
 			t.Parked++
+			if it.Kind == KindReversal {
+				t.ParkedReversals++
+			}
 		}
 		switch it.Kind {
 		case KindReversal:
@@ -524,4 +528,32 @@ func (s *Store) Reschedule(ctx context.Context, by string) (int, error) {
 		return appendAudit(tx, s.now(), by, "flush", fmt.Sprintf("%d pending items made due", n))
 	})
 	return n, err
+}
+
+// CanSeal reports whether the Store has a Sealer, so that items may carry sensitive data.
+func (s *Store) CanSeal() bool { return s.sealer != nil }
+
+// ItemView is a queued item as an operator sees it (posctl saf list): masked, without its
+// payload or card data. It is the JSON form of posd's queue listing.
+type ItemView struct {
+	ID          uint64    `json:"id"`
+	TxnID       uint64    `json:"txn"`
+	Kind        string    `json:"kind"`
+	STAN        uint32    `json:"stan"`
+	State       string    `json:"state"`
+	Attempts    int       `json:"attempts"`
+	Created     time.Time `json:"created"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastError   string    `json:"last_error,omitempty"`
+	ParkedBy    string    `json:"parked_by,omitempty"`
+	ParkReason  string    `json:"park_reason,omitempty"`
+	AmountMinor int64     `json:"amount_minor"`
+	Currency    string    `json:"currency"`
+	MaskedPAN   string    `json:"masked_pan"`
+}
+
+// View returns the operator's view of it.
+func (it Item) View() ItemView {
+	return ItemView{uint64(it.ID), uint64(it.TxnID), string(it.Kind), it.STAN, string(it.State), it.Attempts,
+		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN}
 }

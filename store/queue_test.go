@@ -326,3 +326,55 @@ func commits(s *Store) int {
 	s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
 	return id
 }
+
+func TestVoid(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	rev := func() *Item { it := item(KindReversal, 50); it.Sensitive = nil; return &it }
+
+	online := begin(t, s, 1)
+	s.Finish(ctx, online, Outcome{State: StateApproved, ResponseCode: "00", Time: time.Now()})
+	if withdrawn, err := s.Void(ctx, online, "till:T1", rev()); err != nil || withdrawn {
+		t.Fatalf("void of an online approval: %v %v", withdrawn, err)
+	}
+	if _, err := s.Void(ctx, online, "till:T1", rev()); !errors.Is(err, ErrNotVoidable) {
+		t.Errorf("second void: %v", err)
+	}
+	if due, _ := s.Due(ctx, time.Now(), 0); len(due) != 1 || due[0].Kind != KindReversal || due[0].TxnID != online {
+		t.Errorf("queue after void = %+v", due)
+	}
+
+	offline := begin(t, s, 2)
+	s.FinishAndQueue(ctx, offline, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 51))
+	if withdrawn, err := s.Void(ctx, offline, "till:T1", nil); err != nil || !withdrawn {
+		t.Fatalf("void of an unsent offline approval: %v %v", withdrawn, err)
+	}
+	rec, _ := s.Get(ctx, offline)
+	if rec.Outcome.Voided == nil || !rec.Outcome.Voided.Withdrawn || rec.Outcome.Voided.By != "till:T1" {
+		t.Errorf("voided record = %+v", rec.Outcome)
+	}
+	tot, _ := s.QueueTotals(ctx)
+	if tot.Advices != 0 || tot.Reversals != 1 {
+		t.Errorf("totals = %+v", tot)
+	}
+
+	declined := begin(t, s, 3)
+	s.Finish(ctx, declined, Outcome{State: StateDeclined, Time: time.Now()})
+	if _, err := s.Void(ctx, declined, "x", rev()); !errors.Is(err, ErrNotVoidable) {
+		t.Errorf("void of a decline: %v", err)
+	}
+	// An offline approval whose advice was already attempted needs a reversal.
+	sent := begin(t, s, 4)
+	qids, _ := s.FinishAndQueue(ctx, sent, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 52))
+	s.Settle(ctx, []Result{{ID: qids[0], Reached: true, Err: "timeout", Next: time.Now()}})
+	if _, err := s.Void(ctx, sent, "x", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("void without a reversal where one is needed: %v", err)
+	}
+	if withdrawn, err := s.Void(ctx, sent, "x", rev()); err != nil || withdrawn {
+		t.Errorf("void of an attempted advice: %v %v", withdrawn, err)
+	}
+	log, _ := s.AuditLog(ctx)
+	if len(log) != 3 || log[0].Action != "void" {
+		t.Errorf("audit = %+v", log)
+	}
+}

@@ -114,7 +114,10 @@ func Open(path string, opts *Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, MaxSize: o.MaxSize})
+	// NoFreelistSync: bbolt would rewrite its whole freelist at every commit, which made a
+	// sale's journal cost grow with the file (1.7 ms to 9.5 ms in one benchmark run); the
+	// freelist is rebuilt at open instead (BenchmarkStartup: about 0.1 s for 100,000 records).
+	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, MaxSize: o.MaxSize, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	switch {
 	case err == nil:
 	case errors.Is(err, berrors.ErrTimeout):
@@ -234,22 +237,29 @@ const maxSTAN = 999999
 func (s *Store) NextSTAN(ctx context.Context) (uint32, error) {
 	var stan uint32
 	err := s.update(ctx, "next stan", func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCounters)
-		var cur uint32
-		if v := b.Get(keySTAN); v != nil {
-			if len(v) != 4 {
-				return fmt.Errorf("counter %q is %d bytes, want 4: %w", keySTAN, len(v), ErrCorrupt)
-			}
-			cur = binary.BigEndian.Uint32(v)
-		}
-		stan = cur + 1
-		if stan > maxSTAN {
-			stan = 1
-		}
-		return b.Put(keySTAN, binary.BigEndian.AppendUint32(nil, stan))
+		var err error
+		stan, err = nextSTAN(tx)
+		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	return stan, nil
+}
+
+// nextSTAN advances the STAN counter inside tx.
+func nextSTAN(tx *bolt.Tx) (uint32, error) {
+	b := tx.Bucket(bucketCounters)
+	var cur uint32
+	if v := b.Get(keySTAN); v != nil {
+		if len(v) != 4 {
+			return 0, fmt.Errorf("counter %q is %d bytes, want 4: %w", keySTAN, len(v), ErrCorrupt)
+		}
+		cur = binary.BigEndian.Uint32(v)
+	}
+	stan := cur + 1
+	if stan > maxSTAN {
+		stan = 1
+	}
+	return stan, b.Put(keySTAN, binary.BigEndian.AppendUint32(nil, stan))
 }
