@@ -123,3 +123,7 @@ func (d *PadDevice) Close() error {
 func (d *PadDevice) client() (*abecs.Client, error) {
 	return d.sup.get()
 }
+
+// Link returns the pad's current link, for what goes around the sale: the firmware
+// transfer (firmware.PadLink). It fails with ErrDeviceUnavailable while reconnecting.
+func (d *PadDevice) Link() (*abecs.Client, error) { return d.client() }

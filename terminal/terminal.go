@@ -2,10 +2,10 @@ package terminal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -56,10 +56,22 @@ type Options struct {
 	Currency     money.Currency // the only currency the terminal accepts; required
 	DualMessage  bool           // send 0100 authorizations instead of 0200 financial requests; default false
 	PINKeyID     string         // hsm key id for PIN blocks; default "" (the Module's default)
+	PINKeyIndex  int            // the pad's DUKPT key slot for a chip card's online PIN; default 1
 	CardTimeout  time.Duration  // how long the customer has to present a card; default 60s
 	HostTimeout  time.Duration  // how long to wait for the acquirer's response; default 30s
-	Now          func() time.Time
-	Logger       *slog.Logger // default: discard
+	// Offline decides which sales the host cannot answer are approved offline. Default:
+	// none (the zero OfflinePolicy).
+	Offline OfflinePolicy
+	// Forward configures the store-and-forward of reversals and advices; its Now and
+	// Logger default to the Terminal's.
+	Forward ForwardOptions
+	Now     func() time.Time
+	Logger  *slog.Logger // default: discard
+	// Failpoint, when set, is called at named points of a sale ("after-intent",
+	// "after-response": the host answered, the outcome is not yet recorded) and of a drain
+	// ("mid-drain": sent and answered, not yet settled). Crash tests use it to kill posd
+	// exactly there. Default nil.
+	Failpoint func(name string)
 }
 
 // Terminal runs sales, one at a time, since there is one card reader and one PIN pad. It is
@@ -72,6 +84,7 @@ type Terminal struct {
 	st      *store.Store
 	opts    Options
 	log     *slog.Logger
+	fwd     *Forwarder
 	mu      sync.Mutex
 }
 
@@ -95,6 +108,9 @@ func New(reader CardReader, display Display, pins *hsm.Module, acq Acquirer, st 
 	if opts.CardTimeout <= 0 {
 		opts.CardTimeout = 60 * time.Second
 	}
+	if opts.PINKeyIndex <= 0 {
+		opts.PINKeyIndex = 1
+	}
 	if opts.HostTimeout <= 0 {
 		opts.HostTimeout = 30 * time.Second
 	}
@@ -105,8 +121,26 @@ func New(reader CardReader, display Display, pins *hsm.Module, acq Acquirer, st 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Terminal{reader: reader, display: display, pins: pins, acq: acq, st: st, opts: opts, log: log}, nil
+	fo := opts.Forward
+	if fo.Now == nil {
+		fo.Now = opts.Now
+	}
+	if fo.Logger == nil {
+		fo.Logger = log
+	}
+	if fo.SendTimeout <= 0 {
+		fo.SendTimeout = opts.HostTimeout
+	}
+	if fo.Failpoint == nil {
+		fo.Failpoint = opts.Failpoint
+	}
+	t := &Terminal{reader: reader, display: display, pins: pins, acq: acq, st: st, opts: opts, log: log}
+	t.fwd = NewForwarder(st, acq, fo)
+	return t, nil
 }
+
+// Forwarder returns the terminal's store-and-forward drain; posd runs it in the background.
+func (t *Terminal) Forwarder() *Forwarder { return t.fwd }
 
 // SaleRequest is a sale asked for by the till.
 type SaleRequest struct {
@@ -147,6 +181,8 @@ type SaleResult struct {
 	MaskedPAN        string
 	EntryMode        string
 	PINEntered       bool // the customer entered a PIN (online PIN)
+	Chip             bool // read from the chip (EMV)
+	ApprovedOffline  bool // approved by posd within its offline policy; an advice is queued
 	Receipt          Receipt
 }
 
@@ -167,81 +203,31 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 	log := t.log.With("sale", req.SaleTransactionID, "amount", req.Amount.String())
 	log.Info("sale started")
 
-	// 1. Show the amount and wait for the card.
-	if err := t.display.Show(ctx, fitLine("SALE "+req.Amount.String()), "SWIPE CARD"); err != nil {
-		return t.deviceFailure(ctx, res, log, "PIN pad display", err), nil
+	// 1-3. The card: shown the amount, presented (swipe, chip or fallback), checked
+	// before anything goes online, and its PIN captured in the secure device.
+	p, ended := t.present(ctx, req, &res, log)
+	if ended != nil {
+		return *ended, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, t.opts.CardTimeout)
-	t1, t2, err := t.reader.ReadCard(cctx, req.Amount)
-	cancel()
-	if err != nil {
-		return t.deviceFailure(ctx, res, log, "card read", err), nil
-	}
-
-	// 2. Check the card before anything goes online.
-	swipe, err := card.ParseSwipe(t1, t2)
-	if err != nil {
-		log.Warn("card unreadable", "reason", err)
-		return t.refuse(ctx, res, "card could not be read: "+strings.TrimPrefix(err.Error(), "card: "), "CARD ERROR"), nil
-	}
-	pan := swipe.PAN()
-	res.MaskedPAN = pan.Masked()
-	res.EntryMode = "021" // magnetic stripe read, terminal can accept PINs
+	pan := p.pan
 	log = log.With("pan", pan)
-	log.Info("card read", "expiry", swipe.Track2.Expiry().String(), "service_code", string(swipe.Track2.ServiceCode()))
-	if err := swipe.CheckSale(t.opts.Now(), false); err != nil {
-		log.Warn("card refused before going online", "reason", err)
-		short := "CARD REFUSED"
-		if errors.Is(err, card.ErrExpired) {
-			short = "CARD EXPIRED"
-		} else if errors.Is(err, card.ErrChipCard) {
-			short = "INSERT CARD"
-		}
-		return t.refuse(ctx, res, "card refused: "+strings.TrimPrefix(err.Error(), "card: "), short), nil
+	if p.chipOffline {
+		return t.chipOfflineApproval(ctx, req, res, p, log)
 	}
 
-	// 3. PIN, encrypted inside the secure device.
-	pin, err := t.pins.PINBlock(ctx, t.opts.PINKeyID, pan, fitLine(req.Amount.String()))
-	if err != nil {
-		return t.deviceFailure(ctx, res, log, "PIN entry", err), nil
+	// Reversals waiting from earlier sales go before any new authorization.
+	if _, err := t.drainReversals(ctx); err != nil {
+		log.Warn("pending reversals could not be sent before this sale", "reason", err)
 	}
-	res.PINEntered = true
-	log.Info("PIN captured", "pin", pin)
 
-	// 4. STAN and write-ahead intent.
-	stan, err := t.st.NextSTAN(ctx)
-	if err != nil {
-		t.finishPad(ctx, log, "SYSTEM ERROR")
-		return SaleResult{}, fmt.Errorf("terminal: taking a STAN: %w", err)
-	}
-	res.STAN = stan
+	// 4. Write-ahead intent, with the STAN taken in the same commit.
 	now := t.opts.Now()
 	mti := "0200"
 	if t.opts.DualMessage {
 		mti = "0100"
 	}
-	auth := iso8583.Authorization{
-		MTI:              mti,
-		ProcessingCode:   "000000",
-		AmountMinor:      req.Amount.Minor,
-		CurrencyNumeric:  req.Amount.Currency.Numeric,
-		STAN:             stan,
-		TransmissionTime: now.UTC(),
-		LocalTime:        now,
-		Track2:           swipe.Track2.Equivalent(),
-		EntryMode:        res.EntryMode,
-		PINBlock:         pin.Block(),
-		KSN:              pin.KSNHex(),
-		TerminalID:       t.opts.TerminalID,
-		MerchantID:       t.opts.MerchantID,
-	}
-	msg, err := auth.Message()
-	if err != nil {
-		t.finishPad(ctx, log, "SYSTEM ERROR")
-		return SaleResult{}, fmt.Errorf("terminal: building the %s: %w", mti, err)
-	}
-	id, err := t.st.Begin(ctx, store.Intent{
-		Kind: "sale", MTI: mti, STAN: stan, TerminalID: t.opts.TerminalID,
+	id, stan, err := t.st.BeginWithSTAN(ctx, store.Intent{
+		Kind: "sale", MTI: mti, TerminalID: t.opts.TerminalID,
 		SaleID: req.SaleID, SaleTransactionID: req.SaleTransactionID,
 		AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
 		MaskedPAN: pan.Masked(), EntryMode: res.EntryMode, Time: now,
@@ -250,15 +236,44 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, fmt.Errorf("terminal: journaling the intent: %w", err)
 	}
+	res.STAN = stan
+	auth := iso8583.Authorization{
+		MTI:              mti,
+		ProcessingCode:   "000000",
+		AmountMinor:      req.Amount.Minor,
+		CurrencyNumeric:  req.Amount.Currency.Numeric,
+		STAN:             stan,
+		TransmissionTime: now.UTC(),
+		LocalTime:        now,
+		Track2:           p.track2,
+		EntryMode:        p.entryMode,
+		PINBlock:         p.pin.Block(),
+		KSN:              pinKSN(p.pin),
+		TerminalID:       t.opts.TerminalID,
+		MerchantID:       t.opts.MerchantID,
+		Field55:          p.field55,
+	}
+	if p.track2 == "" {
+		auth.PAN, auth.Expiry = pan, p.expiry.YYMM()
+	}
+	msg, err := auth.Message()
+	if err != nil {
+		// Nothing went out: the record ends not-sent, with the reason.
+		ferr := t.st.Finish(ctx, id, store.Outcome{State: store.StateNotSent, Reason: "the request could not be built: " + err.Error(), Time: t.opts.Now()})
+		t.finishPad(ctx, log, "SYSTEM ERROR")
+		return SaleResult{}, errors.Join(fmt.Errorf("terminal: building the %s: %w", mti, err), ferr)
+	}
 	res.TxnID = id
 	res.POITransactionID = fmt.Sprintf("%s-%08d", t.opts.TerminalID, uint64(id))
 	log = log.With("txn", uint64(id), "stan", stan)
 	log.Info("intent journaled", "mti", mti)
+	t.failpoint("after-intent")
 
 	// 5. Online.
 	hctx, cancel := context.WithTimeout(ctx, t.opts.HostTimeout)
 	resp, sendErr := t.acq.Send(hctx, msg)
 	cancel()
+	t.failpoint("after-response")
 
 	// 6. Outcome, durable before the till hears of it.
 	out := store.Outcome{Time: t.opts.Now()}
@@ -289,27 +304,75 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 			padMsg = "DECLINED"
 		}
 	}
+	var items []store.Item
 	if sendErr != nil {
-		if errors.Is(sendErr, iso8583.ErrNotSent) {
-			out.State = store.StateNotSent
-			res.Condition = CondUnreachableHost
-			res.Message = "acquirer unreachable, nothing was charged: " + sendErr.Error()
-			padMsg = "NO CONNECTION"
-		} else {
+		reached := !errors.Is(sendErr, iso8583.ErrNotSent)
+		if reached {
+			// The host may have approved: reverse it, whatever happens next.
+			items = append(items, t.queueItem(store.KindReversal, auth, p, iso8583.ReasonLateResponse, ""))
+		}
+		totals, terr := t.st.QueueTotals(ctx)
+		ok, why := false, "the queue cannot be read: "+fmt.Sprint(terr)
+		switch {
+		case p.chip:
+			ok, why = false, "the chip card decides offline approvals itself"
+		case !t.st.CanSeal():
+			ok, why = false, "no data key is configured to keep the card data of an offline approval encrypted"
+		case terr == nil:
+			ok, why = t.opts.Offline.decide(req.Amount.Minor, res.PINEntered, p.sc, totals, now)
+		}
+		switch {
+		case ok:
+			code := fmt.Sprintf("Y1%04d", stan%10000) // offline approval code, field 38
+			items = append(items, t.queueItem(store.KindAdvice, auth, p, "", code))
+			out.State = store.StateApprovedOffline
+			out.ApprovalCode = code
+			res.Approved = true
+			res.ApprovedOffline = true
+			res.ApprovalCode = code
+			res.Message = "approved offline; the acquirer will be advised when it can be reached"
+			padMsg = "APPROVED"
+		case reached:
 			out.State = store.StateUnknown
 			res.Condition = CondInProgress
-			res.Message = "no answer from the acquirer; the sale will be reversed: " + sendErr.Error()
+			res.Message = "no answer from the acquirer; the sale is being reversed and the customer will not be charged; not approved offline: " + why
 			padMsg = "NOT COMPLETED"
+		default:
+			out.State = store.StateNotSent
+			res.Condition = CondUnreachableHost
+			res.Message = "acquirer unreachable, nothing was charged; not approved offline: " + why
+			padMsg = "NO CONNECTION"
 		}
-		out.Reason = res.Message
+		out.Reason = res.Message + " (" + sendErr.Error() + ")"
+		log.Warn("acquirer did not answer", "reason", sendErr, "reversal_queued", reached, "offline_approved", ok)
 	}
-	if err := t.st.Finish(ctx, id, out); err != nil {
+	for i := range items {
+		// Each reversal or advice is a message of its own, with its own STAN; the original
+		// STAN travels in field 90 (reversals) or stays in the journal.
+		var serr error
+		if items[i].STAN, serr = t.st.NextSTAN(ctx); serr != nil {
+			t.finishPad(ctx, log, "SYSTEM ERROR")
+			return SaleResult{}, fmt.Errorf("terminal: taking a STAN for the %s of transaction %d: %w", items[i].Kind, uint64(id), serr)
+		}
+	}
+	if _, err := t.st.FinishAndQueue(ctx, id, out, items...); err != nil {
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(id), err)
 	}
+	if len(items) > 0 {
+		t.fwd.Kick()
+	}
 	log.Info("outcome journaled", "state", string(out.State), "response_code", out.ResponseCode)
 
-	// 7. Pad and till.
+	// 7. The chip card hears the host's answer (FNC); if it declines what the host
+	// approved, the approval is reversed.
+	if p.chip {
+		if cr, ok := t.reader.(ChipReader); ok {
+			padMsg = t.finishChip(ctx, cr, id, auth, resp, sendErr == nil, &res, log, padMsg)
+		}
+	}
+
+	// 8. Pad and till.
 	t.finishPad(ctx, log, padMsg)
 	res.Receipt = t.receipt(res)
 	return res, nil
@@ -359,4 +422,70 @@ func fitLine(s string) string {
 		return s[:16]
 	}
 	return s
+}
+
+// wantsPIN reports whether a card with service code sc is asked for its PIN on a terminal
+// with a PIN pad: third digit 0, 3 or 5 (PIN required) or 6, 7 (PIN if a PIN pad is present).
+func wantsPIN(sc card.ServiceCode) bool {
+	if len(sc) != 3 {
+		return true
+	}
+	switch sc[2] {
+	case '0', '3', '5', '6', '7':
+		return true
+	}
+	return false
+}
+
+func pinKSN(p hsm.EncryptedPIN) string {
+	if p.IsZero() {
+		return ""
+	}
+	return p.KSNHex()
+}
+
+// drainReversals sends due reversals, bounded by the host timeout.
+func (t *Terminal) drainReversals(ctx context.Context) (DrainStats, error) {
+	dctx, cancel := context.WithTimeout(ctx, t.opts.HostTimeout)
+	defer cancel()
+	return t.fwd.Drain(dctx, true)
+}
+
+// queueItem builds the store item of a reversal or advice of auth. The card data kept is
+// the PAN and expiry only, sealed by the store; never the track or the PIN block.
+func (t *Terminal) queueItem(kind store.Kind, auth iso8583.Authorization, p presented, reason, approval string) store.Item {
+	q := queued{
+		OrigMTI: auth.MTI, OrigSTAN: auth.STAN, OrigTransmission: auth.TransmissionTime, LocalTime: auth.LocalTime,
+		AmountMinor: auth.AmountMinor, CurrencyNumeric: auth.CurrencyNumeric, ProcessingCode: auth.ProcessingCode,
+		EntryMode: auth.EntryMode, TerminalID: auth.TerminalID, MerchantID: auth.MerchantID,
+		ReasonCode: reason, ApprovalCode: approval,
+	}
+	payload, _ := json.Marshal(q)
+	var sensitive []byte
+	if t.st.CanSeal() {
+		// Without a data key the card data is not kept at all: a reversal then identifies
+		// the original by field 90 alone.
+		sensitive, _ = json.Marshal(queuedCard{PAN: p.pan.Digits(), Expiry: p.expiry.YYMM(), Field55: p.field55})
+	}
+	cur := t.opts.Currency.Code
+	return store.Item{
+		Kind: kind, STAN: auth.STAN, AmountMinor: auth.AmountMinor, Currency: cur,
+		MaskedPAN: p.pan.Masked(), Payload: payload, Sensitive: sensitive,
+	}
+}
+
+func (t *Terminal) failpoint(name string) {
+	if t.opts.Failpoint != nil {
+		t.opts.Failpoint(name)
+	}
+}
+
+// Reserve keeps sales off the devices (for a PIN pad firmware transfer) until release is
+// called. It fails with ErrBusy while a sale runs.
+func (t *Terminal) Reserve() (release func(), err error) {
+	if !t.mu.TryLock() {
+		return nil, ErrBusy
+	}
+	var once sync.Once
+	return func() { once.Do(t.mu.Unlock) }, nil
 }

@@ -5,6 +5,10 @@
 //	posctl [--api URL] status
 //	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
 //	posctl [--api URL] journal
+//	posctl [--api URL] void POI-TRANSACTION-ID
+//	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--who NAME] [--reason TEXT] [--yes]
+//	posctl [--api URL] store check
+//	posctl [--api URL] firmware status | install SOURCE | pinpad SOURCE | rollback | log
 //
 // --api is http://127.0.0.1:8765 by default, or unix:/path/to.sock. Exit status: 0 success,
 // 1 posctl could not get an answer, 2 usage, 3 the sale was answered but not approved.
@@ -29,7 +33,7 @@ import (
 	"github.com/posd-dev/posd/terminal/nexo"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 
 const usage = `usage: posctl [--api URL] COMMAND
 commands:
@@ -37,6 +41,14 @@ commands:
   sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
                                            run a sale and print the answer and receipt
   journal                                  list the journal (PANs masked)
+  void POI-TRANSACTION-ID                  cancel an approved sale (reversed at the acquirer)
+  saf list                                 the store-and-forward queue (masked)
+  saf flush                                send everything queued now
+  saf park|unpark|delete ID [--who NAME] [--reason TEXT] [--yes]
+                                           operator actions on a queued message (confirmed, recorded)
+  store check                              verify the journal file and its invariants
+  firmware status|install SOURCE|pinpad SOURCE|rollback|log
+                                           signed firmware updates (see posctl firmware -h)
 --api: http://127.0.0.1:8765 (default) or unix:/path/to.sock
 `
 
@@ -45,7 +57,7 @@ var (
 	errNotSuccess = errors.New("not approved")
 )
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("posctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -65,6 +77,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = c.sale(fs.Args()[1:], stdout, stderr)
 		case "journal":
 			err = c.journal(stdout)
+		case "void":
+			err = c.void(fs.Args()[1:], stdout, stderr)
+		case "saf":
+			err = c.saf(fs.Args()[1:], stdin, stdout, stderr)
+		case "firmware":
+			err = cmdFirmware(c, fs.Args()[1:], stdout, stderr)
+		case "store":
+			if fs.NArg() != 2 || fs.Arg(1) != "check" {
+				fmt.Fprintln(stderr, "usage: posctl store check")
+				return 2
+			}
+			err = c.storeCheck(stdout)
 		default:
 			fmt.Fprintf(stderr, "posctl: unknown command %q\n", cmd)
 			fs.Usage()
@@ -119,11 +143,28 @@ func (c *client) get(path string, v any) error {
 }
 
 func (c *client) status(w io.Writer) error {
-	var st map[string]string
+	var st struct {
+		Status, POIID string
+		Devices       []struct {
+			Name, Port, State, LastError string
+			Since                        time.Time
+			Reconnects                   int
+		}
+	}
 	if err := c.get("/v1/status", &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "posd %s, POIID %s\n", st["status"], st["poiid"])
+	fmt.Fprintf(w, "posd %s, POIID %s\n", st.Status, st.POIID)
+	for _, d := range st.Devices {
+		fmt.Fprintf(w, "  %-10s %-14s %s since %s", d.Name, d.Port, d.State, d.Since.Local().Format("2006-01-02 15:04:05"))
+		if d.Reconnects > 0 {
+			fmt.Fprintf(w, ", %d reconnects", d.Reconnects)
+		}
+		if d.LastError != "" && d.State != "connected" {
+			fmt.Fprintf(w, " (%s)", d.LastError)
+		}
+		fmt.Fprintln(w)
+	}
 	return nil
 }
 
@@ -149,27 +190,20 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--amount: %w", err)
 	}
-	var st map[string]string
-	if err := c.get("/v1/status", &st); err != nil {
+	poiid, err := c.poiid()
+	if err != nil {
 		return err
 	}
 	now := time.Now()
 	if *ref == "" {
 		*ref = "posctl-" + now.UTC().Format("20060102T150405")
 	}
-	body, _ := json.Marshal(nexo.NewPaymentRequest(*saleID, now.UTC().Format("150405"), st["poiid"], *ref, amt, now))
-	resp, err := c.http.Post(c.base+"/nexo", "application/json", bytes.NewReader(body))
+	env, err := c.nexo(nexo.NewPaymentRequest(*saleID, now.UTC().Format("150405"), poiid, *ref, amt, now), "sale")
 	if err != nil {
-		return fmt.Errorf("posd is not answering at %s: %w", c.base, err)
+		return err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("sale refused: HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	var env nexo.Envelope
-	if err := json.Unmarshal(b, &env); err != nil || env.Response == nil || env.Response.PaymentResponse == nil {
-		return fmt.Errorf("unreadable answer from posd: %s", b)
+	if env.Response.PaymentResponse == nil {
+		return fmt.Errorf("posd's answer has no PaymentResponse")
 	}
 	pr := env.Response.PaymentResponse
 	fmt.Fprintf(stdout, "result: %s", pr.Response.Result)
@@ -208,11 +242,81 @@ func (c *client) journal(w io.Writer) error {
 				out += " " + r.Outcome.ResponseCode
 			}
 		}
-		amt := fmt.Sprintf("%d %s", r.Intent.AmountMinor, r.Intent.Currency)
-		if cur, err := money.LookupCurrency(r.Intent.Currency); err == nil {
-			amt = money.Amount{Minor: r.Intent.AmountMinor, Currency: cur}.String()
+		amt := formatAmount(r.Intent.AmountMinor, r.Intent.Currency)
+		if r.Outcome != nil && r.Outcome.Voided != nil {
+			out += ", voided by " + r.Outcome.Voided.By
+		}
+		if r.Outcome != nil && r.Outcome.Reversed != nil {
+			out += ", reversed"
+		}
+		if r.Outcome != nil && r.Outcome.Advised != nil {
+			out += ", advised"
 		}
 		fmt.Fprintf(w, "%-6d %06d %-5s %-20s %-19s %14s  %s\n", uint64(r.ID), r.Intent.STAN, r.Intent.MTI, r.Intent.Time.UTC().Format("2006-01-02 15:04:05"), r.Intent.MaskedPAN, amt, out)
 	}
 	return nil
+}
+
+func formatAmount(minor int64, currency string) string {
+	if cur, err := money.LookupCurrency(currency); err == nil {
+		return money.Amount{Minor: minor, Currency: cur}.String()
+	}
+	return fmt.Sprintf("%d %s", minor, currency)
+}
+
+func (c *client) void(args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: posctl void POI-TRANSACTION-ID (as printed by posctl sale)")
+		return errUsage
+	}
+	poiid, err := c.poiid()
+	if err != nil {
+		return err
+	}
+	env, err := c.nexo(nexo.NewReversalRequest("POSCTL", time.Now().UTC().Format("150405"), poiid, args[0], "MerchantCancel"), "void")
+	if err != nil {
+		return err
+	}
+	if env.Response.ReversalResponse == nil {
+		return fmt.Errorf("posd's answer has no ReversalResponse")
+	}
+	r := env.Response.ReversalResponse.Response
+	fmt.Fprintf(stdout, "result: %s", r.Result)
+	if r.ErrorCondition != "" {
+		fmt.Fprintf(stdout, " (%s)", r.ErrorCondition)
+	}
+	fmt.Fprintf(stdout, "\n%s\n", strings.TrimPrefix(r.AdditionalResponse, "message="))
+	if r.Result != "Success" {
+		return errNotSuccess
+	}
+	return nil
+}
+
+// poiid asks posd which POI it is, for the header of a till request.
+func (c *client) poiid() (string, error) {
+	var st struct{ POIID string }
+	if err := c.get("/v1/status", &st); err != nil {
+		return "", err
+	}
+	return st.POIID, nil
+}
+
+// nexo posts a till request to posd and returns its answer; what names the request in
+// errors.
+func (c *client) nexo(req nexo.Envelope, what string) (nexo.Envelope, error) {
+	body, _ := json.Marshal(req)
+	resp, err := c.http.Post(c.base+"/nexo", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nexo.Envelope{}, fmt.Errorf("posd is not answering at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return nexo.Envelope{}, fmt.Errorf("%s refused: HTTP %d: %s", what, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var env nexo.Envelope
+	if err := json.Unmarshal(b, &env); err != nil || env.Response == nil {
+		return nexo.Envelope{}, fmt.Errorf("unreadable answer from posd: %s", b)
+	}
+	return env, nil
 }

@@ -26,10 +26,27 @@ type Config struct {
 	Terminal TerminalConfig `json:"terminal"`
 	API      APIConfig      `json:"api"`
 	PINPad   PINPadConfig   `json:"pinpad"`
+	Reader   ReaderConfig   `json:"card_reader"`
 	Acquirer AcquirerConfig `json:"acquirer"`
 	Store    StoreConfig    `json:"store"`
+	Offline  OfflineConfig  `json:"offline"`
+	SAF      SAFConfig      `json:"saf"`
 	HSM      HSMConfig      `json:"hsm"`
+	Firmware FirmwareConfig `json:"firmware"`
 	Log      LogConfig      `json:"log"`
+}
+
+// FirmwareConfig turns on signed firmware updates (posctl firmware).
+type FirmwareConfig struct {
+	// Model is this terminal's hardware model, which an image must list. Default "":
+	// firmware updates are off.
+	Model string `json:"model"`
+	// StateDir holds the A/B slots, the trusted metadata and the event log. Default
+	// /var/lib/posd/firmware.
+	StateDir string `json:"state_dir"`
+	// MaxBootAttempts is how many starts a new slot gets to pass posd's self-test before
+	// the previous slot starts again. Default 3.
+	MaxBootAttempts int `json:"max_boot_attempts"`
 }
 
 // TerminalConfig identifies the terminal to the acquirer and the till.
@@ -56,6 +73,25 @@ type PINPadConfig struct {
 	Baud        int      `json:"baud"`          // default 19200 (ABECS)
 	ACKTimeout  Duration `json:"ack_timeout"`   // default 2s (ABECS)
 	PINKeyIndex int      `json:"pin_key_index"` // the pad's DUKPT key slot for PINs; default 1
+	// ResponseTimeout bounds the pad's answer to a command that needs no customer. Default 10s.
+	ResponseTimeout Duration `json:"response_timeout"`
+	// ReconnectMin and ReconnectMax bound the wait between reconnection attempts after a
+	// pulled cable. Defaults 500ms and 30s.
+	ReconnectMin Duration `json:"reconnect_min"`
+	ReconnectMax Duration `json:"reconnect_max"`
+	// FailAfter is how long the pad may be away before its status turns from
+	// reconnecting to failed. Default 1m.
+	FailAfter Duration `json:"fail_after"`
+}
+
+// ReaderConfig chooses the card reader.
+type ReaderConfig struct {
+	// Source is "pinpad" (the pad's own reader, chip and stripe; default) or "serial"
+	// (a MagTek / ID TECH magnetic stripe reader on its own port; chip cards are then not
+	// read).
+	Source string `json:"source"`
+	Port   string `json:"port"` // with "serial": the reader's device; required
+	Baud   int    `json:"baud"` // with "serial": default 9600
 }
 
 // AcquirerConfig is the link to the acquirer host.
@@ -71,11 +107,57 @@ type AcquirerConfig struct {
 // StoreConfig is the bbolt file.
 type StoreConfig struct {
 	Path string `json:"path"` // required
+	// MaxSizeMiB caps the file, as a partition would; when it is reached new sales fail
+	// with a clear reason and everything queued is kept. Default 0: no cap.
+	MaxSizeMiB int `json:"max_size_mib"`
 }
 
-// HSMConfig chooses the PIN backend.
+// OfflineConfig is the offline approval policy. Money is in integer minor units.
+type OfflineConfig struct {
+	Enabled         bool     `json:"enabled"`           // default false: nothing is approved offline
+	FloorLimitMinor *int64   `json:"floor_limit_minor"` // per sale; default 5000
+	MaxCount        *int     `json:"max_count"`         // offline approvals waiting for the host; default 100
+	MaxTotalMinor   *int64   `json:"max_total_minor"`   // their sum; default 50000
+	MaxAge          Duration `json:"max_age"`           // of the oldest waiting; default 48h
+}
+
+// SAFConfig tunes the store-and-forward of reversals and advices.
+type SAFConfig struct {
+	Window      int      `json:"window"`       // messages in flight while draining; default 16
+	MaxAttempts int      `json:"max_attempts"` // sends before an item is parked with an alert; default 10
+	MinBackoff  Duration `json:"min_backoff"`  // default 1s
+	MaxBackoff  Duration `json:"max_backoff"`  // default 5m
+}
+
+// HSMConfig chooses the key backends.
 type HSMConfig struct {
-	Backend Backend `json:"backend"` // "pinpad" (default)
+	// Backend captures and encrypts PINs: "pinpad" (default), the PIN pad's secure module.
+	Backend Backend `json:"backend"`
+	// Data holds posd's data-at-rest key, which seals the card data of queued reversals
+	// and offline approvals. Default none: reversals then carry no card data (field 90
+	// identifies the original) and nothing is approved offline.
+	Data *DataKeyConfig `json:"data"`
+}
+
+// DataKeyConfig chooses where the data-at-rest key lives.
+type DataKeyConfig struct {
+	// Backend is "pkcs11" (a token: the key never leaves it) or "soft" (in process memory:
+	// tests and demos only, refused unless AllowSoft, and warned about at every start).
+	Backend string `json:"backend"`
+	// AllowSoft must be true to run the soft backend.
+	AllowSoft bool `json:"allow_soft"`
+	// KeyFile is where the soft backend keeps its key across restarts (created, mode 0600,
+	// if absent). Required with "soft".
+	KeyFile string        `json:"key_file"`
+	PKCS11  *PKCS11Config `json:"pkcs11"`
+}
+
+// PKCS11Config is a PKCS#11 token (posd built with -tags pkcs11).
+type PKCS11Config struct {
+	Module   string `json:"module"`    // the library; default /usr/lib/softhsm/libsofthsm2.so
+	Token    string `json:"token"`     // token label; required
+	PINFile  string `json:"pin_file"`  // file holding the user PIN; required
+	StateDir string `json:"state_dir"` // DUKPT counter state; default none
 }
 
 // LogConfig sets logging.
@@ -234,6 +316,39 @@ func (c *Config) fill() error {
 	if p.PINKeyIndex < 0 || p.PINKeyIndex > 99 {
 		return &ConfigError{"pinpad.pin_key_index", "must be 1 to 99"}
 	}
+	if p.ResponseTimeout == 0 {
+		p.ResponseTimeout = Duration(10 * time.Second)
+	}
+	if p.ReconnectMin == 0 {
+		p.ReconnectMin = Duration(500 * time.Millisecond)
+	}
+	if p.ReconnectMax == 0 {
+		p.ReconnectMax = Duration(30 * time.Second)
+	}
+	if p.FailAfter == 0 {
+		p.FailAfter = Duration(time.Minute)
+	}
+	if p.ReconnectMax < p.ReconnectMin {
+		return &ConfigError{"pinpad.reconnect_max", "must not be shorter than pinpad.reconnect_min"}
+	}
+	r := &c.Reader
+	switch r.Source {
+	case "":
+		r.Source = "pinpad"
+	case "pinpad":
+	case "serial":
+		if r.Port == "" {
+			return &ConfigError{"card_reader.port", `required with source "serial"`}
+		}
+		if r.Baud == 0 {
+			r.Baud = 9600
+		}
+		if !validBaud(r.Baud) {
+			return &ConfigError{"card_reader.baud", fmt.Sprintf("%d is not a standard rate (1200 to 115200)", r.Baud)}
+		}
+	default:
+		return &ConfigError{"card_reader.source", fmt.Sprintf("%q is not one of pinpad, serial", r.Source)}
+	}
 	a := &c.Acquirer
 	if a.Address == "" {
 		return &ConfigError{"acquirer.address", "required (host:port of the acquirer)"}
@@ -255,8 +370,87 @@ func (c *Config) fill() error {
 	if c.Store.Path == "" {
 		return &ConfigError{"store.path", "required (the bbolt journal file)"}
 	}
+	if c.Store.MaxSizeMiB < 0 {
+		return &ConfigError{"store.max_size_mib", "must not be negative"}
+	}
+	o := &c.Offline
+	def := int64(5000)
+	if o.FloorLimitMinor == nil {
+		o.FloorLimitMinor = &def
+	}
+	if o.MaxCount == nil {
+		n := 100
+		o.MaxCount = &n
+	}
+	if o.MaxTotalMinor == nil {
+		t := int64(50000)
+		o.MaxTotalMinor = &t
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = Duration(48 * time.Hour)
+	}
+	switch {
+	case *o.FloorLimitMinor < 0:
+		return &ConfigError{"offline.floor_limit_minor", "must not be negative"}
+	case *o.MaxCount < 0:
+		return &ConfigError{"offline.max_count", "must not be negative"}
+	case *o.MaxTotalMinor < 0:
+		return &ConfigError{"offline.max_total_minor", "must not be negative"}
+	}
+	f := &c.SAF
+	if f.Window == 0 {
+		f.Window = 16
+	}
+	if f.MaxAttempts == 0 {
+		f.MaxAttempts = 10
+	}
+	if f.MinBackoff == 0 {
+		f.MinBackoff = Duration(time.Second)
+	}
+	if f.MaxBackoff == 0 {
+		f.MaxBackoff = Duration(5 * time.Minute)
+	}
+	switch {
+	case f.Window < 1 || f.Window > 256:
+		return &ConfigError{"saf.window", "must be 1 to 256"}
+	case f.MaxAttempts < 1:
+		return &ConfigError{"saf.max_attempts", "must be at least 1"}
+	case f.MaxBackoff < f.MinBackoff:
+		return &ConfigError{"saf.max_backoff", "must not be shorter than saf.min_backoff"}
+	}
 	if c.HSM.Backend == "" {
 		c.HSM.Backend = BackendPINPad
+	}
+	if d := c.HSM.Data; d != nil {
+		switch d.Backend {
+		case "soft":
+			if !d.AllowSoft {
+				return &ConfigError{"hsm.data.backend", `"soft" keeps keys in process memory: set hsm.data.allow_soft to true to run it (tests and demos only)`}
+			}
+			if d.KeyFile == "" {
+				return &ConfigError{"hsm.data.key_file", "required with the soft backend (where its key is kept across restarts)"}
+			}
+		case "pkcs11":
+			if d.PKCS11 == nil || d.PKCS11.Token == "" || d.PKCS11.PINFile == "" {
+				return &ConfigError{"hsm.data.pkcs11", "token and pin_file are required"}
+			}
+			if d.PKCS11.Module == "" {
+				d.PKCS11.Module = "/usr/lib/softhsm/libsofthsm2.so"
+			}
+		default:
+			return &ConfigError{"hsm.data.backend", fmt.Sprintf("%q is not one of pkcs11, soft", d.Backend)}
+		}
+	}
+	if c.Firmware.Model != "" {
+		if c.Firmware.StateDir == "" {
+			c.Firmware.StateDir = "/var/lib/posd/firmware"
+		}
+		if c.Firmware.MaxBootAttempts == 0 {
+			c.Firmware.MaxBootAttempts = 3
+		}
+		if c.Firmware.MaxBootAttempts < 1 || c.Firmware.MaxBootAttempts > 100 {
+			return &ConfigError{"firmware.max_boot_attempts", "must be 1 to 100"}
+		}
 	}
 	switch c.Log.Level {
 	case "":

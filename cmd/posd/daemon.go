@@ -8,17 +8,23 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	moov "github.com/moov-io/iso8583"
 
+	"github.com/posd-dev/posd/firmware"
+	"github.com/posd-dev/posd/firmware/fwapi"
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/pinpad"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
+	"github.com/posd-dev/posd/terminal/magstripe"
 	"github.com/posd-dev/posd/terminal/money"
 	"github.com/posd-dev/posd/terminal/nexo"
 )
@@ -28,17 +34,22 @@ type daemon struct {
 	cfg  *Config
 	log  *slog.Logger
 	st   *store.Store
-	pad  *abecs.Client
+	pad  *terminal.PadDevice
+	msr  *terminal.MagstripeDevice
 	acq  *iso8583.Client
 	term *terminal.Terminal
 	ln   net.Listener
 	srv  *http.Server
 	done chan error
+	// stopFwd stops the store-and-forward drain.
+	stopFwd context.CancelFunc
+	// closeData releases the data key's backend.
+	closeData func()
 }
 
 // startDaemon wires posd from cfg. Each failure is one clear error naming what could not be
 // started; whatever was opened is closed again.
-func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(string, ...any)) (_ *daemon, err error) {
+func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(string, ...any), fw *firmware.Manager, fwWake <-chan struct{}) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, done: make(chan error, 1)}
 	defer func() {
 		if err != nil {
@@ -49,34 +60,55 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		trace = func(string, ...any) {}
 	}
 
-	d.st, err = store.Open(cfg.Store.Path, nil)
+	// The data key that seals queued card data; without one, reversals carry no card data
+	// and offline approval is refused.
+	data, closeData, err := openDataModule(ctx, cfg.HSM.Data, log)
+	if err != nil {
+		return nil, err
+	}
+	d.closeData = closeData
+	var sealer store.Sealer
+	if data != nil {
+		sealer = data
+	}
+	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer})
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	if open, err := d.st.Unfinished(ctx); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	} else if len(open) > 0 {
-		// A crash between intent and outcome: the host may have acted. Record them as
-		// unknown so that they are reversed, never silently forgotten.
-		for _, r := range open {
-			log.Warn("transaction found without an outcome after a restart; marking it outcome-unknown", "txn", uint64(r.ID), "stan", r.Intent.STAN, "pan", r.Intent.MaskedPAN)
-			if err := d.st.Finish(ctx, r.ID, store.Outcome{State: store.StateUnknown, Reason: "posd stopped before the outcome was recorded; to be reversed", Time: time.Now()}); err != nil {
-				return nil, fmt.Errorf("store: %w", err)
-			}
-		}
+	// The PIN pad, kept connected: a pulled cable reconnects with backoff and fails only
+	// the sale in progress. posd refuses to start if it never answers.
+	devOpts := terminal.DeviceOptions{MinBackoff: time.Duration(cfg.PINPad.ReconnectMin), MaxBackoff: time.Duration(cfg.PINPad.ReconnectMax),
+		FailAfter: time.Duration(cfg.PINPad.FailAfter), Logger: log}
+	if _, err := os.Stat(cfg.PINPad.Port); err != nil {
+		return nil, fmt.Errorf("PIN pad: %w", err)
 	}
-
-	d.pad, err = abecs.Dial(cfg.PINPad.Port, cfg.PINPad.Baud, &abecs.Options{ACKTimeout: time.Duration(cfg.PINPad.ACKTimeout)})
+	d.pad, err = terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: cfg.PINPad.Port, Baud: cfg.PINPad.Baud, Device: devOpts,
+		Link: abecs.Options{ACKTimeout: time.Duration(cfg.PINPad.ACKTimeout), ResponseTimeout: time.Duration(cfg.PINPad.ResponseTimeout)}})
 	if err != nil {
 		return nil, fmt.Errorf("PIN pad: %w", err)
 	}
-	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = d.pad.Open(octx)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = d.pad.WaitConnected(wctx)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("PIN pad on %s does not answer: %w", cfg.PINPad.Port, err)
 	}
-	pad := terminal.NewPINPad(d.pad)
+	pad := terminal.NewPINPadDevice(d.pad)
+	var reader terminal.CardReader = pad
+	if cfg.Reader.Source == "serial" {
+		d.msr, err = terminal.OpenMagstripeDevice(terminal.MagstripeDeviceOptions{Path: cfg.Reader.Port,
+			Reader: magstripe.Options{Baud: cfg.Reader.Baud}, Device: devOpts})
+		if err != nil {
+			return nil, fmt.Errorf("card reader: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = d.msr.WaitConnected(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("card reader on %s does not answer: %w", cfg.Reader.Port, err)
+		}
+		reader = d.msr
+	}
 
 	pins, err := hsm.New(pinpad.New(pad, &pinpad.Options{Keys: map[string]int{"pin": cfg.PINPad.PINKeyIndex}}), &hsm.Options{
 		Audit: func(e hsm.AuditEvent) {
@@ -111,28 +143,83 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, err
 	}
-	d.term, err = terminal.New(pad, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
+	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
 		TerminalID:   cfg.Terminal.ID,
 		MerchantID:   cfg.Terminal.MerchantID,
 		MerchantName: cfg.Terminal.MerchantName,
 		Currency:     cur,
 		DualMessage:  cfg.Terminal.DualMessage,
 		CardTimeout:  time.Duration(cfg.Terminal.CardTimeout),
+		PINKeyIndex:  cfg.PINPad.PINKeyIndex,
 		HostTimeout:  time.Duration(cfg.Acquirer.ResponseTimeout),
 		Logger:       log,
+		Offline: terminal.OfflinePolicy{
+			Enabled: cfg.Offline.Enabled, FloorLimitMinor: *cfg.Offline.FloorLimitMinor, MaxCount: *cfg.Offline.MaxCount,
+			MaxTotalMinor: *cfg.Offline.MaxTotalMinor, MaxAge: time.Duration(cfg.Offline.MaxAge),
+		},
+		Failpoint: failpointFromEnv(log),
+		Forward: terminal.ForwardOptions{
+			Window: cfg.SAF.Window, MaxAttempts: cfg.SAF.MaxAttempts,
+			MinBackoff: time.Duration(cfg.SAF.MinBackoff), MaxBackoff: time.Duration(cfg.SAF.MaxBackoff),
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
+	if n, err := d.term.Recover(ctx); err != nil {
+		return nil, fmt.Errorf("store: settling transactions left open by a crash: %w", err)
+	} else if n > 0 {
+		log.Warn("settled transactions a crash left open: outcome-unknown, reversals queued", "count", n)
+	}
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.stopFwd = fcancel
+	go func() { _ = d.term.Forwarder().Run(fctx) }()
 
 	d.ln, err = listen(cfg.API.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("till API: %w", err)
 	}
-	d.srv = &http.Server{
-		Handler:           nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, Journal: d.st}),
-		ReadHeaderTimeout: 10 * time.Second,
+	mux := http.NewServeMux()
+	mux.Handle("/", nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, Journal: d.st,
+		Devices: func() []terminal.DeviceStatus {
+			ds := []terminal.DeviceStatus{d.pad.Status()}
+			if d.msr != nil {
+				ds = append(ds, d.msr.Status())
+			}
+			return ds
+		}}))
+	adminRoutes(mux, d.st, d.term, log)
+	if fw != nil {
+		mux.Handle("/v1/firmware/", fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
+			Pad: func(ctx context.Context) (firmware.PadLink, func(context.Context) (firmware.PadLink, error), func(), error) {
+				release, err := d.term.Reserve() // no sales while the pad loads firmware
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				link, err := d.pad.Link()
+				if err != nil {
+					release()
+					return nil, nil, nil, err
+				}
+				return link, nil, release, nil
+			}}))
+		if err := copyFirmwareEvents(ctx, fw, d.st); err != nil {
+			log.Warn("copying firmware events to the journal", "reason", err)
+		}
+		go func() {
+			for {
+				select {
+				case <-fctx.Done():
+					return
+				case <-fwWake:
+					if err := copyFirmwareEvents(fctx, fw, d.st); err != nil && fctx.Err() == nil {
+						log.Warn("copying firmware events to the journal", "reason", err)
+					}
+				}
+			}
+		}()
 	}
+	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { d.done <- d.srv.Serve(d.ln) }()
 	log.Info("posd ready", "api", d.addr(), "terminal", cfg.Terminal.ID, "pinpad", cfg.PINPad.Port, "acquirer", cfg.Acquirer.Address)
 	return d, nil
@@ -174,14 +261,23 @@ func (d *daemon) close() {
 	if d.srv != nil {
 		_ = d.srv.Close()
 	}
+	if d.stopFwd != nil {
+		d.stopFwd()
+	}
 	if d.acq != nil {
 		_ = d.acq.Close()
 	}
 	if d.pad != nil {
 		_ = d.pad.Close()
 	}
+	if d.msr != nil {
+		_ = d.msr.Close()
+	}
 	if d.st != nil {
 		_ = d.st.Close()
+	}
+	if d.closeData != nil {
+		d.closeData()
 	}
 }
 
@@ -212,4 +308,32 @@ func (t tracedAcquirer) describe(what string, m *moov.Message) {
 		return
 	}
 	t.trace("%s:\n%s", what, b.String())
+}
+
+// failpointFromEnv returns the crash tests' failpoint: with POSD_FAILPOINT=NAME (and
+// optionally POSD_FAILPOINT_SKIP=N), posd kills itself with SIGKILL the (N+1)th time the
+// sale or the drain passes the point NAME. Unset, it returns nil and costs nothing. It is
+// for tests only and says so in the log when armed.
+func failpointFromEnv(log *slog.Logger) func(string) {
+	name := os.Getenv("POSD_FAILPOINT")
+	if name == "" {
+		return nil
+	}
+	skip, _ := strconv.Atoi(os.Getenv("POSD_FAILPOINT_SKIP"))
+	log.Warn("failpoint armed: posd will kill itself (crash test)", "point", name, "skip", skip)
+	var mu sync.Mutex
+	hits := 0
+	return func(p string) {
+		if p != name {
+			return
+		}
+		mu.Lock()
+		hits++
+		n := hits
+		mu.Unlock()
+		if n > skip {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never continue past the point
+		}
+	}
 }

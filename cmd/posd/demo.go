@@ -53,12 +53,12 @@ func demoSales() []demoSale {
 	return []demoSale{
 		{
 			title: "approved", amount: "12.50",
-			events: []padsim.Event{swipe("B4761739001010010^DEMO/APPROVED^3012101000000000000", "4761739001010010=30121010000000000"), pin("1234")},
+			events: []padsim.Event{swipe("B4761739001010010^DEMO/APPROVED^3012106000000000000", "4761739001010010=30121060000000000"), pin("1234")},
 			result: "Success", online: true,
 		},
 		{
 			title: "declined: wrong PIN", amount: "30.00",
-			events: []padsim.Event{swipe("B4761739001010010^DEMO/WRONG PIN^3012101000000000000", "4761739001010010=30121010000000000"), pin("4321")},
+			events: []padsim.Event{swipe("B4761739001010010^DEMO/WRONG PIN^3012106000000000000", "4761739001010010=30121060000000000"), pin("4321")},
 			result: "Failure", condition: "WrongPIN", online: true,
 		},
 		{
@@ -178,7 +178,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			return a
 		},
 	}))
-	d, err := startDaemon(ctx, cfg, log, out("posd<->acq").printf)
+	d, err := startDaemon(ctx, cfg, log, out("posd<->acq").printf, nil, nil)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

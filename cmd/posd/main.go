@@ -79,9 +79,31 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := startDaemon(ctx, cfg, log, func(format string, a ...any) { log.Debug(fmt.Sprintf(format, a...)) })
+	// Firmware first: this start counts against an unconfirmed slot even if the
+	// self-test below crashes.
+	fwWake := make(chan struct{}, 1)
+	fw, err := openFirmware(ctx, cfg.Firmware, log, fwWake)
 	if err != nil {
 		return err
+	}
+	if fw != nil {
+		defer fw.Close()
+	}
+	// startDaemon is posd's self-test: devices answer, the store opens, the acquirer is
+	// reachable (when required at start).
+	d, err := startDaemon(ctx, cfg, log, func(format string, a ...any) { log.Debug(fmt.Sprintf(format, a...)) }, fw, fwWake)
+	if err != nil {
+		if fw != nil {
+			if switched, _ := fw.MarkBad(ctx, err.Error()); switched {
+				log.Error("this firmware slot failed its self-test: the previous slot starts next", "reason", err)
+			}
+		}
+		return err
+	}
+	if fw != nil {
+		if err := fw.Confirm(ctx, "posd self-test"); err != nil {
+			log.Error("confirming the firmware slot", "reason", err)
+		}
 	}
 	select {
 	case <-ctx.Done():

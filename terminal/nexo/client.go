@@ -21,3 +21,16 @@ func NewPaymentRequest(saleID, serviceID, poiid, saleTransactionID string, amoun
 		PaymentRequest: pr,
 	}}
 }
+
+// NewReversalRequest builds the envelope a till sends to void the payment poiTxnID.
+func NewReversalRequest(saleID, serviceID, poiid, poiTxnID, reason string) Envelope {
+	rr := &ReversalRequest{ReversalReason: reason}
+	rr.OriginalPOITransaction.POITransactionID = TransactionID{TransactionID: poiTxnID}
+	return Envelope{Request: &SaleToPOIRequest{
+		MessageHeader: MessageHeader{
+			ProtocolVersion: "3.0", MessageClass: "Service", MessageCategory: "Reversal", MessageType: "Request",
+			SaleID: saleID, ServiceID: serviceID, POIID: poiid,
+		},
+		ReversalRequest: rr,
+	}}
+}

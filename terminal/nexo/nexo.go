@@ -42,8 +42,25 @@ type MessageHeader struct {
 
 // SaleToPOIRequest is a till's request.
 type SaleToPOIRequest struct {
-	MessageHeader  MessageHeader   `json:"MessageHeader"`
-	PaymentRequest *PaymentRequest `json:"PaymentRequest,omitempty"`
+	MessageHeader   MessageHeader    `json:"MessageHeader"`
+	PaymentRequest  *PaymentRequest  `json:"PaymentRequest,omitempty"`
+	ReversalRequest *ReversalRequest `json:"ReversalRequest,omitempty"`
+}
+
+// ReversalRequest asks to cancel an approved payment (MessageCategory "Reversal").
+type ReversalRequest struct {
+	OriginalPOITransaction struct {
+		POITransactionID TransactionID `json:"POITransactionID"`
+	} `json:"OriginalPOITransaction"`
+	ReversalReason string `json:"ReversalReason"` // "CustCancel", "MerchantCancel", "Malfunction", "Unable2Compl"
+}
+
+// ReversalResponse answers a ReversalRequest.
+type ReversalResponse struct {
+	Response Response `json:"Response"`
+	POIData  struct {
+		POITransactionID TransactionID `json:"POITransactionID"`
+	} `json:"POIData"`
 }
 
 // TransactionID is nexo's transaction identification: an id and a time stamp.
@@ -70,8 +87,9 @@ type PaymentRequest struct {
 
 // SaleToPOIResponse is posd's answer.
 type SaleToPOIResponse struct {
-	MessageHeader   MessageHeader    `json:"MessageHeader"`
-	PaymentResponse *PaymentResponse `json:"PaymentResponse,omitempty"`
+	MessageHeader    MessageHeader     `json:"MessageHeader"`
+	PaymentResponse  *PaymentResponse  `json:"PaymentResponse,omitempty"`
+	ReversalResponse *ReversalResponse `json:"ReversalResponse,omitempty"`
 }
 
 // PaymentResponse answers a PaymentRequest.
@@ -147,44 +165,96 @@ type Payment struct {
 	Amount            money.Amount
 }
 
-// DecodePayment decodes and validates a till's JSON body. poiid is this terminal's POIID;
-// a request addressed to another POI is refused. Errors are *FieldError or wrap a JSON
-// syntax error, and never echo more than the field's name.
-func DecodePayment(body []byte, poiid string) (Payment, error) {
+// decodeRequest decodes a till's JSON body and checks its header for category.
+func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, error) {
 	var env Envelope
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.UseNumber()
 	if err := dec.Decode(&env); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return Payment{}, &FieldError{Field: te.Field, Reason: "must be a JSON " + te.Type.Kind().String()}
+			return nil, &FieldError{Field: te.Field, Reason: "must be a JSON " + te.Type.Kind().String()}
 		}
-		return Payment{}, fmt.Errorf("request is not valid JSON: %w", err)
+		return nil, fmt.Errorf("request is not valid JSON: %w", err)
 	}
 	if dec.More() {
-		return Payment{}, errors.New("request has data after the JSON object")
+		return nil, errors.New("request has data after the JSON object")
 	}
 	req := env.Request
 	if req == nil {
-		return Payment{}, &FieldError{Field: "SaleToPOIRequest", Reason: "missing"}
+		return nil, &FieldError{Field: "SaleToPOIRequest", Reason: "missing"}
 	}
 	h := req.MessageHeader
 	switch {
 	case h.ProtocolVersion != "" && !strings.HasPrefix(h.ProtocolVersion, "3."):
-		return Payment{}, &FieldError{"MessageHeader.ProtocolVersion", fmt.Sprintf("%q not supported (3.x is)", h.ProtocolVersion)}
+		return nil, &FieldError{"MessageHeader.ProtocolVersion", fmt.Sprintf("%q not supported (3.x is)", clip(h.ProtocolVersion))}
 	case h.MessageClass != "Service":
-		return Payment{}, &FieldError{"MessageHeader.MessageClass", "must be \"Service\""}
-	case h.MessageCategory != "Payment":
-		return Payment{}, &FieldError{"MessageHeader.MessageCategory", fmt.Sprintf("%q not supported (Payment is)", clip(h.MessageCategory))}
+		return nil, &FieldError{"MessageHeader.MessageClass", "must be \"Service\""}
+	case h.MessageCategory != category:
+		return nil, &FieldError{"MessageHeader.MessageCategory", fmt.Sprintf("%q not supported here (%s is)", clip(h.MessageCategory), category)}
 	case h.MessageType != "Request":
-		return Payment{}, &FieldError{"MessageHeader.MessageType", "must be \"Request\""}
+		return nil, &FieldError{"MessageHeader.MessageType", "must be \"Request\""}
 	case h.SaleID == "" || len(h.SaleID) > 64:
-		return Payment{}, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 characters"}
+		return nil, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 characters"}
 	case h.ServiceID == "" || len(h.ServiceID) > 10:
-		return Payment{}, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 characters"}
+		return nil, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 characters"}
 	case h.POIID != poiid:
-		return Payment{}, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
+		return nil, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
 	}
+	return req, nil
+}
+
+// Category returns the MessageCategory of a till's request body, or "" if it has none.
+func Category(body []byte) string {
+	var env struct {
+		SaleToPOIRequest struct {
+			MessageHeader struct{ MessageCategory string }
+		}
+	}
+	if json.Unmarshal(body, &env) != nil {
+		return ""
+	}
+	return env.SaleToPOIRequest.MessageHeader.MessageCategory
+}
+
+// Reversal is a validated reversal request.
+type Reversal struct {
+	Header           MessageHeader
+	POITransactionID string
+	Reason           string
+}
+
+// DecodeReversal decodes and validates a till's reversal request (a void).
+func DecodeReversal(body []byte, poiid string) (Reversal, error) {
+	req, err := decodeRequest(body, poiid, "Reversal")
+	if err != nil {
+		return Reversal{}, err
+	}
+	rr := req.ReversalRequest
+	if rr == nil {
+		return Reversal{}, &FieldError{"ReversalRequest", "missing"}
+	}
+	id := rr.OriginalPOITransaction.POITransactionID.TransactionID
+	if id == "" || len(id) > 64 {
+		return Reversal{}, &FieldError{"ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID", "must be 1 to 64 characters"}
+	}
+	switch rr.ReversalReason {
+	case "CustCancel", "MerchantCancel", "Malfunction", "Unable2Compl":
+	default:
+		return Reversal{}, &FieldError{"ReversalRequest.ReversalReason", fmt.Sprintf("%q is not one of CustCancel, MerchantCancel, Malfunction, Unable2Compl", clip(rr.ReversalReason))}
+	}
+	return Reversal{Header: req.MessageHeader, POITransactionID: id, Reason: rr.ReversalReason}, nil
+}
+
+// DecodePayment decodes and validates a till's JSON body. poiid is this terminal's POIID;
+// a request addressed to another POI is refused. Errors are *FieldError or wrap a JSON
+// syntax error, and never echo more than the field's name.
+func DecodePayment(body []byte, poiid string) (Payment, error) {
+	req, err := decodeRequest(body, poiid, "Payment")
+	if err != nil {
+		return Payment{}, err
+	}
+	h := req.MessageHeader
 	pr := req.PaymentRequest
 	if pr == nil {
 		return Payment{}, &FieldError{"PaymentRequest", "missing"}

@@ -25,6 +25,8 @@ type ServerOptions struct {
 	// Journal, when set, serves GET /v1/journal: the journal's records as JSON (masked PANs
 	// only, as the store keeps them).
 	Journal *store.Store
+	// Devices, when set, reports the devices' status in GET /v1/status.
+	Devices func() []terminal.DeviceStatus
 }
 
 // NewHandler returns the till API:
@@ -48,6 +50,10 @@ func NewHandler(t *terminal.Terminal, opts ServerOptions) http.Handler {
 		}
 		if len(body) > MaxBody {
 			httpError(w, http.StatusRequestEntityTooLarge, "request larger than 64 KiB")
+			return
+		}
+		if Category(body) == "Reversal" {
+			serveReversal(w, t, body, opts, log)
 			return
 		}
 		p, err := DecodePayment(body, opts.POIID)
@@ -78,7 +84,11 @@ func NewHandler(t *terminal.Terminal, opts ServerOptions) http.Handler {
 		writeJSON(w, http.StatusOK, Envelope{Response: resp})
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "poiid": opts.POIID})
+		st := map[string]any{"status": "ok", "poiid": opts.POIID}
+		if opts.Devices != nil {
+			st["devices"] = opts.Devices()
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	if opts.Journal != nil {
 		mux.HandleFunc("GET /v1/journal", func(w http.ResponseWriter, r *http.Request) {
@@ -101,6 +111,34 @@ func header(p Payment) MessageHeader {
 	h := p.Header
 	h.MessageType = "Response"
 	return h
+}
+
+// serveReversal voids an approved sale (a cancel after approval).
+func serveReversal(w http.ResponseWriter, t *terminal.Terminal, body []byte, opts ServerOptions, log *slog.Logger) {
+	rv, err := DecodeReversal(body, opts.POIID)
+	if err != nil {
+		log.Warn("till request refused", "reason", err)
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h := rv.Header
+	h.MessageType = "Response"
+	rr := &ReversalResponse{}
+	rr.POIData.POITransactionID = TransactionID{TransactionID: rv.POITransactionID}
+	res, err := t.Void(context.WithoutCancel(context.Background()), rv.POITransactionID, "till "+h.SaleID+" ("+rv.Reason+")")
+	switch {
+	case err == nil:
+		rr.Response = Response{Result: "Success", AdditionalResponse: "message=" + res.Message}
+	case errors.Is(err, terminal.ErrUnknownTransaction):
+		rr.Response = Response{Result: "Failure", ErrorCondition: "NotFound", AdditionalResponse: "message=" + err.Error()}
+	case errors.Is(err, store.ErrNotVoidable):
+		rr.Response = Response{Result: "Failure", ErrorCondition: "NotAllowed", AdditionalResponse: "message=" + err.Error()}
+	default:
+		log.Error("void failed", "reason", err)
+		rr.Response = Response{Result: "Failure", ErrorCondition: "Aborted", AdditionalResponse: "message=" + err.Error()}
+	}
+	log.Info("till void", "poi_txn", rv.POITransactionID, "result", rr.Response.Result, "condition", rr.Response.ErrorCondition)
+	writeJSON(w, http.StatusOK, Envelope{Response: &SaleToPOIResponse{MessageHeader: h, ReversalResponse: rr}})
 }
 
 func failure(p Payment, cond, msg string) *SaleToPOIResponse {

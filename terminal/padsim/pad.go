@@ -122,6 +122,9 @@ type Options struct {
 	Serial string
 	// Now gives the date of the chip data (tag 9A). Default time.Now.
 	Now func() time.Time
+	// Firmware answers the firmware loading commands (FWI, FWS, FWB, FWE). Default nil:
+	// they answer ERR010, as on a pad without a loader.
+	Firmware *Firmware
 }
 
 // Pad is a simulated PIN pad. Serve must not run twice at once (it returns
@@ -135,6 +138,7 @@ type Pad struct {
 	serial    string
 	now       func() time.Time
 	serving   atomic.Bool
+	firmware  *Firmware
 
 	mu     sync.Mutex
 	events []Event
@@ -216,7 +220,7 @@ func New(script *Script, opts *Options) (*Pad, error) {
 	}
 	return &Pad{
 		logf: logf, keyIndex: opts.KeyIndex, statePath: opts.StatePath, currency: cur, country: country,
-		serial: serial, now: now, events: events, orig: orig,
+		serial: serial, now: now, events: events, orig: orig, firmware: opts.Firmware,
 	}, nil
 }
 
@@ -629,6 +633,11 @@ func (p *Pad) handle(cmd abecs.Command) abecs.Response {
 		return p.goChip(cmd)
 	case abecs.CmdFinChip:
 		return p.finishChip(cmd)
+	}
+	if p.firmware != nil {
+		if r, ok := p.firmware.Handle(cmd); ok {
+			return r
+		}
 	}
 	p.logf("%q: unknown command -> ERR010", cmd.ID)
 	return status(abecs.CmdError, abecs.StatusInvalidCall)

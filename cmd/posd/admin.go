@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal"
+)
+
+// adminRequest is the body of an operator action: who does it and why. posctl fills Who
+// from --who or the login name; posd records it in the store's audit chain.
+type adminRequest struct {
+	Who     string `json:"who"`
+	Reason  string `json:"reason"`
+	Confirm bool   `json:"confirm"`
+}
+
+// adminRoutes adds the operator API to mux:
+//
+//	GET    /v1/saf              the queue (masked)
+//	POST   /v1/saf/flush        send everything due now
+//	POST   /v1/saf/{id}/park    stop sending an item (body: who, reason, confirm)
+//	POST   /v1/saf/{id}/unpark  send a parked item again (body: who)
+//	DELETE /v1/saf/{id}         remove a parked item for good (body: who, reason, confirm)
+//	GET    /v1/store/check      verify the file and the journal's invariants
+//	GET    /v1/audit            the operator audit chain
+func adminRoutes(mux *http.ServeMux, st *store.Store, term *terminal.Terminal, log *slog.Logger) {
+	mux.HandleFunc("GET /v1/saf", func(w http.ResponseWriter, r *http.Request) {
+		items, err := st.List(r.Context())
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		views := make([]store.ItemView, 0, len(items))
+		for _, it := range items {
+			views = append(views, it.View())
+		}
+		writeJSONTo(w, http.StatusOK, views)
+	})
+	mux.HandleFunc("POST /v1/saf/flush", func(w http.ResponseWriter, r *http.Request) {
+		req, ok := readAdmin(w, r, false)
+		if !ok {
+			return
+		}
+		n, err := st.Reschedule(r.Context(), req.Who)
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		stats, err := term.Forwarder().Drain(context.WithoutCancel(r.Context()), false)
+		resp := map[string]any{"rescheduled": n, "sent": stats.Sent, "acked": stats.Acked, "failed": stats.Failed, "parked": stats.Parked}
+		if err != nil {
+			resp["error"] = err.Error()
+		}
+		log.Info("operator flushed the queue", "who", req.Who, "sent", stats.Sent, "acked", stats.Acked)
+		writeJSONTo(w, http.StatusOK, resp)
+	})
+	itemOp := func(confirm bool, op func(ctx context.Context, id store.QueueID, req adminRequest) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+			if err != nil || id == 0 {
+				jsonError(w, http.StatusBadRequest, errors.New("queue id must be a positive number"))
+				return
+			}
+			req, ok := readAdmin(w, r, confirm)
+			if !ok {
+				return
+			}
+			err = op(r.Context(), store.QueueID(id), req)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				jsonError(w, http.StatusNotFound, err)
+			case errors.Is(err, store.ErrInvalid):
+				jsonError(w, http.StatusConflict, err)
+			case err != nil:
+				jsonError(w, http.StatusInternalServerError, err)
+			default:
+				log.Info("operator action on the queue", "action", r.Method+" "+r.URL.Path, "who", req.Who, "reason", req.Reason)
+				writeJSONTo(w, http.StatusOK, map[string]string{"status": "ok"})
+			}
+		}
+	}
+	mux.HandleFunc("POST /v1/saf/{id}/park", itemOp(true, func(ctx context.Context, id store.QueueID, req adminRequest) error {
+		return st.Park(ctx, id, req.Who, req.Reason)
+	}))
+	mux.HandleFunc("POST /v1/saf/{id}/unpark", itemOp(false, func(ctx context.Context, id store.QueueID, req adminRequest) error {
+		err := st.Unpark(ctx, id, req.Who)
+		term.Forwarder().Kick()
+		return err
+	}))
+	mux.HandleFunc("DELETE /v1/saf/{id}", itemOp(true, func(ctx context.Context, id store.QueueID, req adminRequest) error {
+		return st.Delete(ctx, id, req.Who, req.Reason)
+	}))
+	mux.HandleFunc("GET /v1/store/check", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := st.Check(r.Context())
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSONTo(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
+		log, err := st.AuditLog(r.Context())
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSONTo(w, http.StatusOK, log)
+	})
+}
+
+// readAdmin decodes an operator request; who is required, and so is confirm where the
+// action destroys or stops something.
+func readAdmin(w http.ResponseWriter, r *http.Request, needConfirm bool) (adminRequest, bool) {
+	var req adminRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		jsonError(w, http.StatusBadRequest, errors.New("body must be JSON {\"who\":..., \"reason\":..., \"confirm\":...}: "+err.Error()))
+		return req, false
+	}
+	req.Who = strings.TrimSpace(req.Who)
+	if req.Who == "" || len(req.Who) > 64 {
+		jsonError(w, http.StatusBadRequest, errors.New("who: required (1 to 64 characters): the audit record names who acted"))
+		return req, false
+	}
+	if needConfirm && !req.Confirm {
+		jsonError(w, http.StatusBadRequest, errors.New("confirm: required for this action"))
+		return req, false
+	}
+	return req, true
+}
+
+func jsonError(w http.ResponseWriter, code int, err error) {
+	writeJSONTo(w, code, map[string]string{"error": err.Error()})
+}
+
+func writeJSONTo(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/posd-dev/posd/hsm"
+	"github.com/posd-dev/posd/hsm/soft"
+)
+
+// dataKeyID is the id of posd's data-at-rest key in its backend.
+const dataKeyID = "data"
+
+// openDataModule returns the hsm Module holding posd's data-at-rest key (the store's
+// Sealer), and a func that releases it; nil when none is configured.
+func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (*hsm.Module, func(), error) {
+	if cfg == nil {
+		log.Warn("no data key configured (hsm.data): reversals carry no card data and nothing is approved offline")
+		return nil, func() {}, nil
+	}
+	switch cfg.Backend {
+	case "soft":
+		log.Warn(soft.Warning)
+		b := soft.New(nil)
+		m, err := hsm.New(b, &hsm.Options{DataKeyID: dataKeyID})
+		if err != nil {
+			return nil, nil, err
+		}
+		key, err := softKey(cfg.KeyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: dataKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageData, Components: [][]byte{key}}); err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: loading the soft data key: %w", err)
+		}
+		clear(key)
+		return m, func() {}, nil
+	case "pkcs11":
+		drv, closeFn, err := openPKCS11(cfg.PKCS11)
+		if err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: %w", err)
+		}
+		m, err := hsm.New(drv, &hsm.Options{DataKeyID: dataKeyID})
+		if err != nil {
+			closeFn()
+			return nil, nil, err
+		}
+		if _, err := m.KeyInfo(ctx, dataKeyID); err != nil {
+			closeFn()
+			return nil, nil, fmt.Errorf("hsm.data: token %q has no key %q (AES, data usage): load posd's data key into the token first: %w", cfg.PKCS11.Token, dataKeyID, err)
+		}
+		return m, closeFn, nil
+	}
+	return nil, nil, fmt.Errorf("hsm.data: unknown backend %q", cfg.Backend)
+}
+
+// softKey reads the soft backend's key file, creating it with a random key on first use.
+func softKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("hsm.data.key_file: %w", err)
+		}
+		if f, err := os.Open(tmp); err == nil {
+			f.Sync()
+			f.Close()
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("hsm.data.key_file: %w", err)
+		}
+		if d, err := os.Open(filepath.Dir(path)); err == nil {
+			d.Sync()
+			d.Close()
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hsm.data.key_file: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("hsm.data.key_file %s: not a 64-hex-digit key; it must not be edited (queued card data is sealed under it)", path)
+	}
+	return key, nil
+}

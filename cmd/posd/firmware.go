@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/posd-dev/posd/firmware"
+	"github.com/posd-dev/posd/store"
+)
+
+// posdVersion is this posd's firmware version: installs must be higher.
+const posdVersion = "0.1.0"
+
+// embeddedRoot is the firmware root metadata built into posd: the keys that may sign
+// firmware. The file in the repository is a development root whose private keys were
+// discarded when it was made, so nothing can be signed for it; release builds (and the
+// tests) build in their own root with
+//
+//	go build -ldflags "-X main.firmwareRootB64=$(base64 -w0 1.root.json)" ./cmd/posd
+//
+//go:embed firmware_root.json
+var embeddedRoot []byte
+
+// firmwareRootB64, set at link time, replaces embeddedRoot.
+var firmwareRootB64 string
+
+func trustedRoot() ([]byte, error) {
+	if firmwareRootB64 == "" {
+		return embeddedRoot, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(firmwareRootB64)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: the root built into this posd is not valid base64: %w", err)
+	}
+	return b, nil
+}
+
+// openFirmware opens the firmware manager and counts this start (BootAttempt), before
+// anything else. It returns nil when updates are off (firmware.model unset). wake is
+// signalled for each new event, so that the daemon copies it to the journal.
+func openFirmware(ctx context.Context, cfg FirmwareConfig, log *slog.Logger, wake chan<- struct{}) (*firmware.Manager, error) {
+	if cfg.Model == "" {
+		return nil, nil
+	}
+	root, err := trustedRoot()
+	if err != nil {
+		return nil, err
+	}
+	fw, err := firmware.Open(cfg.StateDir, &firmware.Options{
+		TrustedRoot: root, Model: cfg.Model, FactoryVersion: posdVersion, MaxBootAttempts: cfg.MaxBootAttempts,
+		OnEvent: func(firmware.Event) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("firmware: %w", err)
+	}
+	boot, err := fw.BootAttempt(ctx)
+	if err != nil {
+		fw.Close()
+		return nil, fmt.Errorf("firmware: %w", err)
+	}
+	log.Info("firmware slot", "slot", boot.Slot, "version", boot.Version, "attempt", boot.Attempt, "fallback", boot.Fallback, "reason", boot.Reason)
+	return fw, nil
+}
+
+// copyFirmwareEvents appends to the journal's audit chain the firmware events it does not
+// hold yet (it remembers the last copied event's number in the entry's detail, "#N").
+func copyFirmwareEvents(ctx context.Context, fw *firmware.Manager, st *store.Store) error {
+	log, err := st.AuditLog(ctx)
+	if err != nil {
+		return err
+	}
+	var last uint64
+	for _, e := range log {
+		if !strings.HasPrefix(e.Action, "firmware ") {
+			continue
+		}
+		num, _, _ := strings.Cut(strings.TrimPrefix(e.Detail, "#"), " ")
+		if n, err := strconv.ParseUint(num, 10, 64); err == nil && n > last {
+			last = n
+		}
+	}
+	events, err := fw.Events(ctx, last)
+	for _, e := range events {
+		detail := fmt.Sprintf("#%d ok=%t slot=%s version=%s from=%s: %s", e.Seq, e.OK, e.Slot, e.Version, e.From, e.Detail)
+		if aerr := st.Audit(ctx, e.Who, "firmware "+e.Kind, detail); aerr != nil {
+			return aerr
+		}
+	}
+	return err
+}

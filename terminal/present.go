@@ -1,0 +1,254 @@
+package terminal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/posd-dev/posd/hsm"
+	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal/card"
+	"github.com/posd-dev/posd/terminal/money"
+)
+
+// ChipReader is the optional capability of a CardReader that reads chip cards (the PIN
+// pad's EMV kernel through GCR, GOC and FNC); Sale finds it by type assertion. *PINPad
+// implements it.
+type ChipReader interface {
+	ReadCardAny(ctx context.Context, amount money.Amount) (PresentedCard, error)
+	GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error)
+	FinishChip(ctx context.Context, ans HostAnswer) (ChipFinal, error)
+}
+
+// presented is the card the customer presented, checked, with what its authorization
+// needs: card data for fields 2/14/35/23/55, the entry mode, and the PIN when one was
+// entered.
+type presented struct {
+	pan         card.PAN
+	expiry      card.Expiry
+	sc          card.ServiceCode // magnetic stripe only
+	track2      string           // field 35 ("" when none)
+	entryMode   string
+	pin         hsm.EncryptedPIN
+	chip        bool
+	field55     []byte
+	panSeq      string // field 23, chip only
+	chipOffline bool   // the card itself approved offline
+}
+
+// maxCardTries bounds how often the customer is asked to present a card again (insert
+// instead of swipe, swipe after a chip failure, retry an unreadable card).
+const maxCardTries = 3
+
+// present has the customer present a card, checks it and captures the PIN. A non-nil
+// *SaleResult means the sale ended there (refused, cancelled, device fault); nothing has
+// gone online.
+func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult, log *slog.Logger) (presented, *SaleResult) {
+	cr, chipCapable := t.reader.(ChipReader)
+	prompt := "SWIPE CARD"
+	if chipCapable {
+		prompt = "INSERT/SWIPE"
+	}
+	fallback := false
+	for try := 1; try <= maxCardTries; try++ {
+		if err := t.display.Show(ctx, fitLine("SALE "+req.Amount.String()), prompt); err != nil {
+			r := t.deviceFailure(ctx, *res, log, "PIN pad display", err)
+			return presented{}, &r
+		}
+		cctx, cancel := context.WithTimeout(ctx, t.opts.CardTimeout)
+		var t1, t2 string
+		var pc PresentedCard
+		var err error
+		if chipCapable {
+			pc, err = cr.ReadCardAny(cctx, req.Amount)
+			t1, t2 = pc.Tracks()
+		} else {
+			t1, t2, err = t.reader.ReadCard(cctx, req.Amount)
+		}
+		cancel()
+		switch {
+		case errors.Is(err, ErrChipFallback):
+			log.Info("chip could not be read: magnetic stripe fallback allowed")
+			prompt, fallback = "SWIPE CARD", true
+			continue
+		case errors.Is(err, ErrCardUnreadable) && try < maxCardTries:
+			prompt = "TRY AGAIN"
+			continue
+		case err != nil:
+			r := t.deviceFailure(ctx, *res, log, "card read", err)
+			return presented{}, &r
+		}
+		if chipCapable && pc.Chip() {
+			return t.presentChip(ctx, cr, req, res, log)
+		}
+
+		// A swipe.
+		swipe, err := card.ParseSwipe(t1, t2)
+		if err != nil {
+			log.Warn("card unreadable", "reason", err)
+			r := t.refuse(ctx, *res, "card could not be read: "+strings.TrimPrefix(err.Error(), "card: "), "CARD ERROR")
+			return presented{}, &r
+		}
+		isFallback := fallback || (chipCapable && pc.Fallback())
+		p := presented{pan: swipe.PAN(), expiry: swipe.Track2.Expiry(), sc: swipe.Track2.ServiceCode(), track2: swipe.Track2.Equivalent(), entryMode: "021"}
+		if chipCapable {
+			p.entryMode = pc.EntryMode()
+		}
+		if isFallback {
+			p.entryMode = "801" // magnetic stripe fallback after a chip failure
+		}
+		res.MaskedPAN, res.EntryMode = p.pan.Masked(), p.entryMode
+		log.Info("card swiped", "pan", p.pan, "expiry", p.expiry.String(), "service_code", string(p.sc), "fallback", isFallback)
+		if err := swipe.CheckSale(t.opts.Now(), isFallback); err != nil {
+			if errors.Is(err, card.ErrChipCard) && chipCapable && try < maxCardTries {
+				log.Info("chip card swiped: asking for the chip")
+				prompt = "INSERT CARD"
+				continue
+			}
+			log.Warn("card refused before going online", "pan", p.pan, "reason", err)
+			short := "CARD REFUSED"
+			if errors.Is(err, card.ErrExpired) {
+				short = "CARD EXPIRED"
+			} else if errors.Is(err, card.ErrChipCard) {
+				short = "INSERT CARD"
+			}
+			r := t.refuse(ctx, *res, "card refused: "+strings.TrimPrefix(err.Error(), "card: "), short)
+			return presented{}, &r
+		}
+		// The PIN, encrypted inside the secure device, when the card asks for one: its
+		// service code requires a PIN (third digit 0, 3, 5) or asks for one where a PIN pad
+		// is present (6, 7). Other cards are signature cards.
+		if wantsPIN(p.sc) {
+			pin, err := t.pins.PINBlock(ctx, t.opts.PINKeyID, p.pan, fitLine(req.Amount.String()))
+			if err != nil {
+				r := t.deviceFailure(ctx, *res, log, "PIN entry", err)
+				return presented{}, &r
+			}
+			p.pin = pin
+			res.PINEntered = true
+			log.Info("PIN captured", "pan", p.pan, "pin", pin)
+		}
+		return p, nil
+	}
+	r := t.refuse(ctx, *res, fmt.Sprintf("no usable card after %d tries", maxCardTries), "CARD ERROR")
+	return presented{}, &r
+}
+
+// presentChip runs the chip card's first part (GOC): the card decides to go online, or
+// approves or declines offline, and asks for the PIN itself when it wants one.
+func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, req SaleRequest, res *SaleResult, log *slog.Logger) (presented, *SaleResult) {
+	auth, err := cr.GoOnChip(ctx, ChipRequest{Amount: req.Amount, KeyIndex: t.opts.PINKeyIndex})
+	if err != nil {
+		r := t.deviceFailure(ctx, *res, log, "chip", err)
+		return presented{}, &r
+	}
+	p := presented{pan: auth.Card.PAN(), expiry: auth.Card.Expiry(), entryMode: auth.EntryMode(), pin: auth.PIN, chip: true, field55: auth.DE55}
+	if tr := auth.Card.Track2(); !tr.IsZero() {
+		p.track2 = tr.Equivalent()
+	}
+	if seq, ok := auth.Card.PANSequence(); ok {
+		p.panSeq = seq
+	}
+	if p.entryMode == "" {
+		p.entryMode = "051"
+	}
+	res.MaskedPAN, res.EntryMode, res.PINEntered, res.Chip = p.pan.Masked(), p.entryMode, !p.pin.IsZero(), true
+	log.Info("chip card read", "pan", p.pan, "decision", auth.Decision, "online_pin", !p.pin.IsZero())
+	if p.expiry.Expired(t.opts.Now()) {
+		r := t.refuse(ctx, *res, fmt.Sprintf("card refused: expired (valid through %s)", p.expiry), "CARD EXPIRED")
+		return presented{}, &r
+	}
+	switch auth.Decision {
+	case ChipDeclinedOffline:
+		r := t.refuse(ctx, *res, "declined by the card (offline)", "DECLINED")
+		return presented{}, &r
+	case ChipApprovedOffline:
+		p.chipOffline = true
+	}
+	return p, nil
+}
+
+// chipOfflineApproval records a sale the chip card approved offline: journaled as an
+// offline approval with its advice (carrying the card's cryptogram) queued, in one commit.
+// Without a data key the advice cannot be kept, so the sale is refused.
+func (t *Terminal) chipOfflineApproval(ctx context.Context, req SaleRequest, res SaleResult, p presented, log *slog.Logger) (SaleResult, error) {
+	if !t.st.CanSeal() {
+		return t.refuse(ctx, res, "the card approved offline, but no data key is configured to keep its advice encrypted", "NOT COMPLETED"), nil
+	}
+	stan, err := t.st.NextSTAN(ctx)
+	if err != nil {
+		return SaleResult{}, fmt.Errorf("terminal: taking a STAN: %w", err)
+	}
+	now := t.opts.Now()
+	auth := iso8583.Authorization{MTI: "0220", ProcessingCode: "000000", AmountMinor: req.Amount.Minor, CurrencyNumeric: req.Amount.Currency.Numeric,
+		STAN: stan, TransmissionTime: now.UTC(), LocalTime: now, PAN: p.pan, Expiry: p.expiry.YYMM(), EntryMode: p.entryMode,
+		TerminalID: t.opts.TerminalID, MerchantID: t.opts.MerchantID, Field55: p.field55}
+	id, err := t.st.Begin(ctx, store.Intent{Kind: "sale", MTI: "0220", STAN: stan, TerminalID: t.opts.TerminalID, SaleID: req.SaleID,
+		SaleTransactionID: req.SaleTransactionID, AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
+		MaskedPAN: p.pan.Masked(), EntryMode: p.entryMode, Time: now})
+	if err != nil {
+		return SaleResult{}, fmt.Errorf("terminal: journaling the intent: %w", err)
+	}
+	code := fmt.Sprintf("Y1%04d", stan%10000)
+	adv := t.queueItem(store.KindAdvice, auth, p, "", code)
+	if adv.STAN, err = t.st.NextSTAN(ctx); err != nil {
+		return SaleResult{}, fmt.Errorf("terminal: taking a STAN: %w", err)
+	}
+	out := store.Outcome{State: store.StateApprovedOffline, ApprovalCode: code, Reason: "approved offline by the chip card", Time: t.opts.Now()}
+	if _, err := t.st.FinishAndQueue(ctx, id, out, adv); err != nil {
+		return SaleResult{}, fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(id), err)
+	}
+	t.fwd.Kick()
+	res.TxnID, res.STAN, res.POITransactionID = id, stan, fmt.Sprintf("%s-%08d", t.opts.TerminalID, uint64(id))
+	res.Approved, res.ApprovedOffline, res.ApprovalCode = true, true, code
+	res.Message = "approved offline by the card; the acquirer will be advised"
+	log.Info("chip card approved offline; advice queued", "txn", uint64(id))
+	t.finishPad(ctx, log, "APPROVED")
+	res.Receipt = t.receipt(res)
+	return res, nil
+}
+
+// finishChip gives the card the host's answer (FNC). When the host approved and the card
+// declines (or is pulled out), the approval is voided: a reversal is queued at once. It
+// returns the closing message for the pad.
+func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, id store.TxnID, auth iso8583.Authorization, resp *iso8583.Message, answered bool, res *SaleResult, log *slog.Logger, padMsg string) string {
+	ans := HostAnswer{Responded: answered && res.ResponseCode != "", ResponseCode: res.ResponseCode}
+	if ans.Responded && resp != nil {
+		if b, err := resp.GetBytes(55); err == nil && len(b) > 0 {
+			ans.Field55 = b
+		}
+	}
+	fin, err := cr.FinishChip(ctx, ans)
+	if !res.Approved || (err == nil && !fin.MustReverse(true)) {
+		if err != nil {
+			log.Warn("the card did not complete (FNC)", "reason", err)
+		}
+		return padMsg
+	}
+	why := "the card declined after the acquirer approved"
+	if err != nil {
+		why = "the card did not complete after the acquirer approved (" + err.Error() + ")"
+	}
+	cur := t.opts.Currency
+	q := queued{OrigMTI: auth.MTI, OrigSTAN: auth.STAN, OrigTransmission: auth.TransmissionTime, LocalTime: auth.LocalTime,
+		AmountMinor: auth.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: auth.ProcessingCode, EntryMode: auth.EntryMode,
+		TerminalID: auth.TerminalID, MerchantID: auth.MerchantID, ReasonCode: iso8583.ReasonError}
+	payload, _ := json.Marshal(q)
+	rev := &store.Item{Kind: store.KindReversal, AmountMinor: auth.AmountMinor, Currency: cur.Code, MaskedPAN: res.MaskedPAN, Payload: payload}
+	if rev.STAN, err = t.st.NextSTAN(ctx); err == nil {
+		_, err = t.st.Void(ctx, id, "card (declined after approval)", rev)
+	}
+	if err != nil {
+		log.Error("the card declined after approval and the reversal could not be queued", "txn", uint64(id), "reason", err)
+	}
+	t.fwd.Kick()
+	log.Warn(why+": reversing", "txn", uint64(id))
+	res.Approved = false
+	res.Condition = CondRefusal
+	res.Message = why + "; the approval is being reversed and the customer is not charged"
+	return "DECLINED"
+}

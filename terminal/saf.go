@@ -1,0 +1,413 @@
+package terminal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	moov "github.com/moov-io/iso8583"
+
+	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal/card"
+)
+
+// OfflinePolicy decides whether a sale the acquirer could not answer may be approved
+// offline, as terminal vendors' store-and-forward settings do. The zero value approves
+// nothing offline.
+type OfflinePolicy struct {
+	// Enabled turns offline approval on. Default false: a sale the host cannot answer is
+	// declined.
+	Enabled bool
+	// FloorLimitMinor is the largest amount approved offline per sale. Default 0 (none)
+	// when Enabled is false; DefaultOfflinePolicy uses 5000 (50.00 in a 2-decimal currency).
+	FloorLimitMinor int64
+	// MaxCount is how many offline approvals may wait for the host at once.
+	MaxCount int
+	// MaxTotalMinor caps the sum of offline approvals waiting for the host.
+	MaxTotalMinor int64
+	// MaxAge refuses new offline approvals while the oldest waiting one is older.
+	MaxAge time.Duration
+}
+
+// DefaultOfflinePolicy returns the policy posd uses when offline approval is enabled
+// without further settings: floor limit 50.00, at most 100 approvals and 500.00 held, none
+// older than 48 hours (the limits terminal vendors document: PAX, Datacap).
+func DefaultOfflinePolicy() OfflinePolicy {
+	return OfflinePolicy{Enabled: true, FloorLimitMinor: 5000, MaxCount: 100, MaxTotalMinor: 50000, MaxAge: 48 * time.Hour}
+}
+
+// offlineDecision says whether a sale may be approved offline, and why not.
+func (p OfflinePolicy) decide(amount int64, onlinePIN bool, sc card.ServiceCode, t store.Totals, now time.Time) (bool, string) {
+	switch {
+	case !p.Enabled:
+		return false, "offline approval is not enabled on this terminal"
+	case onlinePIN:
+		return false, "a PIN-verified card cannot be approved offline (the PIN can only be checked online)"
+	case sc.OnlineOnly():
+		return false, "the card's issuer requires online authorization (service code)"
+	case amount > p.FloorLimitMinor:
+		return false, fmt.Sprintf("amount above the offline floor limit (%d minor units)", p.FloorLimitMinor)
+	case p.MaxCount > 0 && t.Advices >= p.MaxCount:
+		return false, fmt.Sprintf("%d offline approvals already wait for the acquirer (limit %d)", t.Advices, p.MaxCount)
+	case p.MaxTotalMinor > 0 && t.AdviceAmountMinor+amount > p.MaxTotalMinor:
+		return false, fmt.Sprintf("offline total would exceed its limit (%d minor units)", p.MaxTotalMinor)
+	case p.MaxAge > 0 && !t.OldestAdvice.IsZero() && now.Sub(t.OldestAdvice) > p.MaxAge:
+		return false, fmt.Sprintf("the oldest offline approval has waited more than %s for the acquirer", p.MaxAge)
+	}
+	return true, ""
+}
+
+// queued is the non-sensitive part of a queued message (store.Item.Payload): what is
+// needed, with the sealed card data, to build the reversal or advice at any later time.
+type queued struct {
+	OrigMTI          string    `json:"orig_mti"`
+	OrigSTAN         uint32    `json:"orig_stan"`
+	OrigTransmission time.Time `json:"orig_transmission"`
+	LocalTime        time.Time `json:"local_time"`
+	AmountMinor      int64     `json:"amount_minor"`
+	CurrencyNumeric  string    `json:"currency_numeric"`
+	ProcessingCode   string    `json:"processing_code"`
+	EntryMode        string    `json:"entry_mode"`
+	TerminalID       string    `json:"terminal_id"`
+	MerchantID       string    `json:"merchant_id"`
+	ReasonCode       string    `json:"reason_code,omitempty"`   // reversals
+	ApprovalCode     string    `json:"approval_code,omitempty"` // advices: the offline approval code
+}
+
+// queuedCard is the sensitive part, sealed by the store. No track data and no PIN block:
+// PCI DSS forbids keeping them after authorization, even encrypted.
+type queuedCard struct {
+	PAN     string `json:"pan"`
+	Expiry  string `json:"expiry"`
+	Field55 []byte `json:"field55,omitempty"` // a chip card's data (its cryptogram) for the advice
+}
+
+// sendable turns a queued item into the message to send now: the first send of a reversal
+// is an 0400, retries are 0420 then repeats 0421; an advice is 0220, repeats 0221.
+func sendable(it store.Item) (*moov.Message, error) {
+	var q queued
+	if err := json.Unmarshal(it.Payload, &q); err != nil {
+		return nil, fmt.Errorf("queued item %d: payload: %w", it.ID, err)
+	}
+	// A reversal queued by a void carries no card data: posd no longer holds it, and field
+	// 90 identifies the original for the host.
+	var c queuedCard
+	var pan card.PAN
+	if len(it.Sensitive) > 0 {
+		if err := json.Unmarshal(it.Sensitive, &c); err != nil {
+			return nil, fmt.Errorf("queued item %d: card data cannot be decoded", it.ID)
+		}
+		var err error
+		if pan, err = card.ParsePAN(c.PAN); err != nil {
+			return nil, fmt.Errorf("queued item %d: %w", it.ID, err)
+		}
+	}
+	now := time.Now()
+	switch it.Kind {
+	case store.KindReversal:
+		r := iso8583.Reversal{
+			Advice: it.Attempts > 0, Repeat: it.Attempts > 1,
+			STAN: it.STAN, TransmissionTime: now.UTC(), LocalTime: q.LocalTime,
+			OriginalMTI: q.OrigMTI, OriginalSTAN: q.OrigSTAN, OriginalTransmissionTime: q.OrigTransmission,
+			PAN: pan, Expiry: c.Expiry, AmountMinor: q.AmountMinor, CurrencyNumeric: q.CurrencyNumeric,
+			ProcessingCode: q.ProcessingCode, EntryMode: q.EntryMode, TerminalID: q.TerminalID, MerchantID: q.MerchantID,
+			ReasonCode: q.ReasonCode,
+		}
+		return r.Message()
+	case store.KindAdvice:
+		a := iso8583.Advice{
+			Repeat: it.Attempts > 0,
+			STAN:   it.STAN, TransmissionTime: now.UTC(), LocalTime: q.LocalTime,
+			PAN: pan, Expiry: c.Expiry, AmountMinor: q.AmountMinor, CurrencyNumeric: q.CurrencyNumeric,
+			ProcessingCode: q.ProcessingCode, EntryMode: q.EntryMode, TerminalID: q.TerminalID, MerchantID: q.MerchantID,
+			ApprovalCode: q.ApprovalCode, ResponseCode: "00", Field55: c.Field55,
+		}
+		return a.Message()
+	}
+	return nil, fmt.Errorf("queued item %d: unknown kind %q", it.ID, it.Kind)
+}
+
+// ForwardOptions configures the Forwarder.
+type ForwardOptions struct {
+	// Window is how many queued messages are in flight at once. Default 16.
+	Window int
+	// MaxAttempts is how many sends that may have reached the host an item gets before it
+	// is parked and an alert raised (never dropped). Default 10.
+	MaxAttempts int
+	// MinBackoff and MaxBackoff bound the wait between failed attempts, which doubles per
+	// failure with ±20% jitter. Defaults 1s and 5m.
+	MinBackoff, MaxBackoff time.Duration
+	// SendTimeout bounds each send. Default 30s.
+	SendTimeout time.Duration
+	// Alert is called when an item is parked. Default: logged only.
+	Alert func(store.Item, string)
+	// Now is the clock. Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger // default: discard
+	// Failpoint: see Options.Failpoint ("mid-drain"). Default nil.
+	Failpoint func(name string)
+}
+
+// Forwarder drains the store-and-forward queue to the acquirer: reversals first, then
+// advices, a window at a time, with exponential backoff and jitter while the host is away.
+// It is safe for concurrent use; Run runs it in the background and Drain can be called
+// directly (the sale path drains reversals before each authorization).
+type Forwarder struct {
+	st   *store.Store
+	acq  Acquirer
+	opts ForwardOptions
+	log  *slog.Logger
+	kick chan struct{}
+	mu   sync.Mutex // one drain at a time
+	// streak counts drains in a row that reached nothing (host down): it sets the backoff
+	// of not-sent failures, which do not count as attempts.
+	streak int
+}
+
+// NewForwarder returns a forwarder over st and acq.
+func NewForwarder(st *store.Store, acq Acquirer, opts ForwardOptions) *Forwarder {
+	if opts.Window <= 0 {
+		opts.Window = 16
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 10
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Minute
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Forwarder{st: st, acq: acq, opts: opts, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Kick makes a running forwarder look at the queue now.
+func (f *Forwarder) Kick() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// DrainStats counts what a Drain did.
+type DrainStats struct {
+	Sent, Acked, Failed, Parked int
+}
+
+// Drain sends every due item (reversals only, if reversalsOnly), a window at a time, until
+// nothing is due or a whole window failed to reach the host. Results are settled in one
+// commit per window. Reversals go strictly first: no advice is sent while a reversal is
+// still waiting, since an advice that overtook the reversal of the same sale's timed-out
+// authorization would leave the customer charged twice until the reversal got through.
+func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var total DrainStats
+	for {
+		due, err := f.st.Due(ctx, f.opts.Now(), f.opts.Window*4)
+		if err != nil {
+			return total, err
+		}
+		var revs, advs []store.Item
+		for _, it := range due {
+			if it.Kind == store.KindReversal {
+				revs = append(revs, it)
+			} else {
+				advs = append(advs, it)
+			}
+		}
+		batch := revs
+		if len(revs) == 0 && !reversalsOnly {
+			pending, err := f.reversalsPending(ctx)
+			if err != nil {
+				return total, err
+			}
+			if pending {
+				return total, nil // a reversal waits for its backoff: advices wait for it
+			}
+			batch = advs
+		}
+		if len(batch) == 0 {
+			return total, nil
+		}
+		results, st := f.sendAll(ctx, batch)
+		if f.opts.Failpoint != nil {
+			f.opts.Failpoint("mid-drain")
+		}
+		if err := f.st.Settle(context.WithoutCancel(ctx), results); err != nil {
+			return total, err
+		}
+		total.Sent += st.Sent
+		total.Acked += st.Acked
+		total.Failed += st.Failed
+		total.Parked += st.Parked
+		if st.Acked == 0 {
+			return total, nil // nothing got through: wait for the backoff
+		}
+		if ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+	}
+}
+
+// reversalsPending reports whether a reversal is still queued and not parked (due later,
+// after its backoff).
+func (f *Forwarder) reversalsPending(ctx context.Context) (bool, error) {
+	t, err := f.st.QueueTotals(ctx)
+	if err != nil {
+		return false, err
+	}
+	return t.Reversals > t.ParkedReversals, nil
+}
+
+// sendAll sends items with at most Window in flight and returns one result per item.
+func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Result, DrainStats) {
+	results := make([]store.Result, len(items))
+	sem := make(chan struct{}, f.opts.Window)
+	var wg sync.WaitGroup
+	for i, it := range items {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = f.sendOne(ctx, it)
+		}()
+	}
+	wg.Wait()
+	var st DrainStats
+	reachedNothing := true
+	for i, r := range results {
+		st.Sent++
+		switch {
+		case r.Acked:
+			st.Acked++
+			reachedNothing = false
+		case r.Park:
+			st.Parked++
+			f.alert(items[i], r.Err)
+		default:
+			st.Failed++
+			if r.Reached {
+				reachedNothing = false
+			}
+		}
+	}
+	if reachedNothing {
+		f.streak++
+	} else {
+		f.streak = 0
+	}
+	// Not-sent failures back off on the streak: the host is away, not refusing.
+	for i := range results {
+		if !results[i].Acked && !results[i].Reached && !results[i].Park {
+			results[i].Next = f.opts.Now().Add(f.backoff(f.streak))
+		}
+	}
+	return results, st
+}
+
+func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
+	now := f.opts.Now()
+	res := store.Result{ID: it.ID, Time: now}
+	msg, err := sendable(it)
+	if err != nil {
+		// It can never be built: park it for an operator rather than retry forever.
+		res.Err, res.Park = err.Error(), true
+		return res
+	}
+	sctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
+	resp, err := f.acq.Send(sctx, msg)
+	cancel()
+	if err == nil {
+		r, perr := iso8583.ParseResponse(resp)
+		if perr == nil {
+			res.Acked, res.ResponseCode = true, r.ResponseCode
+			f.log.Info("queued message acknowledged", "kind", string(it.Kind), "txn", uint64(it.TxnID), "stan", it.STAN, "response_code", r.ResponseCode)
+			return res
+		}
+		err = fmt.Errorf("%w: unreadable answer: %w", iso8583.ErrOutcomeUnknown, perr)
+	}
+	res.Err = err.Error()
+	res.Reached = !errors.Is(err, iso8583.ErrNotSent)
+	if res.Reached {
+		attempts := it.Attempts + 1
+		if attempts >= f.opts.MaxAttempts {
+			res.Park = true
+			return res
+		}
+		res.Next = now.Add(f.backoff(attempts))
+	}
+	return res
+}
+
+// backoff is MinBackoff doubled n-1 times, capped at MaxBackoff, with ±20% jitter.
+func (f *Forwarder) backoff(n int) time.Duration {
+	d := f.opts.MinBackoff
+	for i := 1; i < n && d < f.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, f.opts.MaxBackoff)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (f *Forwarder) alert(it store.Item, why string) {
+	f.log.Error("queued message parked: retries exhausted or unsendable; an operator must act (posctl saf list)", "kind", string(it.Kind), "queue_id", uint64(it.ID), "txn", uint64(it.TxnID), "pan", it.MaskedPAN, "reason", why)
+	if f.opts.Alert != nil {
+		f.opts.Alert(it, why)
+	}
+}
+
+// Run drains the queue until ctx ends: at once, whenever kicked, and when the next item
+// falls due.
+func (f *Forwarder) Run(ctx context.Context) error {
+	for {
+		if _, err := f.Drain(ctx, false); err != nil && ctx.Err() == nil {
+			f.log.Warn("store-and-forward drain failed", "reason", err)
+		}
+		wait := f.nextWait(ctx)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-f.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// nextWait is how long until the earliest pending item is due (at most a minute).
+func (f *Forwarder) nextWait(ctx context.Context) time.Duration {
+	items, err := f.st.List(ctx)
+	if err != nil {
+		return time.Minute
+	}
+	now := f.opts.Now()
+	wait := time.Minute
+	for _, it := range items {
+		if it.State != store.QueuePending {
+			continue
+		}
+		if d := it.NextAttempt.Sub(now); d < wait {
+			wait = max(d, 10*time.Millisecond)
+		}
+	}
+	return wait
+}
