@@ -5,7 +5,7 @@ GO       ?= go
 PKGS     ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build build-arm32 test test-deps vet unit cross bench fuzz clean
+.PHONY: all build build-arm32 test test-deps vet unit test-pkcs11 fuzz-short cross crash bench fuzz clean
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 # test: tools the tests use when present (installed when possible), vet, every package's
 # tests (the end-to-end ones run the built binaries over real ptys and loopback TCP), and the
 # cross-builds for the processors POS devices use.
-test: test-deps vet unit cross
+test: test-deps vet unit test-pkcs11 fuzz-short cross
 
 test-deps:
 	@scripts/test-deps
@@ -33,6 +33,20 @@ unit:
 		$(GO) test -count=1 -timeout 10m $(PKGS); \
 	fi
 
+# The PKCS#11 backend (cgo, build tag pkcs11) against SoftHSM2; its tests skip, saying why,
+# where softhsm2 is missing.
+test-pkcs11:
+	@if command -v gcc >/dev/null 2>&1; then \
+		$(GO) vet -tags pkcs11 ./hsm/... ./cmd/posd && \
+		$(GO) test -count=1 -tags pkcs11 ./hsm/pkcs11/...; \
+	else \
+		echo "test-pkcs11: no C compiler: the PKCS#11 backend (cgo) is not built or tested"; \
+	fi
+
+# A short fuzz run of the acquirer's unpacker on every make test (make fuzz runs all).
+fuzz-short:
+	@scripts/fuzz-short ./iso8583 FuzzUnpack 10s
+
 # Pure-Go cross-builds: posd must build with CGO_ENABLED=0 for 32-bit ARMv7 and arm64.
 # 32-bit ARM goes through scripts/build-arm32, which works around a 32-bit compile error in
 # moov-io/iso8583 v0.26.1 (see the script); `make build-arm32` leaves the binaries in bin/arm32.
@@ -43,6 +57,11 @@ cross:
 
 build-arm32:
 	mkdir -p bin/arm32 && scripts/build-arm32 $(CURDIR)/bin/arm32
+
+# crash: the long store-and-forward crash run (make test runs 200 kills; this runs 2000).
+CRASH_KILLS ?= 2000
+crash:
+	POSD_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -count=1 -run TestCrashKill -v -timeout 60m ./cmd/posd
 
 # bench: the benchmarks whose figures go to docs/BENCHMARKS.md.
 bench:
