@@ -34,6 +34,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/posd-dev/posd/hsm/dukpt"
@@ -65,6 +66,9 @@ type config struct {
 	currency  string
 	country   string
 	serial    string
+	fwModel   string
+	fwVersion string
+	fwDrop    int
 }
 
 func parseFlags(args []string, stdout io.Writer) (*config, error) {
@@ -79,6 +83,9 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	currency := fs.String("currency", "978", "ISO 4217 numeric currency of the pad's EMV tables (tag 5F2A)")
 	country := fs.String("country", "250", "ISO 3166 numeric country of the pad's EMV tables (tag 9F1A)")
 	serial := fs.String("serial", "PADSIM0001", "the pad's serial number (GIN), at most 20 characters")
+	fwModel := fs.String("fw-model", "", "answer the firmware loading commands (FWI/FWS/FWB/FWE) as a pad of this model (default: no loader, ERR010)")
+	fwVersion := fs.String("fw-version", "1.0.0", "with --fw-model: the pad's firmware version before an image is applied")
+	fwDropAfter := fs.Int("fw-drop-after", 0, "with --fw-model: drop the line once after this many firmware blocks (the host must resume)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE] [--currency NNN] [--country NNN] [--serial TEXT]")
@@ -107,6 +114,7 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	return &config{
 		port: *port, script: *script, bdk: bdk, ksn: ksn, baud: *baud, statePath: *state,
 		testKeys: *bdkHex == testBDK, currency: *currency, country: *country, serial: *serial,
+		fwModel: *fwModel, fwVersion: *fwVersion, fwDrop: *fwDropAfter,
 	}, nil
 }
 
@@ -131,9 +139,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(stdout, "pinpad-sim: "+format+"\n", args...)
 	}
+	// The port in use, so that a firmware line drop can close it (the pad then opens
+	// the path again and the host resumes the transfer).
+	var mu sync.Mutex
+	var cur io.ReadWriteCloser
+	dropped := false // the firmware loader dropped the line on purpose: serve again
+	var fw *padsim.Firmware
+	if cfg.fwModel != "" {
+		if cfg.fwDrop < 0 {
+			return fail(errors.New("--fw-drop-after must not be negative"))
+		}
+		fw, err = padsim.NewFirmware(&padsim.FirmwareOptions{Model: cfg.fwModel, Version: cfg.fwVersion, DropAfter: cfg.fwDrop, Logf: logf,
+			Drop: func() {
+				mu.Lock()
+				defer mu.Unlock()
+				dropped = true
+				if cur != nil {
+					cur.Close()
+				}
+			}})
+		if err != nil {
+			return fail(err)
+		}
+	}
 	pad, err := padsim.New(script, &padsim.Options{
 		BDK: cfg.bdk, KSN: cfg.ksn, Logf: logf, StatePath: cfg.statePath,
-		Currency: cfg.currency, Country: cfg.country, Serial: cfg.serial,
+		Currency: cfg.currency, Country: cfg.country, Serial: cfg.serial, Firmware: fw,
 	})
 	clear(cfg.bdk)
 	if err != nil {
@@ -146,12 +177,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// The first port is opened here so that a missing device fails at once;
 	// an unplug fault closes it and the pad opens the path again.
 	open := func() (io.ReadWriteCloser, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		if first != nil {
-			p := first
-			first = nil
-			return p, nil
+			cur, first = first, nil
+			return cur, nil
 		}
-		return abecs.OpenSerial(cfg.port, cfg.baud)
+		p, err := abecs.OpenSerial(cfg.port, cfg.baud)
+		if err == nil {
+			cur = p
+		}
+		return p, err
 	}
 
 	keys := "the public ANSI X9.24 test BDK"
@@ -160,10 +196,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logf("listening on %s at %d bit/s; %d script events; DUKPT key from %s, KSN %v",
 		cfg.port, cfg.baud, len(script.Events), keys, pad.KSN())
-	err = pad.ServeDevice(ctx, open)
-	if ctx.Err() != nil {
-		logf("stopped")
-		return 0
+	for {
+		err = pad.ServeDevice(ctx, open)
+		if ctx.Err() != nil {
+			logf("stopped")
+			return 0
+		}
+		mu.Lock()
+		again := dropped
+		dropped = false
+		mu.Unlock()
+		if !again {
+			return fail(err)
+		}
+		logf("line dropped on purpose (--fw-drop-after); serving again")
 	}
-	return fail(err)
 }

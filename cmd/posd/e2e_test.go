@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -207,7 +208,7 @@ func writeTestConfig(t *testing.T, dir, padPort, acquirer string) (cfgPath, sock
   "version": 1,
   "terminal": {"id": "E2E00001", "merchant_id": "E2E-MERCHANT-42", "currency": "EUR", "card_timeout": "10s"},
   "api": {"listen": "unix:%s"},
-  "pinpad": {"port": %q, "ack_timeout": "1s"},
+  "pinpad": {"port": %q, "ack_timeout": "1s", "response_timeout": "2s"},
   "acquirer": {"address": %q, "response_timeout": "5s", "dial_timeout": "2s"},
   "store": {"path": %q}
 }`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"))
@@ -339,6 +340,19 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("posd exited %d on SIGTERM:\n%s", code, posd.out.String())
 	}
 	assertNoCardData(t, c.all(), demoPINBlocks(t))
+
+	// The journal file itself: no full PAN, no track, no PIN block, in any form.
+	db, err := os.ReadFile(filepath.Join(dir, "posd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoCardData(t, string(db), demoPINBlocks(t))
+	for _, b := range demoPINBlocks(t) {
+		raw, _ := hex.DecodeString(b)
+		if bytes.Contains(db, raw) {
+			t.Error("the journal file holds a PIN block (raw bytes)")
+		}
+	}
 }
 
 // TestStartupErrors: each start-up failure is one clear line on stderr and exit 1.

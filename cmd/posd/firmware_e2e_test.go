@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/posd-dev/posd/firmware"
 	"github.com/posd-dev/posd/firmware/release"
+	"github.com/posd-dev/posd/terminal/ptypair"
 )
 
 // TestFirmwareEndToEnd: a vendor signs a release with the root built into this posd (the
@@ -63,7 +65,15 @@ func TestFirmwareEndToEnd(t *testing.T) {
 	}
 
 	c := &captured{}
-	pair := startPad(t, c, dir, nil)
+	// A pad with a firmware loader that drops the line once, mid-transfer.
+	pair, err := ptypair.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	padProc := c.start(t, "pinpad-sim", "--port", pair.B, "--script", writeScript(t, dir, nil),
+		"--fw-model", "PADSIM-E2E", "--fw-version", "1.0.0", "--fw-drop-after", "3")
+	padProc.waitFor(t, pair.B)
 	_, addr := startAcquirer(t, c)
 	cfgPath, sock := writeTestConfig(t, dir, pair.A, addr)
 	cfg, _ := os.ReadFile(cfgPath)
@@ -134,6 +144,23 @@ func TestFirmwareEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "firmware install") || !strings.Contains(string(b), "tech-7") {
 		t.Errorf("audit chain:\n%s", b)
+	}
+
+	// PIN pad firmware: a signed pad image goes to the pad over the ABECS link; the pad
+	// drops the line after 3 blocks and the transfer resumes from the last acknowledged one.
+	padImg := filepath.Join(dir, "pad-2.0.0.bin")
+	os.WriteFile(padImg, bytes.Repeat([]byte("posd pad image "), 1500), 0o644) // 22.5 kB: a dozen blocks
+	// The vendor's next release, in the same repository (metadata versions rise).
+	padRepo := &release.Repo{Dir: newer}
+	if err := padRepo.Publish(release.ReleaseSpec{Keep: true, Images: []release.Image{{Path: padImg, Kind: firmware.KindPINPad, Version: "2.0.0", Hardware: []string{"PADSIM-E2E"}}}, Signers: signers}); err != nil {
+		t.Fatal(err)
+	}
+	code, out = c.run(t, "posctl", api, "firmware", "pinpad", "--who", "tech-7", padRepo.Dir)
+	if code != 0 || !strings.Contains(out, "2.0.0") {
+		t.Errorf("PIN pad firmware: exit %d\n%s\npinpad-sim:\n%s", code, out, padProc.out.String())
+	}
+	if !strings.Contains(strings.ToLower(padProc.out.String()), "drop") {
+		t.Errorf("the pad never dropped the line:\n%s", padProc.out.String())
 	}
 	stop(p)
 }
