@@ -146,6 +146,7 @@ type Authorization struct {
 	TerminalID       string    // field 41, ans up to 8 (padded with spaces); required
 	MerchantID       string    // field 42, ans up to 15 (padded with spaces); required
 	Field55          []byte    // ICC data (EMV TLV, e.g. the ARQC's tags); nil for none
+	PANSequence      string    // field 23, the chip card's PAN sequence number (tag 5F34), 3 digits; "" for none
 }
 
 // The KSN of a DUKPT PIN block travels in field 62 (LLLVAR ans) as 20 upper-case hexadecimal
@@ -261,6 +262,14 @@ func (a Authorization) Message() (*Message, error) {
 	if a.Field55 != nil {
 		if err := msg.BinaryField(55, append([]byte(nil), a.Field55...)); err != nil {
 			return nil, &FieldError{Field: 55, Op: "build", Err: err}
+		}
+	}
+	if a.PANSequence != "" {
+		if len(a.PANSequence) != 3 || classN.badChar([]byte(a.PANSequence)) >= 0 {
+			return nil, &FieldError{Field: 23, Op: "build", Err: fmt.Errorf("%w: card sequence number must be 3 digits", ErrInvalidValue)}
+		}
+		if err := set(23, a.PANSequence); err != nil {
+			return nil, err
 		}
 	}
 

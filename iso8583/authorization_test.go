@@ -255,3 +255,22 @@ func TestAuthorizationMessageIsPlainMoov(t *testing.T) {
 		t.Fatalf("field 4 = %q", s)
 	}
 }
+
+func TestAuthorizationPANSequence(t *testing.T) {
+	a := iso8583.Authorization{MTI: "0200", AmountMinor: 100, CurrencyNumeric: "978", STAN: 1, TransmissionTime: time.Now(), LocalTime: time.Now(),
+		PAN: mustPAN(t, "4761739001010010"), Expiry: "3012", EntryMode: "051", TerminalID: "T1", MerchantID: "M1", Field55: []byte{0x9F, 0x26, 0x01, 0x00}, PANSequence: "001"}
+	msg, err := a.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := msg.GetString(23); v != "001" {
+		t.Errorf("field 23 = %q, want 001", v)
+	}
+	for _, bad := range []string{"1", "0001", "0a1"} {
+		a.PANSequence = bad
+		var fe *iso8583.FieldError
+		if _, err := a.Message(); !errors.As(err, &fe) || fe.Field != 23 {
+			t.Errorf("PANSequence %q: err = %v, want a field 23 error", bad, err)
+		}
+	}
+}

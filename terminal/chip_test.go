@@ -27,6 +27,11 @@ func TestChipSaleOnlineWithPIN(t *testing.T) {
 	if len(ch) != 1 || !ch[0].Approved || ch[0].Reversed {
 		t.Errorf("host = %+v", ch)
 	}
+	// On the wire: entry mode 051, card sequence number (field 23), the card's data (55)
+	// with its cryptogram (9F26).
+	if f22, f23, f55 := r.sent.field(t, 0, 22), r.sent.field(t, 0, 23), r.sent.field(t, 0, 55); f22 != "051" || f23 != "001" || !strings.Contains(f55, "9F26") {
+		t.Errorf("fields 22=%q 23=%q 55 has 9F26: %v", f22, f23, strings.Contains(f55, "9F26"))
+	}
 	r.checkNoCardData(t, pinBlocks(t, "4761739001010010", "1234")...)
 }
 

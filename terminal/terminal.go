@@ -252,6 +252,7 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 		TerminalID:       t.opts.TerminalID,
 		MerchantID:       t.opts.MerchantID,
 		Field55:          p.field55,
+		PANSequence:      p.panSeq,
 	}
 	if p.track2 == "" {
 		auth.PAN, auth.Expiry = pan, p.expiry.YYMM()

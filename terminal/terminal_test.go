@@ -54,6 +54,37 @@ type rig struct {
 	addr string
 	hopt hostsim.Options
 	ctx  context.Context
+	sent *recorder
+}
+
+// recorder is the acquirer link with a record of every request sent through it.
+type recorder struct {
+	terminal.Acquirer
+	mu   sync.Mutex
+	msgs []*iso8583.Message
+}
+
+func (r *recorder) Send(ctx context.Context, m *iso8583.Message) (*iso8583.Message, error) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	return r.Acquirer.Send(ctx, m)
+}
+
+// field returns field id of the n-th request sent.
+func (r *recorder) field(t *testing.T, n, id int) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n >= len(r.msgs) {
+		t.Fatalf("only %d requests sent", len(r.msgs))
+	}
+	if id == 55 {
+		b, _ := r.msgs[n].GetBytes(55)
+		return fmt.Sprintf("%X", b)
+	}
+	v, _ := r.msgs[n].GetString(id)
+	return v
 }
 
 // startHost starts the acquirer simulator on the rig's address (for rigs made with later).
@@ -159,7 +190,8 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	}
 	t.Cleanup(func() { acq.Close() })
 	logger := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) { logf("%s", b) }), nil))
-	r.term, err = terminal.New(pp, pp, pins, acq, r.st, terminal.Options{
+	r.sent = &recorder{Acquirer: acq}
+	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
 		HostTimeout: time.Second, CardTimeout: 5 * time.Second, Logger: logger,
 		Offline: faults.offline,
