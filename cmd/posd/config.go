@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/terminal/money"
 )
 
@@ -102,6 +103,32 @@ type AcquirerConfig struct {
 	// RequireAtStart makes posd refuse to start when the acquirer cannot be reached. Default
 	// true: a terminal that cannot go online says so at once rather than at the first sale.
 	RequireAtStart *bool `json:"require_at_start"`
+	// Dialect is the acquirer's ISO 8583 dialect: a JSON spec file (moov-io's format, with
+	// its framing). Default "": posd's ISO 8583:1987 ASCII dialect, 2-byte binary length.
+	Dialect string `json:"dialect"`
+	// Framing overrides the dialect's framing: {"length": "binary2"|"ascii4"|"bcd2",
+	// "tpdu": "6000010000"}. Default: the dialect's.
+	Framing *iso8583.FramingConfig `json:"framing"`
+	// TLS turns on TLS to the acquirer (the server's certificate is always verified).
+	// Default none: plain TCP.
+	TLS *TLSConfig `json:"tls"`
+	// SignOn sends an 0800 sign-on on each new connection and uses it only when the host
+	// answers 00; posd signs off when it stops. Default true.
+	SignOn *bool `json:"sign_on"`
+	// EchoInterval sends an 0800 echo after this long without traffic; a link silent past
+	// DeadLinkTimeout is closed and dialled again. Defaults 60s and EchoInterval.
+	EchoInterval    Duration `json:"echo_interval"`
+	DeadLinkTimeout Duration `json:"dead_link_timeout"`
+	// MaxInFlight bounds the requests waiting for answers at once. Default 64.
+	MaxInFlight int `json:"max_in_flight"`
+}
+
+// TLSConfig is the acquirer link's TLS.
+type TLSConfig struct {
+	CAFile     string `json:"ca_file"`     // CA certificates to verify the acquirer with; default: the system's
+	CertFile   string `json:"cert_file"`   // client certificate, when the acquirer asks for one
+	KeyFile    string `json:"key_file"`    // its private key
+	ServerName string `json:"server_name"` // name to verify; default: the host of acquirer.address
 }
 
 // StoreConfig is the bbolt file.
@@ -366,6 +393,37 @@ func (c *Config) fill() error {
 	if a.RequireAtStart == nil {
 		yes := true
 		a.RequireAtStart = &yes
+	}
+	if a.SignOn == nil {
+		yes := true
+		a.SignOn = &yes
+	}
+	if a.EchoInterval == 0 {
+		a.EchoInterval = Duration(60 * time.Second)
+	}
+	if a.MaxInFlight == 0 {
+		a.MaxInFlight = 64
+	}
+	if a.MaxInFlight < 1 || a.MaxInFlight > 1024 {
+		return &ConfigError{"acquirer.max_in_flight", "must be 1 to 1024"}
+	}
+	if a.Dialect != "" {
+		if _, err := iso8583.LoadDialect(a.Dialect); err != nil {
+			key := "acquirer.dialect"
+			var de *iso8583.DialectError
+			if errors.As(err, &de) && de.Setting != "" {
+				key += " (" + de.Setting + ")"
+			}
+			return &ConfigError{key, err.Error()}
+		}
+	}
+	if a.Framing != nil {
+		if _, err := a.Framing.Framer(); err != nil {
+			return &ConfigError{"acquirer.framing", err.Error()}
+		}
+	}
+	if a.TLS != nil && (a.TLS.CertFile == "") != (a.TLS.KeyFile == "") {
+		return &ConfigError{"acquirer.tls", "cert_file and key_file go together"}
 	}
 	if c.Store.Path == "" {
 		return &ConfigError{"store.path", "required (the bbolt journal file)"}

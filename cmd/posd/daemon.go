@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,19 +121,17 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		return nil, err
 	}
 
-	d.acq, err = iso8583.NewClient(iso8583.ClientOptions{
-		Addr:        cfg.Acquirer.Address,
-		DialTimeout: time.Duration(cfg.Acquirer.DialTimeout),
-		Logf:        trace,
-		LateResponse: func(m *moov.Message) {
-			log.Error("response arrived after its timeout; the transaction is recorded outcome-unknown and must be reversed", "summary", iso8583.Summary(m))
-		},
-	})
+	aopts, err := acquirerOptions(cfg, d.st, trace, log)
+	if err != nil {
+		return nil, fmt.Errorf("acquirer: %w", err)
+	}
+	d.acq, err = iso8583.NewClient(aopts)
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
 	}
 	if *cfg.Acquirer.RequireAtStart {
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Acquirer.DialTimeout))
+		// Dialling, then signing on.
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Acquirer.DialTimeout)+10*time.Second)
 		err := d.acq.Connect(cctx)
 		cancel()
 		if err != nil {
@@ -253,6 +253,12 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	if d.srv != nil {
 		err = d.srv.Shutdown(ctx)
 	}
+	if d.acq != nil {
+		// In-flight requests finish (or end outcome-unknown); then sign-off.
+		if serr := d.acq.Shutdown(ctx); serr != nil {
+			d.log.Warn("acquirer link shutdown", "reason", serr)
+		}
+	}
 	d.close()
 	return err
 }
@@ -336,4 +342,61 @@ func failpointFromEnv(log *slog.Logger) func(string) {
 			select {} // never continue past the point
 		}
 	}
+}
+
+// acquirerOptions turns the acquirer config into the link's options: dialect, framing,
+// TLS, sign-on, echo and dead-link detection.
+func acquirerOptions(cfg *Config, st *store.Store, trace func(string, ...any), log *slog.Logger) (iso8583.ClientOptions, error) {
+	a := cfg.Acquirer
+	o := iso8583.ClientOptions{
+		Addr:            a.Address,
+		DialTimeout:     time.Duration(a.DialTimeout),
+		Logf:            trace,
+		MaxInFlight:     a.MaxInFlight,
+		SignOn:          *a.SignOn,
+		EchoInterval:    time.Duration(a.EchoInterval),
+		DeadLinkTimeout: time.Duration(a.DeadLinkTimeout),
+		TerminalID:      cfg.Terminal.ID,
+		NextSTAN:        st.NextSTAN,
+		LateResponse: func(m *iso8583.Message) {
+			// The sale this answers already ended outcome-unknown with its reversal queued.
+			log.Error("response arrived after its timeout; its transaction was recorded outcome-unknown and is being reversed", "summary", iso8583.Summary(m))
+		},
+	}
+	if a.Dialect != "" {
+		d, err := iso8583.LoadDialect(a.Dialect)
+		if err != nil {
+			return o, err
+		}
+		o.Dialect = d
+	}
+	if a.Framing != nil {
+		f, err := a.Framing.Framer()
+		if err != nil {
+			return o, err
+		}
+		o.Framer = f
+	}
+	if a.TLS != nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: a.TLS.ServerName}
+		if a.TLS.CAFile != "" {
+			pem, err := os.ReadFile(a.TLS.CAFile)
+			if err != nil {
+				return o, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", a.TLS.CAFile)
+			}
+		}
+		if a.TLS.CertFile != "" {
+			c, err := tls.LoadX509KeyPair(a.TLS.CertFile, a.TLS.KeyFile)
+			if err != nil {
+				return o, fmt.Errorf("tls.cert_file/key_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{c}
+		}
+		o.TLS = tc
+	}
+	return o, nil
 }
