@@ -3,7 +3,6 @@ package iso8583
 import (
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -334,55 +333,20 @@ type AuthResponse struct {
 // ParseAuthResponse reads an 0110 or 0210. Fields 11, 39 and 41 are required; a decline is
 // a response like any other (check [AuthResponse.Approved]).
 func ParseAuthResponse(msg *Message) (AuthResponse, error) {
-	var r AuthResponse
-	var err error
-	if r.MTI, err = msg.GetMTI(); err != nil {
-		return AuthResponse{}, &FieldError{Field: 0, Op: "unpack", Err: err}
-	}
-	if r.MTI != MTIAuthorizationResponse && r.MTI != MTIFinancialResponse {
-		return AuthResponse{}, &FieldError{Field: 0, Op: "unpack", Err: fmt.Errorf("%w: MTI %q is not 0110 or 0210", ErrInvalidValue, r.MTI)}
-	}
-	get := func(id int, required bool) (string, error) {
-		s, err := msg.GetString(id)
-		if err != nil {
-			return "", &FieldError{Field: id, Op: "unpack", Err: err}
+	if msg != nil {
+		if mti, err := msg.GetMTI(); err == nil && mti != MTIAuthorizationResponse && mti != MTIFinancialResponse {
+			return AuthResponse{}, &FieldError{Field: 0, Op: "unpack", Err: fmt.Errorf("%w: MTI %q is not 0110 or 0210", ErrInvalidValue, mti)}
 		}
-		if s == "" && required {
-			return "", &FieldError{Field: id, Op: "unpack", Err: ErrMissingField}
-		}
-		return s, nil
 	}
-	stan, err := get(11, true)
+	r, err := ParseResponse(msg)
 	if err != nil {
 		return AuthResponse{}, err
 	}
-	n, err := strconv.ParseUint(stan, 10, 32)
-	if err != nil {
-		return AuthResponse{}, &FieldError{Field: 11, Op: "unpack", Err: fmt.Errorf("%w: STAN is not a number", ErrInvalidValue)}
+	if r.TerminalID == "" {
+		return AuthResponse{}, &FieldError{Field: 41, Op: "unpack", Err: ErrMissingField}
 	}
-	r.STAN = uint32(n)
-	if r.ResponseCode, err = get(39, true); err != nil {
-		return AuthResponse{}, err
-	}
-	if r.TerminalID, err = get(41, true); err != nil {
-		return AuthResponse{}, err
-	}
-	if r.ApprovalCode, err = get(38, false); err != nil {
-		return AuthResponse{}, err
-	}
-	if r.RRN, err = get(37, false); err != nil {
-		return AuthResponse{}, err
-	}
-	amount, err := get(4, false)
-	if err != nil {
-		return AuthResponse{}, err
-	}
-	if amount != "" {
-		if r.AmountMinor, err = strconv.ParseInt(amount, 10, 64); err != nil {
-			return AuthResponse{}, &FieldError{Field: 4, Op: "unpack", Err: fmt.Errorf("%w: amount is not a number", ErrInvalidValue)}
-		}
-	}
-	return r, nil
+	return AuthResponse{MTI: r.MTI, ResponseCode: r.ResponseCode, ApprovalCode: r.ApprovalCode, RRN: r.RRN,
+		TerminalID: r.TerminalID, STAN: r.STAN, AmountMinor: r.AmountMinor}, nil
 }
 
 // Approved reports whether the host approved: response code "00" only. Codes that approve
