@@ -18,6 +18,7 @@ import (
 
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/hsm/internal/pinentry"
 	"github.com/posd-dev/posd/hsm/kcv"
 	"github.com/posd-dev/posd/hsm/pinblock"
 	"github.com/posd-dev/posd/hsm/tr31"
@@ -566,38 +567,9 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 	if err != nil {
 		return hsm.EncryptedPIN{}, err
 	}
-	if info.Usage != hsm.UsagePIN && info.Usage != hsm.UsageDUKPT {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: pkcs11: key %q is a %v key", hsm.ErrKeyUsage, req.KeyID, info.Usage)
-	}
-	want := hsm.FormatISO0
-	if info.Algorithm.IsAES() {
-		want = hsm.FormatISO4
-	}
-	if req.Format != want {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: pkcs11: key %q makes %v blocks, asked for %v", hsm.ErrUnsupported, req.KeyID, want, req.Format)
-	}
-	if b.opts.PINEntry == nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: pkcs11: no PIN entry configured (a token has none)", hsm.ErrUnsupported)
-	}
-	pin, err := b.opts.PINEntry(ctx, req)
+	want, field, err := pinentry.ClearBlock(ctx, "pkcs11", info, req, b.opts.PINEntry, b.opts.Rand)
 	if err != nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("pkcs11: PIN entry: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: %w", hsm.ErrTimeout, err)
-		}
-		return hsm.EncryptedPIN{}, fmt.Errorf("pkcs11: %w", err)
-	}
-	pan := req.PAN.Digits()
-	var field []byte
-	if want == hsm.FormatISO4 {
-		field, err = pinblock.Encode(pinblock.Format4, pin, pan, b.opts.Rand)
-	} else {
-		field, err = pinblock.Encode(pinblock.Format0, pin, pan, nil)
-	}
-	if err != nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("pkcs11: %w", err)
+		return hsm.EncryptedPIN{}, err
 	}
 	defer clear(field)
 
@@ -640,7 +612,7 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 		defer b.ctx.DestroyObject(b.session, pinKey)
 		ksn = s[:]
 	}
-	panField, err := pinblock.Format4PANField(pan)
+	panField, err := pinblock.Format4PANField(req.PAN.Digits())
 	if err != nil {
 		return hsm.EncryptedPIN{}, fmt.Errorf("pkcs11: %w", err)
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/hsm/internal/pinentry"
 	"github.com/posd-dev/posd/hsm/kcv"
 	"github.com/posd-dev/posd/hsm/mac"
 	"github.com/posd-dev/posd/hsm/pinblock"
@@ -138,40 +139,10 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 	if err != nil {
 		return hsm.EncryptedPIN{}, err
 	}
-	if info.Usage != hsm.UsagePIN && info.Usage != hsm.UsageDUKPT {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: soft: key %q is a %v key", hsm.ErrKeyUsage, req.KeyID, info.Usage)
-	}
-	want := hsm.FormatISO0
-	if info.Algorithm.IsAES() {
-		want = hsm.FormatISO4
-	}
-	if req.Format != want {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: soft: key %q makes %v blocks, asked for %v", hsm.ErrUnsupported, req.KeyID, want, req.Format)
-	}
-	if b.opts.PINEntry == nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("%w: soft: no PIN entry configured", hsm.ErrUnsupported)
-	}
-	pin, err := b.opts.PINEntry(ctx, req)
-	if err != nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("soft: PIN entry: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: %w", hsm.ErrTimeout, err)
-		}
-		return hsm.EncryptedPIN{}, fmt.Errorf("soft: %w", err)
-	}
-	pan := req.PAN.Digits()
-
 	// The clear block is made before a counter is taken, so a bad PIN wastes none.
-	var clearBlock []byte
-	if want == hsm.FormatISO4 {
-		clearBlock, err = pinblock.Encode(pinblock.Format4, pin, pan, b.opts.Rand)
-	} else {
-		clearBlock, err = pinblock.Encode(pinblock.Format0, pin, pan, nil)
-	}
+	want, clearBlock, err := pinentry.ClearBlock(ctx, "soft", info, req, b.opts.PINEntry, b.opts.Rand)
 	if err != nil {
-		return hsm.EncryptedPIN{}, fmt.Errorf("soft: %w", err)
+		return hsm.EncryptedPIN{}, err
 	}
 	defer clear(clearBlock)
 
@@ -203,7 +174,7 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 	var block []byte
 	if want == hsm.FormatISO4 {
 		var b16 [16]byte
-		b16, err = pinblock.EncryptFormat4(pinKey, [16]byte(clearBlock), pan)
+		b16, err = pinblock.EncryptFormat4(pinKey, [16]byte(clearBlock), req.PAN.Digits())
 		block = b16[:]
 	} else {
 		var b8 [8]byte
