@@ -23,6 +23,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/posd-dev/posd/store"
 )
 
 func main() {
@@ -33,6 +35,7 @@ const usage = `usage:
   posd run --config FILE          run the daemon
   posd check-config --config FILE check a config file and print it with defaults filled in
   posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
+  posd store check --path FILE    check a journal file while posd is stopped
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -48,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheckConfig(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout, stderr)
+	case "store":
+		err = cmdStore(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -128,6 +133,44 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return writeConfig(stdout, cfg)
+}
+
+// cmdStore checks a journal file with posd stopped: bbolt's page check, the journal's
+// invariants, the queue and the audit chain, each problem with what to do. It changes
+// nothing. Exit 1 when it finds a problem or cannot open the file.
+func cmdStore(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprint(stderr, "usage: posd store check --path FILE\n")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("posd store check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("path", "", "the journal file (store.path in the config)")
+	if err := fs.Parse(args[1:]); err != nil || *path == "" {
+		fmt.Fprint(stderr, "usage: posd store check --path FILE\n")
+		return errUsage
+	}
+	if _, err := os.Stat(*path); err != nil {
+		return fmt.Errorf("store check: %w", err)
+	}
+	st, err := store.Open(*path, nil)
+	if err != nil {
+		return fmt.Errorf("store check: %w", err)
+	}
+	defer st.Close()
+	rep, err := st.Check(context.Background())
+	if err != nil {
+		return fmt.Errorf("store check: %w", err)
+	}
+	fmt.Fprintf(stdout, "journal: %d records (%d open); queue: %d (%d parked); audit chain: %d entries\n", rep.Records, rep.Open, rep.Queued, rep.Parked, rep.AuditEntries)
+	if rep.OK() {
+		fmt.Fprintln(stdout, "store check: ok")
+		return nil
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(stdout, "PROBLEM: %s\n  what to do: %s\n", p.What, p.Do)
+	}
+	return fmt.Errorf("store check found %d problem(s)", len(rep.Problems))
 }
 
 func level(s string) slog.Level {
