@@ -5,9 +5,13 @@ package posd_test
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,6 +23,7 @@ type pkg struct {
 	Imports    []string
 	Deps       []string
 	GoFiles    []string
+	Dir        string
 }
 
 func listPackages(t *testing.T) []pkg {
@@ -49,6 +54,14 @@ func listPackages(t *testing.T) []pkg {
 }
 
 const mod = "github.com/posd-dev/posd"
+
+// leaves are the leaf packages and the only project packages each may import.
+var leaves = map[string]map[string]bool{
+	"terminal/card":      {},
+	"terminal/money":     {},
+	"terminal/emv":       {"terminal/card": true},
+	"terminal/magstripe": {"terminal/card": true, "terminal/money": true},
+}
 
 func TestHygiene(t *testing.T) {
 	for _, p := range listPackages(t) {
@@ -83,13 +96,52 @@ func TestHygiene(t *testing.T) {
 				strings.HasPrefix(drel, "terminal") && drel != "terminal/card" && drel != "terminal/money" {
 				t.Errorf("%s imports %s: the arrows go from terminal down, never back", rel, drel)
 			}
-			// The leaves import nothing of the project.
-			if (rel == "terminal/card" || rel == "terminal/money") && drel != "" {
+			// The leaves import nothing of the project but the vocabulary they build on.
+			if allowed, leaf := leaves[rel]; leaf && !allowed[drel] {
 				t.Errorf("%s imports %s: it is a leaf", rel, drel)
 			}
 			// Nothing imports a command.
 			if strings.HasPrefix(drel, "cmd/") {
 				t.Errorf("%s imports the command %s", rel, drel)
+			}
+		}
+	}
+}
+
+// TestConcurrencyDocumented enforces STYLE.md practice 14 on every library package: each
+// exported type's doc says whether it is safe for concurrent use (or how its callers call
+// it: "one goroutine at a time"). Commands are exempt: their types are not an API.
+func TestConcurrencyDocumented(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, mod), "/")
+		if strings.HasPrefix(rel, "cmd/") {
+			continue
+		}
+		fset := token.NewFileSet()
+		for _, name := range p.GoFiles {
+			f, err := parser.ParseFile(fset, filepath.Join(p.Dir, name), nil, parser.ParseComments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range f.Decls {
+				g, ok := d.(*ast.GenDecl)
+				if !ok || g.Tok != token.TYPE {
+					continue
+				}
+				for _, s := range g.Specs {
+					ts := s.(*ast.TypeSpec)
+					doc := ts.Doc
+					if doc == nil && !g.Lparen.IsValid() {
+						doc = g.Doc
+					}
+					text := ""
+					if doc != nil {
+						text = doc.Text()
+					}
+					if ts.Name.IsExported() && !strings.Contains(text, "concurrent") && !strings.Contains(text, "goroutine") {
+						t.Errorf("%s/%s: type %s does not say whether it is safe for concurrent use", rel, name, ts.Name)
+					}
+				}
 			}
 		}
 	}

@@ -182,6 +182,9 @@ type PINRequest struct {
 
 // Driver is what a backend implements. The Module calls PINBlock from one goroutine at a
 // time; see the package's Caveats for the optional capabilities.
+//
+// The Module calls a Driver from one goroutine at a time; a Driver need not be safe for
+// concurrent use.
 type Driver interface {
 	// PINBlock captures the PIN inside the secure device and returns it encrypted.
 	// A cancelled entry wraps ErrCancelled; a timed-out entry wraps ErrTimeout.
@@ -203,6 +206,8 @@ type AuditEvent struct {
 
 // Options configures a Module. The zero value is usable: every field has a default. New
 // copies it; changing it afterwards has no effect.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// PINKeyID is the key id used for PIN blocks when a caller passes "". Default "pin".
 	PINKeyID string

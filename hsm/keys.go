@@ -230,32 +230,44 @@ func (r MACRequest) LogValue() slog.Value { return slog.StringValue(r.String()) 
 // and must never put key bytes, PINs, PANs or PIN blocks into an error.
 type (
 	// KeyDescriber describes keys.
+	//
+	// The Module calls it from one goroutine at a time.
 	KeyDescriber interface {
 		KeyInfo(ctx context.Context, id string) (KeyInfo, error)
 	}
 	// MACer computes MACs. It returns the whole MAC (8 bytes for TDES, 16 for AES); the
 	// Module truncates.
+	//
+	// The Module calls it from one goroutine at a time.
 	MACer interface {
 		MAC(ctx context.Context, req MACRequest) ([]byte, error)
 	}
 	// Sealer is authenticated encryption with AES-GCM: a 12-byte nonce chosen by the
 	// Module, a 16-byte tag appended to the ciphertext. Open wraps ErrOpen when the tag
 	// does not verify.
+	//
+	// The Module calls it from one goroutine at a time.
 	Sealer interface {
 		Seal(ctx context.Context, keyID string, nonce, plaintext, aad []byte) ([]byte, error)
 		Open(ctx context.Context, keyID string, nonce, ciphertext, aad []byte) ([]byte, error)
 	}
 	// KeyLoader loads keys from clear components.
+	//
+	// The Module calls it from one goroutine at a time.
 	KeyLoader interface {
 		LoadKey(ctx context.Context, req LoadRequest) (KeyInfo, error)
 	}
 	// KeyBlockImporter imports TR-31 key blocks under a key block protection key.
+	//
+	// The Module calls it from one goroutine at a time.
 	KeyBlockImporter interface {
 		ImportKeyBlock(ctx context.Context, req ImportRequest) (KeyInfo, error)
 	}
 	// PINTranslator re-encrypts a PIN block from one key to another inside the device,
 	// the PIN never leaving it in the clear. It must refuse formats other than 0, 3 and 4
 	// (PCI PIN).
+	//
+	// The Module calls it from one goroutine at a time.
 	PINTranslator interface {
 		TranslatePIN(ctx context.Context, req TranslateRequest) (EncryptedPIN, error)
 	}

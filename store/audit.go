@@ -16,6 +16,8 @@ import (
 // AuditEntry is one operator or system action on stored data (park, delete, flush), in a
 // hash chain: each entry's Hash covers its content and the previous entry's Hash, so that
 // removing or editing an entry breaks every later one (Check reports it).
+//
+// A plain value: safe for concurrent use when not modified.
 type AuditEntry struct {
 	Seq    uint64
 	Time   time.Time

@@ -9,6 +9,8 @@ import (
 )
 
 // Problem is one thing Check found wrong, with what to do about it.
+//
+// A plain value: safe for concurrent use when not modified.
 type Problem struct {
 	What string
 	Do   string
@@ -17,6 +19,8 @@ type Problem struct {
 func (p Problem) String() string { return p.What + ": " + p.Do }
 
 // Report is the result of Check.
+//
+// A plain value: safe for concurrent use when not modified.
 type Report struct {
 	Records, Open, Queued, Parked, AuditEntries int
 	Problems                                    []Problem

@@ -13,12 +13,16 @@ import (
 
 // TxnID identifies a journal record. IDs are assigned by [Store.Begin] in
 // increasing order, starting at 1, and never reused.
+//
+// A plain value: safe for concurrent use when not modified.
 type TxnID uint64
 
 func (id TxnID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(id)) }
 
 // Intent is what posd is about to ask the acquirer, journaled by
 // [Store.Begin] before the request is sent.
+//
+// A plain value: safe for concurrent use when not modified.
 type Intent struct {
 	Kind              string    // "sale" (later "refund", "void")
 	MTI               string    // ISO 8583 message type, e.g. "0200" or "0100"
@@ -34,6 +38,8 @@ type Intent struct {
 }
 
 // State is the state of a journal record.
+//
+// A plain value: safe for concurrent use when not modified.
 type State string
 
 // States of a journal record. StateIntent is the state of an open record;
@@ -59,6 +65,8 @@ func (s State) final() bool {
 }
 
 // Outcome is how a journaled transaction ended, recorded by [Store.Finish].
+//
+// A plain value: safe for concurrent use when not modified.
 type Outcome struct {
 	State        State     // a final state, never StateIntent
 	ResponseCode string    // ISO 8583 field 39, "" when none
@@ -75,6 +83,8 @@ type Outcome struct {
 }
 
 // Void records who cancelled an approved transaction, when, and how it is undone.
+//
+// A plain value: safe for concurrent use when not modified.
 type Void struct {
 	Time time.Time
 	By   string
@@ -84,6 +94,8 @@ type Void struct {
 }
 
 // Settlement is the host's acknowledgement of a queued reversal or advice.
+//
+// A plain value: safe for concurrent use when not modified.
 type Settlement struct {
 	Time         time.Time
 	ResponseCode string // field 39 of the host's answer

@@ -16,6 +16,9 @@ import (
 // Sealer encrypts sensitive data before it reaches disk and decrypts it when it is needed
 // again. hsm.Module implements it. aad binds a sealed blob to where it is stored, so that a
 // blob moved to another record does not open.
+//
+// The Store calls it from the goroutines that write and read the queue, so implementations
+// must be safe for concurrent use (hsm.Module is).
 type Sealer interface {
 	Seal(ctx context.Context, keyID string, plaintext, aad []byte) ([]byte, error)
 	Open(ctx context.Context, keyID string, sealed, aad []byte) ([]byte, error)
@@ -34,11 +37,15 @@ var (
 )
 
 // QueueID identifies a queued message. IDs increase and are never reused.
+//
+// A plain value: safe for concurrent use when not modified.
 type QueueID uint64
 
 func (id QueueID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(id)) }
 
 // Kind is what a queued message does at the host.
+//
+// A plain value: safe for concurrent use when not modified.
 type Kind string
 
 // Kinds of queued messages. Reversals are always sent before advices.
@@ -48,6 +55,8 @@ const (
 )
 
 // QueueState is the state of a queued message.
+//
+// A plain value: safe for concurrent use when not modified.
 type QueueState string
 
 // Queue states. An acknowledged item leaves the queue (its sealed data with it); the journal
@@ -58,6 +67,8 @@ const (
 )
 
 // Item is one message waiting to be forwarded to the acquirer.
+//
+// A plain value: safe for concurrent use when not modified.
 type Item struct {
 	ID          QueueID
 	TxnID       TxnID // the journal record this message settles
@@ -313,6 +324,8 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 }
 
 // Totals sums the queue: what posd holds for the host. Offline limits use the advices.
+//
+// A plain value: safe for concurrent use when not modified.
 type Totals struct {
 	Reversals, Advices, Parked int
 	ParkedReversals            int
@@ -349,6 +362,8 @@ func (s *Store) QueueTotals(ctx context.Context) (Totals, error) {
 }
 
 // Result is what happened to one send of a queued item, applied by Settle.
+//
+// A plain value: safe for concurrent use when not modified.
 type Result struct {
 	ID QueueID
 	// Acked: the host answered. The item leaves the queue with its sealed data, and its
@@ -535,6 +550,8 @@ func (s *Store) CanSeal() bool { return s.sealer != nil }
 
 // ItemView is a queued item as an operator sees it (posctl saf list): masked, without its
 // payload or card data. It is the JSON form of posd's queue listing.
+//
+// A plain value: safe for concurrent use when not modified.
 type ItemView struct {
 	ID          uint64    `json:"id"`
 	TxnID       uint64    `json:"txn"`

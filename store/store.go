@@ -64,6 +64,8 @@ var (
 )
 
 // Options configures [Open]. A nil *Options means all defaults.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// Timeout is how long Open waits for the file lock before it fails
 	// with ErrLocked. Zero or negative means 1s. (bbolt's own zero, wait

@@ -18,6 +18,9 @@ import (
 // ChipReader is the optional capability of a CardReader that reads chip cards (the PIN
 // pad's EMV kernel through GCR, GOC and FNC); Sale finds it by type assertion. *PINPad
 // implements it.
+//
+// The Terminal calls it from one goroutine at a time (one sale at a time); it need not be safe
+// for concurrent use.
 type ChipReader interface {
 	ReadCardAny(ctx context.Context, amount money.Amount) (PresentedCard, error)
 	GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error)

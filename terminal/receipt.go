@@ -10,6 +10,8 @@ const ReceiptWidth = 32
 
 // Receipt holds the printed lines of a sale for the customer and for the merchant. The PAN
 // appears masked; nothing else of the card is printed.
+//
+// A plain value: safe for concurrent use when not modified.
 type Receipt struct {
 	Customer []string
 	Merchant []string

@@ -20,6 +20,8 @@ import (
 // OfflinePolicy decides whether a sale the acquirer could not answer may be approved
 // offline, as terminal vendors' store-and-forward settings do. The zero value approves
 // nothing offline.
+//
+// A plain value: safe for concurrent use when not modified.
 type OfflinePolicy struct {
 	// Enabled turns offline approval on. Default false: a sale the host cannot answer is
 	// declined.
@@ -134,6 +136,8 @@ func sendable(it store.Item) (*moov.Message, error) {
 }
 
 // ForwardOptions configures the Forwarder.
+//
+// A plain value: safe for concurrent use when not modified.
 type ForwardOptions struct {
 	// Window is how many queued messages are in flight at once. Default 16.
 	Window int
@@ -206,6 +210,8 @@ func (f *Forwarder) Kick() {
 }
 
 // DrainStats counts what a Drain did.
+//
+// A plain value: safe for concurrent use when not modified.
 type DrainStats struct {
 	Sent, Acked, Failed, Parked int
 }

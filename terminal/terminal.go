@@ -29,11 +29,17 @@ var (
 // CardReader delivers the tracks of a swiped card. The PIN pad's own reader (ABECS GCR) and a
 // separate serial magstripe reader both implement it. A customer cancel wraps
 // ErrDeviceCancel, a customer who never swipes wraps ErrDeviceTimeout.
+//
+// The Terminal calls it from one goroutine at a time (one sale at a time); it need not be safe
+// for concurrent use.
 type CardReader interface {
 	ReadCard(ctx context.Context, amount money.Amount) (track1, track2 string, err error)
 }
 
 // Display is the PIN pad's screen: two lines of 16 characters.
+//
+// The Terminal calls it from one goroutine at a time (one sale at a time); it need not be safe
+// for concurrent use.
 type Display interface {
 	// Show puts two lines on the display.
 	Show(ctx context.Context, line1, line2 string) error
@@ -44,11 +50,16 @@ type Display interface {
 // Acquirer is the link to the acquirer host; *iso8583.Client implements it. Send returns an
 // error wrapping iso8583.ErrNotSent when nothing reached the host, or
 // iso8583.ErrOutcomeUnknown when the host may have acted on the request.
+//
+// The sale and the store-and-forward drain call it concurrently: implementations must be safe
+// for concurrent use (*iso8583.Client is).
 type Acquirer interface {
 	Send(ctx context.Context, req *moov.Message) (*moov.Message, error)
 }
 
 // Options configures a Terminal.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	TerminalID   string         // ISO 8583 field 41, 8 characters; required
 	MerchantID   string         // ISO 8583 field 42, up to 15 characters; required
@@ -143,6 +154,8 @@ func New(reader CardReader, display Display, pins *hsm.Module, acq Acquirer, st 
 func (t *Terminal) Forwarder() *Forwarder { return t.fwd }
 
 // SaleRequest is a sale asked for by the till.
+//
+// A plain value: safe for concurrent use when not modified.
 type SaleRequest struct {
 	SaleID            string // the till's id
 	SaleTransactionID string // the till's reference for this sale
@@ -151,6 +164,8 @@ type SaleRequest struct {
 
 // Condition says why a sale did not succeed, in the vocabulary of nexo's ErrorCondition so
 // that the till API can pass it on unchanged.
+//
+// A plain value: safe for concurrent use when not modified.
 type Condition string
 
 // Conditions.
@@ -166,6 +181,8 @@ const (
 )
 
 // SaleResult is the outcome of a sale. Approved is true only for an issuer approval.
+//
+// A plain value: safe for concurrent use when not modified.
 type SaleResult struct {
 	TxnID            store.TxnID // 0 when nothing was journaled (refused before going online)
 	POITransactionID string

@@ -17,6 +17,8 @@ import (
 var ErrUnknownTransaction = errors.New("terminal: no such transaction on this terminal")
 
 // VoidResult says how a voided sale is undone.
+//
+// A plain value: safe for concurrent use when not modified.
 type VoidResult struct {
 	TxnID store.TxnID
 	// Withdrawn: an offline approval whose advice had not been sent; nothing reached the

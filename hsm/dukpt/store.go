@@ -26,6 +26,8 @@ type Store interface {
 }
 
 // OriginatorOptions configures an originator; the constructor copies what it needs.
+//
+// A plain value: safe for concurrent use when not modified.
 type OriginatorOptions struct {
 	// Store persists the KSN of each transaction before its keys are
 	// derived. Default: none; the counter lives in memory only and a new

@@ -38,6 +38,8 @@ import (
 )
 
 // Config describes the backend under test. Run reads it from one goroutine.
+//
+// A plain value: safe for concurrent use when not modified.
 type Config struct {
 	// Open returns a new backend. Its PIN entry must ask entry for the PIN, and the
 	// random fill of its PIN blocks must come from fill. A backend that can load keys

@@ -15,11 +15,15 @@ import (
 // it. EncryptPIN returns an ISO 9564 format 0 block encrypted under the pad's TDES DUKPT key
 // with index keyIndex, and that key's serial number. It wraps hsm.ErrCancelled or
 // hsm.ErrTimeout when the customer cancels or does not answer.
+//
+// The Driver calls it from one goroutine at a time (the Module serialises PIN entry).
 type Device interface {
 	EncryptPIN(ctx context.Context, pan card.PAN, keyIndex int, prompt string) (block [8]byte, ksn [10]byte, err error)
 }
 
 // Options configures the backend.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// Keys maps hsm key ids to the pad's key indexes. Default: {"pin": 1}.
 	Keys map[string]int

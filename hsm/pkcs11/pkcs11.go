@@ -31,6 +31,8 @@ const DefaultModule = "/usr/lib/softhsm/libsofthsm2.so"
 const application = "posd-hsm"
 
 // Options configures a Backend. Open copies it.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// Module is the PKCS#11 library to load. Default DefaultModule.
 	Module string

@@ -48,6 +48,8 @@ import (
 const Warning = "hsm: the soft backend keeps every key in process memory and takes PINs in the clear: for tests and simulators only, never for real cards or production keys"
 
 // Options configures a Backend. The zero value is usable. New copies it.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// PINEntry supplies the PIN the customer would type on a PIN pad, for req. It wraps
 	// hsm.ErrCancelled or hsm.ErrTimeout as a pad would. Default: none, and PINBlock

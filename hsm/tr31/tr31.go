@@ -498,6 +498,8 @@ func checkKeyLength(alg byte, n int) error {
 }
 
 // WrapOptions configures [Wrap], which reads it once.
+//
+// A plain value: safe for concurrent use when not modified.
 type WrapOptions struct {
 	// Rand supplies the key data's padding. Default crypto/rand.
 	Rand io.Reader

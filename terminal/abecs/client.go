@@ -34,6 +34,8 @@ var (
 
 // Options configures a Client. The zero value gives the defaults. NewClient
 // copies it; it is not used afterwards.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// ACKTimeout is how long to wait for ACK or NAK after sending a command.
 	// Default 2s.

@@ -8,6 +8,8 @@ import (
 )
 
 // Expiry is a card's expiry month. A card is valid through the last day of that month.
+//
+// A plain value: safe for concurrent use when not modified.
 type Expiry struct {
 	Year  int // four digits, e.g. 2030
 	Month int // 1..12
@@ -41,6 +43,8 @@ func (e Expiry) Expired(now time.Time) bool {
 }
 
 // ServiceCode is the three-digit service code of a magnetic stripe (ISO/IEC 7813).
+//
+// A plain value: safe for concurrent use when not modified.
 type ServiceCode string
 
 // Chip reports whether the card has a chip that must be used (first digit 2 or 6).
@@ -204,6 +208,8 @@ func (t Track1) String() string { return "B" + t.pan.Masked() + "^****" }
 func (t Track1) LogValue() slog.Value { return slog.StringValue(t.String()) }
 
 // Swipe is what a magnetic stripe read delivers: track 2 always, track 1 when readable.
+//
+// A plain value: safe for concurrent use when not modified.
 type Swipe struct {
 	Track1 Track1 // zero when track 1 was not read
 	Track2 Track2

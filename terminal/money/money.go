@@ -21,6 +21,8 @@ var (
 const MaxMinor = 999_999_999_999
 
 // Currency is an ISO 4217 currency. Currencies are values; compare them with ==.
+//
+// A plain value: safe for concurrent use when not modified.
 type Currency struct {
 	Code     string // alphabetic code, e.g. "EUR"
 	Numeric  string // numeric code as three digits, e.g. "978" (ISO 8583 field 49)
@@ -50,6 +52,8 @@ func LookupCurrency(code string) (Currency, error) {
 }
 
 // Amount is a non-negative amount of money in minor units (cents for EUR).
+//
+// A plain value: safe for concurrent use when not modified.
 type Amount struct {
 	Minor    int64
 	Currency Currency

@@ -24,12 +24,16 @@ import (
 
 // Envelope is the JSON body of a till request or of posd's answer: exactly one of the two
 // members is set.
+//
+// A plain value: safe for concurrent use when not modified.
 type Envelope struct {
 	Request  *SaleToPOIRequest  `json:"SaleToPOIRequest,omitempty"`
 	Response *SaleToPOIResponse `json:"SaleToPOIResponse,omitempty"`
 }
 
 // MessageHeader is nexo's header, the same shape in requests and responses.
+//
+// A plain value: safe for concurrent use when not modified.
 type MessageHeader struct {
 	ProtocolVersion string `json:"ProtocolVersion,omitempty"`
 	MessageClass    string `json:"MessageClass"`    // "Service"
@@ -41,6 +45,8 @@ type MessageHeader struct {
 }
 
 // SaleToPOIRequest is a till's request.
+//
+// A plain value: safe for concurrent use when not modified.
 type SaleToPOIRequest struct {
 	MessageHeader   MessageHeader    `json:"MessageHeader"`
 	PaymentRequest  *PaymentRequest  `json:"PaymentRequest,omitempty"`
@@ -48,6 +54,8 @@ type SaleToPOIRequest struct {
 }
 
 // ReversalRequest asks to cancel an approved payment (MessageCategory "Reversal").
+//
+// A plain value: safe for concurrent use when not modified.
 type ReversalRequest struct {
 	OriginalPOITransaction struct {
 		POITransactionID TransactionID `json:"POITransactionID"`
@@ -56,6 +64,8 @@ type ReversalRequest struct {
 }
 
 // ReversalResponse answers a ReversalRequest.
+//
+// A plain value: safe for concurrent use when not modified.
 type ReversalResponse struct {
 	Response Response `json:"Response"`
 	POIData  struct {
@@ -64,12 +74,16 @@ type ReversalResponse struct {
 }
 
 // TransactionID is nexo's transaction identification: an id and a time stamp.
+//
+// A plain value: safe for concurrent use when not modified.
 type TransactionID struct {
 	TransactionID string `json:"TransactionID"`
 	TimeStamp     string `json:"TimeStamp,omitempty"` // RFC 3339
 }
 
 // PaymentRequest asks for a payment.
+//
+// A plain value: safe for concurrent use when not modified.
 type PaymentRequest struct {
 	SaleData struct {
 		SaleTransactionID TransactionID `json:"SaleTransactionID"`
@@ -86,6 +100,8 @@ type PaymentRequest struct {
 }
 
 // SaleToPOIResponse is posd's answer.
+//
+// A plain value: safe for concurrent use when not modified.
 type SaleToPOIResponse struct {
 	MessageHeader    MessageHeader     `json:"MessageHeader"`
 	PaymentResponse  *PaymentResponse  `json:"PaymentResponse,omitempty"`
@@ -93,6 +109,8 @@ type SaleToPOIResponse struct {
 }
 
 // PaymentResponse answers a PaymentRequest.
+//
+// A plain value: safe for concurrent use when not modified.
 type PaymentResponse struct {
 	Response Response `json:"Response"`
 	SaleData struct {
@@ -106,6 +124,8 @@ type PaymentResponse struct {
 }
 
 // Response is nexo's result block.
+//
+// A plain value: safe for concurrent use when not modified.
 type Response struct {
 	Result             string `json:"Result"`                   // "Success" or "Failure"
 	ErrorCondition     string `json:"ErrorCondition,omitempty"` // e.g. "Refusal", "WrongPIN", "UnreachableHost"
@@ -113,6 +133,8 @@ type Response struct {
 }
 
 // PaymentResult carries what was authorized and with which card.
+//
+// A plain value: safe for concurrent use when not modified.
 type PaymentResult struct {
 	PaymentType string `json:"PaymentType"`
 	AmountsResp struct {
@@ -137,6 +159,8 @@ type PaymentResult struct {
 }
 
 // PaymentReceipt is one printable receipt.
+//
+// A plain value: safe for concurrent use when not modified.
 type PaymentReceipt struct {
 	DocumentQualifier string `json:"DocumentQualifier"` // "CustomerReceipt" or "CashierReceipt"
 	OutputContent     struct {
@@ -146,11 +170,15 @@ type PaymentReceipt struct {
 }
 
 // OutputText is one receipt line.
+//
+// A plain value: safe for concurrent use when not modified.
 type OutputText struct {
 	Text string `json:"Text"`
 }
 
 // FieldError is a request that is not well formed; Field names the JSON path.
+//
+// A plain value: safe for concurrent use when not modified.
 type FieldError struct {
 	Field  string
 	Reason string
@@ -159,6 +187,8 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Payment is a validated payment request.
+//
+// A plain value: safe for concurrent use when not modified.
 type Payment struct {
 	Header            MessageHeader
 	SaleTransactionID TransactionID
@@ -218,6 +248,8 @@ func Category(body []byte) string {
 }
 
 // Reversal is a validated reversal request.
+//
+// A plain value: safe for concurrent use when not modified.
 type Reversal struct {
 	Header           MessageHeader
 	POITransactionID string

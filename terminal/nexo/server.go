@@ -18,6 +18,8 @@ import (
 const MaxBody = 64 << 10
 
 // ServerOptions configures the HTTP handler.
+//
+// A plain value: safe for concurrent use when not modified.
 type ServerOptions struct {
 	POIID      string       // this terminal's POIID; required
 	MerchantID string       // echoed in PaymentAcquirerData

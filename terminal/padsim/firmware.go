@@ -18,6 +18,8 @@ var ErrLineDropped = errors.New("padsim: line dropped mid-transfer (fault inject
 
 // FirmwareOptions configures a Firmware. NewFirmware copies them; they may
 // be shared.
+//
+// A plain value: safe for concurrent use when not modified.
 type FirmwareOptions struct {
 	// Model is the hardware model the pad reports (FWI). Default "PADSIM-1".
 	Model string

@@ -94,6 +94,8 @@ var ErrServing = errors.New("padsim: pad is already serving")
 
 // Options configures a Pad. New copies what it needs; the Options are not
 // used afterwards.
+//
+// A plain value: safe for concurrent use when not modified.
 type Options struct {
 	// BDK is the base derivation key (16 bytes) the pad's DUKPT initial key
 	// is derived from, with KSN. Required.

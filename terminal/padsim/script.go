@@ -47,6 +47,8 @@ type Script struct {
 //
 // Events hold card data and PINs in the clear (they are test data): String,
 // GoString and Swipe's and Chip's String mask them.
+//
+// A plain value: safe for concurrent use when not modified.
 type Event struct {
 	// Swipe is a magnetic stripe swipe, answering GCR (or CKE).
 	Swipe *Swipe
@@ -285,6 +287,8 @@ func (f Fault) MarshalJSON() ([]byte, error) {
 // Swipe is the tracks a swipe reads, without start and end sentinels. At
 // least one track is required; track 1 is at most 76 characters and track 2
 // at most 37, printable ASCII.
+//
+// A plain value: safe for concurrent use when not modified.
 type Swipe struct {
 	Track1 string `json:"track1,omitempty"`
 	Track2 string `json:"track2,omitempty"`

@@ -16,6 +16,9 @@ import (
 
 // Source supplies the PIN a customer would type, as soft.Options.PINEntry and
 // pkcs11.Options.PINEntry do.
+//
+// A backend calls it from one goroutine at a time; one shared by several backends must be safe
+// for concurrent use.
 type Source func(ctx context.Context, req hsm.PINRequest) (pin string, err error)
 
 // ClearBlock checks that key info can make the block req asks for, gets the PIN from src and
