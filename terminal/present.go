@@ -2,7 +2,6 @@ package terminal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -236,14 +235,9 @@ func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, id store.TxnID
 	if err != nil {
 		why = "the card did not complete after the acquirer approved (" + err.Error() + ")"
 	}
-	cur := t.opts.Currency
-	q := queued{OrigMTI: auth.MTI, OrigSTAN: auth.STAN, OrigTransmission: auth.TransmissionTime, LocalTime: auth.LocalTime,
-		AmountMinor: auth.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: auth.ProcessingCode, EntryMode: auth.EntryMode,
-		TerminalID: auth.TerminalID, MerchantID: auth.MerchantID, ReasonCode: iso8583.ReasonError}
-	payload, _ := json.Marshal(q)
-	rev := &store.Item{Kind: store.KindReversal, AmountMinor: auth.AmountMinor, Currency: cur.Code, MaskedPAN: res.MaskedPAN, Payload: payload}
-	if rev.STAN, err = t.st.NextSTAN(ctx); err == nil {
-		_, err = t.st.Void(ctx, id, "card (declined after approval)", rev)
+	rev, err := t.reversalItem(ctx, queuedFromAuth(auth, iso8583.ReasonError, ""), t.opts.Currency.Code, res.MaskedPAN)
+	if err == nil {
+		_, err = t.st.Void(ctx, id, "card (declined after approval)", &rev)
 	}
 	if err != nil {
 		log.Error("the card declined after approval and the reversal could not be queued", "txn", uint64(id), "reason", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/card"
+	"github.com/posd-dev/posd/terminal/money"
 )
 
 // OfflinePolicy decides whether a sale the acquirer could not answer may be approved
@@ -80,6 +81,43 @@ type queued struct {
 	MerchantID       string    `json:"merchant_id"`
 	ReasonCode       string    `json:"reason_code,omitempty"`   // reversals
 	ApprovalCode     string    `json:"approval_code,omitempty"` // advices: the offline approval code
+}
+
+// queuedFromAuth describes the original authorization auth, for its reversal (reason) or
+// its advice (approval, the offline approval code).
+func queuedFromAuth(auth iso8583.Authorization, reason, approval string) queued {
+	return queued{
+		OrigMTI: auth.MTI, OrigSTAN: auth.STAN, OrigTransmission: auth.TransmissionTime, LocalTime: auth.LocalTime,
+		AmountMinor: auth.AmountMinor, CurrencyNumeric: auth.CurrencyNumeric, ProcessingCode: auth.ProcessingCode,
+		EntryMode: auth.EntryMode, TerminalID: auth.TerminalID, MerchantID: auth.MerchantID,
+		ReasonCode: reason, ApprovalCode: approval,
+	}
+}
+
+// queuedFromRecord describes the original of a journal record, for its reversal; the card
+// data is gone by then, so the reversal identifies the original by field 90.
+func (t *Terminal) queuedFromRecord(rec store.Record, reason string) (queued, error) {
+	cur, err := money.LookupCurrency(rec.Intent.Currency)
+	if err != nil {
+		return queued{}, err
+	}
+	return queued{
+		OrigMTI: rec.Intent.MTI, OrigSTAN: rec.Intent.STAN, OrigTransmission: rec.Intent.Time.UTC(), LocalTime: rec.Intent.Time,
+		AmountMinor: rec.Intent.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: "000000",
+		EntryMode: rec.Intent.EntryMode, TerminalID: rec.Intent.TerminalID, MerchantID: t.opts.MerchantID,
+		ReasonCode: reason,
+	}, nil
+}
+
+// reversalItem is the queue item of the reversal q describes, without card data, with a
+// STAN of its own from the counter.
+func (t *Terminal) reversalItem(ctx context.Context, q queued, currency, maskedPAN string) (store.Item, error) {
+	stan, err := t.st.NextSTAN(ctx)
+	if err != nil {
+		return store.Item{}, err
+	}
+	payload, _ := json.Marshal(q)
+	return store.Item{Kind: store.KindReversal, STAN: stan, AmountMinor: q.AmountMinor, Currency: currency, MaskedPAN: maskedPAN, Payload: payload}, nil
 }
 
 // queuedCard is the sensitive part, sealed by the store. No track data and no PIN block:

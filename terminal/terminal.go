@@ -472,12 +472,7 @@ func (t *Terminal) drainReversals(ctx context.Context) (DrainStats, error) {
 // queueItem builds the store item of a reversal or advice of auth. The card data kept is
 // the PAN and expiry only, sealed by the store; never the track or the PIN block.
 func (t *Terminal) queueItem(kind store.Kind, auth iso8583.Authorization, p presented, reason, approval string) store.Item {
-	q := queued{
-		OrigMTI: auth.MTI, OrigSTAN: auth.STAN, OrigTransmission: auth.TransmissionTime, LocalTime: auth.LocalTime,
-		AmountMinor: auth.AmountMinor, CurrencyNumeric: auth.CurrencyNumeric, ProcessingCode: auth.ProcessingCode,
-		EntryMode: auth.EntryMode, TerminalID: auth.TerminalID, MerchantID: auth.MerchantID,
-		ReasonCode: reason, ApprovalCode: approval,
-	}
+	q := queuedFromAuth(auth, reason, approval)
 	payload, _ := json.Marshal(q)
 	var sensitive []byte
 	if t.st.CanSeal() {

@@ -2,7 +2,6 @@ package terminal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
-	"github.com/posd-dev/posd/terminal/money"
 )
 
 // ErrUnknownTransaction means a void named a transaction this terminal does not have.
@@ -57,23 +55,15 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	if err != nil {
 		return VoidResult{}, err
 	}
-	cur, err := money.LookupCurrency(rec.Intent.Currency)
+	q, err := t.queuedFromRecord(rec, iso8583.ReasonCustomerCancel)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
-	stan, err := t.st.NextSTAN(ctx)
+	rev, err := t.reversalItem(ctx, q, rec.Intent.Currency, rec.Intent.MaskedPAN)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
-	q := queued{
-		OrigMTI: rec.Intent.MTI, OrigSTAN: rec.Intent.STAN, OrigTransmission: rec.Intent.Time.UTC(), LocalTime: rec.Intent.Time,
-		AmountMinor: rec.Intent.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: "000000",
-		EntryMode: rec.Intent.EntryMode, TerminalID: rec.Intent.TerminalID, MerchantID: t.opts.MerchantID,
-		ReasonCode: iso8583.ReasonCustomerCancel,
-	}
-	payload, _ := json.Marshal(q)
-	rev := &store.Item{Kind: store.KindReversal, STAN: stan, AmountMinor: rec.Intent.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload}
-	withdrawn, err := t.st.Void(ctx, id, by, rev)
+	withdrawn, err := t.st.Void(ctx, id, by, &rev)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
@@ -99,22 +89,14 @@ func (t *Terminal) Recover(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, rec := range open {
-		cur, err := money.LookupCurrency(rec.Intent.Currency)
+		q, err := t.queuedFromRecord(rec, iso8583.ReasonError)
 		if err != nil {
 			return 0, fmt.Errorf("terminal: recover transaction %d: %w", uint64(rec.ID), err)
 		}
-		stan, err := t.st.NextSTAN(ctx)
+		rev, err := t.reversalItem(ctx, q, rec.Intent.Currency, rec.Intent.MaskedPAN)
 		if err != nil {
 			return 0, err
 		}
-		q := queued{
-			OrigMTI: rec.Intent.MTI, OrigSTAN: rec.Intent.STAN, OrigTransmission: rec.Intent.Time.UTC(), LocalTime: rec.Intent.Time,
-			AmountMinor: rec.Intent.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: "000000",
-			EntryMode: rec.Intent.EntryMode, TerminalID: rec.Intent.TerminalID, MerchantID: t.opts.MerchantID,
-			ReasonCode: iso8583.ReasonError,
-		}
-		payload, _ := json.Marshal(q)
-		rev := store.Item{Kind: store.KindReversal, STAN: stan, AmountMinor: rec.Intent.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload}
 		out := store.Outcome{State: store.StateUnknown, Reason: "posd stopped before the outcome was recorded; reversing", Time: t.opts.Now()}
 		if _, err := t.st.FinishAndQueue(ctx, rec.ID, out, rev); err != nil {
 			return 0, fmt.Errorf("terminal: recover transaction %d: %w", uint64(rec.ID), err)
