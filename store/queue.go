@@ -328,7 +328,6 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 // A plain value: safe for concurrent use when not modified.
 type Totals struct {
 	Reversals, Advices, Parked int
-	ParkedReversals            int
 	AdviceAmountMinor          int64     // sum of pending and parked advices
 	OldestAdvice               time.Time // zero when there is none
 }
@@ -343,9 +342,6 @@ func (s *Store) QueueTotals(ctx context.Context) (Totals, error) {
 	for _, it := range items {
 		if it.State == QueueParked {
 			t.Parked++
-			if it.Kind == KindReversal {
-				t.ParkedReversals++
-			}
 		}
 		switch it.Kind {
 		case KindReversal:
@@ -573,4 +569,23 @@ type ItemView struct {
 func (it Item) View() ItemView {
 	return ItemView{uint64(it.ID), uint64(it.TxnID), string(it.Kind), it.STAN, string(it.State), it.Attempts,
 		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN}
+}
+
+// PendingReversals counts the reversals still to be sent (not parked). It reads the
+// reversal bucket only, which is small, so a drain may ask before every window.
+func (s *Store) PendingReversals(ctx context.Context) (int, error) {
+	n := 0
+	err := s.view(ctx, "pending reversals", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
+			it, _, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
+			if err != nil {
+				return err
+			}
+			if it.State == QueuePending {
+				n++
+			}
+			return nil
+		})
+	})
+	return n, err
 }

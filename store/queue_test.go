@@ -378,3 +378,18 @@ func TestVoid(t *testing.T) {
 		t.Errorf("audit = %+v", log)
 	}
 }
+
+func TestPendingReversals(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	a, b := begin(t, s, 1), begin(t, s, 2)
+	q1, _ := s.FinishAndQueue(ctx, a, Outcome{State: StateUnknown, Time: time.Now()}, item(KindReversal, 3))
+	s.FinishAndQueue(ctx, b, Outcome{State: StateUnknown, Time: time.Now()}, item(KindReversal, 4), item(KindAdvice, 5))
+	if n, err := s.PendingReversals(ctx); err != nil || n != 2 {
+		t.Fatalf("PendingReversals = %d, %v; want 2", n, err)
+	}
+	s.Park(ctx, q1[0], "ops", "test")
+	if n, _ := s.PendingReversals(ctx); n != 1 {
+		t.Errorf("after parking one: %d, want 1 (parked ones are not pending)", n)
+	}
+}

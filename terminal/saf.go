@@ -313,11 +313,8 @@ func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, 
 // reversalsPending reports whether a reversal is still queued and not parked (due later,
 // after its backoff).
 func (f *Forwarder) reversalsPending(ctx context.Context) (bool, error) {
-	t, err := f.st.QueueTotals(ctx)
-	if err != nil {
-		return false, err
-	}
-	return t.Reversals > t.ParkedReversals, nil
+	n, err := f.st.PendingReversals(ctx)
+	return n > 0, err
 }
 
 // sendAll sends items with at most Window in flight and returns one result per item.
