@@ -258,15 +258,32 @@ func (s *Store) Enqueue(ctx context.Context, items ...Item) ([]QueueID, error) {
 // Due returns up to limit pending items whose NextAttempt is not after now: all due
 // reversals first, then advices, each in queue order, with their sensitive data opened. An
 // item whose data cannot be opened is parked (by "posd", with the reason) and not returned.
-func (s *Store) Due(ctx context.Context, now time.Time, limit int) ([]Item, error) {
+//
+// kinds, when given, limits the result to those kinds; the other kind's bucket is not read,
+// nor its items unsealed.
+func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind) ([]Item, error) {
+	want := func(k Kind) bool {
+		if len(kinds) == 0 {
+			return true
+		}
+		for _, w := range kinds {
+			if w == k {
+				return true
+			}
+		}
+		return false
+	}
 	type raw struct {
 		it     Item
 		sealed []byte
 	}
 	var due []raw
 	err := s.view(ctx, "due", func(tx *bolt.Tx) error {
-		for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
-			c := b.Cursor()
+		for _, kind := range []Kind{KindReversal, KindAdvice} {
+			if !want(kind) {
+				continue
+			}
+			c := kindBucket(tx, kind).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
 				if limit > 0 && len(due) >= limit {
 					return nil

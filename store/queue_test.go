@@ -393,3 +393,33 @@ func TestPendingReversals(t *testing.T) {
 		t.Errorf("after parking one: %d, want 1 (parked ones are not pending)", n)
 	}
 }
+
+func TestDueByKind(t *testing.T) {
+	ctx := context.Background()
+	g := newGCMSealer(t)
+	s, _ := openQ(t, &Options{Sealer: g})
+	a := begin(t, s, 1)
+	s.FinishAndQueue(ctx, a, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindReversal, 2), item(KindAdvice, 3))
+	// Asking for reversals neither returns nor unseals advices: with unsealing broken, the
+	// reversal is parked as unsealable, and the advice, never read, stays pending.
+	g.failOpen = true
+	if due, err := s.Due(ctx, time.Now(), 0, KindReversal); err != nil || len(due) != 0 {
+		t.Fatalf("reversals with failing unseal: %v %v", due, err)
+	}
+	items, _ := s.List(ctx)
+	for _, it := range items {
+		if want := map[Kind]QueueState{KindReversal: QueueParked, KindAdvice: QueuePending}[it.Kind]; it.State != want {
+			t.Errorf("%s is %s, want %s", it.Kind, it.State, want)
+		}
+	}
+	g.failOpen = false
+	s2, _ := openQ(t, nil)
+	b := begin(t, s2, 1)
+	s2.FinishAndQueue(ctx, b, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindReversal, 2), item(KindAdvice, 3))
+	revs, _ := s2.Due(ctx, time.Now(), 0, KindReversal)
+	advs, _ := s2.Due(ctx, time.Now(), 0, KindAdvice)
+	all, _ := s2.Due(ctx, time.Now(), 0)
+	if len(revs) != 1 || revs[0].Kind != KindReversal || len(advs) != 1 || advs[0].Kind != KindAdvice || len(all) != 2 {
+		t.Errorf("by kind: %d reversals, %d advices, %d in all", len(revs), len(advs), len(all))
+	}
+}

@@ -264,20 +264,11 @@ func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, 
 	defer f.mu.Unlock()
 	var total DrainStats
 	for {
-		due, err := f.st.Due(ctx, f.opts.Now(), f.opts.Window*4)
+		batch, err := f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindReversal)
 		if err != nil {
 			return total, err
 		}
-		var revs, advs []store.Item
-		for _, it := range due {
-			if it.Kind == store.KindReversal {
-				revs = append(revs, it)
-			} else {
-				advs = append(advs, it)
-			}
-		}
-		batch := revs
-		if len(revs) == 0 && !reversalsOnly {
+		if len(batch) == 0 && !reversalsOnly {
 			pending, err := f.reversalsPending(ctx)
 			if err != nil {
 				return total, err
@@ -285,7 +276,9 @@ func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, 
 			if pending {
 				return total, nil // a reversal waits for its backoff: advices wait for it
 			}
-			batch = advs
+			if batch, err = f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindAdvice); err != nil {
+				return total, err
+			}
 		}
 		if len(batch) == 0 {
 			return total, nil
