@@ -226,73 +226,51 @@ func redactDigitRuns(s string) string {
 }
 
 // Begin journals the intent of a new transaction and returns its ID. The
-// record is committed before Begin returns. An intent whose MaskedPAN holds
+// record is durable before Begin returns (see the package documentation,
+// "Durability"). An intent whose MaskedPAN holds
 // more than 6 digits in a row (spaces, '-' and '.' between digits count as
 // part of the run) is refused with [ErrUnmaskedPAN]; the error does not
 // contain the value.
 func (s *Store) Begin(ctx context.Context, in Intent) (TxnID, error) {
-	if longestDigitRun(in.MaskedPAN) > maxDigitRun {
-		return 0, fmt.Errorf("store: begin: %w", ErrUnmaskedPAN)
-	}
-	var id TxnID
-	err := s.update(ctx, "begin", func(tx *bolt.Tx) error {
-		j := tx.Bucket(bucketJournal)
-		seq, err := j.NextSequence()
-		if err != nil {
-			return err
-		}
-		id = TxnID(seq)
-		v, err := encodeRecord(in, nil)
-		if err != nil {
-			return err
-		}
-		if err := j.Put(id.key(), v); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketOpen).Put(id.key(), nil)
-	})
-	if err != nil {
-		return 0, err
-	}
-	return id, nil
+	id, _, err := s.begin(ctx, in, false)
+	return id, err
 }
 
 // BeginWithSTAN is Begin taking the next STAN (as NextSTAN does) for the intent in the same
-// commit: one fsync'd commit instead of two before a request can go out. It returns the
+// write: one fdatasync instead of two before a request can go out. It returns the
 // transaction's id and its STAN; in.STAN is ignored.
 func (s *Store) BeginWithSTAN(ctx context.Context, in Intent) (TxnID, uint32, error) {
+	return s.begin(ctx, in, true)
+}
+
+func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uint32, error) {
 	if longestDigitRun(in.MaskedPAN) > maxDigitRun {
 		return 0, 0, fmt.Errorf("store: begin: %w", ErrUnmaskedPAN)
 	}
-	var id TxnID
-	err := s.update(ctx, "begin", func(tx *bolt.Tx) error {
-		stan, err := nextSTAN(tx)
-		if err != nil {
-			return err
-		}
-		in.STAN = stan
-		j := tx.Bucket(bucketJournal)
-		seq, err := j.NextSequence()
-		if err != nil {
-			return err
-		}
-		id = TxnID(seq)
-		v, err := encodeRecord(in, nil)
-		if err != nil {
-			return err
-		}
-		if err := j.Put(id.key(), v); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketOpen).Put(id.key(), nil)
-	})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, fmt.Errorf("store: begin: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.roomForNew("begin"); err != nil {
 		return 0, 0, err
 	}
-	return id, in.STAN, nil
+	op := logOp{Op: opBegin, Txn: s.nextTxn}
+	if takeSTAN {
+		op.STAN = s.peekSTAN()
+		in.STAN = op.STAN
+	}
+	var err error
+	if op.Record, err = encodeRecord(in, nil); err != nil {
+		return 0, 0, fmt.Errorf("store: begin: %w", err)
+	}
+	if err := s.write("begin", op); err != nil {
+		return 0, 0, err
+	}
+	return op.Txn, in.STAN, nil
 }
 
-// Finish records the outcome of the transaction id. The outcome is committed
+// Finish records the outcome of the transaction id. The outcome is durable
 // before Finish returns. It returns an error wrapping [ErrNotFound] for an
 // unknown id, [ErrFinished] if the record already has an outcome and
 // [ErrInvalid] if out.State is not one of the final states. Runs of 7 or
@@ -304,7 +282,7 @@ func (s *Store) Finish(ctx context.Context, id TxnID, out Outcome) error {
 }
 
 // FinishAndQueue records the outcome of the transaction id and queues items (its reversal,
-// or the advice of an offline approval) in the same commit, so that a crash can never leave
+// or the advice of an offline approval) in the same write, so that a crash can never leave
 // an outcome without the message that settles it, or the reverse. Each item's TxnID is set
 // to id. Errors are those of [Store.Finish] and [Store.Enqueue].
 func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items ...Item) ([]QueueID, error) {
@@ -317,11 +295,49 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 			return nil, fmt.Errorf("store: finish %d: %w", id, err)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: finish %d: %w", id, err)
+	}
 	out.Reason = redactDigitRuns(out.Reason)
-	var ids []QueueID
-	err := s.update(ctx, fmt.Sprintf("finish %d", id), func(tx *bolt.Tx) error {
-		j := tx.Bucket(bucketJournal)
-		v := j.Get(id.key())
+	name := fmt.Sprintf("finish %d", id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("store: %s: %w", name, ErrClosed)
+	}
+	if !s.open[id] {
+		return nil, s.notOpen(name, id)
+	}
+	o := jsonOutcome(out)
+	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
+	ids := make([]QueueID, 0, len(items))
+	for _, it := range items {
+		qid := s.nextQueue
+		s.nextQueue++ // an id lost to a failed write leaves a gap, never a reuse
+		v, err := s.sealItem(ctx, qid, it, out.Time)
+		if err != nil {
+			return nil, fmt.Errorf("store: %s: %w", name, err)
+		}
+		op.Items = append(op.Items, logItem{ID: qid, Kind: it.Kind, Value: v})
+		ids = append(ids, qid)
+	}
+	if err := s.write(name, op); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// notOpen explains why id cannot be finished: no such record, or finished already (with
+// its state, read from the file). s.mu held.
+func (s *Store) notOpen(name string, id TxnID) error {
+	if id == 0 || id >= s.nextTxn {
+		return fmt.Errorf("store: %s: %w", name, ErrNotFound)
+	}
+	if err := s.fold(); err != nil && !isFullError(err) {
+		return s.wrap(name, err)
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketJournal).Get(id.key())
 		if v == nil {
 			return ErrNotFound
 		}
@@ -329,26 +345,12 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 		if err != nil {
 			return err
 		}
-		if rec.Outcome != nil {
-			return fmt.Errorf("%w (state %s)", ErrFinished, rec.Outcome.State)
+		if rec.Outcome == nil {
+			return fmt.Errorf("%w (the outcome is still in the write-ahead log)", ErrFinished)
 		}
-		nv, err := encodeRecord(rec.Intent, &out)
-		if err != nil {
-			return err
-		}
-		if err := j.Put(id.key(), nv); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketOpen).Delete(id.key()); err != nil {
-			return err
-		}
-		ids, err = s.enqueueTx(ctx, tx, items, out.Time)
-		return err
+		return fmt.Errorf("%w (state %s)", ErrFinished, rec.Outcome.State)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return ids, nil
+	return s.wrap(name, err)
 }
 
 // Get returns the record id, or an error wrapping [ErrNotFound].

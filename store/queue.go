@@ -198,38 +198,44 @@ func (s *Store) checkItem(it Item) error {
 	return nil
 }
 
-// enqueueTx stores items in tx, sealing their sensitive data with ids taken from the queue's
-// sequence. Sealing inside the transaction keeps id and blob together; the sealer must not
-// call back into the store.
+// enqueueTx stores items in tx, sealed, with ids from the Store's queue counter (one
+// sequence for both kinds). Sealing inside the transaction keeps id and blob together; the
+// sealer must not call back into the store. s.mu held.
 func (s *Store) enqueueTx(ctx context.Context, tx *bolt.Tx, items []Item, now time.Time) ([]QueueID, error) {
-	q := tx.Bucket(bucketQueue)
 	ids := make([]QueueID, 0, len(items))
 	for _, it := range items {
-		seq, err := q.NextSequence() // ids come from one sequence for both kinds
-		if err != nil {
-			return nil, err
-		}
-		id := QueueID(seq)
-		var sealed []byte
-		if len(it.Sensitive) > 0 {
-			if sealed, err = s.sealer.Seal(ctx, s.sealKeyID, it.Sensitive, aad(id, it.TxnID)); err != nil {
-				return nil, fmt.Errorf("sealing item for transaction %d: %w", it.TxnID, err)
-			}
-		}
-		it.State = QueuePending
-		if it.Created.IsZero() {
-			it.Created = now
-		}
-		v, err := encodeItem(it, sealed)
+		id := s.nextQueue
+		s.nextQueue++ // an id lost to a rolled-back commit leaves a gap, never a reuse
+		v, err := s.sealItem(ctx, id, it, now)
 		if err != nil {
 			return nil, err
 		}
 		if err := kindBucket(tx, it.Kind).Put(id.key(), v); err != nil {
 			return nil, err
 		}
+		if err := raiseSequence(tx.Bucket(bucketQueue), uint64(id)); err != nil {
+			return nil, err
+		}
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// sealItem returns the stored form of the new item it with id: pending, its sensitive data
+// sealed, created now unless it says when.
+func (s *Store) sealItem(ctx context.Context, id QueueID, it Item, now time.Time) ([]byte, error) {
+	var sealed []byte
+	if len(it.Sensitive) > 0 {
+		var err error
+		if sealed, err = s.sealer.Seal(ctx, s.sealKeyID, it.Sensitive, aad(id, it.TxnID)); err != nil {
+			return nil, fmt.Errorf("sealing item for transaction %d: %w", it.TxnID, err)
+		}
+	}
+	it.State = QueuePending
+	if it.Created.IsZero() {
+		it.Created = now
+	}
+	return encodeItem(it, sealed)
 }
 
 // Enqueue queues messages on their own (for example the reversal of a voided sale) and

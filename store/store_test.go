@@ -28,6 +28,27 @@ func openTemp(t testing.TB) *Store {
 	return s
 }
 
+// rawUpdate changes the bbolt file under the Store, as a damaged or hand-edited file would
+// be, after folding the log; the Store's counters are reloaded by reopening it.
+func rawUpdate(t testing.TB, s *Store, fn func(*bolt.Tx) error) *Store {
+	t.Helper()
+	foldNow(t, s)
+	if err := s.db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+	return reopen(t, s)
+}
+
+// foldNow folds the write-ahead log into the bbolt file.
+func foldNow(t testing.TB, s *Store) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fold(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func reopen(t testing.TB, s *Store) *Store {
 	t.Helper()
 	if err := s.Close(); err != nil {
@@ -86,12 +107,9 @@ func TestNextSTANWraps(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t)
 	// Set the counter directly rather than calling NextSTAN 999998 times.
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	s = rawUpdate(t, s, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCounters).Put(keySTAN, binary.BigEndian.AppendUint32(nil, 999998))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got []uint32
 	for range 2 {
 		n, err := s.NextSTAN(ctx)
@@ -166,6 +184,7 @@ func TestRecordIsVersionedJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw []byte
+	foldNow(t, s)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		raw = bytes.Clone(tx.Bucket(bucketJournal).Get(binary.BigEndian.AppendUint64(nil, uint64(id))))
 		return nil
@@ -328,7 +347,7 @@ func TestRecordsOrderBatchesAndReentry(t *testing.T) {
 	s := openTemp(t)
 	// More than two batches, written in one commit to keep the test fast.
 	const n = 2*recordsBatch + 7
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	s = rawUpdate(t, s, func(tx *bolt.Tx) error {
 		j, open := tx.Bucket(bucketJournal), tx.Bucket(bucketOpen)
 		for range n {
 			seq, err := j.NextSequence()
@@ -348,11 +367,8 @@ func TestRecordsOrderBatchesAndReentry(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var seen []TxnID
-	err = s.Records(ctx, func(r Record) error {
+	err := s.Records(ctx, func(r Record) error {
 		seen = append(seen, r.ID)
 		if r.ID%100 == 0 {
 			// fn may write: it runs outside any transaction.
@@ -397,6 +413,7 @@ func TestCorruptRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	foldNow(t, s)
 	for _, bad := range []string{`{"v":2,"intent":{}}`, `not json`, `{"v":1,"intent":{},"extra":1}`} {
 		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketJournal).Put(id.key(), []byte(bad)) })
 		if err != nil {
@@ -544,12 +561,12 @@ func TestOpenForeignBboltFile(t *testing.T) {
 
 func TestOpenOtherLayoutVersion(t *testing.T) {
 	s := openTemp(t)
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyVersion, []byte("2")) })
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyVersion, []byte("3")) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	assertRefused(t, s.Path(), `layout version "2"`)
+	assertRefused(t, s.Path(), `layout version "3"`)
 }
 
 func FuzzDecodeRecord(f *testing.F) {

@@ -278,6 +278,13 @@ type journalView struct {
 
 func readJournal(t *testing.T, path string) journalView {
 	t.Helper()
+	// The write-ahead log as the kill left it (records not yet folded) holds masked and
+	// sealed data only.
+	if log, err := os.ReadFile(path + "-wal"); err != nil {
+		t.Errorf("reading the write-ahead log after a kill: %v", err)
+	} else {
+		assertNoCardData(t, string(log), nil)
+	}
 	s, err := openStoreRO(path)
 	if err != nil {
 		t.Fatalf("opening the journal after a kill: %v", err)

@@ -352,11 +352,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 	assertNoCardData(t, c.all(), demoPINBlocks(t))
 
-	// The journal file itself: no full PAN, no track, no PIN block, in any form.
+	// The journal file and its write-ahead log: no full PAN, no track, no PIN block, in any
+	// form.
 	db, err := os.ReadFile(filepath.Join(dir, "posd.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	wal, err := os.ReadFile(filepath.Join(dir, "posd.db-wal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db = append(db, wal...)
 	assertNoCardData(t, string(db), demoPINBlocks(t))
 	for _, b := range demoPINBlocks(t) {
 		raw, _ := hex.DecodeString(b)
