@@ -18,10 +18,11 @@ import (
 type logOp struct {
 	Op      string          `json:"op"` // "begin", "finish" or "stan"
 	Txn     TxnID           `json:"txn,omitempty"`
-	STAN    uint32          `json:"stan,omitempty"`    // begin (when it took one) and stan: the counter's new value
-	Record  json.RawMessage `json:"record,omitempty"`  // begin: the journal record as the journal bucket holds it
-	Outcome *jsonOutcome    `json:"outcome,omitempty"` // finish
-	Items   []logItem       `json:"items,omitempty"`   // finish: queued with the outcome, sealed
+	STAN    uint32          `json:"stan,omitempty"`     // begin (when it took one) and stan: the counter's new value
+	Record  json.RawMessage `json:"record,omitempty"`   // begin: the journal record as the journal bucket holds it
+	PANHash string          `json:"pan_hash,omitempty"` // begin: the record's, for the pan index
+	Outcome *jsonOutcome    `json:"outcome,omitempty"`  // finish
+	Items   []logItem       `json:"items,omitempty"`    // finish: queued with the outcome, sealed
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -67,6 +68,11 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 		}
 		if err := tx.Bucket(bucketOpen).Put(op.Txn.key(), nil); err != nil {
 			return err
+		}
+		if op.PANHash != "" {
+			if err := tx.Bucket(bucketPANIndex).Put(panIndexKey(op.PANHash, op.Txn), nil); err != nil {
+				return err
+			}
 		}
 		if op.STAN != 0 {
 			return putSTAN(tx, op.STAN)

@@ -24,17 +24,21 @@ func (id TxnID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(
 //
 // A plain value: safe for concurrent use when not modified.
 type Intent struct {
-	Kind              string    // "sale" (later "refund", "void")
-	MTI               string    // ISO 8583 message type, e.g. "0200" or "0100"
-	STAN              uint32    // system trace audit number, field 11
-	TerminalID        string    // field 41
-	SaleID            string    // from the till
-	SaleTransactionID string    // from the till
-	AmountMinor       int64     // amount in minor units of Currency
-	Currency          string    // alphabetic ISO 4217 code, e.g. "EUR"
-	MaskedPAN         string    // already masked (first 6, last 4); Begin refuses 7 or more digits in a row
-	EntryMode         string    // POS entry mode, field 22, e.g. "021"
-	Time              time.Time // when the transaction started
+	Kind              string // "sale" (later "refund", "void")
+	MTI               string // ISO 8583 message type, e.g. "0200" or "0100"
+	STAN              uint32 // system trace audit number, field 11
+	TerminalID        string // field 41
+	SaleID            string // from the till
+	SaleTransactionID string // from the till
+	AmountMinor       int64  // amount in minor units of Currency
+	Currency          string // alphabetic ISO 4217 code, e.g. "EUR"
+	MaskedPAN         string // already masked (first 6, last 4); Begin refuses 7 or more digits in a row
+	// PANHash is a keyed hash of the full PAN (posd: a CMAC under a key in its hsm), for
+	// finding a card's transactions with Store.FindByPANHash. Opaque to the store; Begin
+	// refuses one with 7 or more digits in a row, as it refuses an unmasked MaskedPAN.
+	PANHash   string
+	EntryMode string    // POS entry mode, field 22, e.g. "021"
+	Time      time.Time // when the transaction started
 }
 
 // State is the state of a journal record.
@@ -134,6 +138,7 @@ type (
 		AmountMinor       int64     `json:"amount_minor"`
 		Currency          string    `json:"currency"`
 		MaskedPAN         string    `json:"masked_pan"`
+		PANHash           string    `json:"pan_hash,omitempty"`
 		EntryMode         string    `json:"entry_mode"`
 		Time              time.Time `json:"time"`
 	}
@@ -244,7 +249,7 @@ func (s *Store) BeginWithSTAN(ctx context.Context, in Intent) (TxnID, uint32, er
 }
 
 func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uint32, error) {
-	if longestDigitRun(in.MaskedPAN) > maxDigitRun {
+	if longestDigitRun(in.MaskedPAN) > maxDigitRun || longestDigitRun(in.PANHash) > maxDigitRun {
 		return 0, 0, fmt.Errorf("store: begin: %w", ErrUnmaskedPAN)
 	}
 	if err := ctx.Err(); err != nil {
@@ -255,7 +260,7 @@ func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uin
 	if err := s.roomForNew("begin"); err != nil {
 		return 0, 0, err
 	}
-	op := logOp{Op: opBegin, Txn: s.nextTxn}
+	op := logOp{Op: opBegin, Txn: s.nextTxn, PANHash: in.PANHash}
 	if takeSTAN {
 		op.STAN = s.peekSTAN()
 		in.STAN = op.STAN
@@ -443,4 +448,43 @@ func (s *Store) Records(ctx context.Context, fn func(Record) error) error {
 		}
 		after = batch[len(batch)-1].ID.key()
 	}
+}
+
+// FindByPANHash returns the records whose intent carries hash (see Intent.PANHash), in ID
+// order, from an index: it does not read the whole journal.
+func (s *Store) FindByPANHash(ctx context.Context, hash string) ([]Record, error) {
+	if hash == "" {
+		return nil, fmt.Errorf("store: find by pan hash: empty hash: %w", ErrInvalid)
+	}
+	var recs []Record
+	err := s.view(ctx, "find by pan hash", func(tx *bolt.Tx) error {
+		j := tx.Bucket(bucketJournal)
+		prefix := panIndexPrefix(hash)
+		c := tx.Bucket(bucketPANIndex).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) != len(prefix)+8 {
+				return fmt.Errorf("pan index key of %d bytes: %w", len(k), ErrCorrupt)
+			}
+			id := TxnID(binary.BigEndian.Uint64(k[len(prefix):]))
+			v := j.Get(id.key())
+			if v == nil {
+				return fmt.Errorf("record %d is in the pan index but not in the journal: %w", id, ErrCorrupt)
+			}
+			rec, err := decodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+		return nil
+	})
+	return recs, err
+}
+
+// panIndexPrefix is where a hash's entries start in the pan index: hash, 0, then each
+// record's id.
+func panIndexPrefix(hash string) []byte { return append([]byte(hash), 0) }
+
+func panIndexKey(hash string, id TxnID) []byte {
+	return binary.BigEndian.AppendUint64(panIndexPrefix(hash), uint64(id))
 }

@@ -61,6 +61,7 @@ var (
 	bucketQueueRev = []byte("queue-reversal") // QueueID -> item JSON, reversals to send
 	bucketQueueAdv = []byte("queue-advice")   // QueueID -> item JSON, advices to send
 	bucketAudit    = []byte("audit")          // sequence -> hash-chained entry of who did what
+	bucketPANIndex = []byte("pan-index")      // PAN hash, 0, TxnID -> empty: a card's records
 	keyFormat      = []byte("format")
 	keyVersion     = []byte("version")
 	keySTAN        = []byte("stan")
@@ -251,7 +252,7 @@ func (s *Store) initLayout() ([]byte, error) {
 		if meta == nil || string(meta.Get(keyFormat)) != layoutFormat || string(meta.Get(keyVersion)) != layoutVersion || len(meta.Get(keyStoreID)) != storeIDLen {
 			return nil
 		}
-		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit} {
+		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex} {
 			if tx.Bucket(b) == nil {
 				return nil
 			}
@@ -293,7 +294,7 @@ func (s *Store) initLayout() ([]byte, error) {
 		} else if v != layoutVersion {
 			return fmt.Errorf("store: open %s: %w: layout version %q, this posd reads version %s; the file was not changed: run the posd release that wrote it, or a newer one", s.path, ErrLayout, v, layoutVersion)
 		}
-		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit} {
+		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -189,9 +189,13 @@ func (t *Terminal) chipOfflineApproval(ctx context.Context, req SaleRequest, res
 	auth := iso8583.Authorization{MTI: "0220", ProcessingCode: "000000", AmountMinor: req.Amount.Minor, CurrencyNumeric: req.Amount.Currency.Numeric,
 		STAN: stan, TransmissionTime: now.UTC(), LocalTime: now, PAN: p.pan, Expiry: p.expiry.YYMM(), EntryMode: p.entryMode,
 		TerminalID: t.opts.TerminalID, MerchantID: t.opts.MerchantID, Field55: p.field55}
+	panHash, err := t.panHash(ctx, p.pan)
+	if err != nil {
+		return SaleResult{}, err
+	}
 	id, err := t.st.Begin(ctx, store.Intent{Kind: "sale", MTI: "0220", STAN: stan, TerminalID: t.opts.TerminalID, SaleID: req.SaleID,
 		SaleTransactionID: req.SaleTransactionID, AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
-		MaskedPAN: p.pan.Masked(), EntryMode: p.entryMode, Time: now})
+		MaskedPAN: p.pan.Masked(), PANHash: panHash, EntryMode: p.entryMode, Time: now})
 	if err != nil {
 		return SaleResult{}, fmt.Errorf("terminal: journaling the intent: %w", err)
 	}

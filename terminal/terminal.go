@@ -76,6 +76,11 @@ type Options struct {
 	// Forward configures the store-and-forward of reversals and advices; its Now and
 	// Logger default to the Terminal's.
 	Forward ForwardOptions
+	// PANHash, when set, makes the keyed hash of a card's PAN that its journal records carry
+	// (store.Intent.PANHash) for finding a card's sales; it must never return anything from
+	// which the PAN can be read back without its key. A failure stops the sale before
+	// anything is sent. Default nil: records carry no hash.
+	PANHash func(ctx context.Context, pan card.PAN) (string, error)
 	Now     func() time.Time
 	Logger  *slog.Logger // default: discard
 	// Failpoint, when set, is called at named points of a sale ("after-intent",
@@ -83,6 +88,18 @@ type Options struct {
 	// ("mid-drain": sent and answered, not yet settled). Crash tests use it to kill posd
 	// exactly there. Default nil.
 	Failpoint func(name string)
+}
+
+// panHash returns the keyed hash of pan for the journal, "" when none is configured.
+func (t *Terminal) panHash(ctx context.Context, pan card.PAN) (string, error) {
+	if t.opts.PANHash == nil {
+		return "", nil
+	}
+	h, err := t.opts.PANHash(ctx, pan)
+	if err != nil {
+		return "", fmt.Errorf("terminal: the card's PAN hash for the journal: %w", err)
+	}
+	return h, nil
 }
 
 // Terminal runs sales, one at a time, since there is one card reader and one PIN pad. It is
@@ -243,11 +260,16 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 	if t.opts.DualMessage {
 		mti = "0100"
 	}
+	panHash, err := t.panHash(ctx, pan)
+	if err != nil {
+		t.finishPad(ctx, log, "SYSTEM ERROR")
+		return SaleResult{}, err
+	}
 	id, stan, err := t.st.BeginWithSTAN(ctx, store.Intent{
 		Kind: "sale", MTI: mti, TerminalID: t.opts.TerminalID,
 		SaleID: req.SaleID, SaleTransactionID: req.SaleTransactionID,
 		AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
-		MaskedPAN: pan.Masked(), EntryMode: res.EntryMode, Time: now,
+		MaskedPAN: pan.Masked(), PANHash: panHash, EntryMode: res.EntryMode, Time: now,
 	})
 	if err != nil {
 		t.finishPad(ctx, log, "SYSTEM ERROR")

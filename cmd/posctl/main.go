@@ -4,7 +4,7 @@
 //
 //	posctl [--api URL] status
 //	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
-//	posctl [--api URL] journal
+//	posctl [--api URL] journal [find [--who NAME]]   (find reads the card number from stdin)
 //	posctl [--api URL] void POI-TRANSACTION-ID
 //	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--who NAME] [--reason TEXT] [--yes]
 //	posctl [--api URL] store check
@@ -15,6 +15,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -41,6 +42,8 @@ commands:
   sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
                                            run a sale and print the answer and receipt
   journal                                  list the journal (PANs masked)
+  journal find [--who NAME]                a card's sales: reads the card number from stdin
+                                           (never an argument: it would show in ps); recorded
   void POI-TRANSACTION-ID                  cancel an approved sale (reversed at the acquirer)
   saf list                                 the store-and-forward queue (masked)
   saf flush                                send everything queued now
@@ -76,7 +79,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "sale":
 			err = c.sale(fs.Args()[1:], stdout, stderr)
 		case "journal":
-			err = c.journal(stdout)
+			err = c.journal(fs.Args()[1:], stdin, stdout, stderr)
 		case "void":
 			err = c.void(fs.Args()[1:], stdout, stderr)
 		case "saf":
@@ -228,10 +231,38 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func (c *client) journal(w io.Writer) error {
+func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) error {
 	var recs []store.Record
-	if err := c.get("/v1/journal", &recs); err != nil {
-		return err
+	switch {
+	case len(args) == 0:
+		if err := c.get("/v1/journal", &recs); err != nil {
+			return err
+		}
+	case args[0] == "find":
+		fs := flag.NewFlagSet("posctl journal find", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		who := fs.String("who", "", "who is searching (default: the login name); recorded in the audit log")
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
+			fmt.Fprintln(stderr, "usage: posctl journal find [--who NAME] < card-number")
+			return errUsage
+		}
+		fmt.Fprint(stderr, "card number: ")
+		line, err := bufio.NewReader(io.LimitReader(stdin, 256)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the card number: %w", err)
+		}
+		fmt.Fprintln(stderr)
+		body := map[string]string{"who": operator(*who), "pan": strings.TrimSpace(line)}
+		if err := c.do(http.MethodPost, "/v1/journal/find", body, &recs); err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			fmt.Fprintln(w, "no sales with that card in the journal")
+			return nil
+		}
+	default:
+		fmt.Fprintln(stderr, "usage: posctl journal [find [--who NAME]]")
+		return errUsage
 	}
 	fmt.Fprintf(w, "%-6s %-6s %-5s %-20s %-19s %14s  %s\n", "TXN", "STAN", "MTI", "TIME", "CARD", "AMOUNT", "OUTCOME")
 	for _, r := range recs {

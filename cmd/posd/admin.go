@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
+	"github.com/posd-dev/posd/terminal/card"
 )
 
 // adminRequest is the body of an operator action: who does it and why. posctl fills Who
@@ -31,7 +33,8 @@ type adminRequest struct {
 //	DELETE /v1/saf/{id}         remove a parked item for good (body: who, reason, confirm)
 //	GET    /v1/store/check      verify the file and the journal's invariants
 //	GET    /v1/audit            the operator audit chain
-func adminRoutes(mux *http.ServeMux, st *store.Store, term *terminal.Terminal, log *slog.Logger) {
+//	POST   /v1/journal/find     a card's journal records, by its keyed PAN hash (body: who, pan)
+func adminRoutes(mux *http.ServeMux, st *store.Store, term *terminal.Terminal, panHash func(context.Context, card.PAN) (string, error), log *slog.Logger) {
 	mux.HandleFunc("GET /v1/saf", func(w http.ResponseWriter, r *http.Request) {
 		items, err := st.List(r.Context())
 		if err != nil {
@@ -105,6 +108,50 @@ func adminRoutes(mux *http.ServeMux, st *store.Store, term *terminal.Terminal, l
 			return
 		}
 		writeJSONTo(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("POST /v1/journal/find", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Who string `json:"who"`
+			PAN string `json:"pan"`
+		}
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			// The decoder's message may quote the body, which holds a PAN: not repeated.
+			jsonError(w, http.StatusBadRequest, errors.New(`body must be JSON {"who":..., "pan":...}`))
+			return
+		}
+		req.Who = strings.TrimSpace(req.Who)
+		if req.Who == "" || len(req.Who) > 64 {
+			jsonError(w, http.StatusBadRequest, errors.New("who: required (1 to 64 characters): the audit record names who searched"))
+			return
+		}
+		pan, err := card.ParsePAN(strings.TrimSpace(req.PAN))
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, fmt.Errorf("pan: %w", err))
+			return
+		}
+		if panHash == nil {
+			jsonError(w, http.StatusConflict, errors.New("no PAN-hash key is configured (hsm.data, key \"pan-hash\"): records carry no hash to find"))
+			return
+		}
+		h, err := panHash(r.Context(), pan)
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		recs, err := st.FindByPANHash(r.Context(), h)
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		// Looking a card up is itself recorded: who looked, for which (masked) card.
+		if err := st.Audit(r.Context(), req.Who, "journal-find", fmt.Sprintf("card %s: %d records", pan.Masked(), len(recs))); err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		log.Info("operator searched the journal by card", "who", req.Who, "pan", pan, "records", len(recs))
+		writeJSONTo(w, http.StatusOK, recs)
 	})
 	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		log, err := st.AuditLog(r.Context())

@@ -26,6 +26,7 @@ import (
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
+	"github.com/posd-dev/posd/terminal/card"
 	"github.com/posd-dev/posd/terminal/magstripe"
 	"github.com/posd-dev/posd/terminal/money"
 	"github.com/posd-dev/posd/terminal/nexo"
@@ -47,6 +48,8 @@ type daemon struct {
 	stopFwd context.CancelFunc
 	// closeData releases the data key's backend.
 	closeData func()
+	// panHash makes the journal's keyed PAN hashes; nil without a pan-hash key.
+	panHash func(context.Context, card.PAN) (string, error)
 }
 
 // startDaemon wires posd from cfg. Each failure is one clear error naming what could not be
@@ -69,6 +72,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		return nil, err
 	}
 	d.closeData = closeData
+	d.panHash = panHasher(ctx, data, log)
 	var sealer store.Sealer
 	if data != nil {
 		sealer = data
@@ -158,6 +162,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			MaxTotalMinor: *cfg.Offline.MaxTotalMinor, MaxAge: time.Duration(cfg.Offline.MaxAge),
 		},
 		Failpoint: failpointFromEnv(log),
+		PANHash:   d.panHash,
 		Forward: terminal.ForwardOptions{
 			Window: cfg.SAF.Window, MaxAttempts: cfg.SAF.MaxAttempts,
 			MinBackoff: time.Duration(cfg.SAF.MinBackoff), MaxBackoff: time.Duration(cfg.SAF.MaxBackoff),
@@ -188,7 +193,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			}
 			return ds
 		}}))
-	adminRoutes(mux, d.st, d.term, log)
+	adminRoutes(mux, d.st, d.term, d.panHash, log)
 	if fw != nil {
 		mux.Handle("/v1/firmware/", fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
 			Pad: func(ctx context.Context) (firmware.PadLink, func(context.Context) (firmware.PadLink, error), func(), error) {

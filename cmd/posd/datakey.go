@@ -40,7 +40,14 @@ func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (
 		if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: dataKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageData, Components: [][]byte{key}}); err != nil {
 			return nil, nil, fmt.Errorf("hsm.data: loading the soft data key: %w", err)
 		}
+		// The PAN-hash key, derived from the same file: a separate key for a separate use.
+		hashKey := softPANHashKey(key)
 		clear(key)
+		_, err = m.LoadKey(ctx, hsm.LoadRequest{ID: panHashKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageMAC, Components: [][]byte{hashKey}})
+		clear(hashKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: loading the soft PAN-hash key: %w", err)
+		}
 		return m, func() {}, nil
 	case "pkcs11":
 		drv, closeFn, err := openPKCS11(cfg.PKCS11)

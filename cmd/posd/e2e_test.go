@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/padsim"
 	"github.com/posd-dev/posd/terminal/ptypair"
 )
@@ -180,6 +181,35 @@ func (c *captured) run(t *testing.T, name string, args ...string) (int, string) 
 	return cmd.ProcessState.ExitCode(), string(out)
 }
 
+// runIn is run with stdin.
+func (c *captured) runIn(t *testing.T, stdin, name string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binaries(t), name), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	c.mu.Lock()
+	c.extra = append(c.extra, string(out))
+	c.mu.Unlock()
+	if err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+func countAudit(entries []store.AuditEntry, who, action string) int {
+	n := 0
+	for _, e := range entries {
+		if e.Who == who && e.Action == action {
+			n++
+		}
+	}
+	return n
+}
+
 func writeScript(t *testing.T, dir string, events []padsim.Event) string {
 	t.Helper()
 	type ev struct {
@@ -210,8 +240,9 @@ func writeTestConfig(t *testing.T, dir, padPort, acquirer string) (cfgPath, sock
   "api": {"listen": "unix:%s"},
   "pinpad": {"port": %q, "ack_timeout": "1s", "response_timeout": "2s"},
   "acquirer": {"address": %q, "response_timeout": "5s", "dial_timeout": "2s"},
-  "store": {"path": %q}
-}`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"))
+  "store": {"path": %q},
+  "hsm": {"data": {"backend": "soft", "allow_soft": true, "key_file": %q}}
+}`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"), filepath.Join(dir, "data.key"))
 	cfgPath = filepath.Join(dir, "posd.json")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -345,6 +376,32 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(out, "NO OUTCOME") {
 		t.Errorf("a record was left half-recorded:\n%s", out)
+	}
+
+	// A card's sales, found by its keyed PAN hash: the number goes in on stdin, the answer
+	// is masked, and the search is in the audit log.
+	code, out = c.runIn(t, "4761739001010010\n", "posctl", api, "journal", "find", "--who", "carol")
+	if code != 0 || strings.Count(out, "476173******0010") != 3 {
+		t.Errorf("journal find: exit %d, want the 3 records of the card\n%s", code, out)
+	}
+	if code, out = c.runIn(t, "4000000000000002\n", "posctl", api, "journal", "find", "--who", "carol"); code != 0 || !strings.Contains(out, "no sales with that card") {
+		t.Errorf("journal find of another card: exit %d\n%s", code, out)
+	}
+	if code, out = c.runIn(t, "4761739001010011\n", "posctl", api, "journal", "find"); code != 1 || !strings.Contains(out, "pan:") {
+		t.Errorf("journal find with a bad card number: exit %d\n%s", code, out)
+	}
+	var audit []store.AuditEntry
+	if resp, err := unixClient(sock).Get("http://posd/v1/audit"); err != nil {
+		t.Fatal(err)
+	} else {
+		err = json.NewDecoder(resp.Body).Decode(&audit)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := countAudit(audit, "carol", "journal-find"); n != 2 {
+		t.Errorf("audit has %d journal-find entries by carol, want 2: %+v", n, audit)
 	}
 
 	if code := posd.stop(t); code != 0 {
