@@ -36,21 +36,22 @@ func (r Report) OK() bool { return len(r.Problems) == 0 }
 func (s *Store) Check(ctx context.Context) (Report, error) {
 	var r Report
 	add := func(what, do string) { r.Problems = append(r.Problems, Problem{what, do}) }
+	salvage := fmt.Sprintf("stop posd and run `posd store salvage --path %s --out NEWFILE`: it copies everything readable into a new file and lists what is lost", s.path)
 	err := s.view(ctx, "check", func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
-			add("bbolt page check: "+err.Error(), "copy the file aside and restore from backup; do not delete it while it may hold queued messages")
+			add("bbolt page check: "+err.Error(), salvage+"; keep this file (do not delete it while it may hold queued messages), or restore it from backup")
 		}
 		j, open := tx.Bucket(bucketJournal), tx.Bucket(bucketOpen)
 		err := j.ForEach(func(k, v []byte) error {
 			r.Records++
 			if len(k) != 8 {
-				add(fmt.Sprintf("journal key of %d bytes", len(k)), "restore the file from backup")
+				add(fmt.Sprintf("journal key of %d bytes", len(k)), salvage+"; or restore the file from backup")
 				return nil
 			}
 			id := TxnID(binary.BigEndian.Uint64(k))
 			rec, err := decodeRecord(id, v)
 			if err != nil {
-				add(err.Error(), "restore the file from backup; this record cannot be read")
+				add(err.Error(), "this record cannot be read: "+salvage+"; or restore the file from backup")
 				return nil
 			}
 			isOpen := open.Get(k) != nil
@@ -60,7 +61,7 @@ func (s *Store) Check(ctx context.Context) (Report, error) {
 			case rec.Outcome != nil && isOpen:
 				add(fmt.Sprintf("record %d has an outcome but is in the open index", id), "report this to support; the record itself is complete")
 			case rec.Outcome != nil && !rec.Outcome.State.final():
-				add(fmt.Sprintf("record %d has the non-final state %q", id, rec.Outcome.State), "restore the file from backup")
+				add(fmt.Sprintf("record %d has the non-final state %q", id, rec.Outcome.State), salvage+" (the record is copied as open, and reversed at start); or restore the file from backup")
 			}
 			if longestDigitRun(rec.Intent.MaskedPAN) > maxDigitRun {
 				add(fmt.Sprintf("record %d holds an unmasked PAN", id), "the file holds card data in the clear: report it as a security incident")
@@ -88,7 +89,7 @@ func (s *Store) Check(ctx context.Context) (Report, error) {
 				id := QueueID(binary.BigEndian.Uint64(k))
 				it, _, err := decodeItem(id, v)
 				if err != nil {
-					add(err.Error(), "this queued message cannot be read: keep the file and report it; do not delete it before the acquirer confirms")
+					add(err.Error(), "this queued message cannot be read: keep the file and report it; do not delete it before the acquirer confirms; "+salvage)
 					return nil
 				}
 				if it.State == QueueParked {

@@ -63,6 +63,11 @@
 //     what is left in the log.
 //   - bbolt cannot be interrupted. A context is checked before a write
 //     starts; once a commit has begun it runs to the end.
+//   - A file with a damaged page is refused at [Open] with [ErrCorrupt], unchanged:
+//     Open walks the page tree itself first, since bbolt's own walk (to rebuild
+//     the freelist) panics on a damaged page in a goroutine no caller can
+//     recover. [Salvage] (posd store salvage) copies everything readable of a
+//     damaged file, and its log, into a new file and lists what was lost.
 //   - A file of another layout (not a posd store, or a store written by a
 //     release with a different layout version) is refused with [ErrLayout]
 //     and left as it was. bbolt's own check of a file is

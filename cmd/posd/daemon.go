@@ -79,7 +79,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	}
 	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w (posd store check --path %s says more)", err, cfg.Store.Path)
+		return nil, fmt.Errorf("store: %w (posd store check --path %s says more; posd store salvage copies what is readable of a damaged file)", err, cfg.Store.Path)
 	}
 	// The PIN pad, kept connected: a pulled cable reconnects with backoff and fails only
 	// the sale in progress. posd refuses to start if it never answers.

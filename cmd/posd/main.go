@@ -36,6 +36,9 @@ const usage = `usage:
   posd check-config --config FILE check a config file and print it with defaults filled in
   posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
   posd store check --path FILE    check a journal file while posd is stopped
+  posd store salvage --path FILE --out NEWFILE
+                                  copy what is readable of a damaged journal file into a
+                                  new one (exit 3: something was lost, listed)
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -52,6 +55,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		err = cmdDemo(args[1:], stdout, stderr)
 	case "store":
+		if len(args) > 1 && args[1] == "salvage" {
+			return cmdStoreSalvage(args[2:], stdout, stderr) // exit 3: written, something lost
+		}
 		err = cmdStore(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -140,14 +146,14 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 // nothing. Exit 1 when it finds a problem or cannot open the file.
 func cmdStore(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprint(stderr, "usage: posd store check --path FILE\n")
+		fmt.Fprint(stderr, storeUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("posd store check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("path", "", "the journal file (store.path in the config)")
 	if err := fs.Parse(args[1:]); err != nil || *path == "" {
-		fmt.Fprint(stderr, "usage: posd store check --path FILE\n")
+		fmt.Fprint(stderr, storeUsage)
 		return errUsage
 	}
 	if _, err := os.Stat(*path); err != nil {
