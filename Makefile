@@ -33,12 +33,13 @@ unit:
 		$(GO) test -count=1 -timeout 10m $(PKGS); \
 	fi
 
-# The PKCS#11 backend (cgo, build tag pkcs11) against SoftHSM2; its tests skip, saying why,
-# where softhsm2 is missing.
+# The PKCS#11 backend (cgo, build tag pkcs11), and posd key with it, against SoftHSM2; the
+# tests skip, saying why, where softhsm2 is missing.
 test-pkcs11:
 	@if command -v gcc >/dev/null 2>&1; then \
 		$(GO) vet -tags pkcs11 ./hsm/... ./cmd/posd && \
-		$(GO) test -count=1 -tags pkcs11 ./hsm/pkcs11/...; \
+		$(GO) test -count=1 -tags pkcs11 ./hsm/pkcs11/... && \
+		$(GO) test -count=1 -tags pkcs11 -run PKCS11 ./cmd/posd; \
 	else \
 		echo "test-pkcs11: no C compiler: the PKCS#11 backend (cgo) is not built or tested"; \
 	fi

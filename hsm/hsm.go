@@ -15,12 +15,15 @@
 //     data, for package store.
 //   - CheckValue and KeyInfo: what a key is, and its check value, never its value.
 //   - LoadKey and ImportKeyBlock: a technician's key loading, from clear components (a key
-//     ceremony) or from a TR-31 key block under a key block protection key.
+//     ceremony) or from a TR-31 key block under a key block protection key. The ids the
+//     Module uses itself (the data, MAC and PIN key ids of Options) take only keys that can
+//     do that job.
+//   - Keys: every key the backend holds, described, never shown.
 //
 // Only PINBlock is required of a backend: the Driver interface has that one method. The other
 // operations are optional driver capabilities, found by type assertion (KeyDescriber, MACer,
-// Sealer, KeyLoader, KeyBlockImporter, PINTranslator); a Module over a driver without one returns
-// ErrUnsupported.
+// Sealer, KeyLoader, KeyBlockImporter, KeyLister, PINTranslator); a Module over a driver
+// without one returns ErrUnsupported.
 //
 // # Keys
 //
@@ -286,8 +289,9 @@ func New(drv Driver, opts *Options) (*Module, error) {
 
 // PINBlock has the customer enter the PIN for pan in the secure device and returns the
 // encrypted block. keyID "" selects Options.PINKeyID. The format follows from the key: ISO
-// 9564 format 4 for an AES key, format 0 for a TDES key or when the backend cannot describe
-// its keys (the PIN pad, which encrypts format 0 under TDES DUKPT).
+// 9564 format 4 for an AES key, format 0 for a TDES key. A backend that cannot describe its
+// keys names the PIN key's algorithm (PINKeyAlgorithmer: the PIN pad, whose DUKPT key is
+// TDES or AES as configured); one that does neither gets format 0.
 func (m *Module) PINBlock(ctx context.Context, keyID string, pan card.PAN, prompt string) (EncryptedPIN, error) {
 	if keyID == "" {
 		keyID = m.opts.PINKeyID
@@ -309,6 +313,14 @@ func (m *Module) PINBlock(ctx context.Context, keyID string, pan card.PAN, promp
 			return EncryptedPIN{}, m.audit(ev, fmt.Errorf("%w: key %q is a %v key, not a PIN key", ErrKeyUsage, keyID, info.Usage))
 		}
 		if info.Algorithm.IsAES() {
+			format = FormatISO4
+		}
+	} else if pa, ok := m.drv.(PINKeyAlgorithmer); ok {
+		alg, err := pa.PINKeyAlgorithm(keyID)
+		if err != nil {
+			return EncryptedPIN{}, m.audit(ev, err)
+		}
+		if alg.IsAES() {
 			format = FormatISO4
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/posd-dev/posd/hsm/kcv"
 	"github.com/posd-dev/posd/terminal/card"
 )
 
@@ -263,6 +264,22 @@ type (
 	KeyBlockImporter interface {
 		ImportKeyBlock(ctx context.Context, req ImportRequest) (KeyInfo, error)
 	}
+	// KeyLister lists the keys a backend holds, described as KeyDescriber describes them.
+	//
+	// The Module calls it from one goroutine at a time.
+	KeyLister interface {
+		Keys(ctx context.Context) ([]KeyInfo, error)
+	}
+	// PINKeyAlgorithmer names the algorithm of a PIN key, for a backend that cannot
+	// describe its keys as a KeyDescriber does (a PIN pad: its DUKPT key's type is known
+	// from configuration, its check value not at all). The Module asks it for the PIN
+	// block format when the backend is not a KeyDescriber: format 4 for an AES key,
+	// format 0 for a TDES one. It must not block.
+	//
+	// The Module calls it from one goroutine at a time.
+	PINKeyAlgorithmer interface {
+		PINKeyAlgorithm(id string) (Algorithm, error)
+	}
 	// PINTranslator re-encrypts a PIN block from one key to another inside the device,
 	// the PIN never leaving it in the clear. It must refuse formats other than 0, 3 and 4
 	// (PCI PIN).
@@ -282,4 +299,24 @@ type TranslateRequest struct {
 	FromKeyID string       // a BDK (the PIN's KSN names the transaction key) or a PIN key
 	ToKeyID   string       // a static PIN key
 	ToFormat  Format
+}
+
+// ComponentCheckValue returns the check value of one clear component of a key of algorithm
+// a, computed as a key's is (legacy for TDES, CMAC for AES), for a key ceremony: each
+// custodian compares it with the value written beside the component before the components
+// are combined. It keeps nothing; the component remains the caller's to clear.
+func ComponentCheckValue(a Algorithm, component []byte) (CheckValue, error) {
+	n := a.KeyLen()
+	if n == 0 {
+		return CheckValue{}, fmt.Errorf("hsm: unknown algorithm %v", a)
+	}
+	if len(component) != n {
+		return CheckValue{}, fmt.Errorf("hsm: a %v component is %d bytes, got %d", a, n, len(component))
+	}
+	if a.IsAES() {
+		v, err := kcv.AES(component)
+		return CheckValue{Method: kcv.CMAC.String(), Value: v}, err
+	}
+	v, err := kcv.TDES(component, kcv.Legacy)
+	return CheckValue{Method: kcv.Legacy.String(), Value: v}, err
 }

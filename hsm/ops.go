@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
+	"github.com/posd-dev/posd/hsm/tr31"
 	"github.com/posd-dev/posd/terminal/card"
 )
 
@@ -283,6 +286,10 @@ func (m *Module) TranslatePIN(ctx context.Context, pin EncryptedPIN, pan card.PA
 // LoadKey loads a key from clear components (a key ceremony), checking it against the
 // expected check value if one is given. The components never leave the backend's control
 // again; the returned KeyInfo carries the check value to show the technician.
+//
+// The ids the Module uses itself take only keys that can do that job: Options.DataKeyID an
+// AES data key, MACKeyID a MAC key, PINKeyID a PIN key or DUKPT initial key. Another key
+// for one of them is refused with ErrKeyUsage, naming the id's use, and nothing is stored.
 func (m *Module) LoadKey(ctx context.Context, req LoadRequest) (KeyInfo, error) {
 	ev := AuditEvent{Op: "load-key", KeyID: req.ID}
 	l, ok := m.drv.(KeyLoader)
@@ -295,6 +302,9 @@ func (m *Module) LoadKey(ctx context.Context, req LoadRequest) (KeyInfo, error) 
 	if len(req.Components) == 0 {
 		return KeyInfo{}, m.audit(ev, errors.New("hsm: load key: no components"))
 	}
+	if err := m.FitsRole(req.ID, req.Algorithm, req.Usage); err != nil {
+		return KeyInfo{}, m.audit(ev, err)
+	}
 	var info KeyInfo
 	err := m.call(ctx, func(ctx context.Context) error {
 		var err error
@@ -306,7 +316,9 @@ func (m *Module) LoadKey(ctx context.Context, req LoadRequest) (KeyInfo, error) 
 }
 
 // ImportKeyBlock imports a TR-31 key block under the key block protection key req.KBPKID.
-// The key's usage and algorithm come from the block's header.
+// The key's usage and algorithm come from the block's header. A block for one of the ids
+// the Module uses (Options.DataKeyID, MACKeyID, PINKeyID) whose header does not fit that
+// use is refused, before the backend sees it, with ErrKeyUsage (see LoadKey).
 func (m *Module) ImportKeyBlock(ctx context.Context, req ImportRequest) (KeyInfo, error) {
 	ev := AuditEvent{Op: "import-key-block", KeyID: req.ID}
 	im, ok := m.drv.(KeyBlockImporter)
@@ -319,6 +331,20 @@ func (m *Module) ImportKeyBlock(ctx context.Context, req ImportRequest) (KeyInfo
 	if err := validID(req.KBPKID); err != nil {
 		return KeyInfo{}, m.audit(ev, fmt.Errorf("hsm: KBPK: %w", err))
 	}
+	if m.hasRole(req.ID) {
+		h, _, err := tr31.ParseHeader(req.Block)
+		if err != nil {
+			return KeyInfo{}, m.audit(ev, fmt.Errorf("hsm: key block: %w", err))
+		}
+		u, err := tr31Usage(h)
+		if err != nil {
+			return KeyInfo{}, m.audit(ev, err)
+		}
+		what := fmt.Sprintf("the block's key of usage %s (%s), algorithm %c", h.KeyUsage, tr31.UsageName(h.KeyUsage), h.Algorithm)
+		if err := m.fitsRole(req.ID, h.Algorithm == 'A', u, what); err != nil {
+			return KeyInfo{}, m.audit(ev, err)
+		}
+	}
 	var info KeyInfo
 	err := m.call(ctx, func(ctx context.Context) error {
 		var err error
@@ -327,6 +353,67 @@ func (m *Module) ImportKeyBlock(ctx context.Context, req ImportRequest) (KeyInfo
 	})
 	ev.CheckValue = info.CheckValue.String()
 	return info, m.audit(ev, err)
+}
+
+// Keys describes every key the backend holds, sorted by id: algorithm, usage and check
+// value (and a DUKPT key's KSN), never a key's value.
+func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
+	l, ok := m.drv.(KeyLister)
+	if !ok {
+		return nil, unsupported("the backend cannot list its keys")
+	}
+	var out []KeyInfo
+	err := m.call(ctx, func(ctx context.Context) error {
+		var err error
+		out, err = l.Keys(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b KeyInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// FitsRole reports whether a key of algorithm a and usage u may be stored under id, as
+// LoadKey and ImportKeyBlock will decide: nil, or an error wrapping ErrKeyUsage that names
+// what the Module uses id for. A key ceremony asks it before custodians type components.
+func (m *Module) FitsRole(id string, a Algorithm, u Usage) error {
+	return m.fitsRole(id, a.IsAES(), u, fmt.Sprintf("a key of usage %v, algorithm %v", u, a))
+}
+
+// hasRole reports whether the Module uses key id for an operation of its own.
+func (m *Module) hasRole(id string) bool {
+	return id == m.opts.DataKeyID || id == m.opts.MACKeyID || id == m.opts.PINKeyID
+}
+
+// fitsRole checks a key about to be stored under id against what the Module uses that id
+// for: the data key (Options.DataKeyID) must be an AES data key, the MAC key (MACKeyID) a
+// MAC key, the PIN key (PINKeyID) a PIN key or DUKPT initial key. A key that could never
+// do its id's job is refused before anything is stored. isAES says whether the key is an
+// AES key; what describes it for the error. Other ids take any key.
+func (m *Module) fitsRole(id string, isAES bool, u Usage, what string) error {
+	var role, want string
+	switch id {
+	case m.opts.DataKeyID:
+		if isAES && u == UsageData {
+			return nil
+		}
+		role, want = "the data key, which Seal and Open use", "an AES data encryption key (TR-31 usage D0, algorithm A)"
+	case m.opts.MACKeyID:
+		if u == UsageMAC {
+			return nil
+		}
+		role, want = "the MAC key, which MAC and VerifyMAC use", "a MAC key (TR-31 usage "+tr31UsageCode(UsageMAC)+")"
+	case m.opts.PINKeyID:
+		if u == UsagePIN || u == UsageDUKPT {
+			return nil
+		}
+		role, want = "the PIN key, which PINBlock uses", "a PIN key or a DUKPT initial key (TR-31 usage P0 or B1)"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: key id %q is %s: it must be %s, not %s", ErrKeyUsage, id, role, want, what)
 }
 
 // validID checks a key id: 1 to 64 letters, digits, '.', '_' or '-', so that ids are safe in

@@ -28,22 +28,9 @@ func TR31Spec(h tr31.Header, keyLen int) (Algorithm, Usage, []byte, error) {
 	default:
 		return 0, 0, nil, fmt.Errorf("%w: key block algorithm %c with a %d-byte key", ErrUnsupported, h.Algorithm, keyLen)
 	}
-	var u Usage
-	switch h.KeyUsage {
-	case "P0":
-		u = UsagePIN
-	case "B0":
-		u = UsageBDK
-	case "B1":
-		u = UsageDUKPT
-	case "M0", "M1", "M3", "M6", "M7":
-		u = UsageMAC
-	case "D0":
-		u = UsageData
-	case "K1":
-		u = UsageKBPK
-	default:
-		return 0, 0, nil, fmt.Errorf("%w: key block usage %s (%s)", ErrUnsupported, h.KeyUsage, tr31.UsageName(h.KeyUsage))
+	u, err := tr31Usage(h)
+	if err != nil {
+		return 0, 0, nil, err
 	}
 	if u != UsageDUKPT {
 		return alg, u, nil, nil
@@ -63,4 +50,42 @@ func TR31Spec(h tr31.Header, keyLen int) (Algorithm, Usage, []byte, error) {
 		return alg, u, append(id, 0, 0, 0, 0), nil
 	}
 	return 0, 0, nil, fmt.Errorf("hsm: a %v DUKPT initial key block needs its KSN (optional block KS for TDES, IK for AES)", alg)
+}
+
+// tr31Usage maps a block's TR-31 key usage to posd's, refusing those posd has no use for.
+func tr31Usage(h tr31.Header) (Usage, error) {
+	switch h.KeyUsage {
+	case "P0":
+		return UsagePIN, nil
+	case "B0":
+		return UsageBDK, nil
+	case "B1":
+		return UsageDUKPT, nil
+	case "M0", "M1", "M3", "M6", "M7":
+		return UsageMAC, nil
+	case "D0":
+		return UsageData, nil
+	case "K1":
+		return UsageKBPK, nil
+	}
+	return 0, fmt.Errorf("%w: key block usage %s (%s)", ErrUnsupported, h.KeyUsage, tr31.UsageName(h.KeyUsage))
+}
+
+// tr31UsageCode is the TR-31 key usage that corresponds to u, for messages.
+func tr31UsageCode(u Usage) string {
+	switch u {
+	case UsagePIN:
+		return "P0"
+	case UsageBDK:
+		return "B0"
+	case UsageDUKPT:
+		return "B1"
+	case UsageMAC:
+		return "M0-M7"
+	case UsageData:
+		return "D0"
+	case UsageKBPK:
+		return "K1"
+	}
+	return "?"
 }

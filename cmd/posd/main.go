@@ -10,6 +10,8 @@
 //	posd demo [--acquirer HOST:PORT]
 //	                             run the whole system on simulated devices (ptys) and a
 //	                             simulated acquirer (loopback), with a readable trace
+//	posd key list|import|load-kbpk --config FILE ...
+//	                             a technician's key loading into posd's token
 package main
 
 import (
@@ -39,6 +41,8 @@ const usage = `usage:
   posd store salvage --path FILE --out NEWFILE
                                   copy what is readable of a damaged journal file into a
                                   new one (exit 3: something was lost, listed)
+  posd key list|import|load-kbpk --config FILE ...
+                                  load keys into posd's token (posd key help)
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -59,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdStoreSalvage(args[2:], stdout, stderr) // exit 3: written, something lost
 		}
 		err = cmdStore(args[1:], stdout, stderr)
+	case "key":
+		err = cmdKey(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

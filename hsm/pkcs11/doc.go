@@ -21,6 +21,12 @@
 //   - TR-31 import, versions B and D: the block's encryption and MAC keys are the CMAC of
 //     derivation data under the KBPK (CKM_DES3_CMAC, CKM_AES_CMAC), so the KBPK stays in
 //     the token.
+//   - TR-31 import, versions A and C: their encryption and MAC keys are the KBPK XOR 45s
+//     and XOR 4Ds, which a token cannot compute from a key it holds. So when a TDES KBPK is
+//     created (its value then at hand, from components or a key block) the two variant keys
+//     are created beside it, sensitive and non-extractable, labelled id + "/tr31-variant-enc"
+//     (CKM_DES3_CBC decrypt only) and id + "/tr31-variant-mac" (CKM_DES3_CBC encrypt only,
+//     for the CBC-MAC); replacing the KBPK replaces them.
 //
 // # Caveats
 //
@@ -29,11 +35,14 @@
 // this backend for host-side keys (MAC, sealing, key import) and the PIN pad backend for
 // PINs in production.
 //
-// Standard mechanisms cannot do TDES DUKPT (it needs XOR and single-DES steps), the retail
-// MAC (single-DES CBC under half of the key), or TR-31 versions A and C (KBPK XOR a
-// constant) inside a token: those return hsm.ErrUnsupported. TR-31 import and key loading
-// from components have the new key's clear value in process memory for the length of the
-// call, since PKCS#11 cannot unwrap a TR-31 block or XOR components itself.
+// Standard mechanisms cannot do TDES DUKPT (it needs XOR and single-DES steps) or the retail
+// MAC (single-DES CBC under half of the key) inside a token: those return
+// hsm.ErrUnsupported. A TDES KBPK created by a posd without the variant keys above cannot
+// unwrap version A and C blocks (hsm.ErrUnsupported, saying to load it again). TR-31 import
+// and key loading from components have the new key's clear value in process memory for the
+// length of the call, since PKCS#11 cannot unwrap a TR-31 block itself, and SoftHSM 2.6 has
+// no CKM_XOR_BASE_AND_DATA to combine components (where components are typed into the
+// process, combining them in the token would hide nothing anyway).
 //
 // SoftHSM 2.6 does not implement CKA_DERIVE_TEMPLATE: a session logged in to the token can
 // derive an extractable child from a key whose usage is derivation (a DUKPT initial key),

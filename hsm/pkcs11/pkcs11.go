@@ -67,7 +67,17 @@ type key struct {
 	handle  p11.ObjectHandle
 	meta    p11.ObjectHandle
 	counter *dukpt.AESCounter
+	// variant holds, for a TDES KBPK, its TR-31 version A and C encryption and MAC variant
+	// keys (labels id+variantEnc, id+variantMAC); zero when the token has none.
+	variant [2]p11.ObjectHandle
 }
+
+// The label suffixes of a TDES KBPK's variant keys. A '/' is never part of a key id, so
+// these labels cannot name a key of their own.
+const (
+	variantEnc = "/tr31-variant-enc"
+	variantMAC = "/tr31-variant-mac"
+)
 
 // Open loads the library, finds the token and logs in.
 func Open(opts *Options) (*Backend, error) {
@@ -313,6 +323,16 @@ func (b *Backend) loadMeta() error {
 		if err := b.startCounter(k); err != nil {
 			return err
 		}
+		if info.Usage == hsm.UsageKBPK && info.Algorithm.IsTDES() {
+			// Missing or doubled variant keys leave the KBPK without version A and C
+			// imports (which say so), not the backend unopenable.
+			for i, suffix := range []string{variantEnc, variantMAC} {
+				hs, err := b.find([]*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY), p11.NewAttribute(p11.CKA_LABEL, id+suffix)})
+				if err == nil && len(hs) == 1 {
+					k.variant[i] = hs[0]
+				}
+			}
+		}
 		b.keys[id] = k
 	}
 	return nil
@@ -342,6 +362,20 @@ func (k *key) describe() hsm.KeyInfo {
 		info.KSN, info.Remaining = ksn[:], k.counter.Remaining()
 	}
 	return info
+}
+
+// Keys implements hsm.KeyLister: the keys this backend created in the token (those with a
+// description object), not other objects the token may hold.
+func (b *Backend) Keys(ctx context.Context) ([]hsm.KeyInfo, error) {
+	if err := b.lock(); err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	out := make([]hsm.KeyInfo, 0, len(b.keys))
+	for _, k := range b.keys {
+		out = append(out, k.describe())
+	}
+	return out, nil
 }
 
 // KeyInfo implements hsm.KeyDescriber.
@@ -377,7 +411,8 @@ func (b *Backend) LoadKey(ctx context.Context, req hsm.LoadRequest) (hsm.KeyInfo
 	return b.create(req.ID, req.Algorithm, req.Usage, value, req.KSN, req.CheckValue, req.Replace)
 }
 
-// ImportKeyBlock implements hsm.KeyBlockImporter for TR-31 versions B and D.
+// ImportKeyBlock implements hsm.KeyBlockImporter: TR-31 versions B and D through CMACs
+// under the KBPK, versions A and C through the variant keys kept beside a TDES KBPK.
 func (b *Backend) ImportKeyBlock(ctx context.Context, req hsm.ImportRequest) (hsm.KeyInfo, error) {
 	if err := b.lock(); err != nil {
 		return hsm.KeyInfo{}, err
@@ -389,6 +424,9 @@ func (b *Backend) ImportKeyBlock(ctx context.Context, req hsm.ImportRequest) (hs
 	if err != nil {
 		b.mu.Unlock()
 		return hsm.KeyInfo{}, err
+	}
+	if req.Block != "" && (req.Block[0] == 'A' || req.Block[0] == 'C') {
+		return b.importVariant(req, kbpk)
 	}
 	mech := uint(p11.CKM_AES_CMAC)
 	if kbpk.info.Algorithm.IsTDES() {
@@ -406,6 +444,53 @@ func (b *Backend) ImportKeyBlock(ctx context.Context, req hsm.ImportRequest) (hs
 	}
 	h, value, err := tr31.UnwrapCMAC(cmac, kbpk.info.Algorithm.KeyLen(), req.Block)
 	b.mu.Unlock()
+	return b.finishImport(req, h, value, err)
+}
+
+// importVariant unwraps a version A or C block with the KBPK's variant keys: the MAC is a
+// TDES CBC encryption under the MAC variant, the key data a TDES CBC decryption under the
+// encryption variant, both in the token. It is called with b.mu held and releases it.
+func (b *Backend) importVariant(req hsm.ImportRequest, kbpk *key) (hsm.KeyInfo, error) {
+	if !kbpk.info.Algorithm.IsTDES() {
+		b.mu.Unlock()
+		return hsm.KeyInfo{}, fmt.Errorf("pkcs11: import %q: KBPK %q is an %v key; TR-31 versions A and C need a TDES KBPK: %w", req.ID, req.KBPKID, kbpk.info.Algorithm, tr31.ErrKBPK)
+	}
+	if kbpk.variant[0] == 0 || kbpk.variant[1] == 0 {
+		b.mu.Unlock()
+		return hsm.KeyInfo{}, fmt.Errorf("%w: pkcs11: import %q: the token has no TR-31 version A/C variant keys beside KBPK %q (it was loaded by an older posd); load the KBPK again to import version %c blocks", hsm.ErrUnsupported, req.ID, req.KBPKID, req.Block[0])
+	}
+	cbc := func(k p11.ObjectHandle, iv, data []byte, decrypt bool) ([]byte, error) {
+		m := []*p11.Mechanism{p11.NewMechanism(p11.CKM_DES3_CBC, iv)}
+		if decrypt {
+			if err := b.ctx.DecryptInit(b.session, m, k); err != nil {
+				return nil, devErr("TDES CBC under the KBPK's encryption variant", err)
+			}
+			out, err := b.ctx.Decrypt(b.session, data)
+			if err != nil {
+				return nil, devErr("TDES CBC under the KBPK's encryption variant", err)
+			}
+			return out, nil
+		}
+		if err := b.ctx.EncryptInit(b.session, m, k); err != nil {
+			return nil, devErr("TDES CBC-MAC under the KBPK's MAC variant", err)
+		}
+		out, err := b.ctx.Encrypt(b.session, data)
+		if err != nil {
+			return nil, devErr("TDES CBC-MAC under the KBPK's MAC variant", err)
+		}
+		return out, nil
+	}
+	enc, auth := kbpk.variant[0], kbpk.variant[1]
+	h, value, err := tr31.UnwrapVariant(
+		func(data []byte) ([]byte, error) { return cbc(auth, make([]byte, 8), data, false) },
+		func(iv, data []byte) ([]byte, error) { return cbc(enc, iv, data, true) },
+		req.Block)
+	b.mu.Unlock()
+	return b.finishImport(req, h, value, err)
+}
+
+// finishImport creates the key an unwrap gave, or reports why there is none.
+func (b *Backend) finishImport(req hsm.ImportRequest, h tr31.Header, value []byte, err error) (hsm.KeyInfo, error) {
 	if errors.Is(err, tr31.ErrVersion) {
 		return hsm.KeyInfo{}, fmt.Errorf("%w: pkcs11: import %q: %w", hsm.ErrUnsupported, req.ID, err)
 	}
@@ -487,12 +572,71 @@ func (b *Backend) create(id string, a hsm.Algorithm, u hsm.Usage, value, ksn, wa
 		b.ctx.DestroyObject(b.session, k.handle)
 		return hsm.KeyInfo{}, devErr("describe key "+id, err)
 	}
+	if u == hsm.UsageKBPK && a.IsTDES() {
+		if err := b.createVariants(k, value); err != nil {
+			b.ctx.DestroyObject(b.session, k.handle)
+			b.ctx.DestroyObject(b.session, k.meta)
+			return hsm.KeyInfo{}, err
+		}
+	}
 	if exists {
 		b.ctx.DestroyObject(b.session, old.handle)
 		b.ctx.DestroyObject(b.session, old.meta)
+		for _, v := range old.variant {
+			if v != 0 {
+				b.ctx.DestroyObject(b.session, v)
+			}
+		}
 	}
 	b.keys[id] = k
 	return k.describe(), nil
+}
+
+// createVariants stores a TDES KBPK's TR-31 version A/C variant keys (the KBPK XOR 45s,
+// which may only decrypt, and XOR 4Ds, which may only encrypt, both with CKM_DES3_CBC),
+// sensitive and non-extractable, while the KBPK's value is at hand: a token cannot XOR a
+// key it holds with a constant. Called with b.mu held.
+func (b *Backend) createVariants(k *key, value []byte) error {
+	ke, km, err := tr31.VariantKeys(value)
+	if err != nil {
+		return fmt.Errorf("pkcs11: KBPK %q: %w", k.info.ID, err)
+	}
+	defer clear(ke)
+	defer clear(km)
+	for i, v := range []struct {
+		suffix  string
+		value   []byte
+		decrypt bool
+	}{{variantEnc, ke, true}, {variantMAC, km, false}} {
+		label := k.info.ID + v.suffix
+		k.variant[i], err = b.ctx.CreateObject(b.session, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, keyType(k.info.Algorithm)),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_ENCRYPT, !v.decrypt),
+			p11.NewAttribute(p11.CKA_DECRYPT, v.decrypt),
+			p11.NewAttribute(p11.CKA_SIGN, false),
+			p11.NewAttribute(p11.CKA_VERIFY, false),
+			p11.NewAttribute(p11.CKA_DERIVE, false),
+			p11.NewAttribute(p11.CKA_WRAP, false),
+			p11.NewAttribute(p11.CKA_UNWRAP, false),
+			p11.NewAttribute(p11.CKA_ALLOWED_MECHANISMS, mechs(p11.CKM_DES3_CBC)),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_LABEL, label),
+			p11.NewAttribute(p11.CKA_ID, []byte(label)),
+			p11.NewAttribute(p11.CKA_VALUE, v.value),
+		})
+		if err != nil {
+			if i == 1 {
+				b.ctx.DestroyObject(b.session, k.variant[0])
+			}
+			k.variant = [2]p11.ObjectHandle{}
+			return devErr("create the TR-31 variant keys of KBPK "+k.info.ID, err)
+		}
+	}
+	return nil
 }
 
 // deriveChain runs AES DUKPT derivations in the token from base, each into a session key;

@@ -97,7 +97,6 @@ var unsupportedHere = map[string]bool{
 	"TDES DUKPT PIN block, counter 2":         true,
 	"TDES DUKPT PIN block, counter 3":         true,
 	"retail MAC":                              true,
-	"import TR-31 version A":                  true,
 	"import DUKPT initial key":                true, // a TDES B1 key
 	"load bdk-tdes":                           true,
 	"translate TDES DUKPT to an AES zone key": true,
@@ -438,5 +437,151 @@ func BenchmarkTokenDerivationWorstCase(b *testing.B) {
 			b.Fatal(err)
 		}
 		bk.ctx.DestroyObject(bk.session, h)
+	}
+}
+
+// TR-31 versions A and C import inside the token through the variant keys created beside a
+// TDES KBPK: published version A blocks (two KBPKs, one block with optional blocks) and a
+// version C block give the keys and check values the soft backend gives; the variant keys
+// cannot leave the token or do anything but their one CBC operation; they follow the KBPK
+// across a restart and a replacement; a KBPK without them says to load it again.
+func TestImportVersionsAandC(t *testing.T) {
+	ctx := context.Background()
+	label := newToken(t)
+	b := open(t, label, Options{})
+	m, _ := hsm.New(b, nil)
+	sm, _ := hsm.New(soft.New(nil), nil)
+	kbpkA2 := "B8ED59E0A279A295E9F5ED7944FD06B9"
+	for _, mod := range []*hsm.Module{m, sm} {
+		for id, v := range map[string]string{"kbpk-a": hsmtest.KBPKA, "kbpk-a2": kbpkA2, "kbpk-d": hsmtest.KBPKD} {
+			a := hsm.TDES2
+			if len(v) == 64 {
+				a = hsm.AES256
+			}
+			if _, err := mod.LoadKey(ctx, hsm.LoadRequest{ID: id, Algorithm: a, Usage: hsm.UsageKBPK, Components: [][]byte{mustHex(t, v)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	blockC, err := tr31.Wrap(mustHex(t, kbpkA2), tr31.Header{Version: 'C', KeyUsage: "M3", Algorithm: 'T', ModeOfUse: 'C', KeyVersion: "00", Exportability: 'N'}, mustHex(t, hsmtest.TDESMACKey), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ id, kbpk, block string }{
+		{"a1", "kbpk-a", "A0072P0TE00E0000F5161ED902807AF26F1D62263644BD24D52C8D44AAEDA6D81752022B"},
+		{"a2", "kbpk-a", "A0088P0TE00E00007DD4DD9566DC0E2F956DCAC0FDE9153159539373E9D82D3CD4AFD305A7EF1BA67FE03712"},
+		{"a3", "kbpk-a2", "A0112P0TE12E0200KS1400604B120F929280PB047A1BB737854CD7AF58A8A1E4506A942277EDA76EBA6BA228AF62ADDA3AD8799E8B2C8CD7"},
+		{"c1", "kbpk-a2", blockC},
+	}
+	for _, c := range cases {
+		want, err := sm.ImportKeyBlock(ctx, hsm.ImportRequest{ID: c.id, KBPKID: c.kbpk, Block: c.block})
+		if err != nil {
+			t.Fatalf("soft %s: %v", c.id, err)
+		}
+		got, err := m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: c.id, KBPKID: c.kbpk, Block: c.block})
+		if err != nil || got.String() != want.String() {
+			t.Errorf("%s: pkcs11 %v %v, soft %v", c.id, got, err, want)
+		}
+	}
+	if got, _ := m.KeyInfo(ctx, "a1"); got.CheckValue.String() != "CB9DEA" {
+		t.Errorf("a1: KCV %s", got.CheckValue) // openssl enc -des-ede -K F039...AF8F -nopad of 8 zero bytes
+	}
+	// The C block's MAC key MACs as the soft backend's does.
+	msg := []byte("0200 with a MAC")
+	if x, err := m.MAC(ctx, "c1", msg); err == nil {
+		t.Errorf("a TDES-2key MAC key gave a retail MAC in the token: %X", x)
+	}
+	// Altered blocks and the wrong KBPK are refused, and nothing is stored.
+	alt := []byte(cases[0].block)
+	alt[40] ^= 1
+	for name, req := range map[string]hsm.ImportRequest{
+		"altered":    {ID: "bad1", KBPKID: "kbpk-a", Block: string(alt)},
+		"wrong KBPK": {ID: "bad2", KBPKID: "kbpk-a2", Block: cases[0].block},
+	} {
+		if _, err := m.ImportKeyBlock(ctx, req); !errors.Is(err, tr31.ErrMAC) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := m.KeyInfo(ctx, req.ID); !errors.Is(err, hsm.ErrUnknownKey) {
+			t.Errorf("%s: stored anyway: %v", name, err)
+		}
+	}
+	if _, err := m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: "bad3", KBPKID: "kbpk-d", Block: cases[0].block}); !errors.Is(err, tr31.ErrKBPK) {
+		t.Errorf("version A under an AES KBPK: %v", err)
+	}
+
+	// The variant keys cannot leave the token, and each does one thing.
+	for _, id := range []string{"kbpk-a", "kbpk-a2"} {
+		k := b.keys[id]
+		for i, h := range k.variant {
+			if h == 0 {
+				t.Fatalf("%s: variant %d missing", id, i)
+			}
+			if a, err := b.ctx.GetAttributeValue(b.session, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)}); err == nil && len(a) > 0 && len(a[0].Value) > 0 {
+				t.Errorf("%s: variant %d value readable", id, i)
+			}
+			a, err := b.ctx.GetAttributeValue(b.session, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_SENSITIVE, nil), p11.NewAttribute(p11.CKA_EXTRACTABLE, nil)})
+			if err != nil || a[0].Value[0] != 1 || a[1].Value[0] != 0 {
+				t.Errorf("%s: variant %d sensitive %v extractable %v (%v)", id, i, a[0].Value, a[1].Value, err)
+			}
+			if err := b.ctx.EncryptInit(b.session, []*p11.Mechanism{p11.NewMechanism(p11.CKM_DES3_ECB, nil)}, h); err == nil {
+				b.ctx.Encrypt(b.session, make([]byte, 8))
+				t.Errorf("%s: variant %d encrypts with ECB", id, i)
+			}
+		}
+		if err := b.ctx.EncryptInit(b.session, []*p11.Mechanism{p11.NewMechanism(p11.CKM_DES3_CBC, make([]byte, 8))}, k.variant[0]); err == nil {
+			b.ctx.Encrypt(b.session, make([]byte, 8))
+			t.Errorf("%s: the encryption variant encrypts (it may only decrypt)", id)
+		}
+		if err := b.ctx.DecryptInit(b.session, []*p11.Mechanism{p11.NewMechanism(p11.CKM_DES3_CBC, make([]byte, 8))}, k.variant[1]); err == nil {
+			b.ctx.Decrypt(b.session, make([]byte, 8))
+			t.Errorf("%s: the MAC variant decrypts (it may only encrypt)", id)
+		}
+	}
+	count := func(label string) int {
+		hs, err := b.find([]*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, label)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(hs)
+	}
+	// Replacing the KBPK replaces its variants; a replacement by another key drops them.
+	if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: "kbpk-a", Algorithm: hsm.TDES2, Usage: hsm.UsageKBPK, Components: [][]byte{mustHex(t, kbpkA2)}, Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n1, n2 := count("kbpk-a"+variantEnc), count("kbpk-a"+variantMAC); n1 != 1 || n2 != 1 {
+		t.Errorf("after replacing kbpk-a: %d and %d variant keys", n1, n2)
+	}
+	if _, err := m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: "a4", KBPKID: "kbpk-a", Block: cases[2].block}); err != nil {
+		t.Errorf("under the replaced KBPK: %v", err)
+	}
+	if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: "kbpk-a2", Algorithm: hsm.AES256, Usage: hsm.UsageKBPK, Components: [][]byte{mustHex(t, hsmtest.KBPKD)}, Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("kbpk-a2" + variantEnc); n != 0 {
+		t.Errorf("an AES KBPK replaced a TDES one: %d variant keys left", n)
+	}
+	// After a restart the variants are found again; without them, version A says why.
+	b.Close()
+	b = open(t, label, Options{})
+	m, _ = hsm.New(b, nil)
+	if _, err := m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: "a5", KBPKID: "kbpk-a", Block: cases[2].block}); err != nil {
+		t.Errorf("after a restart: %v", err)
+	}
+	b.ctx.DestroyObject(b.session, b.keys["kbpk-a"].variant[1])
+	b.Close()
+	b = open(t, label, Options{})
+	m, _ = hsm.New(b, nil)
+	_, err = m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: "a6", KBPKID: "kbpk-a", Block: cases[2].block})
+	if !errors.Is(err, hsm.ErrUnsupported) || !strings.Contains(err.Error(), "load the KBPK again") {
+		t.Errorf("KBPK without variant keys: %v", err)
+	}
+	// Keys lists what the backend created, sorted, and nothing else (no variant keys).
+	keys, err := m.Keys(ctx)
+	var ids []string
+	for _, k := range keys {
+		ids = append(ids, k.ID)
+	}
+	if err != nil || strings.Join(ids, " ") != "a1 a2 a3 a4 a5 c1 kbpk-a kbpk-a2 kbpk-d" {
+		t.Errorf("Keys: %v %v", ids, err)
 	}
 }

@@ -114,6 +114,17 @@ func (b *Backend) KeyInfo(ctx context.Context, id string) (hsm.KeyInfo, error) {
 	return k.describe(), nil
 }
 
+// Keys implements hsm.KeyLister.
+func (b *Backend) Keys(ctx context.Context) ([]hsm.KeyInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]hsm.KeyInfo, 0, len(b.keys))
+	for _, k := range b.keys {
+		out = append(out, k.describe())
+	}
+	return out, nil
+}
+
 func (k *key) describe() hsm.KeyInfo {
 	info := k.info
 	info.CheckValue.Value = append([]byte(nil), info.CheckValue.Value...)

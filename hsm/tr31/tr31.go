@@ -17,8 +17,10 @@
 // [Unwrap] checks the header strictly (length, fields, optional blocks), the
 // MAC in constant time, and the key length against the algorithm, and returns
 // the clear key: it is the import step of a technician's key loading, run by
-// the soft hsm backend and by hsmctl. [Wrap] is its inverse, for tests,
-// simulators and tools.
+// the soft hsm backend and by hsmctl. [UnwrapCMAC] (versions B and D) and
+// [UnwrapVariant] (versions A and C) do the same with a KBPK that a secure
+// device keeps and uses on the caller's behalf. [Wrap] is its inverse, for
+// tests, simulators and tools.
 //
 // Headers are not secret and errors may name header fields; no error
 // contains key data, encrypted or clear. The functions hold no state and are
@@ -416,6 +418,60 @@ func UnwrapCMAC(cmac func(data []byte) ([]byte, error), kbpkLen int, block strin
 	})
 }
 
+// VariantKeys returns the two keys of TR-31 versions A and C (key variant binding) for a
+// 16 or 24-byte TDES KBPK: the encryption key, the KBPK XOR 45 repeated, and the MAC key,
+// the KBPK XOR 4D repeated. A secure device that keeps the KBPK from its caller stores
+// these two beside it, while it has the KBPK's value (when the KBPK is loaded), so that it
+// can later unwrap version A and C blocks with UnwrapVariant.
+func VariantKeys(kbpk []byte) (enc, auth []byte, err error) {
+	if len(kbpk) != 16 && len(kbpk) != 24 {
+		return nil, nil, fmt.Errorf("tr31: version A and C: %d-byte kbpk: %w (16 or 24 TDES)", len(kbpk), ErrKBPK)
+	}
+	enc, auth = make([]byte, len(kbpk)), make([]byte, len(kbpk))
+	for i, b := range kbpk {
+		enc[i], auth[i] = b^0x45, b^0x4D
+	}
+	return enc, auth, nil
+}
+
+// UnwrapVariant is Unwrap for versions A and C with the KBPK's two variant keys (see
+// VariantKeys) kept inside a secure device that will use them but not reveal them.
+// cbcMAC returns the TDES CBC encryption, with a zero IV, of its input (a whole number of
+// 8-byte blocks) under the MAC variant key; cbcDecrypt returns the TDES CBC decryption of
+// data with the IV iv under the encryption variant key. The clear key data and the key are
+// in process memory for the length of the call. Versions B and D are refused (ErrVersion):
+// they use UnwrapCMAC.
+func UnwrapVariant(cbcMAC func(data []byte) ([]byte, error), cbcDecrypt func(iv, data []byte) ([]byte, error), block string) (Header, []byte, error) {
+	h, hl, encData, gotMAC, err := parseBlock(block)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if h.Version != 'A' && h.Version != 'C' {
+		return Header{}, nil, fmt.Errorf("tr31: version %c derives its keys from the KBPK: %w", h.Version, ErrVersion)
+	}
+	header := []byte(block[:hl])
+	c, err := cbcMAC(append(header, encData...))
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if len(c) < 8 || len(c)%8 != 0 {
+		return Header{}, nil, fmt.Errorf("tr31: CBC-MAC of %d bytes from the device", len(c))
+	}
+	want := c[len(c)-8:][:macLen(h.Version)]
+	if subtle.ConstantTimeCompare(want, gotMAC) != 1 {
+		return Header{}, nil, fmt.Errorf("tr31: %w", ErrMAC)
+	}
+	clearData, err := cbcDecrypt(header[:8], encData)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	defer clear(clearData)
+	if len(clearData) != len(encData) {
+		return Header{}, nil, fmt.Errorf("tr31: the device decrypted %d bytes into %d", len(encData), len(clearData))
+	}
+	return keyOf(h, clearData)
+}
+
 // unwrap checks the block and its MAC and returns the header and the whole
 // clear key data (length, key, padding).
 func unwrap(kbpk []byte, block string) (Header, []byte, error) {
@@ -432,30 +488,40 @@ func unwrapKey(block string, keysOf func(v byte) (enc, auth cipher.Block, err er
 	return keyOf(h, clearData)
 }
 
-// unwrapData checks the block and its MAC with the keys keysOf gives for its version and
-// returns the header and the whole clear key data.
-func unwrapData(block string, keysOf func(v byte) (enc, auth cipher.Block, err error)) (Header, []byte, error) {
-	h, hl, err := ParseHeader(block)
+// parseBlock checks a block's header and framing and returns the header, the header's
+// length, the encrypted key data and the MAC.
+func parseBlock(block string) (h Header, hl int, encData, gotMAC []byte, err error) {
+	h, hl, err = ParseHeader(block)
 	if err != nil {
-		return Header{}, nil, err
+		return Header{}, 0, nil, nil, err
 	}
 	total, err := decimal(block[1:5])
 	if err != nil {
-		return Header{}, nil, formatErr("key block length %q is not four decimal digits", block[1:5])
+		return Header{}, 0, nil, nil, formatErr("key block length %q is not four decimal digits", block[1:5])
 	}
 	if total != len(block) {
-		return Header{}, nil, formatErr("key block length field says %d characters, the block has %d", total, len(block))
+		return Header{}, 0, nil, nil, formatErr("key block length field says %d characters, the block has %d", total, len(block))
 	}
 	bs, ml := blockSize(h.Version), macLen(h.Version)
 	body := block[hl:]
 	if len(body) < 2*(bs+ml) || (len(body)-2*ml)%(2*bs) != 0 {
-		return Header{}, nil, formatErr("encrypted key data of %d characters does not fill whole %d-byte blocks", len(body)-2*ml, bs)
+		return Header{}, 0, nil, nil, formatErr("encrypted key data of %d characters does not fill whole %d-byte blocks", len(body)-2*ml, bs)
 	}
 	raw, err := hex.DecodeString(body)
 	if err != nil {
-		return Header{}, nil, formatErr("key data and MAC are not hexadecimal")
+		return Header{}, 0, nil, nil, formatErr("key data and MAC are not hexadecimal")
 	}
-	encData, gotMAC := raw[:len(raw)-ml], raw[len(raw)-ml:]
+	return h, hl, raw[:len(raw)-ml], raw[len(raw)-ml:], nil
+}
+
+// unwrapData checks the block and its MAC with the keys keysOf gives for its version and
+// returns the header and the whole clear key data.
+func unwrapData(block string, keysOf func(v byte) (enc, auth cipher.Block, err error)) (Header, []byte, error) {
+	h, hl, encData, gotMAC, err := parseBlock(block)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	bs, ml := blockSize(h.Version), macLen(h.Version)
 	enc, auth, err := keysOf(h.Version)
 	if err != nil {
 		return Header{}, nil, err

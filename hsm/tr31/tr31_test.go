@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/aes"
+	"crypto/cipher"
 	"crypto/des"
 	"encoding/hex"
 	"errors"
@@ -262,5 +263,83 @@ func TestUnwrapCMAC(t *testing.T) {
 	if _, _, err := tr31.UnwrapCMAC(func([]byte) ([]byte, error) { return nil, errors.New("token gone") }, 16,
 		"D0112P0AE00E0000B82679114F470F540165EDFBF7E250FCEA43F810D215F8D207E2E417C07156A27E8E31DA05F7425509593D03A457DC34"); err == nil {
 		t.Error("a failing CMAC unwrapped")
+	}
+}
+
+// UnwrapVariant with CBC functions over the variant keys unwraps what Unwrap does, for
+// versions A and C, refuses B and D, and refuses altered blocks and the wrong KBPK.
+func TestUnwrapVariant(t *testing.T) {
+	variant := func(kbpk []byte) (func([]byte) ([]byte, error), func(iv, d []byte) ([]byte, error)) {
+		ke, km, err := tr31.VariantKeys(kbpk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tdes := func(k []byte) cipher.Block {
+			if len(k) == 16 {
+				k = append(append([]byte{}, k...), k[:8]...)
+			}
+			c, err := des.NewTripleDESCipher(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		e, m := tdes(ke), tdes(km)
+		cbcMAC := func(d []byte) ([]byte, error) {
+			out := make([]byte, len(d))
+			cipher.NewCBCEncrypter(m, make([]byte, 8)).CryptBlocks(out, d)
+			return out, nil
+		}
+		dec := func(iv, d []byte) ([]byte, error) {
+			out := make([]byte, len(d))
+			cipher.NewCBCDecrypter(e, iv).CryptBlocks(out, d)
+			return out, nil
+		}
+		return cbcMAC, dec
+	}
+	n := 0
+	for _, r := range vectors(t) {
+		kbpk := unhex(t, r[0])
+		v := r[2][0]
+		if v == 'D' {
+			continue
+		}
+		cbcMAC, dec := variant(kbpk)
+		_, key, err := tr31.UnwrapVariant(cbcMAC, dec, r[2])
+		if v == 'B' {
+			if !errors.Is(err, tr31.ErrVersion) {
+				t.Errorf("version B: %v", err)
+			}
+			continue
+		}
+		if err != nil || strings.ToUpper(hex.EncodeToString(key)) != r[1] {
+			t.Errorf("UnwrapVariant(%s...) = %X, %v", r[2][:16], key, err)
+		}
+		n++
+		alt := []byte(r[2])
+		alt[len(alt)-12] ^= 1
+		if _, _, err := tr31.UnwrapVariant(cbcMAC, dec, string(alt)); !errors.Is(err, tr31.ErrMAC) && !errors.Is(err, tr31.ErrFormat) {
+			t.Errorf("altered %c block: %v", v, err)
+		}
+		other := append([]byte{}, kbpk...)
+		other[3] ^= 0x10
+		m2, d2 := variant(other)
+		if _, key, err := tr31.UnwrapVariant(m2, d2, r[2]); !errors.Is(err, tr31.ErrMAC) || key != nil {
+			t.Errorf("wrong KBPK on a %c block: %v", v, err)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d version A and C blocks", n)
+	}
+	gone := errors.New("token gone")
+	good := "A0072P0TE00E0000F5161ED902807AF26F1D62263644BD24D52C8D44AAEDA6D81752022B"
+	if _, _, err := tr31.UnwrapVariant(func([]byte) ([]byte, error) { return nil, gone }, nil, good); !errors.Is(err, gone) {
+		t.Errorf("failing MAC function: %v", err)
+	}
+	if _, _, err := tr31.UnwrapVariant(func([]byte) ([]byte, error) { return []byte{1, 2, 3}, nil }, nil, good); err == nil {
+		t.Error("a 3-byte CBC-MAC was accepted")
+	}
+	if _, _, err := tr31.VariantKeys(make([]byte, 32)); !errors.Is(err, tr31.ErrKBPK) {
+		t.Errorf("32-byte KBPK: %v", err)
 	}
 }
