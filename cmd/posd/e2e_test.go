@@ -166,22 +166,10 @@ func (p *proc) waitFor(t *testing.T, s string) string {
 // run runs a binary to its end and returns its exit code and output.
 func (c *captured) run(t *testing.T, name string, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binaries(t), name), args...)
-	out, err := cmd.CombinedOutput()
-	c.mu.Lock()
-	c.extra = append(c.extra, string(out))
-	c.mu.Unlock()
-	if err != nil {
-		if _, ok := err.(*exec.ExitError); !ok {
-			t.Fatalf("%s %v: %v", name, args, err)
-		}
-	}
-	return cmd.ProcessState.ExitCode(), string(out)
+	return c.runIn(t, "", name, args...)
 }
 
-// runIn is run with stdin.
+// runIn is run with stdin as the binary's standard input.
 func (c *captured) runIn(t *testing.T, stdin, name string, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
