@@ -167,13 +167,7 @@ func (s *Store) write(name string, op logOp) error {
 		if err := s.fold(); err != nil {
 			return s.wrap(name, err)
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			if err := applyOp(tx, op); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketMeta).Put(keyLogLSN, binary.BigEndian.AppendUint64(nil, lsn))
-		})
-		if err != nil {
+		if err := s.commit([]logEntry{{lsn, op}}); err != nil {
 			return s.wrap(name, err)
 		}
 		s.lsn, s.applied = lsn, lsn
@@ -227,23 +221,13 @@ func (s *Store) fold() error {
 		s.foldErr = nil
 		return nil
 	}
-	commit := func(entries []logEntry) error {
-		return s.db.Update(func(tx *bolt.Tx) error {
-			for _, e := range entries {
-				if err := applyOp(tx, e.op); err != nil {
-					return fmt.Errorf("log record %d: %w", e.lsn, err)
-				}
-			}
-			return tx.Bucket(bucketMeta).Put(keyLogLSN, binary.BigEndian.AppendUint64(nil, entries[len(entries)-1].lsn))
-		})
-	}
-	err := commit(s.pending)
+	err := s.commit(s.pending)
 	if err == nil {
 		s.applied = s.pending[len(s.pending)-1].lsn
 		s.pending = s.pending[:0]
 	} else if isFullError(err) {
 		for len(s.pending) > 0 {
-			if one := commit(s.pending[:1]); one != nil {
+			if one := s.commit(s.pending[:1]); one != nil {
 				break
 			}
 			s.applied = s.pending[0].lsn
@@ -260,6 +244,19 @@ func (s *Store) fold() error {
 	}
 	s.foldErr = err
 	return err
+}
+
+// commit applies entries to the bbolt file in one commit, with the fold mark (the last
+// entry's LSN) in the same commit.
+func (s *Store) commit(entries []logEntry) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, e := range entries {
+			if err := applyOp(tx, e.op); err != nil {
+				return fmt.Errorf("log record %d: %w", e.lsn, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyLogLSN, binary.BigEndian.AppendUint64(nil, entries[len(entries)-1].lsn))
+	})
 }
 
 func isFullError(err error) bool {

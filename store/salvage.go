@@ -332,7 +332,7 @@ func parseBoltMeta(page []byte) (boltMeta, error) {
 
 // salvageBuckets are the buckets Salvage knows: it copies their contents (the pan index is
 // rebuilt from the records).
-var salvageBuckets = [][]byte{bucketMeta, bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex}
+var salvageBuckets = append([][]byte{bucketMeta}, dataBuckets...) // a new bucket in dataBuckets is salvaged too
 
 // salvagePages reads the pages of a bbolt file with ReadAt, checking each.
 type salvagePages struct {

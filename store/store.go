@@ -62,11 +62,13 @@ var (
 	bucketQueueAdv = []byte("queue-advice")   // QueueID -> item JSON, advices to send
 	bucketAudit    = []byte("audit")          // sequence -> hash-chained entry of who did what
 	bucketPANIndex = []byte("pan-index")      // PAN hash, 0, TxnID -> empty: a card's records
-	keyFormat      = []byte("format")
-	keyVersion     = []byte("version")
-	keySTAN        = []byte("stan")
-	keyStoreID     = []byte("id")      // random; the write-ahead log carries it too
-	keyLogLSN      = []byte("log-lsn") // the last log record folded into this file
+	// dataBuckets are the buckets besides meta that every store has.
+	dataBuckets = [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex}
+	keyFormat   = []byte("format")
+	keyVersion  = []byte("version")
+	keySTAN     = []byte("stan")
+	keyStoreID  = []byte("id")      // random; the write-ahead log carries it too
+	keyLogLSN   = []byte("log-lsn") // the last log record folded into this file
 )
 
 // Options configures [Open]. A nil *Options means all defaults.
@@ -257,7 +259,7 @@ func (s *Store) initLayout() ([]byte, error) {
 		if meta == nil || string(meta.Get(keyFormat)) != layoutFormat || string(meta.Get(keyVersion)) != layoutVersion || len(meta.Get(keyStoreID)) != storeIDLen {
 			return nil
 		}
-		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex} {
+		for _, b := range dataBuckets {
 			if tx.Bucket(b) == nil {
 				return nil
 			}
@@ -299,7 +301,7 @@ func (s *Store) initLayout() ([]byte, error) {
 		} else if v != layoutVersion {
 			return fmt.Errorf("store: open %s: %w: layout version %q, this posd reads version %s; the file was not changed: run the posd release that wrote it, or a newer one", s.path, ErrLayout, v, layoutVersion)
 		}
-		for _, b := range [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex} {
+		for _, b := range dataBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
