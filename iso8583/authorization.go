@@ -28,8 +28,17 @@ const DefaultProcessingCode = "000000"
 const (
 	maxAmountMinor = 999_999_999_999
 	maxSTAN        = 999_999
-	ksnHexLen      = 20
-	pinBlockLen    = 8
+)
+
+// PIN block and KSN lengths of the two DUKPT variants posd carries.
+const (
+	// TDES DUKPT, ISO 9564 format 0: an 8-byte block and a 10-byte KSN (20 hex digits).
+	TDESPINBlockLen = 8
+	TDESKSNDigits   = 20
+	// AES DUKPT (ANSI X9.24-3-2017), ISO 9564 format 4: a 16-byte block and a 12-byte KSN
+	// (24 hex digits).
+	AESPINBlockLen = 16
+	AESKSNDigits   = 24
 )
 
 // Response codes (field 39) this project uses. Any other code is a decline too.
@@ -140,22 +149,80 @@ type Authorization struct {
 	Expiry           string    // field 14, YYMM; required when Track2 is empty
 	Track2           string    // field 35 without sentinels; when set, fields 2 and 14 are omitted
 	EntryMode        string    // field 22, POS entry mode, e.g. "021"; required
-	PINBlock         []byte    // field 52, 8 bytes; nil when no PIN was entered
-	KSN              string    // field 62, 20 hex digits; required with PINBlock, see below
+	PINBlock         []byte    // field 52, 8 bytes (format 0) or 16 (format 4); nil when no PIN was entered
+	KSN              string    // field 62, 20 hex digits with an 8-byte block, 24 with a 16-byte one; required with PINBlock, see below
 	TerminalID       string    // field 41, ans up to 8 (padded with spaces); required
 	MerchantID       string    // field 42, ans up to 15 (padded with spaces); required
 	Field55          []byte    // ICC data (EMV TLV, e.g. the ARQC's tags); nil for none
 	PANSequence      string    // field 23, the chip card's PAN sequence number (tag 5F34), 3 digits; "" for none
+	// Spec is the dialect the request is built on: the acquirer link's, so that the PIN
+	// block is checked against that dialect's field 52 (see [CheckPINFields]). Default nil:
+	// [DefaultSpec], whose field 52 takes 8 bytes; a [Client] converts the request to its own
+	// dialect when it sends it.
+	Spec *MessageSpec
 }
 
-// The KSN of a DUKPT PIN block travels in field 62 (LLLVAR ans) as 20 upper-case hexadecimal
-// characters: a documented choice of this default dialect, since field 53 is n16 in
-// ISO 8583:1987 and cannot hold a 20-digit KSN.
+// The KSN of a DUKPT PIN block travels in field 62 (LLLVAR ans) as upper-case hexadecimal
+// characters, 20 for TDES DUKPT and 24 for AES DUKPT: a documented choice of this default
+// dialect, since field 53 is n16 in ISO 8583:1987 and cannot hold a KSN.
 const fieldKSN = 62
 
-// Message builds the request on the [DefaultSpec] dialect, checks every value and the
-// MTI's mandatory fields, and packs it once to check that every field fits. Errors are
-// [*FieldError]s naming the field, never showing card or PIN data.
+// CheckPINFields reports whether requests in spec's dialect can carry an encrypted PIN block
+// of blockLen bytes in field 52 and its KSN of ksnDigits hexadecimal characters in field 62.
+// A nil spec is [DefaultSpec], whose field 52 takes 8 bytes (TDES, format 0); an AES DUKPT
+// PIN block (format 4, 16 bytes) needs a dialect whose field 52 takes 16, such as the one
+// shipped in iso8583/dialects/aes-pin.json.
+//
+// The error is a [*FieldError] (wrapping [ErrInvalidLength], or [ErrUnsupportedField] when
+// the dialect lacks the field) that names the field, the length given and the length the
+// dialect's field takes. Nothing is truncated or padded to fit.
+func CheckPINFields(spec *MessageSpec, blockLen, ksnDigits int) error {
+	if spec == nil {
+		spec = defaultSpec()
+	}
+	if err := fieldTakes(spec, 52, blockLen, "the PIN block is %d bytes"); err != nil {
+		return err
+	}
+	return fieldTakes(spec, fieldKSN, ksnDigits, "the KSN is %d hexadecimal characters")
+}
+
+// fieldTakes checks that a value of n units (bytes of a b field, characters of text) fits
+// field id of spec. Fields whose packer is not this package's codec are left to Pack.
+func fieldTakes(spec *MessageSpec, id, n int, what string) error {
+	name := spec.Name
+	if name == "" {
+		name = "unnamed"
+	}
+	f, ok := spec.Fields[id]
+	if !ok || f == nil {
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: dialect %q does not define field %d", ErrUnsupportedField, name, id)}
+	}
+	fs := f.Spec()
+	c, ok := fs.Packer.(codec)
+	if !ok {
+		return nil
+	}
+	given := fmt.Sprintf(what, n)
+	if c.class == classB && c.countChars {
+		n *= 2 // the prefix and the length count hexadecimal characters
+		given += fmt.Sprintf(" (%d hexadecimal characters)", n)
+	}
+	if c.class != classB && badChar(c.class, "0123456789ABCDEF") >= 0 {
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: field %d of dialect %q is class %s, which cannot carry hexadecimal characters", ErrInvalidValue, id, name, c.class)}
+	}
+	switch {
+	case c.fixed() && n != fs.Length:
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes exactly %d", ErrInvalidLength, given, id, name, fs.Length)}
+	case !c.fixed() && n > fs.Length:
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes at most %d", ErrInvalidLength, given, id, name, fs.Length)}
+	}
+	return nil
+}
+
+// Message builds the request on a.Spec (default [DefaultSpec]), checks every value, the PIN
+// block against the dialect's field 52 ([CheckPINFields]) and the MTI's mandatory fields,
+// and packs it once to check that every field fits. Errors are [*FieldError]s naming the
+// field, never showing card or PIN data.
 func (a Authorization) Message() (*Message, error) {
 	mti := a.MTI
 	if mti == "" {
@@ -181,7 +248,11 @@ func (a Authorization) Message() (*Message, error) {
 		return nil, &FieldError{Field: 12, Op: "build", Err: ErrMissingField}
 	}
 
-	msg := moov.NewMessage(defaultSpec())
+	spec := a.Spec
+	if spec == nil {
+		spec = defaultSpec()
+	}
+	msg := moov.NewMessage(spec)
 	msg.MTI(mti)
 	set := func(id int, v string) error {
 		if v == "" {
@@ -243,12 +314,23 @@ func (a Authorization) Message() (*Message, error) {
 	case a.PINBlock == nil && a.KSN != "":
 		return nil, &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: KSN without a PIN block", ErrInvalidValue)}
 	case a.PINBlock != nil:
-		if len(a.PINBlock) != pinBlockLen {
-			return nil, &FieldError{Field: 52, Op: "build", Err: fmt.Errorf("%w: PIN block must be %d bytes", ErrInvalidLength, pinBlockLen)}
+		ksnDigits := 0
+		switch len(a.PINBlock) {
+		case TDESPINBlockLen:
+			ksnDigits = TDESKSNDigits
+		case AESPINBlockLen:
+			ksnDigits = AESKSNDigits
+		default:
+			return nil, &FieldError{Field: 52, Op: "build", Err: fmt.Errorf("%w: PIN block is %d bytes, want %d (ISO 9564 format 0) or %d (format 4)",
+				ErrInvalidLength, len(a.PINBlock), TDESPINBlockLen, AESPINBlockLen)}
 		}
 		ksn := strings.ToUpper(a.KSN)
-		if len(ksn) != ksnHexLen || classB.badChar([]byte(ksn)) >= 0 {
-			return nil, &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: KSN must be %d hexadecimal digits", ErrInvalidValue, ksnHexLen)}
+		if len(ksn) != ksnDigits || classB.badChar([]byte(ksn)) >= 0 {
+			return nil, &FieldError{Field: fieldKSN, Op: "build", Err: fmt.Errorf("%w: the KSN of a %d-byte PIN block must be %d hexadecimal digits, got %d characters",
+				ErrInvalidValue, len(a.PINBlock), ksnDigits, len(ksn))}
+		}
+		if err := CheckPINFields(spec, len(a.PINBlock), len(ksn)); err != nil {
+			return nil, err
 		}
 		if err := msg.BinaryField(52, append([]byte(nil), a.PINBlock...)); err != nil {
 			return nil, &FieldError{Field: 52, Op: "build", Err: err}

@@ -21,8 +21,9 @@ import (
 // Dialect is one acquirer's variant of ISO 8583: the message spec and the framing on the
 // stream. [DefaultDialect] is the project's ISO 8583:1987 ASCII dialect with a 2-byte binary
 // length; [LoadDialect] reads another from a file. Messages are built on [DefaultSpec]
-// whatever the dialect: a [Client] (and hostsim) convert them to the link's dialect when
-// packing ([Convert]).
+// whatever the dialect (except an [Authorization] given its link's Spec, so that its PIN
+// block is checked against that dialect's field 52): a [Client] (and hostsim) convert them
+// to the link's dialect when packing ([Convert]).
 //
 // A Dialect must not be changed once in use; it is then safe for concurrent use.
 type Dialect struct {
@@ -105,8 +106,8 @@ func LoadDialect(path string) (*Dialect, error) {
 // ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
 // specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
 // keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig])
-// and, in each field, an optional "class" (n, an, ans, z, x+n, b); both are ignored by
-// moov's own loader, so a file stays readable by moov's tools.
+// and, in each field, an optional "class" (n, an, ans, z, x+n, b) and "prefix_unit"; all
+// are ignored by moov's own loader, so a file stays readable by moov's tools.
 //
 //	{"name": "Acquirer X",
 //	 "framing": {"length": "bcd2", "tpdu": "6000010000"},
@@ -125,6 +126,9 @@ func LoadDialect(path string) (*Dialect, error) {
 //   - prefix: ASCII, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL (None.Fixed
 //     too). A prefix counts characters of text, digits of BCD, and bytes of b fields
 //     (moov's reading; the default dialect's field 55 counts hex characters instead).
+//   - prefix_unit: for a b field of enc HexToASCII with a length prefix, "characters" makes
+//     the prefix and length count hexadecimal characters, as the default dialect's field 55
+//     does; default "bytes".
 //   - length: the fixed length or the maximum, in the same unit; it must fit the prefix.
 //   - padding: {"type": "Left" or "Right" or "None", "pad": one character of the field's
 //     class}, for fixed-length text fields. Right padding is removed when unpacking;
@@ -220,6 +224,9 @@ type fieldFile struct {
 		Pad  string `json:"pad"`
 	} `json:"padding"`
 	Class string `json:"class"`
+	// PrefixUnit is what the length prefix of a b field carried as hexadecimal characters
+	// counts: "bytes" (moov's reading, the default) or "characters".
+	PrefixUnit string `json:"prefix_unit"`
 }
 
 // settingError is a problem with one key of a field.
@@ -376,6 +383,16 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		}
 	default:
 		return nil, bad(".enc", "a text field (class %s) is ASCII, BCD or LBCD", cls)
+	}
+	switch ff.PrefixUnit {
+	case "", "bytes":
+	case "characters":
+		if c.enc != encHex || c.lenDigits == 0 {
+			return nil, bad(".prefix_unit", `"characters" goes with a b field of enc HexToASCII and a length prefix only`)
+		}
+		c.countChars = true
+	default:
+		return nil, bad(".prefix_unit", "unknown unit %q (want bytes or characters)", ff.PrefixUnit)
 	}
 	if c.lenDigits > 0 && ff.Length > c.maxPrefix() {
 		return nil, bad(".length", "%d does not fit a %s prefix (at most %d)", ff.Length, ff.Prefix, c.maxPrefix())

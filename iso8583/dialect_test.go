@@ -245,6 +245,14 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 			"type": "Numeric",
 			"length": 19,`), "fields.2.class"},
 		{"bad padding", edit(`"pad": " "`, `"pad": "ab"`), "fields.41.padding.pad"},
+		{"characters counted of raw bytes", edit(`"55": {
+			"type": "Binary",`, `"55": {
+			"prefix_unit": "characters",
+			"type": "Binary",`), "fields.55.prefix_unit"},
+		{"unknown prefix unit", edit(`"55": {
+			"type": "Binary",`, `"55": {
+			"prefix_unit": "nibbles",
+			"type": "Binary",`), "fields.55.prefix_unit"},
 		{"bad framing length", edit(`"length": "bcd2"`, `"length": "bcd4"`), "framing.length"},
 		{"bad TPDU", edit(`"tpdu": "6000010000"`, `"tpdu": "60000100"`), "framing.tpdu"},
 		{"unknown framing key", edit(`"tpdu": "6000010000"`, `"tpdu": "6000010000", "speed": 9600`), ""},

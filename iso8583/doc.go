@@ -8,7 +8,8 @@
 //
 // [DefaultSpec] is the default dialect (ASCII, binary fields as hexadecimal characters, a
 // 16-character bitmap); [LoadDialect] reads an acquirer's dialect (moov-io's JSON spec
-// format plus its framing). The builders make requests on the default spec and check them
+// format plus its framing). The builders make requests on the default spec (an
+// Authorization may be built on the link's own, see Authorization.Spec) and check them
 // ([CheckMandatory]): [Authorization] (0100, 0200), [Advice] (0220, 0221), [Reversal]
 // (0400, 0401, 0420, 0421), [NetworkManagement] (0800: sign-on, sign-off, echo) and
 // [Reconciliation] (0500). [Pack] and [Unpack] turn messages into bytes and back, strictly;
@@ -51,8 +52,17 @@
 // PIN data hide any detail that does not come from this package. [*DialectError] names the
 // setting of a dialect file that cannot be used.
 //
+// # PIN blocks
+//
+// A TDES DUKPT PIN block (ISO 9564 format 0) is 8 bytes with a 10-byte KSN; an AES DUKPT
+// one (ANSI X9.24-3-2017, format 4) is 16 bytes with a 12-byte KSN. Field 52 of the default
+// dialect takes 8 bytes, as ISO 8583:1987 says; iso8583/dialects/aes-pin.json is the same
+// dialect with a 16-byte field 52 (32 hexadecimal characters on the wire). An
+// [Authorization] built on a dialect whose field 52 does not take its block fails with a
+// [*FieldError] naming field 52 and both lengths ([CheckPINFields]); nothing is truncated.
+//
 // Choices this dialect makes where ISO 8583:1987 leaves room: the KSN of a DUKPT PIN block
-// travels in field 62 (field 53 is n16); a reconciliation's batch number in field 60, as 6
+// travels in field 62 as hexadecimal characters, 20 or 24 (field 53 is n16); a reconciliation's batch number in field 60, as 6
 // digits; the reason for a reversal in field 39 of the request. Wireshark's ISO 8583
 // dissector, the independent decoder of the tests, reads fields 86 to 89 as n15 and field
 // 53 as n8 where ISO says n16.

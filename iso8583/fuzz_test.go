@@ -73,6 +73,12 @@ func FuzzParseDialect(f *testing.F) {
 		"1": {"type": "Bitmap", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
 		"2": {"type": "Numeric", "length": 19, "enc": "BCD", "prefix": "Binary.LL"}}}`))
 	f.Add([]byte(`{"framing": {"length": "ascii4", "tpdu": "6000010000"}, "fields": {}}`))
+	if aes, err := os.ReadFile(aesPINDialectFile); err == nil {
+		f.Add(aes)
+	}
+	f.Add([]byte(`{"fields": {"0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
+		"1": {"type": "Bitmap", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
+		"55": {"type": "Binary", "length": 999, "enc": "HexToASCII", "prefix": "ASCII.LLL", "prefix_unit": "characters"}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := iso8583.ParseDialect(data)
 		if err != nil {

@@ -592,8 +592,9 @@ func fields87() map[int]def {
 //   - Fields 52, 64, 96 and 128 are 8 bytes as 16 hexadecimal characters; field 55 is LLLVAR
 //     binary as hexadecimal characters, its length prefix counting characters.
 //   - Field 35 (track 2) is z..37 as ASCII: digits and '=' only, no sentinels.
-//   - Field 62 carries the DUKPT KSN as 20 upper-case hexadecimal characters (see
-//     [Authorization]); field 53 is n16 as in ISO and cannot hold a KSN.
+//   - Field 62 carries the DUKPT KSN as upper-case hexadecimal characters, 20 for TDES
+//     and 24 for AES (see [Authorization]); field 53 is n16 as in ISO and cannot hold a KSN.
+//     Field 52's 8 bytes take a TDES PIN block only: see [CheckPINFields] for AES.
 //   - Field 65 (tertiary bitmap indicator) is defined but rejected by [Pack] and [Unpack]:
 //     the dialect has no tertiary bitmap.
 //

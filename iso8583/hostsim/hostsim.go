@@ -1,14 +1,25 @@
 // Package hostsim is an acquirer host simulator: it answers the terminal message set of
 // package iso8583 (0100, 0200, 0220/0221, 0400/0401, 0420/0421, 0500, 0800) from a table
 // of test cards, in posd's default dialect or any other, checking the card, its expiry, a
-// TDES DUKPT PIN block and the balance, and keeping a ledger of what it charged. It is used
-// by tests and by cmd/acquirer-sim; posd itself never imports it.
+// DUKPT PIN block (TDES, ISO 9564 format 0; or AES, format 4) and the balance, and keeping a
+// ledger of what it charged. It is used by tests and by cmd/acquirer-sim; posd itself never
+// imports it.
 //
 // # Basics
 //
 //	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk})
 //	ln, err := net.Listen("tcp", "127.0.0.1:0")
 //	go srv.Serve(ctx, ln) // until ctx ends
+//
+// # PIN blocks
+//
+// Field 52 with its KSN in field 62 (hexadecimal) is checked by its length: an 8-byte block
+// with a 20-digit KSN is TDES DUKPT (ANSI X9.24-1), decrypted under the PIN key derived from
+// Options.BDK and decoded as ISO 9564 format 0; a 16-byte block with a 24-digit KSN is AES
+// DUKPT (ANSI X9.24-3-2017), decrypted under the PIN encryption working key of type
+// Options.AESPINKeyType derived from Options.AESBDK and decoded as format 4 with the
+// request's PAN. Any other pairing, or a variant the host has no BDK for, is a format error
+// (30); a block that does not hold the card's PIN is 55.
 //
 // An 0100 or 0200 is decided in this order: a malformed request gets 30; an unknown,
 // blocked or Luhn-invalid card 14; an expiry in the past (a card is valid through the end
@@ -153,8 +164,16 @@ func checkCards(cards []Card) error {
 // Corrupt, Hangup) are called from many goroutines at once and must be safe for
 // concurrent use; they must not call the Server.
 type Options struct {
-	// BDK is the 16-byte TDES DUKPT base derivation key of the PIN blocks. Required.
+	// BDK is the 16-byte TDES DUKPT base derivation key of 8-byte (format 0) PIN blocks.
+	// Required unless AESBDK is set; without it TDES PIN blocks get 30.
 	BDK []byte
+	// AESBDK is the AES DUKPT base derivation key (16, 24 or 32 bytes) of 16-byte (format 4)
+	// PIN blocks. Default nil: AES PIN blocks get 30.
+	AESBDK []byte
+	// AESPINKeyType is the type of the PIN encryption working key the terminals' PIN pads
+	// derive from each AES transaction key: dukpt.KeyAES128, KeyAES192 or KeyAES256, no
+	// stronger than AESBDK (format 4 is AES only). Default 0: AESBDK's own type.
+	AESPINKeyType dukpt.KeyType
 	// Cards is the card table. Default (nil): DefaultCards().
 	Cards []Card
 	// Dialect supplies Spec and Framer when those are nil. Default: the default dialect.
@@ -288,14 +307,36 @@ type Server struct {
 	signedOn map[string]bool
 	seq      uint64
 
-	ipekMu sync.Mutex
-	ipeks  map[dukpt.KSN][]byte // initial keys by KSN with a zero counter
+	ipekMu   sync.Mutex
+	ipeks    map[dukpt.KSN][]byte // TDES initial keys by KSN with a zero counter
+	aesIKs   map[[8]byte][]byte   // AES initial keys by initial key ID
+	aesPINKT dukpt.KeyType        // the AES PIN working key's type
 }
 
 // NewServer checks opts and returns a server.
 func NewServer(opts Options) (*Server, error) {
-	if len(opts.BDK) != 16 {
+	if len(opts.BDK) != 16 && (opts.BDK != nil || opts.AESBDK == nil) {
 		return nil, fmt.Errorf("hostsim: BDK must be 16 bytes, got %d", len(opts.BDK))
+	}
+	var aesPINKT dukpt.KeyType
+	if opts.AESBDK != nil {
+		bt, err := dukpt.AESKeyType(len(opts.AESBDK))
+		if err != nil {
+			return nil, fmt.Errorf("hostsim: AESBDK: %w", err)
+		}
+		aesPINKT = opts.AESPINKeyType
+		if aesPINKT == 0 {
+			aesPINKT = bt
+		}
+		if !aesPINKT.IsAES() {
+			return nil, fmt.Errorf("hostsim: AESPINKeyType %v: format 4 PIN blocks need an AES PIN key", aesPINKT)
+		}
+		// Derive once to check that the type may come from the BDK's (no stronger).
+		if _, err := dukpt.AESDerivationPath(bt, dukpt.NewAESKSN([8]byte{}, 1), dukpt.UsagePINEncryption, aesPINKT); err != nil {
+			return nil, fmt.Errorf("hostsim: AESPINKeyType %v with a %v BDK: %w", aesPINKT, bt, err)
+		}
+	} else if opts.AESPINKeyType != 0 {
+		return nil, errors.New("hostsim: AESPINKeyType without AESBDK")
 	}
 	cards := opts.Cards
 	if cards == nil {
@@ -317,8 +358,11 @@ func NewServer(opts Options) (*Server, error) {
 		batches:  make(map[string]bool),
 		signedOn: make(map[string]bool),
 		ipeks:    make(map[dukpt.KSN][]byte),
+		aesIKs:   make(map[[8]byte][]byte),
+		aesPINKT: aesPINKT,
 	}
 	s.opts.BDK = append([]byte(nil), opts.BDK...)
+	s.opts.AESBDK = append([]byte(nil), opts.AESBDK...)
 	for _, c := range cards {
 		s.cards[c.PAN] = &c
 	}
@@ -719,13 +763,7 @@ func (s *Server) authorize(req *iso8583.Message) decision {
 	default:
 		if block, _ := req.GetBytes(52); block != nil {
 			ksnHex, _ := req.GetString(62)
-			ksn, err := dukpt.ParseKSN(ksnHex)
-			switch {
-			case len(block) != 8 || err != nil:
-				d = decision{rc: iso8583.RCFormatError}
-			case !s.pinOK(&c, t.pan, ksn, [8]byte(block)):
-				d = decision{rc: iso8583.RCIncorrectPIN}
-			}
+			d.rc = s.checkPIN(&c, t.pan, block, ksnHex)
 		}
 	}
 
@@ -942,6 +980,94 @@ func (s *Server) initialKey(ksn dukpt.KSN) ([]byte, error) {
 	s.ipeks[base] = ipek
 	s.ipekMu.Unlock()
 	return ipek, nil
+}
+
+// checkPIN returns "" when block, with its KSN in hexadecimal, holds c's PIN; else the
+// response code: 30 when the block and KSN are not a TDES or AES DUKPT pair the host has a
+// BDK for, 55 when the PIN is not the card's.
+func (s *Server) checkPIN(c *Card, pan card.PAN, block []byte, ksnHex string) string {
+	ok := false
+	switch {
+	case len(block) == iso8583.TDESPINBlockLen && len(ksnHex) == iso8583.TDESKSNDigits:
+		ksn, err := dukpt.ParseKSN(ksnHex)
+		if err != nil || len(s.opts.BDK) == 0 {
+			s.logf("hostsim: TDES PIN block with KSN %q: %s", ksnHex, unusable(err, "no TDES BDK"))
+			return iso8583.RCFormatError
+		}
+		ok = s.pinOK(c, pan, ksn, [8]byte(block))
+	case len(block) == iso8583.AESPINBlockLen && len(ksnHex) == iso8583.AESKSNDigits:
+		ksn, err := dukpt.ParseAESKSN(ksnHex)
+		if err != nil || len(s.opts.AESBDK) == 0 {
+			s.logf("hostsim: AES PIN block with KSN %q: %s", ksnHex, unusable(err, "no AES BDK"))
+			return iso8583.RCFormatError
+		}
+		ok = s.aesPINOK(c, pan, ksn, [16]byte(block))
+	default:
+		s.logf("hostsim: a %d-byte PIN block with a %d-character KSN is neither TDES (8, 20) nor AES (16, 24) DUKPT", len(block), len(ksnHex))
+		return iso8583.RCFormatError
+	}
+	if !ok {
+		return iso8583.RCIncorrectPIN
+	}
+	return ""
+}
+
+func unusable(err error, noKey string) string {
+	if err != nil {
+		return "KSN is not hexadecimal"
+	}
+	return noKey
+}
+
+// aesInitialKey returns the AES DUKPT initial key of initial key ID ikid, derived once and
+// kept like the TDES ones.
+func (s *Server) aesInitialKey(ikid [8]byte) ([]byte, error) {
+	s.ipekMu.Lock()
+	ik, ok := s.aesIKs[ikid]
+	s.ipekMu.Unlock()
+	if ok {
+		return ik, nil
+	}
+	ik, err := dukpt.AESInitialKey(s.opts.AESBDK, ikid)
+	if err != nil {
+		return nil, err
+	}
+	s.ipekMu.Lock()
+	if len(s.aesIKs) >= maxIPEKs {
+		clear(s.aesIKs)
+	}
+	s.aesIKs[ikid] = ik
+	s.ipekMu.Unlock()
+	return ik, nil
+}
+
+// aesPINOK reports whether block, a format 4 block encrypted under the AES DUKPT PIN key of
+// ksn, holds c's PIN.
+func (s *Server) aesPINOK(c *Card, pan card.PAN, ksn dukpt.AESKSN, block [16]byte) bool {
+	ik, err := s.aesInitialKey(ksn.InitialKeyID())
+	if err != nil {
+		return false
+	}
+	tk, err := dukpt.AESTransactionKey(ik, ksn)
+	if err != nil {
+		return false // a counter no originator uses
+	}
+	defer clear(tk)
+	key, err := dukpt.AESWorkingKeyFromTransactionKey(tk, ksn, dukpt.UsagePINEncryption, s.aesPINKT)
+	if err != nil {
+		return false
+	}
+	defer clear(key)
+	field, err := pinblock.DecryptFormat4(key, block, pan.Digits())
+	if err != nil {
+		return false
+	}
+	defer clear(field[:])
+	pin, err := pinblock.Decode(pinblock.Format4, field[:], pan.Digits())
+	if err != nil {
+		return false
+	}
+	return c.PIN != "" && subtle.ConstantTimeCompare([]byte(pin), []byte(c.PIN)) == 1
 }
 
 // pinOK reports whether block, encrypted under the DUKPT PIN key of ksn, holds c's PIN.
