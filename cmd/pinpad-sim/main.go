@@ -1,8 +1,9 @@
 // Command pinpad-sim is a simulated ABECS PIN pad on a serial port, driven by
 // a script of cardholder actions (package terminal/padsim).
 //
-//	pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE]
-//	           [--currency NNN] [--country NNN] [--serial TEXT]
+//	pinpad-sim --port PATH [--script FILE] [--dukpt tdes|aes128|aes192|aes256] [--bdk HEX]
+//	           [--ksn HEX] [--baud N] [--state FILE] [--currency NNN] [--country NNN]
+//	           [--serial TEXT]
 //
 // The script plays swipes, chip cards (insert, with their decisions), PINs,
 // keys, cancels, timeouts and link faults (NAK storms, missing ACKs, slow
@@ -16,9 +17,20 @@
 // or keys. It exits 0 on SIGINT or SIGTERM, and 1 with one error line on bad
 // flags, a missing port or a bad script.
 //
+// --dukpt chooses the pad's key: tdes (the default: TDES DUKPT, ISO 9564
+// format 0, GPN method 3) or aes128, aes192, aes256 (AES DUKPT of ANSI
+// X9.24-3, format 4 under a PIN key of the same type, GPN method 4: a
+// 16-byte block and a 12-byte KSN). --bdk and --ksn are then a BDK of that
+// type and a 24-digit KSN (8-byte initial key ID, 32-bit counter); --state
+// keeps the AES counter as it keeps the TDES one, and the counter skips
+// values with more than 16 one bits.
+//
 // The default --bdk 0123456789ABCDEFFEDCBA9876543210 and --ksn
-// FFFF9876543210E00000 are the public test keys of ANSI X9.24-1 Annex A.
-// They protect nothing; use them only with test hosts.
+// FFFF9876543210E00000 are the public test keys of ANSI X9.24-1 Annex A; with
+// --dukpt aes128 the defaults are the public AES-128 BDK of the X9.24-3-2017
+// supplement, FEDCBA9876543210F1F1F1F1F1F1F1F1, and the KSN
+// FFFF9876543210E000000000. They protect nothing; use them only with test
+// hosts. aes192 and aes256 have no default BDK.
 //
 // To pair it with posd without hardware, link two pseudo-terminals (for
 // example `socat pty,raw,echo=0 pty,raw,echo=0`, or package terminal/ptypair
@@ -34,6 +46,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -42,10 +55,14 @@ import (
 	"github.com/posd-dev/posd/terminal/padsim"
 )
 
-// Public ANSI X9.24-1:2009 Annex A test keys.
+// Public test keys: ANSI X9.24-1:2009 Annex A (TDES) and the AES-128 BDK of the ANSI
+// X9.24-3-2017 supplement, with an initial AES KSN of this program's choosing (letters in
+// it keep it from looking like a card number to a log scanner).
 const (
-	testBDK = "0123456789ABCDEFFEDCBA9876543210"
-	testKSN = "FFFF9876543210E00000"
+	testBDK    = "0123456789ABCDEFFEDCBA9876543210"
+	testKSN    = "FFFF9876543210E00000"
+	testAESBDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
+	testAESKSN = "FFFF9876543210E000000000"
 )
 
 func main() {
@@ -60,6 +77,8 @@ type config struct {
 	script    string
 	bdk       []byte
 	ksn       dukpt.KSN
+	keyType   dukpt.KeyType // 0: TDES
+	aesKSN    dukpt.AESKSN
 	testKeys  bool
 	baud      int
 	statePath string
@@ -76,8 +95,9 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	fs.SetOutput(io.Discard)
 	port := fs.String("port", "", "serial device to listen on (required), e.g. /dev/pts/7")
 	script := fs.String("script", "", "JSON script of cardholder actions (default: none; GCR answers 012)")
-	bdkHex := fs.String("bdk", testBDK, "DUKPT base derivation key, 32 hex digits (default: public test key)")
-	ksnHex := fs.String("ksn", testKSN, "initial key serial number, 20 hex digits (default: public test KSN)")
+	kind := fs.String("dukpt", "tdes", "the pad's DUKPT key: tdes, aes128, aes192 or aes256")
+	bdkHex := fs.String("bdk", "", "DUKPT base derivation key: 32 hex digits for tdes and aes128, 48 for aes192, 64 for aes256\n(default: the public test key of tdes or aes128)")
+	ksnHex := fs.String("ksn", "", "initial key serial number: 20 hex digits for tdes, 24 for AES (default: "+testKSN+" or "+testAESKSN+")")
 	baud := fs.Int("baud", abecs.DefaultBaud, "line speed in bit/s")
 	state := fs.String("state", "", "file keeping the DUKPT counter across runs (default: none)")
 	currency := fs.String("currency", "978", "ISO 4217 numeric currency of the pad's EMV tables (tag 5F2A)")
@@ -88,7 +108,7 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	fwDropAfter := fs.Int("fw-drop-after", 0, "with --fw-model: drop the line once after this many firmware blocks (the host must resume)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE] [--currency NNN] [--country NNN] [--serial TEXT]")
+			fmt.Fprintln(stdout, "usage: pinpad-sim --port PATH [--script FILE] [--dukpt tdes|aes128|aes192|aes256] [--bdk HEX] [--ksn HEX] [--baud N] [--state FILE] [--currency NNN] [--country NNN] [--serial TEXT]")
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 		}
@@ -103,19 +123,55 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	if *baud <= 0 {
 		return nil, fmt.Errorf("--baud %d is not a positive number", *baud)
 	}
-	bdk, err := hex.DecodeString(*bdkHex)
-	if err != nil || len(bdk) != 16 {
-		return nil, errors.New("--bdk must be 32 hexadecimal digits")
-	}
-	ksn, err := dukpt.ParseKSN(*ksnHex)
-	if err != nil {
-		return nil, errors.New("--ksn must be 20 hexadecimal digits")
-	}
-	return &config{
-		port: *port, script: *script, bdk: bdk, ksn: ksn, baud: *baud, statePath: *state,
-		testKeys: *bdkHex == testBDK, currency: *currency, country: *country, serial: *serial,
+	cfg := &config{
+		port: *port, script: *script, baud: *baud, statePath: *state,
+		currency: *currency, country: *country, serial: *serial,
 		fwModel: *fwModel, fwVersion: *fwVersion, fwDrop: *fwDropAfter,
-	}, nil
+	}
+	if *kind != "tdes" {
+		kt, err := dukpt.ParseKeyType(*kind)
+		if err != nil || !kt.IsAES() {
+			return nil, fmt.Errorf("--dukpt %q is not tdes, aes128, aes192 or aes256", *kind)
+		}
+		cfg.keyType = kt
+	}
+	if !cfg.keyType.IsAES() {
+		if *bdkHex == "" {
+			*bdkHex = testBDK
+		}
+		if *ksnHex == "" {
+			*ksnHex = testKSN
+		}
+		bdk, err := hex.DecodeString(*bdkHex)
+		if err != nil || len(bdk) != 16 {
+			return nil, errors.New("--bdk must be 32 hexadecimal digits")
+		}
+		ksn, err := dukpt.ParseKSN(*ksnHex)
+		if err != nil {
+			return nil, errors.New("--ksn must be 20 hexadecimal digits")
+		}
+		cfg.bdk, cfg.ksn, cfg.testKeys = bdk, ksn, *bdkHex == testBDK
+		return cfg, nil
+	}
+	if *bdkHex == "" {
+		if cfg.keyType != dukpt.KeyAES128 {
+			return nil, fmt.Errorf("--dukpt %s needs --bdk: %d hexadecimal digits (the public test BDK is AES-128)", *kind, 2*cfg.keyType.Len())
+		}
+		*bdkHex = testAESBDK
+	}
+	if *ksnHex == "" {
+		*ksnHex = testAESKSN
+	}
+	bdk, err := hex.DecodeString(*bdkHex)
+	if err != nil || len(bdk) != cfg.keyType.Len() {
+		return nil, fmt.Errorf("--bdk must be %d hexadecimal digits for --dukpt %s", 2*cfg.keyType.Len(), *kind)
+	}
+	ksn, err := dukpt.ParseAESKSN(*ksnHex)
+	if err != nil {
+		return nil, fmt.Errorf("--ksn must be 24 hexadecimal digits for --dukpt %s", *kind)
+	}
+	cfg.bdk, cfg.aesKSN, cfg.testKeys = bdk, ksn, strings.EqualFold(*bdkHex, testAESBDK)
+	return cfg, nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -163,7 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	pad, err := padsim.New(script, &padsim.Options{
-		BDK: cfg.bdk, KSN: cfg.ksn, Logf: logf, StatePath: cfg.statePath,
+		BDK: cfg.bdk, KSN: cfg.ksn, KeyType: cfg.keyType, AESKSN: cfg.aesKSN, Logf: logf, StatePath: cfg.statePath,
 		Currency: cfg.currency, Country: cfg.country, Serial: cfg.serial, Firmware: fw,
 	})
 	clear(cfg.bdk)
@@ -194,8 +250,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !cfg.testKeys {
 		keys = "the BDK given"
 	}
-	logf("listening on %s at %d bit/s; %d script events; DUKPT key from %s, KSN %v",
-		cfg.port, cfg.baud, len(script.Events), keys, pad.KSN())
+	logf("listening on %s at %d bit/s; %d script events; %s from %s",
+		cfg.port, cfg.baud, len(script.Events), pad.KeySerial(), keys)
 	for {
 		err = pad.ServeDevice(ctx, open)
 		if ctx.Err() != nil {

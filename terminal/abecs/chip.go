@@ -15,9 +15,8 @@ import (
 const DefaultChipTimeout = 60 * time.Second
 
 const (
-	goChipFixedLen  = 82 // GOC command block before the acquirer data length
-	chipResultFixed = 42 // GOC response block before the EMV data length
-	maxHexBlock     = 999
+	goChipFixedLen = 82 // GOC command block before the acquirer data length
+	maxHexBlock    = 999
 )
 
 // ChipDecision is the card's first decision (GOC). It is a plain value,
@@ -46,8 +45,8 @@ func (d ChipDecision) String() string {
 
 // GoChipRequest asks the pad to process the inserted chip card (GOC): terminal
 // risk management, cardholder verification (online PIN under the DUKPT key
-// KeyIndex, method 3), and the first cryptogram. It is a plain value, safe
-// for concurrent use.
+// KeyIndex: method 3, TDES, or method 4, AES), and the first cryptogram. It
+// is a plain value, safe for concurrent use.
 type GoChipRequest struct {
 	// AmountMinor is the amount, 0 to 999999999999 minor units.
 	AmountMinor int64
@@ -58,6 +57,10 @@ type GoChipRequest struct {
 	OfflineOnly bool
 	// KeyIndex is the pad's DUKPT key slot for an online PIN, 0 to 99.
 	KeyIndex int
+	// AES asks for an online PIN under the slot's AES DUKPT key (method 4):
+	// the result then carries AESPINBlock and AESKSN (ISO 9564 format 4).
+	// Default false: TDES DUKPT (method 3), PINBlock and KSN (format 0).
+	AES bool
 	// RiskManagement asks the pad for terminal risk management (floor limit
 	// and random selection). Default false.
 	RiskManagement bool
@@ -86,10 +89,15 @@ type GoChipResult struct {
 	OfflinePINBlocked  bool
 	// OnlinePIN is true when the cardholder entered a PIN for the issuer:
 	// PINBlock is then an ISO 9564 format 0 block encrypted under the DUKPT
-	// key of the request's KeyIndex, and KSN that key's serial number.
-	OnlinePIN bool
-	PINBlock  [8]byte
-	KSN       [10]byte
+	// key of the request's KeyIndex, and KSN that key's serial number; or,
+	// with AES (a request with AES set), AESPINBlock is a format 4 block under
+	// the slot's AES DUKPT key and AESKSN its 12-byte serial number.
+	OnlinePIN   bool
+	PINBlock    [8]byte
+	KSN         [10]byte
+	AES         bool
+	AESPINBlock [16]byte
+	AESKSN      [12]byte
 	// EMVData is the BER-TLV of the requested tags the pad knows, in order.
 	EMVData []byte
 }
@@ -382,7 +390,11 @@ func AppendGoChip(r GoChipRequest) ([][]byte, error) {
 	b := make([]byte, 0, goChipFixedLen+3)
 	b = appendNum64(b, r.AmountMinor, 12)
 	b = appendNum64(b, r.CashbackMinor, 12)
-	b = append(b, '0', bit(!r.OfflineOnly), '3')
+	method := byte(methodDUKPTTDES)
+	if r.AES {
+		method = methodDUKPTAES
+	}
+	b = append(b, '0', bit(!r.OfflineOnly), method)
 	b = appendNum(b, r.KeyIndex, 2)
 	b = append(b, strings.Repeat("0", 32)...)
 	b = append(b, bit(r.RiskManagement))
@@ -405,8 +417,14 @@ func ParseGoChip(blocks [][]byte) (GoChipRequest, error) {
 	r.CashbackMinor = fr.num(12, "cashback")
 	fr.flag("exception list")
 	r.OfflineOnly = !fr.flag("online capability")
-	if m := fr.take(1, "PIN method"); fr.err == nil && m[0] != '3' {
-		fr.fail("PIN method", "is not 3 (DUKPT TDES)")
+	if m := fr.take(1, "PIN method"); fr.err == nil {
+		switch m[0] {
+		case methodDUKPTTDES:
+		case methodDUKPTAES:
+			r.AES = true
+		default:
+			fr.fail("PIN method", "is not 3 (DUKPT TDES) or 4 (DUKPT AES)")
+		}
 	}
 	r.KeyIndex = int(fr.num(2, "key index"))
 	var wk [16]byte
@@ -438,7 +456,11 @@ func AppendGoChipResult(dst []byte, r GoChipResult) ([]byte, error) {
 	}
 	dst = append(dst, '0'+byte(r.Decision), bit(r.SignatureRequired), bit(r.OfflinePINVerified),
 		'0'+byte(r.OfflinePINFailures), bit(r.OfflinePINBlocked), bit(r.OnlinePIN))
-	dst = AppendPINResponse(dst, r.PINBlock, r.KSN)
+	if r.AES {
+		dst = AppendPINResponseAES(dst, r.AESPINBlock, r.AESKSN)
+	} else {
+		dst = AppendPINResponse(dst, r.PINBlock, r.KSN)
+	}
 	dst, err := appendHexVar(dst, r.EMVData, "EMV data")
 	if err != nil {
 		return dst, err
@@ -446,8 +468,14 @@ func AppendGoChipResult(dst []byte, r GoChipResult) ([]byte, error) {
 	return append(dst, "000"...), nil
 }
 
-// ParseGoChipResult parses a GOC response block.
-func ParseGoChipResult(block []byte) (GoChipResult, error) {
+// ParseGoChipResult parses the GOC response block of method 3 (DUKPT TDES).
+func ParseGoChipResult(block []byte) (GoChipResult, error) { return parseGoChipResult(block, false) }
+
+// ParseGoChipResultAES parses the GOC response block of method 4 (DUKPT AES):
+// its PIN block and KSN are 32 and 24 hexadecimal characters.
+func ParseGoChipResultAES(block []byte) (GoChipResult, error) { return parseGoChipResult(block, true) }
+
+func parseGoChipResult(block []byte, aes bool) (GoChipResult, error) {
 	fr := &fieldReader{b: block, id: "GOC response"}
 	var r GoChipResult
 	d := fr.num(1, "decision")
@@ -460,15 +488,21 @@ func ParseGoChipResult(block []byte) (GoChipResult, error) {
 	r.OfflinePINFailures = int(fr.num(1, "offline PIN failures"))
 	r.OfflinePINBlocked = fr.flag("PIN blocked")
 	r.OnlinePIN = fr.flag("online PIN")
-	fr.hexFixed(r.PINBlock[:], "PIN block")
-	fr.hexFixed(r.KSN[:], "KSN")
+	r.AES = aes
+	if aes {
+		fr.hexFixed(r.AESPINBlock[:], "PIN block")
+		fr.hexFixed(r.AESKSN[:], "KSN")
+	} else {
+		fr.hexFixed(r.PINBlock[:], "PIN block")
+		fr.hexFixed(r.KSN[:], "KSN")
+	}
 	r.EMVData = fr.hexVar("EMV data")
 	fr.skipVar("acquirer data")
 	if err := fr.done(); err != nil {
 		return GoChipResult{}, err
 	}
 	if !r.OnlinePIN {
-		r.PINBlock, r.KSN = [8]byte{}, [10]byte{}
+		r.PINBlock, r.KSN, r.AESPINBlock, r.AESKSN = [8]byte{}, [10]byte{}, [16]byte{}, [12]byte{}
 	}
 	return r, nil
 }
@@ -566,7 +600,7 @@ func (c *Client) GoOnChip(ctx context.Context, req GoChipRequest) (GoChipResult,
 	if len(resp.Blocks) != 1 {
 		return GoChipResult{}, cmdErrorf(CmdGoChip, "response has %d blocks, want 1: %w", len(resp.Blocks), ErrBadResponse)
 	}
-	r, err := ParseGoChipResult(resp.Blocks[0])
+	r, err := parseGoChipResult(resp.Blocks[0], req.AES)
 	if err != nil {
 		return GoChipResult{}, cmdErrorf(CmdGoChip, "%w: %w", ErrBadResponse, err)
 	}

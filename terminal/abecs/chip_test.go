@@ -402,7 +402,8 @@ func FuzzChipBlocks(f *testing.F) {
 	fnc, _ := abecs.AppendFinishChipResult(nil, abecs.FinishChipResult{Approved: true, EMVData: []byte{0x95, 0x01, 0x00}})
 	cke, _ := abecs.AppendPadEvent(nil, abecs.PadEvent{Kind: abecs.EventSwipe, Card: abecs.NewMagstripeCard(testTrack1, testTrack2)})
 	gin, _ := abecs.AppendInfo(nil, abecs.Info{Manufacturer: "ACME", Serial: "1"})
-	for _, b := range [][]byte{goc, fnc, cke, gin, []byte("9F269F27"), []byte("2000000")} {
+	gocAES, _ := abecs.AppendGoChipResult(nil, abecs.GoChipResult{Decision: abecs.DecisionOnline, OnlinePIN: true, AES: true, EMVData: []byte{0x9F, 0x27, 0x01, 0x80}})
+	for _, b := range [][]byte{goc, gocAES, fnc, cke, gin, []byte("9F269F27"), []byte("2000000")} {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -413,6 +414,15 @@ func FuzzChipBlocks(f *testing.F) {
 			}
 			if r2, err := abecs.ParseGoChipResult(out); err != nil || !reflect.DeepEqual(r, r2) {
 				t.Fatalf("GOC round trip: %v", err)
+			}
+		}
+		if r, err := abecs.ParseGoChipResultAES(in); err == nil {
+			out, err := abecs.AppendGoChipResult(nil, r)
+			if err != nil {
+				t.Fatalf("GOC (AES) result does not encode: %v", err)
+			}
+			if r2, err := abecs.ParseGoChipResultAES(out); err != nil || !reflect.DeepEqual(r, r2) {
+				t.Fatalf("GOC (AES) round trip: %v", err)
 			}
 		}
 		if r, err := abecs.ParseFinishChipResult(in); err == nil {

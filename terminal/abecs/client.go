@@ -254,25 +254,55 @@ func (c *Client) GetCard(ctx context.Context, req CardRequest) (CardData, error)
 // GetPIN asks the cardholder for the PIN (GPN, method 3: DUKPT TDES) and
 // returns the ISO 9564 format 0 PIN block encrypted under the pad's DUKPT key
 // req.KeyIndex, and that key's KSN. Timeout and cancellation are reported as
-// by GetCard.
+// by GetCard. A request with AES set is refused: use GetPINAES.
 func (c *Client) GetPIN(ctx context.Context, req PINRequest) (block [8]byte, ksn [10]byte, err error) {
-	req = req.withDefaults()
-	data, err := AppendPINRequest(nil, req)
+	if req.AES {
+		return block, ksn, errors.New("abecs: GPN: an AES DUKPT request goes through GetPINAES")
+	}
+	b, err := c.getPIN(ctx, req)
 	if err != nil {
 		return block, ksn, err
 	}
-	resp, err := c.do(ctx, Command{ID: CmdGetPIN, Blocks: [][]byte{data}}, req.Timeout, ErrPadTimeout)
-	if err != nil {
-		return block, ksn, err
-	}
-	if len(resp.Blocks) != 1 {
-		return block, ksn, cmdErrorf(CmdGetPIN, "response has %d blocks, want 1: %w", len(resp.Blocks), ErrBadResponse)
-	}
-	block, ksn, err = ParsePINResponse(resp.Blocks[0])
+	block, ksn, err = ParsePINResponse(b)
 	if err != nil {
 		return block, ksn, cmdErrorf(CmdGetPIN, "%w: %w", ErrBadResponse, err)
 	}
 	return block, ksn, nil
+}
+
+// GetPINAES asks the cardholder for the PIN (GPN, method 4: DUKPT AES,
+// whatever req.AES says) and returns the ISO 9564 format 4 PIN block
+// encrypted under the pad's AES DUKPT key req.KeyIndex, and that key's
+// 12-byte KSN. A pad without an AES key in that slot answers 042
+// (ErrKeyMissing). Timeout and cancellation are reported as by GetCard.
+func (c *Client) GetPINAES(ctx context.Context, req PINRequest) (block [16]byte, ksn [12]byte, err error) {
+	req.AES = true
+	b, err := c.getPIN(ctx, req)
+	if err != nil {
+		return block, ksn, err
+	}
+	block, ksn, err = ParsePINResponseAES(b)
+	if err != nil {
+		return block, ksn, cmdErrorf(CmdGetPIN, "%w: %w", ErrBadResponse, err)
+	}
+	return block, ksn, nil
+}
+
+// getPIN runs GPN and returns its one response block.
+func (c *Client) getPIN(ctx context.Context, req PINRequest) ([]byte, error) {
+	req = req.withDefaults()
+	data, err := AppendPINRequest(nil, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, Command{ID: CmdGetPIN, Blocks: [][]byte{data}}, req.Timeout, ErrPadTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Blocks) != 1 {
+		return nil, cmdErrorf(CmdGetPIN, "response has %d blocks, want 1: %w", len(resp.Blocks), ErrBadResponse)
+	}
+	return resp.Blocks[0], nil
 }
 
 // cmdError reports a failed command as "abecs: CMD: " and the messages of

@@ -80,16 +80,21 @@
 //	     expiry and country come from tags 5A, 5F34, 50, 5F30, 5F20, 5F24
 //	     and 5F28.
 //	GPN  command: one block of 93:
-//	       N1 method ("3" = DUKPT TDES)    N2 key index
+//	       N1 method ("3" = DUKPT TDES, "4" = DUKPT AES)    N2 key index
 //	       H32 working key (unused by DUKPT: 32 "0"s)
 //	       N2 PAN length   A19 PAN
 //	       N1 number of entries ("1")  N2 minimum PIN length  N2 maximum PIN length
 //	       S32 prompt (2x16)
-//	     response: one block of 36: H16 encrypted PIN block (ISO 9564 format 0)
-//	       and H20 KSN.
+//	     response, method 3: one block of 36: H16 encrypted PIN block (ISO 9564
+//	       format 0) and H20 KSN (ANSI X9.24-1).
+//	     response, method 4: one block of 56: H32 encrypted PIN block (ISO 9564
+//	       format 4, AES) and H24 KSN (ANSI X9.24-3: 8-byte initial key ID and
+//	       32-bit counter).
+//	     A pad whose key in the slot is not of the method asked answers 042.
 //	GOC  command: two blocks. 1: N12 amount   N12 cashback
 //	       N1 card in exception list ("0")   N1 online capable ("1")
-//	       N1 PIN method ("3" = DUKPT TDES)   N2 key index   H32 working key
+//	       N1 PIN method ("3" = DUKPT TDES, "4" = DUKPT AES)   N2 key index
+//	       H32 working key
 //	       N1 terminal risk management   H8 floor limit
 //	       N2 target percentage   H8 threshold   N2 maximum target percentage
 //	       N3 length of acquirer data ("000")
@@ -97,7 +102,8 @@
 //	     response: one block: N1 decision (0 approved offline, 1 declined
 //	       offline, 2 go online)   N1 signature   N1 offline PIN verified
 //	       N1 offline PIN failures   N1 offline PIN blocked   N1 online PIN
-//	       H16 encrypted PIN block   H20 KSN (zeros without an online PIN)
+//	       H16 encrypted PIN block   H20 KSN (zeros without an online PIN);
+//	       with PIN method 4: H32 block (ISO 9564 format 4) and H24 KSN
 //	       N3 length + H EMV data (BER-TLV of the requested tags, in hex)
 //	       N3 length + acquirer data
 //	FNC  command: two blocks. 1: N1 communication status (0 the host
@@ -107,6 +113,9 @@
 //	     2: the tags to return, as for GOC.
 //	     response: one block: N1 decision (0 approved: TC, 1 declined: AAC)
 //	       N3 length + H EMV data   N3 length + acquirer data
+//
+// PIN method 4 (GPN and GOC) is this package's choice for AES DUKPT: the
+// ABECS 1.x documents name DUKPT TDES only.
 //
 // Hexadecimal (H) data may be upper or lower case on input and is sent upper
 // case. GIN, CKE, GOC and FNC carry their EMV data in hexadecimal, which

@@ -20,11 +20,18 @@ const (
 
 // Sizes of the fixed-layout blocks (see the package documentation).
 const (
-	displayLen     = 32
-	cardRequestLen = 41
-	cardDataLen    = 342
-	pinRequestLen  = 93
-	pinResponseLen = 36
+	displayLen        = 32
+	cardRequestLen    = 41
+	cardDataLen       = 342
+	pinRequestLen     = 93
+	pinResponseLen    = 36 // H16 block, H20 KSN
+	pinResponseAESLen = 56 // H32 block, H24 KSN
+)
+
+// PIN encryption methods of GPN and GOC (N1).
+const (
+	methodDUKPTTDES = '3' // DUKPT TDES, ISO 9564 format 0 (ABECS)
+	methodDUKPTAES  = '4' // DUKPT AES, ISO 9564 format 4 (this package's choice)
 )
 
 // printable reports whether s is printable ASCII (0x20-0x7E).
@@ -419,11 +426,16 @@ func ParseCardData(block []byte) (CardData, error) {
 }
 
 // PINRequest asks the pad for the cardholder's PIN, encrypted (GPN, method 3:
-// DUKPT TDES, ISO 9564 format 0). It carries the PAN: String, GoString and
-// LogValue mask it. It is a plain value, safe for concurrent use.
+// DUKPT TDES, ISO 9564 format 0; or method 4: DUKPT AES, format 4). It carries
+// the PAN: String, GoString and LogValue mask it. It is a plain value, safe
+// for concurrent use.
 type PINRequest struct {
 	// KeyIndex is the pad's DUKPT key slot, 0 to 99. Default 0.
 	KeyIndex int
+	// AES asks for the slot's AES DUKPT key (method 4): the pad answers a
+	// 16-byte ISO 9564 format 4 block and a 12-byte KSN. Default false: TDES
+	// DUKPT (method 3), an 8-byte format 0 block and a 10-byte KSN.
+	AES bool
 	// PAN is the card number the PIN block is bound to, 12 to 19 digits.
 	// Required.
 	PAN string
@@ -441,7 +453,11 @@ type PINRequest struct {
 
 // String returns a description with the PAN masked.
 func (r PINRequest) String() string {
-	return fmt.Sprintf("PIN request key %02d PAN %s length %d-%d", r.KeyIndex, card.MaskPAN(r.PAN), r.MinLen, r.MaxLen)
+	kind := "TDES"
+	if r.AES {
+		kind = "AES"
+	}
+	return fmt.Sprintf("PIN request key %02d (%s DUKPT) PAN %s length %d-%d", r.KeyIndex, kind, card.MaskPAN(r.PAN), r.MinLen, r.MaxLen)
 }
 
 // GoString returns the masked description.
@@ -483,7 +499,11 @@ func AppendPINRequest(dst []byte, req PINRequest) ([]byte, error) {
 	if err := req.validate(); err != nil {
 		return dst, fmt.Errorf("abecs: GPN: %w", err)
 	}
-	dst = append(dst, '3')
+	method := byte(methodDUKPTTDES)
+	if req.AES {
+		method = methodDUKPTAES
+	}
+	dst = append(dst, method)
 	dst = appendNum(dst, req.KeyIndex, 2)
 	dst = append(dst, strings.Repeat("0", 32)...)
 	dst = appendNum(dst, len(req.PAN), 2)
@@ -498,16 +518,17 @@ func AppendPINRequest(dst []byte, req PINRequest) ([]byte, error) {
 	return dst, nil
 }
 
-// ParsePINRequest parses a GPN command block. Only method 3 (DUKPT TDES) with
-// one entry is accepted. Timeout is left zero.
+// ParsePINRequest parses a GPN command block. Only methods 3 (DUKPT TDES) and
+// 4 (DUKPT AES) with one entry are accepted. Timeout is left zero.
 func ParsePINRequest(block []byte) (PINRequest, error) {
 	if len(block) != pinRequestLen {
 		return PINRequest{}, fmt.Errorf("%w: GPN block is %d bytes, want %d", ErrFormat, len(block), pinRequestLen)
 	}
-	if block[0] != '3' {
-		return PINRequest{}, fmt.Errorf("%w: GPN method must be 3 (DUKPT TDES)", ErrFormat)
+	if block[0] != methodDUKPTTDES && block[0] != methodDUKPTAES {
+		return PINRequest{}, fmt.Errorf("%w: GPN method must be 3 (DUKPT TDES) or 4 (DUKPT AES)", ErrFormat)
 	}
 	var r PINRequest
+	r.AES = block[0] == methodDUKPTAES
 	var ok bool
 	if r.KeyIndex, ok = parseNum(block[1:3]); !ok {
 		return PINRequest{}, fmt.Errorf("%w: GPN key index is not 2 digits", ErrFormat)
@@ -553,6 +574,28 @@ func ParsePINResponse(b []byte) (block [8]byte, ksn [10]byte, err error) {
 	}
 	if _, err := hex.Decode(ksn[:], b[16:]); err != nil {
 		return [8]byte{}, [10]byte{}, fmt.Errorf("%w: GPN KSN is not 20 hexadecimal digits", ErrFormat)
+	}
+	return block, ksn, nil
+}
+
+// AppendPINResponseAES appends the GPN response block of method 4 (DUKPT
+// AES): the 16-byte ISO 9564 format 4 block and the 12-byte KSN in upper-case
+// hexadecimal, 56 characters.
+func AppendPINResponseAES(dst []byte, block [16]byte, ksn [12]byte) []byte {
+	dst = append(dst, strings.ToUpper(hex.EncodeToString(block[:]))...)
+	return append(dst, strings.ToUpper(hex.EncodeToString(ksn[:]))...)
+}
+
+// ParsePINResponseAES parses a GPN response block of method 4.
+func ParsePINResponseAES(b []byte) (block [16]byte, ksn [12]byte, err error) {
+	if len(b) != pinResponseAESLen {
+		return block, ksn, fmt.Errorf("%w: GPN (DUKPT AES) response block is %d bytes, want %d", ErrFormat, len(b), pinResponseAESLen)
+	}
+	if _, err := hex.Decode(block[:], b[:32]); err != nil {
+		return [16]byte{}, ksn, fmt.Errorf("%w: GPN PIN block is not 32 hexadecimal digits", ErrFormat)
+	}
+	if _, err := hex.Decode(ksn[:], b[32:]); err != nil {
+		return [16]byte{}, [12]byte{}, fmt.Errorf("%w: GPN KSN is not 24 hexadecimal digits", ErrFormat)
 	}
 	return block, ksn, nil
 }

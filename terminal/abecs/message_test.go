@@ -254,6 +254,7 @@ func FuzzParseResponse(f *testing.F) {
 	f.Add([]byte("OPN000"))
 	f.Add([]byte("ERR010"))
 	f.Add([]byte("GPN0000361B9C1845EB993A7AFFFF9876543210E00001"))
+	f.Add([]byte("GPN000056A912150391AB65A67E52883D81CE2D15123456789012345600000001"))
 	f.Add([]byte("DSP005HELLO000"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, err := abecs.ParseResponse(in)
@@ -270,6 +271,7 @@ func FuzzParseResponse(f *testing.F) {
 		for _, b := range r.Blocks {
 			abecs.ParseCardData(b)
 			abecs.ParsePINResponse(b)
+			abecs.ParsePINResponseAES(b)
 		}
 	})
 }
@@ -278,6 +280,8 @@ func FuzzParseCommand(f *testing.F) {
 	f.Add([]byte("OPN"))
 	f.Add([]byte("DSP032TOTAL           12.34           "))
 	pin, _ := abecs.AppendPINRequest(nil, abecs.PINRequest{PAN: "4012345678909"})
+	f.Add(append([]byte("GPN093"), pin...))
+	pin, _ = abecs.AppendPINRequest(nil, abecs.PINRequest{PAN: "4111111111111111", AES: true})
 	f.Add(append([]byte("GPN093"), pin...))
 	gcr, _ := abecs.AppendCardRequest(nil, abecs.CardRequest{AmountMinor: 1}, time.Unix(0, 0))
 	f.Add(append([]byte("GCR041"), gcr...))

@@ -247,13 +247,23 @@ func (p *Pad) goChip(cmd abecs.Command) abecs.Response {
 	if decision == abecs.DecisionOnline && req.OfflineOnly {
 		decision = abecs.DecisionDeclinedOffline
 	}
-	res := abecs.GoChipResult{Decision: decision}
+	res := abecs.GoChipResult{Decision: decision, AES: req.AES} // the response's layout follows the method asked
 	if decision == abecs.DecisionOnline && c.OnlinePIN {
-		block, ksn, code := p.enterPIN(what+" online PIN", c.PAN, 4, 12)
+		if aes := p.aesOrig != nil; req.AES != aes {
+			p.logf("%s: online PIN under DUKPT %s asked, the pad's key is %s -> 042", what, dukptName(req.AES), dukptName(aes))
+			return status(cmd.ID, abecs.StatusKeyMissing)
+		}
+		enc, code := p.enterPIN(what+" online PIN", c.PAN, 4, 12)
 		if code != abecs.StatusOK {
 			return status(cmd.ID, code)
 		}
-		res.OnlinePIN, res.PINBlock, res.KSN = true, block, ksn
+		res.OnlinePIN = true
+		if req.AES {
+			res.AESPINBlock, res.AESKSN = [16]byte(enc.block), [12]byte(enc.ksn)
+		} else {
+			res.PINBlock, res.KSN = [8]byte(enc.block), [10]byte(enc.ksn)
+		}
+		enc.clear()
 	}
 	p.mu.Lock()
 	p.chip.atc++

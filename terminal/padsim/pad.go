@@ -32,17 +32,21 @@
 //     the tracks (chip status 1 if a chip fault came before it), an insert
 //     answers 000 with the chip card's data (card type 03), chip_fault
 //     answers 060 (mute) or 076 (fallback), cancel 013, timeout 012.
-//   - GPN (method 3 only): takes the next event. A PIN answers 000 with the
-//     ISO 9564 format 0 block for that PIN and the PAN of the request,
-//     encrypted under the next DUKPT PIN key, and its KSN; cancel answers
-//     013, timeout 012; a PIN outside the requested length bounds answers
-//     040 and is left in place. A key index other than Options.KeyIndex (when
-//     set) answers 042.
+//   - GPN: takes the next event. A PIN answers 000 with the ISO 9564 format 0
+//     block for that PIN and the PAN of the request, encrypted under the next
+//     TDES DUKPT PIN key, and its 10-byte KSN; a pad with an AES DUKPT key
+//     (Options.KeyType) answers the format 4 block under the next AES DUKPT
+//     PIN key and its 12-byte KSN instead. Cancel answers 013, timeout 012; a
+//     PIN outside the requested length bounds answers 040 and is left in
+//     place. A key index other than Options.KeyIndex (when set), or a method
+//     that is not the key's (3 for TDES, 4 for AES), answers 042 and takes no
+//     event.
 //   - GOC: runs on the card GCR returned (010 without one). The card's
 //     Decision gives the first cryptogram (online: ARQC; an offline-only
 //     request turns it into a decline). A card with OnlinePIN going online
 //     takes the next event: a PIN is encrypted as for GPN (with the card's
-//     PAN), cancel answers 013, timeout 012, remove 043 (the card pulled
+//     PAN; a PIN method that is not the key's answers 042),
+//     cancel answers 013, timeout 012, remove 043 (the card pulled
 //     during PIN entry). A card without an online PIN takes no event. The response carries the requested tags the
 //     card and the pad's tables know (Options.Currency, Options.Country).
 //   - FNC: runs after a GOC that went online (010 otherwise). A remove
@@ -67,7 +71,7 @@
 // # Caveats
 //
 // The simulator derives each DUKPT key from the initial key, which a
-// certified pad must never keep; its chip cryptograms are hashes, not EMV
+// certified pad must never keep; it holds one key, TDES or AES; its chip cryptograms are hashes, not EMV
 // cryptograms. It is for tests and demos only. Its log lines show PANs
 // masked (first 6, last 4) and never tracks, PINs, PIN blocks, cryptograms
 // or keys.
@@ -75,6 +79,7 @@ package padsim
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -97,13 +102,23 @@ var ErrServing = errors.New("padsim: pad is already serving")
 //
 // A plain value: safe for concurrent use when not modified.
 type Options struct {
-	// BDK is the base derivation key (16 bytes) the pad's DUKPT initial key
-	// is derived from, with KSN. Required.
+	// BDK is the base derivation key the pad's DUKPT initial key is derived
+	// from, with KSN (TDES: 16 bytes) or AESKSN (AES: 16, 24 or 32 bytes, as
+	// KeyType says). Required.
 	BDK []byte
-	// KSN is the initial key serial number; the pad's initial key is
-	// dukpt.TDESInitialKey(BDK, KSN), and its counter is the last counter
-	// used (0: none yet). Default: the zero KSN.
+	// KSN is the initial key serial number of a TDES key; the pad's initial
+	// key is dukpt.TDESInitialKey(BDK, KSN), and its counter is the last
+	// counter used (0: none yet). Default: the zero KSN.
 	KSN dukpt.KSN
+	// KeyType is the pad's DUKPT key. Default 0 (or dukpt.KeyTDES2): TDES
+	// DUKPT (ANSI X9.24-1), ISO 9564 format 0 PIN blocks. dukpt.KeyAES128,
+	// KeyAES192 or KeyAES256: AES DUKPT (ANSI X9.24-3) with a BDK of that
+	// type, format 4 PIN blocks under PIN encryption keys of the same type.
+	KeyType dukpt.KeyType
+	// AESKSN is the initial KSN of an AES key: the initial key ID and the last
+	// counter used (0: none yet); the pad's initial key is
+	// dukpt.AESInitialKey(BDK, AESKSN.InitialKeyID()). Default: the zero KSN.
+	AESKSN dukpt.AESKSN
 	// KeyIndex is the DUKPT slot (1-99) the pad's key sits in; GPN naming
 	// another slot answers 042 (key missing). Default 0: any slot is
 	// accepted.
@@ -113,7 +128,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// StatePath is a file in which the pad keeps its DUKPT counter across
 	// runs: it is read by New and rewritten (atomically) before every PIN
-	// block leaves the pad. Default "": the counter lives in memory only.
+	// block leaves the pad (for an AES key, before the key is derived: a
+	// dukpt.FileStore). It holds the KSN in hexadecimal: 20 digits for TDES,
+	// 24 for AES. Default "": the counter lives in memory only.
 	StatePath string
 	// Currency and Country are the ISO 4217 currency and ISO 3166 country
 	// numeric codes (3 digits) of the pad's EMV tables: tags 5F2A and 9F1A.
@@ -142,11 +159,12 @@ type Pad struct {
 	serving   atomic.Bool
 	firmware  *Firmware
 
-	mu     sync.Mutex
-	events []Event
-	orig   *dukpt.Originator
-	chip   chipState
-	faults faultState
+	mu      sync.Mutex
+	events  []Event
+	orig    *dukpt.Originator    // TDES key; nil with an AES one
+	aesOrig *dukpt.AESOriginator // AES key; nil with a TDES one
+	chip    chipState
+	faults  faultState
 }
 
 // faultState is what fault events left to do; guarded by Pad.mu.
@@ -195,22 +213,46 @@ func New(script *Script, opts *Options) (*Pad, error) {
 		}
 		events = append(events, script.Events...)
 	}
-	ksn := opts.KSN
-	if opts.StatePath != "" {
-		saved, err := loadState(opts.StatePath, ksn)
-		if err != nil {
-			return nil, err
+	var orig *dukpt.Originator
+	var aesOrig *dukpt.AESOriginator
+	switch kt := opts.KeyType; {
+	case kt == 0 || kt == dukpt.KeyTDES2:
+		ksn := opts.KSN
+		if opts.StatePath != "" {
+			saved, err := loadState(opts.StatePath, ksn)
+			if err != nil {
+				return nil, err
+			}
+			ksn = saved
 		}
-		ksn = saved
-	}
-	ipek, err := dukpt.TDESInitialKey(opts.BDK, ksn)
-	if err != nil {
-		return nil, fmt.Errorf("padsim: initial key: %w", err)
-	}
-	orig, err := dukpt.NewOriginator(ipek, ksn)
-	clear(ipek)
-	if err != nil {
-		return nil, fmt.Errorf("padsim: %w", err)
+		ipek, err := dukpt.TDESInitialKey(opts.BDK, ksn)
+		if err != nil {
+			return nil, fmt.Errorf("padsim: initial key: %w", err)
+		}
+		orig, err = dukpt.NewOriginator(ipek, ksn)
+		clear(ipek)
+		if err != nil {
+			return nil, fmt.Errorf("padsim: %w", err)
+		}
+	case kt.IsAES():
+		if len(opts.BDK) != kt.Len() {
+			return nil, fmt.Errorf("padsim: an %v DUKPT key needs a %d-byte BDK, got %d bytes", kt, kt.Len(), len(opts.BDK))
+		}
+		ik, err := dukpt.AESInitialKey(opts.BDK, opts.AESKSN.InitialKeyID())
+		if err != nil {
+			return nil, fmt.Errorf("padsim: initial key: %w", err)
+		}
+		var oo *dukpt.OriginatorOptions
+		if opts.StatePath != "" {
+			oo = &dukpt.OriginatorOptions{Store: dukpt.NewFileStore(opts.StatePath)}
+		}
+		aesOrig, err = dukpt.NewAESOriginator(ik, opts.AESKSN, oo)
+		clear(ik)
+		if err != nil {
+			return nil, fmt.Errorf("padsim: state file %s: %w", opts.StatePath, err)
+		}
+	default:
+		return nil, fmt.Errorf("padsim: key type %v: want TDES (2TDEA) or AES-128, AES-192 or AES-256", kt)
 	}
 	logf := opts.Logf
 	if logf == nil {
@@ -222,15 +264,40 @@ func New(script *Script, opts *Options) (*Pad, error) {
 	}
 	return &Pad{
 		logf: logf, keyIndex: opts.KeyIndex, statePath: opts.StatePath, currency: cur, country: country,
-		serial: serial, now: now, events: events, orig: orig, firmware: opts.Firmware,
+		serial: serial, now: now, events: events, orig: orig, aesOrig: aesOrig, firmware: opts.Firmware,
 	}, nil
 }
 
-// KSN returns the KSN of the last PIN key used, or the initial KSN if none.
+// KSN returns the KSN of the last TDES PIN key used, or the initial KSN if
+// none; the zero KSN for a pad with an AES key (see AESKSN).
 func (p *Pad) KSN() dukpt.KSN {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.orig == nil {
+		return dukpt.KSN{}
+	}
 	return p.orig.KSN()
+}
+
+// AESKSN returns the KSN of the last AES PIN key used, or the initial KSN if
+// none; the zero KSN for a pad with a TDES key.
+func (p *Pad) AESKSN() dukpt.AESKSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.aesOrig == nil {
+		return dukpt.AESKSN{}
+	}
+	return p.aesOrig.KSN()
+}
+
+// KeySerial describes the pad's key for a log line: its type and current KSN.
+func (p *Pad) KeySerial() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.aesOrig != nil {
+		return fmt.Sprintf("%v DUKPT, KSN %v", p.aesOrig.KeyType(), p.aesOrig.KSN())
+	}
+	return fmt.Sprintf("TDES DUKPT, KSN %v", p.orig.KSN())
 }
 
 // Remaining returns how many script events are left.
@@ -731,67 +798,124 @@ func (p *Pad) getPIN(cmd abecs.Command) abecs.Response {
 		p.logf("%s: the pad's key is in slot %02d -> 042", what, p.keyIndex)
 		return status(cmd.ID, abecs.StatusKeyMissing)
 	}
-	block, ksn, code := p.enterPIN(what, req.PAN, req.MinLen, req.MaxLen)
+	if aes := p.aesOrig != nil; req.AES != aes {
+		p.logf("%s: %s DUKPT asked, the pad's key is %s -> 042", what, dukptName(req.AES), dukptName(aes))
+		return status(cmd.ID, abecs.StatusKeyMissing)
+	}
+	enc, code := p.enterPIN(what, req.PAN, req.MinLen, req.MaxLen)
 	if code != abecs.StatusOK {
 		return status(cmd.ID, code)
 	}
-	return abecs.Response{ID: cmd.ID, Status: abecs.StatusOK, Blocks: [][]byte{abecs.AppendPINResponse(nil, block, ksn)}}
+	defer enc.clear()
+	var b []byte
+	if req.AES {
+		b = abecs.AppendPINResponseAES(nil, [16]byte(enc.block), [12]byte(enc.ksn))
+	} else {
+		b = abecs.AppendPINResponse(nil, [8]byte(enc.block), [10]byte(enc.ksn))
+	}
+	return abecs.Response{ID: cmd.ID, Status: abecs.StatusOK, Blocks: [][]byte{b}}
 }
+
+func dukptName(aes bool) string {
+	if aes {
+		return "AES"
+	}
+	return "TDES"
+}
+
+// encryptedPIN is a PIN block as it leaves the pad: 8 bytes and a 10-byte KSN
+// (TDES, format 0) or 16 bytes and a 12-byte KSN (AES, format 4).
+type encryptedPIN struct {
+	block, ksn []byte
+}
+
+func (e encryptedPIN) clear() { clear(e.block) }
 
 // enterPIN takes the next event as a PIN entry for pan and returns the
 // encrypted block and its KSN, or the status to answer.
-func (p *Pad) enterPIN(what, pan string, minLen, maxLen int) ([8]byte, dukpt.KSN, int) {
+func (p *Pad) enterPIN(what, pan string, minLen, maxLen int) (encryptedPIN, int) {
 	ev, ok := p.peek()
 	if resp, ok := p.cardholder("", what, ev, ok); !ok {
-		return [8]byte{}, dukpt.KSN{}, resp.Status
+		return encryptedPIN{}, resp.Status
 	}
 	switch {
 	case ev.Remove:
 		p.consume()
 		p.removeCard()
 		p.logf("%s: card removed -> 043", what)
-		return [8]byte{}, dukpt.KSN{}, abecs.StatusNoCard
+		return encryptedPIN{}, abecs.StatusNoCard
 	case ev.PIN == "":
 		p.logf("%s: next script event is %v, not a pin or cancel -> 040", what, ev)
-		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
+		return encryptedPIN{}, abecs.StatusInternal
 	case len(ev.PIN) < minLen || len(ev.PIN) > maxLen:
 		p.logf("%s: scripted pin length is outside %d-%d -> 040", what, minLen, maxLen)
-		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
+		return encryptedPIN{}, abecs.StatusInternal
 	}
-	clearBlock, err := pinblock.EncodeFormat0(ev.PIN, pan)
-	if err != nil {
+	enc, err := p.encrypt(ev.PIN, pan)
+	if errors.Is(err, pinblock.ErrPIN) || errors.Is(err, pinblock.ErrPAN) {
 		p.logf("%s: %v -> 011", what, err)
-		return [8]byte{}, dukpt.KSN{}, abecs.StatusInvalidParameter
+		return encryptedPIN{}, abecs.StatusInvalidParameter
 	}
-	defer clear(clearBlock[:])
-	block, ksn, err := p.encrypt(clearBlock)
 	if err != nil {
 		p.logf("%s: %v -> 040", what, err)
-		return [8]byte{}, dukpt.KSN{}, abecs.StatusInternal
+		return encryptedPIN{}, abecs.StatusInternal
 	}
 	p.consume()
-	p.logf("%s: pin -> KSN %v -> 000", what, ksn)
-	return block, ksn, abecs.StatusOK
+	p.logf("%s: pin -> KSN %X -> 000", what, enc.ksn)
+	return enc, abecs.StatusOK
 }
 
-// encrypt encrypts clearBlock under the next DUKPT PIN key, after recording
-// the new counter in the state file.
-func (p *Pad) encrypt(clearBlock [8]byte) ([8]byte, dukpt.KSN, error) {
+// encrypt builds the PIN block for pin and pan in the key's format and
+// encrypts it under the next DUKPT PIN key, after recording the new counter
+// in the state file.
+func (p *Pad) encrypt(pin, pan string) (encryptedPIN, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.aesOrig != nil {
+		return p.encryptAES(pin, pan)
+	}
+	clearBlock, err := pinblock.EncodeFormat0(pin, pan)
+	if err != nil {
+		return encryptedPIN{}, err
+	}
+	defer clear(clearBlock[:])
 	key, ksn, err := p.orig.NextPINKey()
 	if err != nil {
-		return [8]byte{}, dukpt.KSN{}, err
+		return encryptedPIN{}, err
 	}
 	defer clear(key)
 	if p.statePath != "" {
 		if err := saveState(p.statePath, ksn); err != nil {
-			return [8]byte{}, dukpt.KSN{}, err
+			return encryptedPIN{}, err
 		}
 	}
 	block, err := pinblock.EncryptTDES(key, clearBlock)
 	if err != nil {
-		return [8]byte{}, dukpt.KSN{}, err
+		return encryptedPIN{}, err
 	}
-	return block, ksn, nil
+	return encryptedPIN{block: block[:], ksn: ksn[:]}, nil
+}
+
+// encryptAES is encrypt for an AES key: an ISO 9564 format 4 block under the
+// next AES DUKPT PIN encryption key (of the key's own type). The originator's
+// Store saves the counter before the key is derived. The caller holds p.mu.
+func (p *Pad) encryptAES(pin, pan string) (encryptedPIN, error) {
+	if _, err := pinblock.Format4PANField(pan); err != nil || len(pan) < 12 {
+		return encryptedPIN{}, pinblock.ErrPAN
+	}
+	field, err := pinblock.Encode(pinblock.Format4, pin, "", rand.Reader)
+	if err != nil {
+		return encryptedPIN{}, err
+	}
+	defer clear(field)
+	key, ksn, err := p.aesOrig.NextPINKey(p.aesOrig.KeyType())
+	if err != nil {
+		return encryptedPIN{}, err
+	}
+	defer clear(key)
+	block, err := pinblock.EncryptFormat4(key, [16]byte(field), pan)
+	if err != nil {
+		return encryptedPIN{}, err
+	}
+	return encryptedPIN{block: block[:], ksn: ksn[:]}, nil
 }
