@@ -37,7 +37,8 @@ var (
 
 // PINPad adapts an ABECS PIN pad to what the sale needs: its card reader
 // (CardReader for the magnetic stripe, ReadCardAny and the chip steps for
-// EMV), its display (Display) and its secure PIN entry (hsm/pinpad.Device).
+// EMV), its display (Display) and its secure PIN entry (hsm/pinpad.Device
+// and hsm/pinpad.AESDevice: TDES or AES DUKPT).
 // It is safe for concurrent use in the sense that the pad refuses a second
 // command while one is running (abecs.ErrBusy); the Terminal and hsm.Module
 // never overlap them.
@@ -229,16 +230,35 @@ func (p *PINPad) EncryptPIN(ctx context.Context, pan card.PAN, keyIndex int, pro
 		block, ksn, err = c.GetPIN(ctx, req)
 		return err
 	})
-	if err != nil {
-		switch {
-		case errors.Is(err, abecs.ErrCancelled):
-			return block, ksn, fmt.Errorf("%w: %w", hsm.ErrCancelled, err)
-		case errors.Is(err, abecs.ErrPadTimeout):
-			return block, ksn, fmt.Errorf("%w: %w", hsm.ErrTimeout, err)
-		}
-		return block, ksn, fmt.Errorf("%w: %w", hsm.ErrDevice, err)
+	return block, ksn, pinError(err)
+}
+
+// EncryptPINAES implements hsm/pinpad.AESDevice through GPN method 4 (DUKPT AES, ISO 9564
+// format 4): a 16-byte block and the 12-byte KSN of the pad's AES key keyIndex. A pad
+// without an AES key in that slot answers 042: the error wraps hsm.ErrDevice and
+// abecs.ErrKeyMissing.
+func (p *PINPad) EncryptPINAES(ctx context.Context, pan card.PAN, keyIndex int, prompt string) ([16]byte, [12]byte, error) {
+	req := abecs.PINRequest{KeyIndex: keyIndex, AES: true, PAN: pan.Digits(), Line1: prompt, Line2: "ENTER PIN", Timeout: waitFor(ctx)}
+	var block [16]byte
+	var ksn [12]byte
+	err := p.run(func(c *abecs.Client) (err error) {
+		block, ksn, err = c.GetPINAES(ctx, req)
+		return err
+	})
+	return block, ksn, pinError(err)
+}
+
+// pinError maps a failed PIN entry onto the hsm errors a Driver returns.
+func pinError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, abecs.ErrCancelled):
+		return fmt.Errorf("%w: %w", hsm.ErrCancelled, err)
+	case errors.Is(err, abecs.ErrPadTimeout):
+		return fmt.Errorf("%w: %w", hsm.ErrTimeout, err)
 	}
-	return block, ksn, nil
+	return fmt.Errorf("%w: %w", hsm.ErrDevice, err)
 }
 
 // ChipDecision is the card's first decision (GOC). It is a plain value, safe
@@ -279,6 +299,9 @@ type ChipRequest struct {
 	// KeyIndex is the pad's DUKPT key slot for an online PIN: posd's
 	// pinpad.pin_key_index, as for GPN.
 	KeyIndex int
+	// AES says the slot's key is AES DUKPT: an online PIN comes as an ISO 9564
+	// format 4 block with a 12-byte KSN. Default false: TDES DUKPT, format 0.
+	AES bool
 	// OfflineOnly tells the card the terminal cannot go online. Default
 	// false.
 	OfflineOnly bool
@@ -300,8 +323,8 @@ type ChipAuth struct {
 	// them as hex characters): the tags of emv.DE55Tags the pad returned.
 	DE55 []byte
 	// PIN is the online PIN the cardholder entered during GOC, encrypted by
-	// the pad (ISO 9564 format 0, DUKPT); zero (PIN.IsZero) when the card did
-	// not ask for one.
+	// the pad (DUKPT: ISO 9564 format 0, or format 4 with ChipRequest.AES);
+	// zero (PIN.IsZero) when the card did not ask for one.
 	PIN hsm.EncryptedPIN
 	// SignatureRequired: the card's CVM asks for a signature.
 	SignatureRequired bool
@@ -335,7 +358,7 @@ func (a ChipAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
 // cannot be sent (then end the session with Finish; nothing went online).
 func (p *PINPad) GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error) {
 	greq := abecs.GoChipRequest{
-		AmountMinor: req.Amount.Minor, KeyIndex: req.KeyIndex, OfflineOnly: req.OfflineOnly,
+		AmountMinor: req.Amount.Minor, KeyIndex: req.KeyIndex, AES: req.AES, OfflineOnly: req.OfflineOnly,
 		Tags: emv.GoOnChipTags(), Timeout: waitFor(ctx),
 	}
 	var res abecs.GoChipResult
@@ -369,8 +392,14 @@ func (p *PINPad) GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error
 		return ChipAuth{}, fmt.Errorf("%w: %w", ErrChipData, err)
 	}
 	if res.OnlinePIN {
-		if a.PIN, err = hsm.NewEncryptedPIN(res.PINBlock[:], res.KSN[:], hsm.FormatISO0); err != nil {
-			return ChipAuth{}, fmt.Errorf("%w: online PIN: %w", ErrChipData, err)
+		var perr error
+		if req.AES {
+			a.PIN, perr = hsm.NewEncryptedPIN(res.AESPINBlock[:], res.AESKSN[:], hsm.FormatISO4)
+		} else {
+			a.PIN, perr = hsm.NewEncryptedPIN(res.PINBlock[:], res.KSN[:], hsm.FormatISO0)
+		}
+		if perr != nil {
+			return ChipAuth{}, fmt.Errorf("%w: online PIN: %w", ErrChipData, perr)
 		}
 	}
 	return a, nil

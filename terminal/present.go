@@ -143,7 +143,7 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 // presentChip runs the chip card's first part (GOC): the card decides to go online, or
 // approves or declines offline, and asks for the PIN itself when it wants one.
 func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, req SaleRequest, res *SaleResult, log *slog.Logger) (presented, *SaleResult) {
-	auth, err := cr.GoOnChip(ctx, ChipRequest{Amount: req.Amount, KeyIndex: t.opts.PINKeyIndex})
+	auth, err := cr.GoOnChip(ctx, ChipRequest{Amount: req.Amount, KeyIndex: t.opts.PINKeyIndex, AES: t.opts.PINKeyAES})
 	if err != nil {
 		r := t.deviceFailure(ctx, *res, log, "chip", err)
 		return presented{}, &r

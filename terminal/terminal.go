@@ -68,8 +68,14 @@ type Options struct {
 	DualMessage  bool           // send 0100 authorizations instead of 0200 financial requests; default false
 	PINKeyID     string         // hsm key id for PIN blocks; default "" (the Module's default)
 	PINKeyIndex  int            // the pad's DUKPT key slot for a chip card's online PIN; default 1
-	CardTimeout  time.Duration  // how long the customer has to present a card; default 60s
-	HostTimeout  time.Duration  // how long to wait for the acquirer's response; default 30s
+	PINKeyAES    bool           // that slot's key is AES DUKPT (a chip card's online PIN in ISO 9564 format 4); default false: TDES
+	// Spec is the acquirer dialect's message spec that authorizations are built on, so that
+	// a PIN block is checked against that dialect's field 52 (8 bytes for TDES DUKPT, 16
+	// for AES) before anything is sent. Default nil: iso8583.DefaultSpec, whose field 52
+	// takes 8 bytes.
+	Spec        *iso8583.MessageSpec
+	CardTimeout time.Duration // how long the customer has to present a card; default 60s
+	HostTimeout time.Duration // how long to wait for the acquirer's response; default 30s
 	// Offline decides which sales the host cannot answer are approved offline. Default:
 	// none (the zero OfflinePolicy).
 	Offline OfflinePolicy
@@ -292,6 +298,7 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 		MerchantID:       t.opts.MerchantID,
 		Field55:          p.field55,
 		PANSequence:      p.panSeq,
+		Spec:             t.opts.Spec,
 	}
 	if p.track2 == "" {
 		auth.PAN, auth.Expiry = pan, p.expiry.YYMM()

