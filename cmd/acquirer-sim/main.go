@@ -5,7 +5,8 @@
 //
 // Usage:
 //
-//	acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json] [--dialect FILE.json]
+//	acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]
+//	             [--cards FILE.json] [--dialect FILE.json]
 //	             [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //
 // Its first line on stdout is "acquirer-sim listening on ADDR" (the real port when port 0
@@ -13,8 +14,15 @@
 // prints the ledger of approvals and every transaction with its state (PANs masked) and
 // exits 0. Bad flags exit 1.
 //
-// The default BDK is the public ANSI X9.24-1 test key: anyone can decrypt PIN blocks made
-// under it. Never use it, or this program, with real cards.
+// PIN blocks are checked by their length (package iso8583/hostsim): 8 bytes with a
+// 20-digit KSN under TDES DUKPT from --bdk, 16 bytes with a 24-digit KSN (ISO 9564
+// format 4) under AES DUKPT from --aes-bdk, whose PIN keys are of type --aes-pin-key (aes128,
+// aes192 or aes256; default: the BDK's). A 16-byte field 52 needs a dialect that carries it,
+// such as iso8583/dialects/aes-pin.json.
+//
+// The default BDKs are the public test keys of ANSI X9.24-1 (TDES) and of the X9.24-3-2017
+// supplement (AES-128): anyone can decrypt PIN blocks made under them. Never use them, or
+// this program, with real cards. --aes-bdk "" turns AES PIN blocks off (they get 30).
 package main
 
 import (
@@ -32,12 +40,17 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/posd-dev/posd/hsm/dukpt"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 )
 
-// testBDK is the public ANSI X9.24-1:2009 Annex A test base derivation key.
-const testBDK = "0123456789ABCDEFFEDCBA9876543210"
+// The public test base derivation keys: ANSI X9.24-1:2009 Annex A (TDES) and the ANSI
+// X9.24-3-2017 supplement (AES-128).
+const (
+	testBDK    = "0123456789ABCDEFFEDCBA9876543210"
+	testAESBDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,13 +64,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8583", "`HOST:PORT` to listen on (port 0: any free port)")
 	bdkHex := fs.String("bdk", testBDK, "TDES DUKPT base derivation key, 32 `HEX` digits.\nThe default is the PUBLIC ANSI X9.24-1 test key: for tests and demos only")
+	aesBDKHex := fs.String("aes-bdk", testAESBDK, "AES DUKPT base derivation key of format 4 PIN blocks, 32, 48 or 64 `HEX` digits; \"\" for none.\nThe default is the PUBLIC ANSI X9.24-3 test key: for tests and demos only")
+	aesPINKey := fs.String("aes-pin-key", "", "`TYPE` of the AES PIN encryption keys the PIN pads derive: aes128, aes192 or aes256\n(default: the type of --aes-bdk)")
 	cardsPath := fs.String("cards", "", "JSON `FILE` with the test cards: [{\"pan\", \"pin\", \"balance_minor\", \"expiry\" (YYMM), \"blocked\"}]\n(default: the built-in table of iso8583/hostsim.DefaultCards)")
 	dialectPath := fs.String("dialect", "", "dialect `FILE` (moov-io JSON spec format, see iso8583.ParseDialect)\n(default: posd's ISO 8583:1987 ASCII dialect, 2-byte binary length)")
 	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--cards FILE.json] [--dialect FILE.json]\n"+
+		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
+			"                    [--cards FILE.json] [--dialect FILE.json]\n"+
 			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]\n\n"+
 			"A simulated ISO 8583 acquirer host for posd tests and demos. Never use it with real cards.\n\n")
 		fs.PrintDefaults()
@@ -78,6 +94,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bdk, err := hex.DecodeString(*bdkHex)
 	if err != nil || len(bdk) != 16 {
 		return fail("--bdk must be 32 hexadecimal digits (a double-length TDES key)")
+	}
+	var aesBDK []byte
+	if *aesBDKHex != "" {
+		aesBDK, err = hex.DecodeString(*aesBDKHex)
+		if err != nil || (len(aesBDK) != 16 && len(aesBDK) != 24 && len(aesBDK) != 32) {
+			return fail("--aes-bdk must be 32, 48 or 64 hexadecimal digits (an AES-128, AES-192 or AES-256 key)")
+		}
+	}
+	var aesPINType dukpt.KeyType
+	if *aesPINKey != "" {
+		if aesBDK == nil {
+			return fail("--aes-pin-key needs --aes-bdk")
+		}
+		aesPINType, err = dukpt.ParseKeyType(*aesPINKey)
+		if err != nil || !aesPINType.IsAES() {
+			return fail("--aes-pin-key %q is not aes128, aes192 or aes256", *aesPINKey)
+		}
 	}
 	var cards []hostsim.Card // nil: the built-in table
 	if *cardsPath != "" {
@@ -127,7 +160,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", args...)
 	}
-	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, Cards: cards, Logf: say, Dialect: dialect})
+	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect})
+	clear(aesBDK)
 	if err != nil {
 		return fail("%v", err)
 	}

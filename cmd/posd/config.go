@@ -74,6 +74,12 @@ type PINPadConfig struct {
 	Baud        int      `json:"baud"`          // default 19200 (ABECS)
 	ACKTimeout  Duration `json:"ack_timeout"`   // default 2s (ABECS)
 	PINKeyIndex int      `json:"pin_key_index"` // the pad's DUKPT key slot for PINs; default 1
+	// DUKPT is the kind of the pad's PIN key: "tdes" (TDES DUKPT, ISO 9564 format 0, 8-byte
+	// PIN blocks and 10-byte KSNs; the default) or "aes" (AES DUKPT, ANSI X9.24-3, format 4,
+	// 16-byte PIN blocks and 12-byte KSNs). The acquirer's dialect must carry the blocks:
+	// "aes" needs an acquirer.dialect whose field 52 takes 16 bytes, such as
+	// iso8583/dialects/aes-pin.json. The pad's GPN and GOC (chip online PIN) use the kind.
+	DUKPT string `json:"dukpt"`
 	// ResponseTimeout bounds the pad's answer to a command that needs no customer. Default 10s.
 	ResponseTimeout Duration `json:"response_timeout"`
 	// ReconnectMin and ReconnectMax bound the wait between reconnection attempts after a
@@ -343,6 +349,13 @@ func (c *Config) fill() error {
 	if p.PINKeyIndex < 0 || p.PINKeyIndex > 99 {
 		return &ConfigError{"pinpad.pin_key_index", "must be 1 to 99"}
 	}
+	switch p.DUKPT {
+	case "":
+		p.DUKPT = DUKPTTDES
+	case DUKPTTDES, DUKPTAES:
+	default:
+		return &ConfigError{"pinpad.dukpt", fmt.Sprintf("%q is not one of tdes, aes", p.DUKPT)}
+	}
 	if p.ResponseTimeout == 0 {
 		p.ResponseTimeout = Duration(10 * time.Second)
 	}
@@ -407,8 +420,10 @@ func (c *Config) fill() error {
 	if a.MaxInFlight < 1 || a.MaxInFlight > 1024 {
 		return &ConfigError{"acquirer.max_in_flight", "must be 1 to 1024"}
 	}
+	dialect := iso8583.DefaultDialect()
 	if a.Dialect != "" {
-		if _, err := iso8583.LoadDialect(a.Dialect); err != nil {
+		d, err := iso8583.LoadDialect(a.Dialect)
+		if err != nil {
 			key := "acquirer.dialect"
 			var de *iso8583.DialectError
 			if errors.As(err, &de) && de.Setting != "" {
@@ -416,6 +431,10 @@ func (c *Config) fill() error {
 			}
 			return &ConfigError{key, err.Error()}
 		}
+		dialect = d
+	}
+	if err := checkPINFields(p.DUKPT, dialect, a.Dialect); err != nil {
+		return err
 	}
 	if a.Framing != nil {
 		if _, err := a.Framing.Framer(); err != nil {
@@ -518,6 +537,38 @@ func (c *Config) fill() error {
 		return &ConfigError{"log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level)}
 	}
 	return nil
+}
+
+// The kinds of PIN pad key (pinpad.dukpt).
+const (
+	DUKPTTDES = "tdes"
+	DUKPTAES  = "aes"
+)
+
+// checkPINFields checks that the acquirer's dialect carries the PIN blocks and KSNs of the
+// pad's key kind, so that a mismatch stops posd at start rather than failing every PIN sale.
+func checkPINFields(kind string, d *iso8583.Dialect, file string) error {
+	block, ksn := iso8583.TDESPINBlockLen, iso8583.TDESKSNDigits
+	if kind == DUKPTAES {
+		block, ksn = iso8583.AESPINBlockLen, iso8583.AESKSNDigits
+	}
+	err := iso8583.CheckPINFields(d.Spec, block, ksn)
+	if err == nil {
+		return nil
+	}
+	where := "posd's default dialect"
+	if file != "" {
+		where = "acquirer.dialect " + file
+	}
+	fix := "use a dialect whose field 52 takes 16 bytes, such as iso8583/dialects/aes-pin.json"
+	if kind == DUKPTTDES {
+		fix = `use a dialect whose field 52 takes 8 bytes, or set pinpad.dukpt to "aes" if the pad's key is AES`
+	}
+	var fe *iso8583.FieldError
+	if errors.As(err, &fe) && fe.Err != nil {
+		err = fe.Err // its text names the field already
+	}
+	return &ConfigError{"pinpad.dukpt", fmt.Sprintf("%q PIN blocks do not fit %s: %v; %s", kind, where, err, fix)}
 }
 
 func printable(s string) bool {

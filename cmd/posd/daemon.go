@@ -116,7 +116,12 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		reader = d.msr
 	}
 
-	pins, err := hsm.New(pinpad.New(pad, &pinpad.Options{Keys: map[string]int{"pin": cfg.PINPad.PINKeyIndex}}), &hsm.Options{
+	// The pad's PIN key: TDES DUKPT (format 0) or AES DUKPT (format 4, a 16-byte field 52).
+	padKeys := &pinpad.Options{Keys: map[string]int{"pin": cfg.PINPad.PINKeyIndex}}
+	if cfg.PINPad.DUKPT == DUKPTAES {
+		padKeys.Algorithms = map[string]hsm.Algorithm{"pin": hsm.AES128}
+	}
+	pins, err := hsm.New(pinpad.New(pad, padKeys), &hsm.Options{
 		Audit: func(e hsm.AuditEvent) {
 			log.Info("hsm", "op", e.Op, "key", e.KeyID, "pan", e.MaskedPAN, "error", e.Err)
 		},
@@ -147,6 +152,12 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, err
 	}
+	// Sales are built on the link's dialect, so that a PIN block that does not fit its
+	// field 52 is refused before anything is sent.
+	var spec *iso8583.MessageSpec
+	if aopts.Dialect != nil {
+		spec = aopts.Dialect.Spec
+	}
 	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
 		TerminalID:   cfg.Terminal.ID,
 		MerchantID:   cfg.Terminal.MerchantID,
@@ -155,6 +166,8 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		DualMessage:  cfg.Terminal.DualMessage,
 		CardTimeout:  time.Duration(cfg.Terminal.CardTimeout),
 		PINKeyIndex:  cfg.PINPad.PINKeyIndex,
+		PINKeyAES:    cfg.PINPad.DUKPT == DUKPTAES,
+		Spec:         spec,
 		HostTimeout:  time.Duration(cfg.Acquirer.ResponseTimeout),
 		Logger:       log,
 		Offline: terminal.OfflinePolicy{
