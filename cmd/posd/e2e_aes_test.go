@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/posd-dev/posd/hsm/dukpt"
@@ -19,34 +18,16 @@ import (
 	"github.com/posd-dev/posd/terminal/ptypair"
 )
 
-// wireTap is a TCP proxy between posd and the acquirer that keeps a copy of what posd sends.
-type wireTap struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (w *wireTap) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(p)
-}
-
-func (w *wireTap) bytes() []byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Clone(w.out.Bytes())
-}
-
 // startTap listens on loopback and relays each connection to target, teeing the
 // terminal's side into the tap.
-func startTap(t *testing.T, target string) (*wireTap, string) {
+func startTap(t *testing.T, target string) (*syncBuffer, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	tap := &wireTap{}
+	tap := &syncBuffer{}
 	go func() {
 		for {
 			c, err := ln.Accept()
