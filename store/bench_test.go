@@ -208,3 +208,41 @@ func startOnce(b *testing.B, path string) {
 		b.Fatalf("totals %+v, %v", t, err)
 	}
 }
+
+// BenchmarkNextWait measures what the forwarder does between drains to learn when the next
+// queued item falls due, on the 10,000 queued advices of bigStore: "list" is the whole-queue
+// listing it used before (List, then a scan), "next-due" is Store.NextDue.
+func BenchmarkNextWait(b *testing.B) {
+	path := bigStore(b)
+	dir := b.TempDir()
+	copyFile(b, path, filepath.Join(dir, "q.db"))
+	s, err := Open(filepath.Join(dir, "q.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	b.Run("list", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			items, err := s.List(ctx)
+			if err != nil || len(items) != 10000 {
+				b.Fatalf("%d items, %v", len(items), err)
+			}
+			var next time.Time
+			for _, it := range items {
+				if it.State == QueuePending && (next.IsZero() || it.NextAttempt.Before(next)) {
+					next = it.NextAttempt
+				}
+			}
+		}
+	})
+	b.Run("next-due", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok, err := s.NextDue(ctx); err != nil || !ok {
+				b.Fatalf("NextDue: %v, %v", ok, err)
+			}
+		}
+	})
+}

@@ -346,6 +346,45 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 	return items, err
 }
 
+// NextDue returns the earliest NextAttempt of the pending items, and false when no item is
+// pending. It reads the queue without collecting or sorting it, for a forwarder that waits
+// between drains.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var next time.Time
+	found := false
+	err := s.view(ctx, "next due", func(tx *bolt.Tx) error {
+		for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
+			err := b.ForEach(func(k, v []byte) error {
+				// Only the state and the time are needed: the payload and the sealed data
+				// are skipped, not decoded.
+				var j struct {
+					V           int        `json:"v"`
+					State       QueueState `json:"state"`
+					NextAttempt time.Time  `json:"next_attempt"`
+				}
+				if err := json.Unmarshal(v, &j); err != nil {
+					return fmt.Errorf("queued item %x: %w: %w", k, ErrCorrupt, err)
+				}
+				if j.V != queueRecordVersion {
+					return fmt.Errorf("queued item %x: version %d, this posd reads %d: %w", k, j.V, queueRecordVersion, ErrCorrupt)
+				}
+				if j.State == QueuePending && (!found || j.NextAttempt.Before(next)) {
+					next, found = j.NextAttempt, true
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return next, found, nil
+}
+
 // Totals sums the queue: what posd holds for the host. Offline limits use the advices.
 //
 // A plain value: safe for concurrent use when not modified.

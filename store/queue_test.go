@@ -423,3 +423,49 @@ func TestDueByKind(t *testing.T) {
 		t.Errorf("by kind: %d reversals, %d advices, %d in all", len(revs), len(advs), len(all))
 	}
 }
+
+func TestNextDue(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	if _, ok, err := s.NextDue(ctx); err != nil || ok {
+		t.Fatalf("empty queue: ok %v, err %v", ok, err)
+	}
+	a, b := begin(t, s, 1), begin(t, s, 2)
+	now := time.Now().Round(0)
+	qa, _ := s.FinishAndQueue(ctx, a, Outcome{State: StateUnknown, Time: now}, item(KindReversal, 3))
+	qb, _ := s.FinishAndQueue(ctx, b, Outcome{State: StateApprovedOffline, Time: now}, item(KindAdvice, 4))
+	err := s.Settle(ctx, []Result{
+		{ID: qa[0], Reached: true, Err: "timeout", Next: now.Add(2 * time.Minute)},
+		{ID: qb[0], Reached: true, Err: "timeout", Next: now.Add(time.Minute)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next, ok, err := s.NextDue(ctx); err != nil || !ok || !next.Equal(now.Add(time.Minute)) {
+		t.Fatalf("NextDue = %v, %v, %v; want the advice's %v", next, ok, err, now.Add(time.Minute))
+	}
+	s.Park(ctx, qb[0], "ops", "test")
+	if next, ok, _ := s.NextDue(ctx); !ok || !next.Equal(now.Add(2*time.Minute)) {
+		t.Errorf("after parking the advice: %v, %v; want the reversal's %v (parked items wait for an operator)", next, ok, now.Add(2*time.Minute))
+	}
+	s.Park(ctx, qa[0], "ops", "test")
+	if _, ok, _ := s.NextDue(ctx); ok {
+		t.Error("only parked items: NextDue reports one pending")
+	}
+}
+
+func TestNextDueCorruptItem(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	for _, v := range []string{`{"v":1,"state":`, `{"v":9,"state":"pending"}`} {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketQueueAdv).Put([]byte{0, 0, 0, 0, 0, 0, 0, 7}, []byte(v))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.NextDue(ctx); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "0000000000000007") {
+			t.Errorf("%s: err %v, want ErrCorrupt naming the item", v, err)
+		}
+	}
+}

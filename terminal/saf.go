@@ -429,19 +429,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 // nextWait is how long until the earliest pending item is due (at most a minute).
 func (f *Forwarder) nextWait(ctx context.Context) time.Duration {
-	items, err := f.st.List(ctx)
-	if err != nil {
+	next, ok, err := f.st.NextDue(ctx)
+	if err != nil || !ok {
 		return time.Minute
 	}
-	now := f.opts.Now()
-	wait := time.Minute
-	for _, it := range items {
-		if it.State != store.QueuePending {
-			continue
-		}
-		if d := it.NextAttempt.Sub(now); d < wait {
-			wait = max(d, 10*time.Millisecond)
-		}
-	}
-	return wait
+	return min(max(next.Sub(f.opts.Now()), 10*time.Millisecond), time.Minute)
 }
