@@ -222,6 +222,19 @@ func BenchmarkNextWait(b *testing.B) {
 	}
 	defer s.Close()
 	ctx := context.Background()
+	// Every item waits an hour, as after failed attempts while the host is away.
+	items, err := s.List(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	res := make([]Result, len(items))
+	for i, it := range items {
+		res[i] = Result{ID: it.ID, Err: "host unreachable", Next: later}
+	}
+	if err := s.Settle(ctx, res); err != nil {
+		b.Fatal(err)
+	}
 	b.Run("list", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -234,6 +247,15 @@ func BenchmarkNextWait(b *testing.B) {
 				if it.State == QueuePending && (next.IsZero() || it.NextAttempt.Before(next)) {
 					next = it.NextAttempt
 				}
+			}
+		}
+	})
+	b.Run("due-none", func(b *testing.B) {
+		// A drain while every item waits for its next attempt (the host is away).
+		b.ReportAllocs()
+		for b.Loop() {
+			if due, err := s.Due(ctx, time.Now(), 256); err != nil || len(due) != 0 {
+				b.Fatalf("%d due, %v", len(due), err)
 			}
 		}
 	})

@@ -131,6 +131,23 @@ func decodeItem(id QueueID, v []byte) (Item, []byte, error) {
 	return it, j.Sealed, nil
 }
 
+// peekItem reads only a queued item's state and next attempt, skipping its payload and
+// sealed data: for scans that look at every item but keep few.
+func peekItem(k, v []byte) (QueueState, time.Time, error) {
+	var j struct {
+		V           int        `json:"v"`
+		State       QueueState `json:"state"`
+		NextAttempt time.Time  `json:"next_attempt"`
+	}
+	if err := json.Unmarshal(v, &j); err != nil {
+		return "", time.Time{}, fmt.Errorf("queued item %x: %w: %w", k, ErrCorrupt, err)
+	}
+	if j.V != queueRecordVersion {
+		return "", time.Time{}, fmt.Errorf("queued item %x: version %d, this posd reads %d: %w", k, j.V, queueRecordVersion, ErrCorrupt)
+	}
+	return j.State, j.NextAttempt, nil
+}
+
 func encodeItem(it Item, sealed []byte) ([]byte, error) {
 	return json.Marshal(jsonItem{V: queueRecordVersion, TxnID: it.TxnID, Kind: it.Kind, STAN: it.STAN, State: it.State,
 		Attempts: it.Attempts, Created: it.Created, NextAttempt: it.NextAttempt, LastError: redactDigitRuns(it.LastError),
@@ -297,13 +314,18 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind
 				if len(k) != 8 {
 					return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
 				}
+				state, next, err := peekItem(k, v)
+				if err != nil {
+					return err
+				}
+				if state != QueuePending || next.After(now) {
+					continue // not decoded: most items wait while the host is away
+				}
 				it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
 				if err != nil {
 					return err
 				}
-				if it.State == QueuePending && !it.NextAttempt.After(now) {
-					due = append(due, raw{it, sealed})
-				}
+				due = append(due, raw{it, sealed})
 			}
 		}
 		return nil
@@ -355,21 +377,12 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	err := s.view(ctx, "next due", func(tx *bolt.Tx) error {
 		for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
 			err := b.ForEach(func(k, v []byte) error {
-				// Only the state and the time are needed: the payload and the sealed data
-				// are skipped, not decoded.
-				var j struct {
-					V           int        `json:"v"`
-					State       QueueState `json:"state"`
-					NextAttempt time.Time  `json:"next_attempt"`
+				state, nextAttempt, err := peekItem(k, v)
+				if err != nil {
+					return err
 				}
-				if err := json.Unmarshal(v, &j); err != nil {
-					return fmt.Errorf("queued item %x: %w: %w", k, ErrCorrupt, err)
-				}
-				if j.V != queueRecordVersion {
-					return fmt.Errorf("queued item %x: version %d, this posd reads %d: %w", k, j.V, queueRecordVersion, ErrCorrupt)
-				}
-				if j.State == QueuePending && (!found || j.NextAttempt.Before(next)) {
-					next, found = j.NextAttempt, true
+				if state == QueuePending && (!found || nextAttempt.Before(next)) {
+					next, found = nextAttempt, true
 				}
 				return nil
 			})
