@@ -70,7 +70,10 @@ const recentSize = 4096
 type ClientOptions struct {
 	// Addr is the acquirer host's host:port. Required.
 	Addr string
-	// Dialect supplies Spec and Framer when those are nil. Default: DefaultDialect().
+	// Dialect supplies Spec and Framer when those are nil, and its message rules (the
+	// "messages" object of its file: fixed values to add, fields that must or must not be
+	// there) apply to every request the client sends, its own network management messages
+	// included, even when Spec is set. Default: DefaultDialect(), which has no message rules.
 	Dialect *Dialect
 	// Spec is the dialect of requests and responses: requests built on another spec (the
 	// builders use DefaultSpec) are converted ([Convert]). Default: Dialect's, else
@@ -166,6 +169,8 @@ type Client struct {
 	addr         string
 	spec         *MessageSpec
 	framer       Framer
+	messages     *messageRules // the dialect's message rules; nil: none
+	dialectName  string        // names the dialect in errors
 	tls          *tls.Config
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	dialTimeout  time.Duration
@@ -318,6 +323,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.framer == nil {
 		c.framer = d.Framer
 	}
+	c.messages, c.dialectName = d.messages, d.displayName()
 	if c.spec == nil {
 		c.spec = defaultSpec()
 	}
@@ -564,7 +570,10 @@ func (c *Client) current() (*link, error) {
 // Send writes req and waits for its response, until ctx ends. The request must carry
 // field 11, an MTI that is a request or an advice (see [ResponseMTI]) and the fields
 // [CheckMandatory] requires; field 41 takes part in matching when present. A request built
-// on another spec than the client's is converted ([Convert]).
+// on another spec than the client's is converted ([Convert]); then the fixed values of the
+// client's dialect are added and its message rules checked ([Dialect.PrepareRequest]) on a
+// copy, req itself staying unchanged. A request that fails any of these checks is refused
+// with [ErrNotSent] and a [*FieldError] naming the field.
 //
 // Every error wraps exactly one of [ErrNotSent] (safe to retry) and [ErrOutcomeUnknown]
 // (reverse; never resend). A response that arrives after ctx ended goes to
@@ -583,7 +592,7 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 		}
 		return nil, notSent(err)
 	}
-	wire, err := Convert(req, c.spec)
+	wire, err := c.prepare(req)
 	if err != nil {
 		return nil, notSent(err)
 	}
@@ -611,9 +620,22 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	}
 	defer c.userDone()
 	if c.tracing {
-		c.logf("iso8583: send %s", Masked{req})
+		c.logf("iso8583: send %s", Masked{wire})
 	}
 	return c.exchange(ctx, nil, key, p, b)
+}
+
+// prepare returns req as it goes on the wire: converted to the client's spec, with the
+// dialect's fixed values added and its message rules checked. This is the last step before
+// packing: anything computed over the packed message (a MAC in field 64 or 128, should a
+// dialect need one) must come after it, so that it covers the fixed values. Dialects cannot
+// set fields 64 and 128.
+func (c *Client) prepare(req *Message) (*Message, error) {
+	wire, err := Convert(req, c.spec)
+	if err != nil {
+		return nil, err
+	}
+	return c.messages.prepare(wire, c.dialectName)
 }
 
 // register adds a pending entry for key.
@@ -1184,7 +1206,7 @@ func (c *Client) network(ctx context.Context, l *link, code string) (Response, e
 		return Response{}, err
 	}
 	key, _ := requestKey(req)
-	wire, err := Convert(req, c.spec)
+	wire, err := c.prepare(req)
 	if err != nil {
 		return Response{}, err
 	}
@@ -1196,7 +1218,7 @@ func (c *Client) network(ctx context.Context, l *link, code string) (Response, e
 	if err != nil {
 		return Response{}, err
 	}
-	c.logf("iso8583: send %s", Masked{req})
+	c.logf("iso8583: send %s", Masked{wire})
 	resp, err := c.exchange(ctx, l, key, p, b)
 	if err != nil {
 		return Response{}, err

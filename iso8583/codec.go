@@ -32,6 +32,9 @@ var (
 	// ErrInvalidValue: a field is well formed on the wire but its value makes no sense for
 	// the message (an MTI that is not a request, a month 13).
 	ErrInvalidValue = errors.New("invalid value")
+	// ErrForbiddenField: the message carries a field that its dialect's message rules
+	// forbid for its MTI (the "forbidden" lists of a dialect file, see [ParseDialect]).
+	ErrForbiddenField = errors.New("field not allowed")
 )
 
 // FieldError reports a problem with one field. Field 0 is the MTI, field 1 the bitmap.
@@ -43,7 +46,7 @@ var (
 // A FieldError is not changed after it is returned; it is safe for concurrent use.
 type FieldError struct {
 	Field int
-	Op    string // "pack", "unpack", "build" or "convert"
+	Op    string // "pack", "unpack", "build", "convert" or "check" (a dialect's message rules)
 	Err   error
 }
 
@@ -73,7 +76,7 @@ func sensitiveField(id int) bool {
 // ownError reports whether err comes from this package's codec, whose texts are known to
 // hold no field values.
 func ownError(err error) bool {
-	for _, s := range []error{ErrInvalidCharacter, ErrInvalidLength, ErrTruncated, ErrMissingField, ErrUnsupportedField, ErrInvalidValue} {
+	for _, s := range []error{ErrInvalidCharacter, ErrInvalidLength, ErrTruncated, ErrMissingField, ErrUnsupportedField, ErrInvalidValue, ErrForbiddenField} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -351,6 +354,12 @@ func Convert(msg *Message, spec *MessageSpec) (*Message, error) {
 	if msg.GetSpec() == spec {
 		return msg, nil
 	}
+	return convert(msg, spec)
+}
+
+// convert is Convert without its checks, always making a copy: a spec that is msg's own
+// gives a copy on the same spec, which may be changed without changing msg.
+func convert(msg *Message, spec *MessageSpec) (*Message, error) {
 	out := moov.NewMessage(spec)
 	for id, f := range msg.GetFields() {
 		if id == 1 {

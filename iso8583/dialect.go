@@ -18,22 +18,29 @@ import (
 	"github.com/moov-io/iso8583/prefix"
 )
 
-// Dialect is one acquirer's variant of ISO 8583: the message spec and the framing on the
-// stream. [DefaultDialect] is the project's ISO 8583:1987 ASCII dialect with a 2-byte binary
-// length; [LoadDialect] reads another from a file. Messages are built on [DefaultSpec]
-// whatever the dialect (except an [Authorization] given its link's Spec, so that its PIN
-// block is checked against that dialect's field 52): a [Client] (and hostsim) convert them
-// to the link's dialect when packing ([Convert]).
+// Dialect is one acquirer's variant of ISO 8583: the message spec, the framing on the
+// stream and, from a file's "messages" object, what each request must carry beyond the
+// built-in rules. [DefaultDialect] is the project's ISO 8583:1987 ASCII dialect with a
+// 2-byte binary length and no message rules; [LoadDialect] reads another from a file.
+// Messages are built on [DefaultSpec] whatever the dialect (except an [Authorization] given
+// its link's Spec, so that its PIN block is checked against that dialect's field 52): a
+// [Client] (and hostsim) convert them to the link's dialect when packing ([Convert]), and a
+// Client adds the dialect's fixed values and checks its rules ([Dialect.PrepareRequest]).
 //
-// A Dialect must not be changed once in use; it is then safe for concurrent use.
+// A Dialect must not be changed once in use; it is then safe for concurrent use. Its
+// message rules cannot be changed at all: they are read only through
+// [Dialect.PrepareRequest] and [Dialect.CheckRequest], and a copy of a Dialect value shares
+// them.
 type Dialect struct {
-	// Name names the dialect in logs: the file's "name", or its base name.
+	// Name names the dialect in logs and errors: the file's "name", or its base name.
 	Name string
 	// Spec is the message spec. It must not be changed.
 	Spec *MessageSpec
 	// Framer frames messages on the stream, terminal side. A host answering in this
 	// dialect writes with [HostFramer](Framer).
 	Framer Framer
+
+	messages *messageRules // the file's "messages"; nil: none
 }
 
 // DefaultDialect returns the default dialect: [DefaultSpec] (one shared, read-only copy)
@@ -105,12 +112,18 @@ func LoadDialect(path string) (*Dialect, error) {
 
 // ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
 // specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
-// keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig])
-// and, in each field, an optional "class" (n, an, ans, z, x+n, b) and "prefix_unit"; all
-// are ignored by moov's own loader, so a file stays readable by moov's tools.
+// keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig]),
+// a "messages" object (below) and, in each field, an optional "class" (n, an, ans, z, x+n,
+// b) and "prefix_unit"; all are ignored by moov's own loader (specs.ImportJSON of v0.26.1
+// decodes only "name" and "fields", without refusing other keys), so a file stays
+// readable by moov's tools.
 //
 //	{"name": "Acquirer X",
 //	 "framing": {"length": "bcd2", "tpdu": "6000010000"},
+//	 "messages": {
+//	   "*":    {"set": {"24": "001", "25": "00"}},
+//	   "0200": {"mandatory": [43], "set": {"43": "POSD TEST SHOP         LISBON       PT"}},
+//	   "0800": {"forbidden": [25]}},
 //	 "fields": {
 //	   "0": {"type": "String", "length": 4, "enc": "BCD", "prefix": "BCD.Fixed"},
 //	   "1": {"type": "Bitmap", "length": 8, "enc": "Binary", "prefix": "Binary.Fixed"},
@@ -145,11 +158,44 @@ func LoadDialect(path string) (*Dialect, error) {
 //
 // Every field's Packer and Unpacker is this package's codec, so a dialect from a file
 // enforces character classes and strict lengths like the default one.
+//
+// The optional "messages" object says what the acquirer wants in each request, beyond the
+// built-in rules of [CheckMandatory]. Its keys are request MTIs that posd sends (0100,
+// 0200, 0220, 0221, 0400, 0401, 0420, 0421, 0500, 0800), or "*" for every request; each
+// entry takes:
+//
+//   - set: fixed values, by field number, that the link adds to a request of the MTI that
+//     does not carry the field already (a value the message has is never replaced). A
+//     value is text for a text field, and hexadecimal digits (two per byte) for a b field;
+//     it is checked when the file is read by packing it in the field (class, length,
+//     padding: a short value of a padded fixed-length field is padded). Fields that
+//     posd's builders own cannot be set: the MTI and bitmap; card data 2, 14, 23, 34,
+//     35, 36, 45; amounts and totals 4, 5, 6, 74-77, 86-89, 97; PIN data 52 and 62; ICC
+//     data 55; MACs 64, 96 and 128; and 3, 7, 11, 12, 13, 22, 38, 39, 41, 42, 49, 50, 60,
+//     70 and 90.
+//   - mandatory: field numbers a request of the MTI must carry once the fixed values are
+//     added.
+//   - forbidden: field numbers it must not carry.
+//
+// Field numbers are 2 to 128 (not 65) and must be defined in "fields". An MTI's own entry
+// wins over "*": a field it forbids is neither added from "*"'s set nor required by "*"'s
+// mandatory, and a field it sets or requires is not forbidden by "*"'s forbidden. The entry
+// of 0220, 0400 or 0420 also applies to its repeat (0221, 0401, 0421) when the file has no
+// entry for the repeat. An entry that contradicts itself (a field both mandatory and
+// forbidden, or set and forbidden) or the built-in rules (forbidding a field the MTI always
+// needs, requiring track or PIN data after authorization) is refused.
+//
+// A [Client] adds the fixed values to, and checks the rules on, every request it sends, its
+// own sign-on, echo and sign-off included ([Dialect.PrepareRequest]); a request that fails is
+// refused before anything is sent, with a [*FieldError] naming the field, the MTI and the
+// dialect. The simulated acquirer of package hostsim checks incoming requests the same
+// way ([Dialect.CheckRequest]) and answers 30 (format error).
 func ParseDialect(data []byte) (*Dialect, error) {
 	var file struct {
-		Name    string                     `json:"name"`
-		Framing *FramingConfig             `json:"framing"`
-		Fields  map[string]json.RawMessage `json:"fields"`
+		Name     string                     `json:"name"`
+		Framing  *FramingConfig             `json:"framing"`
+		Messages map[string]json.RawMessage `json:"messages"`
+		Fields   map[string]json.RawMessage `json:"fields"`
 	}
 	if err := decodeStrict(data, &file); err != nil {
 		return nil, &DialectError{Err: err}
@@ -196,6 +242,11 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		}
 	}
 	d.Spec = spec
+	rules, err := parseMessages(file.Messages, spec)
+	if err != nil {
+		return nil, err
+	}
+	d.messages = rules
 	return d, nil
 }
 

@@ -200,9 +200,7 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 	f2 := `"2": {
 			"type": "Numeric",
 			"length": 19,`
-	tests := []struct {
-		name, data, setting string
-	}{
+	tests := []dialectErrorCase{
 		{"not JSON", "{", ""},
 		{"unknown top key", edit(`"name"`, `"nmae": "x", "name"`), ""},
 		{"no fields", `{"name": "x", "fields": {}}`, "fields"},
@@ -258,27 +256,8 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 		{"unknown framing key", edit(`"tpdu": "6000010000"`, `"tpdu": "6000010000", "speed": 9600`), ""},
 		{"trailing data", string(good) + "{}", ""},
 	}
-	dir := t.TempDir()
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(dir, "dialect.json")
-			if err := os.WriteFile(path, []byte(tt.data), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			_, err := iso8583.LoadDialect(path)
-			var de *iso8583.DialectError
-			if !errors.As(err, &de) {
-				t.Fatalf("err = %v, want a DialectError", err)
-			}
-			if de.File != path || de.Setting != tt.setting {
-				t.Fatalf("err = %v: file %q setting %q, want setting %q", err, de.File, de.Setting, tt.setting)
-			}
-			if tt.setting != "" && !strings.Contains(err.Error(), tt.setting+":") {
-				t.Errorf("error %q does not name %s", err, tt.setting)
-			}
-		})
-	}
-	if _, err := iso8583.LoadDialect(filepath.Join(dir, "missing.json")); !errors.Is(err, os.ErrNotExist) {
+	dialectErrorsNameTheSetting(t, tests)
+	if _, err := iso8583.LoadDialect(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: err = %v", err)
 	}
 }
@@ -407,5 +386,35 @@ func stanCounter(start uint32) func(context.Context) (uint32, error) {
 		n := <-ch
 		ch <- n + 1
 		return n, nil
+	}
+}
+
+// dialectErrorCase is a dialect file that must be refused, and the setting its error names
+// ("" for a file that is not a JSON object of the expected shape).
+type dialectErrorCase struct{ name, data, setting string }
+
+// dialectErrorsNameTheSetting loads each case's file and checks that the error is a
+// DialectError naming the file and the setting, and that its text names the setting.
+func dialectErrorsNameTheSetting(t *testing.T, tests []dialectErrorCase) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "dialect.json")
+			if err := os.WriteFile(path, []byte(tt.data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := iso8583.LoadDialect(path)
+			var de *iso8583.DialectError
+			if !errors.As(err, &de) {
+				t.Fatalf("err = %v, want a DialectError", err)
+			}
+			if de.File != path || de.Setting != tt.setting {
+				t.Fatalf("err = %v: file %q setting %q, want setting %q", err, de.File, de.Setting, tt.setting)
+			}
+			if tt.setting != "" && !strings.Contains(err.Error(), tt.setting+":") {
+				t.Errorf("error %q does not name %s", err, tt.setting)
+			}
+		})
 	}
 }

@@ -8,11 +8,12 @@
 //
 // [DefaultSpec] is the default dialect (ASCII, binary fields as hexadecimal characters, a
 // 16-character bitmap); [LoadDialect] reads an acquirer's dialect (moov-io's JSON spec
-// format plus its framing). The builders make requests on the default spec (an
-// Authorization may be built on the link's own, see Authorization.Spec) and check them
-// ([CheckMandatory]): [Authorization] (0100, 0200), [Advice] (0220, 0221), [Reversal]
-// (0400, 0401, 0420, 0421), [NetworkManagement] (0800: sign-on, sign-off, echo) and
-// [Reconciliation] (0500). [Pack] and [Unpack] turn messages into bytes and back, strictly;
+// format plus its framing, and the fields each request MTI must or must not carry and the
+// fixed values the link adds, see [ParseDialect]). The builders make requests on the
+// default spec (an Authorization may be built on the link's own, see Authorization.Spec)
+// and check them ([CheckMandatory]): [Authorization] (0100, 0200), [Advice] (0220,
+// 0221), [Reversal] (0400, 0401, 0420, 0421), [NetworkManagement] (0800: sign-on,
+// sign-off, echo) and [Reconciliation] (0500). [Pack] and [Unpack] turn messages into bytes and back, strictly;
 // [Convert] moves a message to another dialect. A [Framer] puts them on a stream: a
 // 2-byte binary length by default, 4 ASCII digits or 2-byte BCD, with an optional TPDU.
 // [Client.Send] sends a request and returns its response:

@@ -76,3 +76,27 @@ func ExampleMarshalJSON() {
 	// Output:
 	// {"0":"0800","7":"0314150926","11":"000001","41":"TERM0001","70":"001"}
 }
+
+// A dialect file's "messages" object adds fixed fields to requests and names fields they
+// must carry. A Client does this to every request it sends; PrepareRequest shows the result.
+func ExampleDialect_PrepareRequest() {
+	d, err := iso8583.LoadDialect("dialects/pos-conditions.json")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	signOn, _ := iso8583.NetworkManagement{Code: iso8583.NMSignOn, STAN: 1,
+		TransmissionTime: time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC), TerminalID: "TERM0001"}.Message()
+	wire, err := d.PrepareRequest(signOn)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	js, _ := iso8583.MarshalJSON(wire)
+	fmt.Println(string(js)) // 24 added; 25, which the file sets on "*", is forbidden in an 0800
+	wire.Field(25, "00")
+	fmt.Println(d.CheckRequest(wire))
+	// Output:
+	// {"0":"0800","7":"0314150926","11":"000001","24":"001","41":"TERM0001","70":"001"}
+	// iso8583: check field 25: field not allowed: dialect "posd ISO 8583:1987 ASCII, POS condition and NII on every request" forbids it in an 0800
+}

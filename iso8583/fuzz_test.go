@@ -79,6 +79,16 @@ func FuzzParseDialect(f *testing.F) {
 	f.Add([]byte(`{"fields": {"0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
 		"1": {"type": "Bitmap", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
 		"55": {"type": "Binary", "length": 999, "enc": "HexToASCII", "prefix": "ASCII.LLL", "prefix_unit": "characters"}}}`))
+	if pc, err := os.ReadFile(posConditionsFile); err == nil {
+		f.Add(pc)
+	}
+	f.Add([]byte(`{"messages": {"*": {"set": {"25": "00", "53": "0102030405060708"}, "mandatory": [25]},
+		"0800": {"forbidden": [25]}, "0221": {"set": {"43": "SHOP"}}},
+		"fields": {"0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
+		"1": {"type": "Bitmap", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
+		"25": {"type": "Numeric", "length": 2, "enc": "BCD", "prefix": "BCD.Fixed"},
+		"43": {"type": "String", "length": 40, "enc": "ASCII", "prefix": "ASCII.Fixed", "padding": {"type": "Right", "pad": " "}},
+		"53": {"type": "Binary", "length": 8, "enc": "HexToASCII", "prefix": "ASCII.Fixed"}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := iso8583.ParseDialect(data)
 		if err != nil {
@@ -94,6 +104,29 @@ func FuzzParseDialect(f *testing.F) {
 		}
 		if _, err := iso8583.Unpack(d.Spec, b); err != nil {
 			t.Fatalf("an MTI alone does not unpack: %v", err)
+		}
+		// The fixed values were checked by packing them: a request they complete packs
+		// and reads back, and the request given is not changed.
+		for _, mti := range []string{"0200", "0221", "0800"} {
+			m := newMsgOn(t, d.Spec, mti)
+			p, err := d.PrepareRequest(m)
+			if err != nil {
+				continue // a mandatory field no fixed value supplies
+			}
+			if len(m.GetFields()) != 1 {
+				t.Fatalf("%s: PrepareRequest changed its argument", mti)
+			}
+			b, err := iso8583.Pack(p)
+			if err != nil {
+				t.Fatalf("%s with the fixed values does not pack: %v", mti, err)
+			}
+			back, err := iso8583.Unpack(d.Spec, b)
+			if err != nil {
+				t.Fatalf("%s with the fixed values does not unpack: %v", mti, err)
+			}
+			if err := d.CheckRequest(back); err != nil {
+				t.Fatalf("%s read back breaks the rules it was made to: %v", mti, err)
+			}
 		}
 	})
 }

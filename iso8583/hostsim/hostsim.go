@@ -21,6 +21,11 @@
 // request's PAN. Any other pairing, or a variant the host has no BDK for, is a format error
 // (30); a block that does not hold the card's PIN is 55.
 //
+// Every request is first checked against the message rules of Options.Dialect (the
+// "mandatory" and "forbidden" fields its file's "messages" object gives each MTI, see
+// iso8583.ParseDialect): one that breaks them gets 30, its log line names the field, and
+// nothing is decided or recorded.
+//
 // An 0100 or 0200 is decided in this order: a malformed request gets 30; an unknown,
 // blocked or Luhn-invalid card 14; an expiry in the past (a card is valid through the end
 // of its month) or different from the table's 54; a PIN block that does not decrypt to the
@@ -176,7 +181,11 @@ type Options struct {
 	AESPINKeyType dukpt.KeyType
 	// Cards is the card table. Default (nil): DefaultCards().
 	Cards []Card
-	// Dialect supplies Spec and Framer when those are nil. Default: the default dialect.
+	// Dialect supplies Spec and Framer when those are nil. Its message rules (the
+	// "mandatory" and "forbidden" fields of its file's "messages" object) are checked on
+	// every request, as a real acquirer of that dialect would: a request that breaks them
+	// gets 30 (format error) and a log line naming the field. Default: the default
+	// dialect, which has no message rules.
 	Dialect *iso8583.Dialect
 	// Spec is the dialect's message spec. Default: Dialect's, else iso8583's default.
 	Spec *iso8583.MessageSpec
@@ -291,6 +300,7 @@ type charge struct {
 type Server struct {
 	opts        Options
 	spec        *iso8583.MessageSpec
+	dialect     *iso8583.Dialect // for its message rules; nil: none
 	framer      iso8583.Framer
 	writeFramer iso8583.Framer
 	now         func() time.Time
@@ -367,6 +377,7 @@ func NewServer(opts Options) (*Server, error) {
 		s.cards[c.PAN] = &c
 	}
 	if d := opts.Dialect; d != nil {
+		s.dialect = d
 		if s.spec == nil {
 			s.spec = d.Spec
 		}
@@ -572,24 +583,33 @@ func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
 	resp := moov.NewMessage(s.spec)
 	resp.MTI(respMTI)
 	echo := []int{3, 4, 7, 11, 12, 13, 41, 42, 49}
-	var d decision
+	var decide func(*iso8583.Message) decision
 	switch mti {
 	case iso8583.MTIAuthorizationRequest, iso8583.MTIFinancialRequest:
-		d = s.authorize(req)
+		decide = s.authorize
 	case iso8583.MTIAdvice, iso8583.MTIAdviceRepeat:
-		d = s.advice(req)
+		decide = s.advice
 		echo = append(echo, 38)
 	case iso8583.MTIReversalRequest, iso8583.MTIReversalRequestRepeat, iso8583.MTIReversalAdvice, iso8583.MTIReversalAdviceRepeat:
-		d = s.reverse(req)
+		decide = s.reverse
 		echo = append(echo, 90)
 	case iso8583.MTIReconciliationRequest:
-		d = s.reconcile(req)
+		decide = s.reconcile
 		echo = []int{7, 11, 41, 42, 50, 60}
 	case iso8583.MTINetworkManagementRequest:
-		d = s.network(req)
+		decide = s.network
 		echo = []int{7, 11, 41, 70}
 	default:
-		d.rc = iso8583.RCInvalidTxn // not simulated
+		decide = func(*iso8583.Message) decision { return decision{rc: iso8583.RCInvalidTxn} } // not simulated
+	}
+	var d decision
+	if err := s.dialect.CheckRequest(req); err != nil {
+		// The dialect's own rules, checked like a real acquirer of the dialect would:
+		// nothing is decided or recorded.
+		s.logf("hostsim: format error: %v", err)
+		d.rc = iso8583.RCFormatError
+	} else {
+		d = decide(req)
 	}
 	for _, id := range echo {
 		if v, err := req.GetString(id); err == nil && v != "" {
