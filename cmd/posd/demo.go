@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/money"
@@ -29,10 +31,13 @@ import (
 	"github.com/posd-dev/posd/terminal/ptypair"
 )
 
-// The demo's keys are the public ANSI X9.24-1 test keys: never use them for real cards.
+// The demo's keys are the public test keys of ANSI X9.24-1 (TDES) and of the ANSI
+// X9.24-3-2017 supplement (AES-128): never use them for real cards.
 const (
-	demoBDK = "0123456789ABCDEFFEDCBA9876543210"
-	demoKSN = "FFFF9876543210E00000"
+	demoBDK    = "0123456789ABCDEFFEDCBA9876543210"
+	demoKSN    = "FFFF9876543210E00000"
+	demoAESBDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
+	demoAESKSN = "FFFF9876543210E000000000"
 )
 
 // demoSale is one scripted sale and the outcome the demo expects.
@@ -90,14 +95,19 @@ func (l lineWriter) Write(p []byte) (int, error) {
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("posd demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	acqAddr := fs.String("acquirer", "", "send the demo's traffic to this acquirer (HOST:PORT) instead of the built-in simulator; it must use the ANSI test BDK")
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("posd demo", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	acqAddr := flags.String("acquirer", "", "send the demo's traffic to this acquirer (HOST:PORT) instead of the built-in simulator; it must use the ANSI test BDK")
+	kind := flags.String("dukpt", DUKPTTDES, "the simulated pad's PIN key: tdes (ISO 9564 format 0 in an 8-byte field 52) or\naes (AES-128 DUKPT, format 4 in the 16-byte field 52 of the shipped dialect aes-pin.json)")
+	if err := flags.Parse(args); err != nil {
 		return errUsage
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "posd demo: unexpected argument %q\n", fs.Arg(0))
+	if flags.NArg() != 0 {
+		fmt.Fprintf(stderr, "posd demo: unexpected argument %q\n", flags.Arg(0))
+		return errUsage
+	}
+	if *kind != DUKPTTDES && *kind != DUKPTAES {
+		fmt.Fprintf(stderr, "posd demo: --dukpt %q is not tdes or aes\n", *kind)
 		return errUsage
 	}
 	mu := new(sync.Mutex)
@@ -123,7 +133,16 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for _, s := range sales {
 		events = append(events, s.events...)
 	}
-	pad, err := padsim.New(&padsim.Script{Events: events}, &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf})
+	padOpts := &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf}
+	aesBDK, _ := hex.DecodeString(demoAESBDK)
+	if *kind == DUKPTAES {
+		aesKSN, err := dukpt.ParseAESKSN(demoAESKSN)
+		if err != nil {
+			return err
+		}
+		padOpts.BDK, padOpts.KeyType, padOpts.AESKSN = aesBDK, dukpt.KeyAES128, aesKSN
+	}
+	pad, err := padsim.New(&padsim.Script{Events: events}, padOpts)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -136,10 +155,35 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	go func() { padDone <- pad.Serve(ctx, padPort) }()
 	say.printf("PIN pad simulator on %s, posd's end of the line is %s", pair.B, pair.A)
 
+	dir, err := os.MkdirTemp("", "posd-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	// The acquirer's dialect: posd's default, or for AES PIN blocks the shipped dialect
+	// whose field 52 takes 16 bytes, written where posd's config can name it.
+	var dialect *iso8583.Dialect
+	dialectPath := ""
+	if *kind == DUKPTAES {
+		data, err := fs.ReadFile(iso8583.ShippedDialects(), "dialects/aes-pin.json")
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		if dialect, err = iso8583.ParseDialect(data); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		dialectPath = filepath.Join(dir, "aes-pin.json")
+		if err := os.WriteFile(dialectPath, data, 0o600); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		say.printf("AES DUKPT: the pad sends ISO 9564 format 4 PIN blocks; acquirer dialect %s", dialect.Name)
+	}
+
 	// The acquirer.
 	var host *hostsim.Server
 	if *acqAddr == "" {
-		host, err = hostsim.NewServer(hostsim.Options{BDK: bdk, Logf: out("acquirer-sim").printf})
+		host, err = hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: dialect, Logf: out("acquirer-sim").printf})
 		if err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
@@ -154,17 +198,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		say.printf("using the external acquirer at %s", *acqAddr)
 	}
 
-	dir, err := os.MkdirTemp("", "posd-demo-")
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	defer os.RemoveAll(dir)
 	cfg := &Config{
 		Version:  ConfigVersion,
 		Terminal: TerminalConfig{ID: "DEMO0001", MerchantID: "000000000000001", MerchantName: "POSD DEMO SHOP", Currency: "EUR"},
 		API:      APIConfig{Listen: "127.0.0.1:0"},
-		PINPad:   PINPadConfig{Port: pair.A},
-		Acquirer: AcquirerConfig{Address: *acqAddr, ResponseTimeout: Duration(15 * time.Second)},
+		PINPad:   PINPadConfig{Port: pair.A, DUKPT: *kind},
+		Acquirer: AcquirerConfig{Address: *acqAddr, ResponseTimeout: Duration(15 * time.Second), Dialect: dialectPath},
 		Store:    StoreConfig{Path: filepath.Join(dir, "posd.db")},
 	}
 	if err := cfg.fill(); err != nil {

@@ -39,6 +39,41 @@ func TestDemo(t *testing.T) {
 	assertNoCardData(t, out, demoPINBlocks(t))
 }
 
+// TestDemoAES runs `posd demo --dukpt aes`: the pad sends format 4 blocks with 24-digit
+// KSNs in the shipped aes-pin dialect, the host decrypts them (an approval, and 55 for the
+// wrong PIN), and nothing of the card is printed.
+func TestDemoAES(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo runs real ptys and TCP; skipped with -short")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"demo", "--dukpt", "aes"}, &stdout, &stderr)
+	out := stdout.String() + stderr.String()
+	if code != 0 {
+		t.Fatalf("posd demo --dukpt aes exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{
+		"Success approved",
+		"Failure (WrongPIN)",
+		"52 PIN data, ISO 9564 format 4 (16 bytes)     [hidden]",
+		"all 3 sales ended as expected",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if ksns := regexp.MustCompile(`62 reserved, private \(KSN\) +[0-9A-F]{24}\n`).FindAllString(out, -1); len(ksns) != 2 {
+		t.Errorf("%d AES KSNs (24 hex digits) in field 62, want 2:\n%s", len(ksns), out)
+	}
+	assertNoCardData(t, out, nil)
+
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"demo", "--dukpt", "des"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `--dukpt "des"`) {
+		t.Errorf("--dukpt des: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
 // demoPINBlocks computes the encrypted PIN blocks the demo's simulated pad produces, so
 // that the test can prove none of them was printed.
 func demoPINBlocks(t *testing.T) []string {
