@@ -57,6 +57,11 @@ type DeviceStatus struct {
 	// lines (a pseudo-terminal, or a cable without them), otherwise the state
 	// of CTS and DSR when it connected.
 	ModemLines string `json:"modem_lines,omitempty"`
+	// LastSeen is when the device last answered: when it (re)connected, a
+	// command it answered (even with an error status), or an idle
+	// heartbeat it answered. A technician reads in it how long a pad has
+	// been quiet. Zero before the first connection.
+	LastSeen time.Time `json:"last_seen,omitzero"`
 }
 
 // String returns a one-line summary.
@@ -82,6 +87,19 @@ type DeviceOptions struct {
 	// ProbeTimeout bounds one connection attempt, opening the port and the
 	// device's answer included. Default 5s.
 	ProbeTimeout time.Duration
+	// Heartbeat is how long the link may stay idle (no command in progress,
+	// none started or finished since) before the device is asked a harmless
+	// question to check that it still answers; a device whose port stays
+	// open while the device itself is gone (a pad without power on an
+	// RS-232 line) is otherwise only noticed at the next sale. A device
+	// that does not answer is marked down and reconnected, as when a
+	// command finds it so, and LastError says that the heartbeat got no
+	// answer. The question never overlaps a command: the heartbeat skips
+	// its turn while one runs, and a command that starts during the
+	// question waits for its end (see PadDevice). Default 30s; negative
+	// disables it. A device with no harmless question to ask (the
+	// magnetic stripe reader, which only listens) has no heartbeat.
+	Heartbeat time.Duration
 	// Logger receives a line when the link goes down and when it comes
 	// back. Default: discard.
 	Logger *slog.Logger
@@ -102,6 +120,9 @@ func (o DeviceOptions) withDefaults() DeviceOptions {
 	}
 	if o.ProbeTimeout <= 0 {
 		o.ProbeTimeout = 5 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -133,13 +154,23 @@ type connected[L link] struct {
 	modemLines string
 }
 
+// prober asks the device on l a harmless question, for the heartbeat. It
+// reports answered when the device answered (even with an error status), and
+// a non-nil fault when the link is gone (the device did not take the
+// question on any try); neither means the turn told nothing (the link was
+// busy, or the supervisor is closing) and the link stays as it is. It must
+// return within a bounded time on its own (its ctx ends only at close).
+type prober[L link] func(ctx context.Context, l L) (answered bool, fault error)
+
 // supervisor keeps one link to a device up: it connects, watches the link,
 // and reconnects with backoff when the link dies or a user reports it
-// broken. It is safe for concurrent use.
+// broken. With a prober it also checks an idle link with a heartbeat. It is
+// safe for concurrent use.
 type supervisor[L link] struct {
-	opts DeviceOptions
-	log  *slog.Logger
-	dial func(ctx context.Context) (connected[L], error)
+	opts  DeviceOptions
+	log   *slog.Logger
+	dial  func(ctx context.Context) (connected[L], error)
+	probe prober[L] // nil: no heartbeat
 
 	mu     sync.Mutex
 	cur    L
@@ -148,6 +179,12 @@ type supervisor[L link] struct {
 	status DeviceStatus
 	broken chan struct{} // capacity 1: the current link was reported broken
 
+	// The heartbeat's view of cur; reset by each connection.
+	active  int           // commands in progress (begin without end)
+	lastUse time.Time     // when a command or probe last started or ended
+	probing chan struct{} // non-nil while a probe runs; closed when it ends
+	held    bool          // cur was handed out (hold): no probe until the next begin
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -155,11 +192,13 @@ type supervisor[L link] struct {
 	once   sync.Once
 }
 
-func newSupervisor[L link](name, port string, opts DeviceOptions, dial func(ctx context.Context) (connected[L], error)) *supervisor[L] {
+// newSupervisor starts keeping the link of dial up. probe may be nil: no
+// heartbeat.
+func newSupervisor[L link](name, port string, opts DeviceOptions, dial func(ctx context.Context) (connected[L], error), probe prober[L]) *supervisor[L] {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &supervisor[L]{
-		opts: opts, log: opts.Logger.With("device", name, "port", port), dial: dial,
+		opts: opts, log: opts.Logger.With("device", name, "port", port), dial: dial, probe: probe,
 		status: DeviceStatus{Name: name, Port: port, State: DeviceReconnecting, Since: time.Now()},
 		broken: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), ready: make(chan struct{}),
@@ -175,19 +214,11 @@ func (s *supervisor[L]) run() {
 		if !ok {
 			return
 		}
-		var why string
-		select {
-		case <-l.Done():
-			why = "link lost: " + errText(l.Err())
-		case <-s.broken:
-			s.mu.Lock()
-			why = s.status.LastError
-			s.mu.Unlock()
-		case <-s.ctx.Done():
-			l.Close()
+		why, closing := s.watch(l)
+		l.Close()
+		if closing {
 			return
 		}
-		l.Close()
 		s.mu.Lock()
 		s.up = false
 		if s.status.State == DeviceConnected {
@@ -197,6 +228,77 @@ func (s *supervisor[L]) run() {
 		s.mu.Unlock()
 		s.log.Warn("device link down; reconnecting", "reason", why)
 	}
+}
+
+// watch waits until l dies, is reported broken or the supervisor closes
+// (closing), and meanwhile runs the heartbeat. why is the reason the link is
+// down.
+func (s *supervisor[L]) watch(l L) (why string, closing bool) {
+	var (
+		tick  <-chan time.Time // nil without a heartbeat: never ready
+		timer *time.Timer
+	)
+	if s.probe != nil && s.opts.Heartbeat > 0 {
+		timer = time.NewTimer(s.opts.Heartbeat)
+		defer timer.Stop()
+		tick = timer.C
+	}
+	for {
+		select {
+		case <-l.Done():
+			return "link lost: " + errText(l.Err()), false
+		case <-s.broken:
+			return s.brokenReason(), false
+		case <-s.ctx.Done():
+			return "", true
+		case <-tick:
+			timer.Reset(s.heartbeat(l))
+		}
+	}
+}
+
+// brokenReason is why the link was reported broken.
+func (s *supervisor[L]) brokenReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.LastError
+}
+
+// heartbeat probes l if it has been idle for the heartbeat interval, and
+// returns how long to wait before the next turn. A turn is skipped while a
+// command runs or l is held; the probe is marked in probing, under the same
+// lock that begin takes, so that a command and a probe never overlap. A probe
+// that finds the link gone reports it as report does.
+func (s *supervisor[L]) heartbeat(l L) time.Duration {
+	every := s.opts.Heartbeat
+	s.mu.Lock()
+	if !s.up || any(s.cur) != any(l) || s.active > 0 || s.held {
+		s.mu.Unlock()
+		return every
+	}
+	if idle := time.Since(s.lastUse); idle < every {
+		s.mu.Unlock()
+		return every - idle
+	}
+	probing := make(chan struct{})
+	s.probing = probing
+	s.mu.Unlock()
+
+	answered, fault := s.probe(s.ctx, l)
+
+	s.mu.Lock()
+	s.probing = nil
+	close(probing)
+	now := time.Now()
+	s.lastUse = now
+	if answered && s.up && any(s.cur) == any(l) {
+		s.status.LastSeen = now
+	}
+	s.mu.Unlock()
+	if fault != nil && s.ctx.Err() == nil {
+		s.report(l, fmt.Errorf("heartbeat got no answer: %w", fault))
+	}
+	return every
 }
 
 // connect tries until it connects (true) or the supervisor is closed.
@@ -214,9 +316,11 @@ func (s *supervisor[L]) connect() (L, bool) {
 			if s.everUp {
 				s.status.Reconnects++
 			}
+			now := time.Now()
 			s.cur, s.up, s.everUp = c.link, true, true
-			s.status.State, s.status.Since, s.status.LastError, s.status.Attempts = DeviceConnected, time.Now(), "", 0
-			s.status.Info, s.status.ModemLines = c.info, c.modemLines
+			s.active, s.lastUse, s.held = 0, now, false
+			s.status.State, s.status.Since, s.status.LastError, s.status.Attempts = DeviceConnected, now, "", 0
+			s.status.Info, s.status.ModemLines, s.status.LastSeen = c.info, c.modemLines, now
 			s.mu.Unlock()
 			s.once.Do(func() { close(s.ready) })
 			s.log.Info("device connected", "info", c.info, "modem_lines", c.modemLines)
@@ -253,16 +357,69 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// get returns the current link, or an error wrapping ErrDeviceUnavailable
-// that says since when and why the device is not there.
-func (s *supervisor[L]) get() (L, error) {
+// begin returns the current link for a command and counts the command as in
+// progress until end, so that the heartbeat skips its turns meanwhile. When a
+// heartbeat probe is running it first waits for the probe's end (a probe is
+// bounded by the link's own timeouts: for the PIN pad, a fraction of a second
+// when the pad answers). When the link is down, which it also is after a
+// probe that found the device gone, it fails with an error wrapping
+// ErrDeviceUnavailable that says since when and why.
+func (s *supervisor[L]) begin() (L, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.up {
-		return s.cur, nil
+	s.waitProbe()
+	if !s.up {
+		var zero L
+		return zero, s.unavailable()
 	}
-	var zero L
-	return zero, s.unavailable()
+	s.active++
+	s.held = false
+	s.lastUse = time.Now()
+	return s.cur, nil
+}
+
+// end ends a command begun on l; answered says whether the device answered
+// it (even with an error status), which sets LastSeen. A command on a link
+// that has been replaced meanwhile changes nothing.
+func (s *supervisor[L]) end(l L, answered bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if any(s.cur) != any(l) || s.active == 0 {
+		return
+	}
+	s.active--
+	s.lastUse = time.Now()
+	if answered && s.up {
+		s.status.LastSeen = s.lastUse
+	}
+}
+
+// hold returns the current link for a user that runs commands on it
+// directly (the firmware transfer), after any probe in progress: the
+// heartbeat then leaves that link alone until the next begin or a
+// reconnection, since it cannot see when such commands run.
+func (s *supervisor[L]) hold() (L, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waitProbe()
+	if !s.up {
+		var zero L
+		return zero, s.unavailable()
+	}
+	s.held = true
+	return s.cur, nil
+}
+
+// waitProbe waits, with s.mu held on entry and on return, until no probe is
+// running. A probe ends on its own within the link's timeouts, and at once
+// when the supervisor closes.
+func (s *supervisor[L]) waitProbe() {
+	for s.probing != nil {
+		p := s.probing
+		s.mu.Unlock()
+		<-p
+		s.mu.Lock()
+	}
 }
 
 // unavailable builds the error for a device that is not connected; the

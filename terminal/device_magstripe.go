@@ -20,7 +20,8 @@ type MagstripeDeviceOptions struct {
 	Reader magstripe.Options
 	// Open opens one connection. Default: magstripe.Open(Path, &Reader).
 	Open func(ctx context.Context) (*magstripe.Reader, error)
-	// Device sets backoff, failure threshold, probe timeout and logger.
+	// Device sets backoff, failure threshold, probe timeout and logger. Its
+	// Heartbeat is not used: see MagstripeDevice.
 	Device DeviceOptions
 }
 
@@ -29,6 +30,11 @@ type MagstripeDeviceOptions struct {
 // and a ReadCard made meanwhile fails at once with an error wrapping
 // ErrDeviceUnavailable. It implements CardReader. It is safe for concurrent
 // use; one ReadCard at a time gets the swipe.
+//
+// It has no heartbeat: these readers only send swipes and answer nothing
+// (magstripe.Reader does not even write to its port), so a reader that loses
+// power behind a port that stays open is noticed only as a customer whose
+// swipe does not arrive. LastSeen is the connection or the last swipe.
 type MagstripeDevice struct {
 	sup *supervisor[*magstripe.Reader]
 }
@@ -51,7 +57,7 @@ func OpenMagstripeDevice(opts MagstripeDeviceOptions) (*MagstripeDevice, error) 
 		}
 		return connected[*magstripe.Reader]{link: r}, nil
 	}
-	return &MagstripeDevice{sup: newSupervisor("card_reader", opts.Path, opts.Device, dial)}, nil
+	return &MagstripeDevice{sup: newSupervisor("card_reader", opts.Path, opts.Device, dial, nil)}, nil
 }
 
 // ReadCard implements CardReader: it waits for a swipe made after the call
@@ -60,11 +66,12 @@ func OpenMagstripeDevice(opts MagstripeDeviceOptions) (*MagstripeDevice, error) 
 // deadline, ErrDeviceTimeout; a reader that is not connected, or whose port
 // fails meanwhile, ErrDeviceUnavailable.
 func (d *MagstripeDevice) ReadCard(ctx context.Context, amount money.Amount) (track1, track2 string, err error) {
-	r, err := d.sup.get()
+	r, err := d.sup.begin()
 	if err != nil {
 		return "", "", err
 	}
 	track1, track2, err = r.ReadCard(ctx, amount)
+	d.sup.end(r, err == nil || errors.Is(err, magstripe.ErrUnreadable) || errors.Is(err, magstripe.ErrFormat))
 	switch {
 	case err == nil:
 		return track1, track2, nil

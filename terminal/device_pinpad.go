@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/posd-dev/posd/terminal/abecs"
 )
@@ -24,7 +25,8 @@ type PadDeviceOptions struct {
 	// Open opens the port for one connection attempt. Default: open Path at
 	// Baud with abecs.OpenSerial. Tests use it to reconnect to another pty.
 	Open func(ctx context.Context) (io.ReadWriteCloser, error)
-	// Device sets backoff, failure threshold, probe timeout and logger.
+	// Device sets backoff, failure threshold, probe timeout, heartbeat and
+	// logger.
 	Device DeviceOptions
 }
 
@@ -33,11 +35,25 @@ type PadDeviceOptions struct {
 // port fails (a pulled cable: EIO, a closed port) or a command finds the pad
 // deaf (no ACK after every try), it closes the port and reconnects with
 // backoff. Commands made meanwhile fail at once with an error wrapping
-// ErrDeviceUnavailable that says since when and why; nothing else waits.
+// ErrDeviceUnavailable that says since when and why; nothing else waits
+// (but for the heartbeat's one exchange, below).
 //
-// A pad that goes silent while idle is noticed at the next command, a port
-// that fails at once. Use it through NewPINPadDevice. A PadDevice is safe for
-// concurrent use.
+// A port that fails is noticed at once. A pad that goes silent while its port
+// stays open (power lost on an RS-232 line) is noticed by the heartbeat
+// (DeviceOptions.Heartbeat, default every 30s of idle link): the pad is asked
+// GIN, which changes nothing on it, and a pad that does not take it on any
+// try is reconnected with LastError "heartbeat got no answer". The heartbeat
+// never overlaps a command: it skips its turn while one runs through a
+// PINPad, and a command that starts while the heartbeat's GIN is on the line
+// waits for it rather than failing with abecs.ErrBusy. That wait is one GIN
+// exchange when the pad answers (about 60ms at 19200 baud), about a second
+// more when it accepts GIN but does not answer, and the link's ACK timeout
+// times its tries when the pad is gone; the command then fails at once with
+// ErrDeviceUnavailable, which it would have found itself in that time.
+// (Cancelling the GIN instead would not be quicker: the client still waits
+// for the pad's EOT to its CAN.)
+//
+// Use it through NewPINPadDevice. A PadDevice is safe for concurrent use.
 type PadDevice struct {
 	sup *supervisor[*abecs.Client]
 }
@@ -77,7 +93,51 @@ func OpenPadDevice(opts PadDeviceOptions) (*PadDevice, error) {
 		}
 		return connected[*abecs.Client]{link: c, info: info, modemLines: lines}, nil
 	}
-	return &PadDevice{sup: newSupervisor("pinpad", opts.Path, opts.Device, dial)}, nil
+	return &PadDevice{sup: newSupervisor("pinpad", opts.Path, opts.Device, dial, padProbe(linkOpts))}, nil
+}
+
+// heartbeatWait bounds the wait for the pad's answer to the heartbeat's GIN
+// once the pad has accepted it: a pad that is there answers at once (100
+// bytes, about 60ms at 19200 baud). It bounds what a sale starting meanwhile
+// waits.
+const heartbeatWait = time.Second
+
+// padProbe returns the heartbeat's question to the pad: GIN with acquirer
+// index 00, what the pad is (the connection asks it too). GIN reads and
+// changes nothing: no display, no session, no card or chip state, so it is
+// harmless even between a sale's GOC and FNC while the acquirer is asked.
+// OPN would be a few bytes shorter but (re)opens the pad's session, which a
+// pad may refuse or reset in the middle of a transaction; DSP and CLO change
+// the display. The probe is bounded by the link's own timers (ACK timeout
+// times tries for a pad that is gone, then heartbeatWait for the answer), not
+// by a context deadline: a deadline shorter than the tries would turn "no
+// ACK" into a context error that proves nothing.
+func padProbe(link abecs.Options) prober[*abecs.Client] {
+	wait := heartbeatWait
+	if link.ResponseTimeout > 0 && link.ResponseTimeout < wait {
+		wait = link.ResponseTimeout
+	}
+	gin := abecs.Command{ID: abecs.CmdInfo, Blocks: [][]byte{abecs.AppendInfoRequest(nil)}}
+	return func(ctx context.Context, c *abecs.Client) (bool, error) {
+		_, err := c.Do(ctx, gin, wait)
+		switch {
+		case padAnswered(err):
+			return true, nil
+		case isLinkFault(err):
+			return false, err
+		}
+		// abecs.ErrBusy (someone else's command on a held link), a pad that
+		// took GIN but answered late or garbled, or Close: this turn tells
+		// nothing, and the next command or turn will.
+		return false, nil
+	}
+}
+
+// padAnswered reports whether err (of a command) means the pad answered it:
+// no error, or an ABECS error status.
+func padAnswered(err error) bool {
+	var se *abecs.StatusError
+	return err == nil || errors.As(err, &se)
 }
 
 // modemLines describes the modem status lines of port when it is a serial
@@ -119,11 +179,18 @@ func (d *PadDevice) Close() error {
 	return nil
 }
 
-// client returns the pad's client, or an error wrapping ErrDeviceUnavailable.
-func (d *PadDevice) client() (*abecs.Client, error) {
-	return d.sup.get()
-}
+// begin returns the pad's client for one command, or an error wrapping
+// ErrDeviceUnavailable; the heartbeat leaves the pad alone until end. It
+// waits for a heartbeat probe in progress.
+func (d *PadDevice) begin() (*abecs.Client, error) { return d.sup.begin() }
 
-// Link returns the pad's current link, for what goes around the sale: the firmware
-// transfer (firmware.PadLink). It fails with ErrDeviceUnavailable while reconnecting.
-func (d *PadDevice) Link() (*abecs.Client, error) { return d.client() }
+// end ends the command begun on c, which returned err.
+func (d *PadDevice) end(c *abecs.Client, err error) { d.sup.end(c, padAnswered(err)) }
+
+// Link returns the pad's current link, for what goes around the sale: the
+// firmware transfer (firmware.PadLink). It fails with ErrDeviceUnavailable
+// while reconnecting. It waits for a heartbeat probe in progress, and the
+// heartbeat then leaves that link alone (its commands bypass the PINPad, so
+// the heartbeat cannot see when they run) until the next command through a
+// PINPad or a reconnection.
+func (d *PadDevice) Link() (*abecs.Client, error) { return d.sup.hold() }

@@ -114,11 +114,23 @@ const devPlug = `{"fault":{"kind":"noise","hex":"00"}},{"delay":"1ms"},{"fault":
 // a test can move it to another pty pair.
 func devDevice(t *testing.T, path func() string, link abecs.Options) *terminal.PadDevice {
 	t.Helper()
+	open := func(context.Context) (io.ReadWriteCloser, error) { return abecs.OpenSerial(path(), 0) }
+	return devDeviceWith(t, open, link, devDeviceOpts())
+}
+
+// devDeviceOpts: quick reconnection for the tests.
+func devDeviceOpts() terminal.DeviceOptions {
+	return terminal.DeviceOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, ProbeTimeout: 2 * time.Second}
+}
+
+// devDeviceWith returns a connected PadDevice over the ports open opens.
+func devDeviceWith(t *testing.T, open func(context.Context) (io.ReadWriteCloser, error), link abecs.Options, opts terminal.DeviceOptions) *terminal.PadDevice {
+	t.Helper()
 	dev, err := terminal.OpenPadDevice(terminal.PadDeviceOptions{
 		Path:   "test-pty",
 		Link:   link,
-		Open:   func(context.Context) (io.ReadWriteCloser, error) { return abecs.OpenSerial(path(), 0) },
-		Device: terminal.DeviceOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, ProbeTimeout: 2 * time.Second},
+		Open:   open,
+		Device: opts,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -68,18 +68,22 @@ func (p *PINPad) Status() DeviceStatus {
 	return st
 }
 
-// run runs f on the pad's client. A link fault (port failed, pad deaf)
-// is reported to the PadDevice, which reconnects, and comes back wrapped in
-// ErrDeviceUnavailable.
+// run runs f on the pad's client. On a PadDevice the command is counted as
+// in progress, so that the heartbeat never overlaps it. A link fault (port
+// failed, pad deaf) is reported to the PadDevice, which reconnects, and comes
+// back wrapped in ErrDeviceUnavailable.
 func (p *PINPad) run(f func(c *abecs.Client) error) error {
 	c := p.fixed
 	if p.dev != nil {
 		var err error
-		if c, err = p.dev.client(); err != nil {
+		if c, err = p.dev.begin(); err != nil {
 			return err
 		}
 	}
 	err := f(c)
+	if p.dev != nil {
+		p.dev.end(c, err)
+	}
 	if err != nil && isLinkFault(err) {
 		if p.dev != nil {
 			p.dev.sup.report(c, err)

@@ -89,6 +89,11 @@ type PINPadConfig struct {
 	// FailAfter is how long the pad may be away before its status turns from
 	// reconnecting to failed. Default 1m.
 	FailAfter Duration `json:"fail_after"`
+	// Heartbeat is how long the pad's link may stay idle before posd checks that the pad
+	// still answers (GIN, which changes nothing on the pad; never during a command): a pad
+	// that lost power behind a cable that is still there then shows as reconnecting, with
+	// "heartbeat got no answer", instead of at the next sale. "off" disables it. Default 30s.
+	Heartbeat DurationOrOff `json:"heartbeat"`
 }
 
 // ReaderConfig chooses the card reader.
@@ -239,6 +244,61 @@ func (d *Duration) UnmarshalJSON(data []byte) error {
 // MarshalJSON writes the duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// DurationOrOff is a Duration that may also be turned off: a positive Go duration string
+// ("30s") or "off". Absent, the key's default applies. A value that is neither is kept for
+// fill to report with its key.
+type DurationOrOff struct {
+	d   time.Duration // > 0: the duration; < 0: off; 0: absent
+	bad string        // the value as written, when it is not valid
+}
+
+// Duration returns the duration, negative when it is off (as terminal.DeviceOptions
+// takes it), or 0 when absent.
+func (d DurationOrOff) Duration() time.Duration { return d.d }
+
+// Off reports whether the value is "off".
+func (d DurationOrOff) Off() bool { return d.d < 0 }
+
+// UnmarshalJSON takes "off" or a positive duration string. Anything else is noted, and
+// check reports it naming the key.
+func (d *DurationOrOff) UnmarshalJSON(data []byte) error {
+	*d = DurationOrOff{}
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		d.bad = string(data)
+		return nil
+	}
+	if s == "off" {
+		d.d = -1
+		return nil
+	}
+	if v, err := time.ParseDuration(s); err == nil && v > 0 {
+		d.d = v
+		return nil
+	}
+	d.bad = strconv.Quote(s)
+	return nil
+}
+
+// MarshalJSON writes "off" or the duration string.
+func (d DurationOrOff) MarshalJSON() ([]byte, error) {
+	if d.Off() {
+		return json.Marshal("off")
+	}
+	return json.Marshal(d.d.String())
+}
+
+// check fills def when d is absent, and reports a bad value as a ConfigError for key.
+func (d *DurationOrOff) check(key string, def time.Duration) error {
+	if d.bad != "" {
+		return &ConfigError{key, fmt.Sprintf(`%s is neither a positive duration such as "30s" nor "off"`, d.bad)}
+	}
+	if d.d == 0 {
+		d.d = def
+	}
+	return nil
+}
+
 // ConfigError names the key that is wrong.
 type ConfigError struct {
 	Key    string
@@ -370,6 +430,9 @@ func (c *Config) fill() error {
 	}
 	if p.ReconnectMax < p.ReconnectMin {
 		return &ConfigError{"pinpad.reconnect_max", "must not be shorter than pinpad.reconnect_min"}
+	}
+	if err := p.Heartbeat.check("pinpad.heartbeat", 30*time.Second); err != nil {
+		return err
 	}
 	r := &c.Reader
 	switch r.Source {

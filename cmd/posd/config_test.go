@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -56,6 +57,11 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"missing store", edit(`"store": {"path": "/var/lib/posd/posd.db"}`, `"store": {}`), "store.path: required"},
 		{"non-loopback api", edit(`"version": 1,`, `"version": 1, "api": {"listen": "0.0.0.0:8765"},`), "api.listen"},
 		{"baud", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "baud": 1234`), "pinpad.baud"},
+		{"heartbeat word", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": "never"`), `pinpad.heartbeat: "never" is neither a positive duration`},
+		{"heartbeat zero", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": "0s"`), `pinpad.heartbeat: "0s" is neither`},
+		{"heartbeat negative", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": "-1s"`), `pinpad.heartbeat: "-1s" is neither`},
+		{"heartbeat number", edit(`"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": 30`), `pinpad.heartbeat: 30 is neither`},
+		{"reader heartbeat", edit(`"version": 1,`, `"version": 1, "card_reader": {"heartbeat": "30s"},`), "heartbeat: unknown key"}, // the serial reader only listens: no heartbeat
 		{"wrong type", edit(`"version": 1`, `"version": "1"`), "version: must be a JSON int"},
 		{"backend", edit(`"version": 1,`, `"version": 1, "hsm": {"backend": "soft"},`), `unknown backend "soft"`},
 		{"log level", edit(`"version": 1,`, `"version": 1, "log": {"level": "loud"},`), "log.level"},
@@ -86,6 +92,41 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 	var ce *ConfigError
 	if _, err := ParseConfig([]byte(edit(`"T0000001"`, `"T01"`))); !errors.As(err, &ce) || ce.Key != "terminal.id" {
 		t.Errorf("not a *ConfigError for terminal.id: %v", err)
+	}
+}
+
+func TestParseConfigPINPadHeartbeat(t *testing.T) {
+	for _, tc := range []struct {
+		value string // "" for absent
+		want  time.Duration
+		json  string
+	}{
+		{"", 30 * time.Second, `"30s"`},
+		{`"45s"`, 45 * time.Second, `"45s"`},
+		{`"1m30s"`, 90 * time.Second, `"1m30s"`},
+		{`"off"`, -1, `"off"`},
+	} {
+		cfg := goodConfig
+		if tc.value != "" {
+			cfg = strings.Replace(cfg, `"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": `+tc.value, 1)
+		}
+		c, err := ParseConfig([]byte(cfg))
+		if err != nil {
+			t.Errorf("%s: %v", tc.value, err)
+			continue
+		}
+		hb := c.PINPad.Heartbeat
+		if hb.Duration() != tc.want || hb.Off() != (tc.want < 0) {
+			t.Errorf("%s: heartbeat %v (off %v), want %v", tc.value, hb.Duration(), hb.Off(), tc.want)
+		}
+		if b, err := json.Marshal(hb); err != nil || string(b) != tc.json {
+			t.Errorf("%s: marshals as %s %v, want %s", tc.value, b, err, tc.json)
+		}
+	}
+	var ce *ConfigError
+	_, err := ParseConfig([]byte(strings.Replace(goodConfig, `"/dev/ttyUSB0"`, `"/dev/ttyUSB0", "heartbeat": "-1s"`, 1)))
+	if !errors.As(err, &ce) || ce.Key != "pinpad.heartbeat" || !strings.Contains(ce.Reason, `"off"`) {
+		t.Errorf("not a *ConfigError for pinpad.heartbeat that suggests \"off\": %v", err)
 	}
 }
 

@@ -88,7 +88,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if _, err := os.Stat(cfg.PINPad.Port); err != nil {
 		return nil, fmt.Errorf("PIN pad: %w", err)
 	}
-	d.pad, err = terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: cfg.PINPad.Port, Baud: cfg.PINPad.Baud, Device: devOpts,
+	padOpts := devOpts
+	padOpts.Heartbeat = cfg.PINPad.Heartbeat.Duration() // negative: off
+	d.pad, err = terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: cfg.PINPad.Port, Baud: cfg.PINPad.Baud, Device: padOpts,
 		Link: abecs.Options{ACKTimeout: time.Duration(cfg.PINPad.ACKTimeout), ResponseTimeout: time.Duration(cfg.PINPad.ResponseTimeout)}})
 	if err != nil {
 		return nil, fmt.Errorf("PIN pad: %w", err)

@@ -165,3 +165,39 @@ func TestFaultScriptErrors(t *testing.T) {
 		}
 	}
 }
+
+// A silent pad: the port stays open, nothing comes back (the host sees no
+// ACK), the script is not consumed, and the pad answers again once told.
+// A command accepted before the silence gets no response.
+func TestSetSilent(t *testing.T) {
+	r := newRig(t, `{"events":[{"delay":"300ms"},{"swipe":{"track2":"`+track2+`"}}]}`, rigOpts{clientOpts: shortOpts()})
+	errc := make(chan error, 1)
+	go func() { errc <- r.client.Display(context.Background(), "SLOW", "") }()
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(r.log.String(), "DSP: delay 300ms") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pad did not take DSP; log:\n%s", r.log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.pad.SetSilent(true)
+	if err := <-errc; !errors.Is(err, abecs.ErrNoResponse) {
+		t.Fatalf("DSP accepted before the silence: %v, want ErrNoResponse", err)
+	}
+	if err := r.client.Open(context.Background()); !errors.Is(err, abecs.ErrNoACK) {
+		t.Fatalf("Open while silent: %v, want ErrNoACK", err)
+	}
+	if n := r.pad.Remaining(); n != 1 {
+		t.Fatalf("%d script events left while silent, want 1", n)
+	}
+	r.pad.SetSilent(false)
+	cd, err := r.client.GetCard(context.Background(), abecs.CardRequest{Timeout: 2 * time.Second})
+	if err != nil || cd.Track2() != track2 {
+		t.Fatalf("GetCard after the silence: %v", err)
+	}
+	for _, want := range []string{"silent: the pad stops answering", "DSP: silent: response not sent", "silent no more"} {
+		if !strings.Contains(r.log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, r.log)
+		}
+	}
+}

@@ -64,6 +64,9 @@
 // and is left in place. An exhausted script answers 012 (timeout) so that
 // the host never waits forever.
 //
+// SetSilent(true) makes the pad stop answering without closing its port, as a
+// pad whose power is lost on an RS-232 line would, until SetSilent(false).
+//
 // Delay events at the head of the script are consumed by the next command of
 // any kind: the pad sleeps for them after the ACK, before it answers. Fault
 // events are consumed before the ACK (see Fault).
@@ -157,6 +160,7 @@ type Pad struct {
 	serial    string
 	now       func() time.Time
 	serving   atomic.Bool
+	silent    atomic.Bool
 	firmware  *Firmware
 
 	mu      sync.Mutex
@@ -307,6 +311,22 @@ func (p *Pad) Remaining() int {
 	return len(p.events)
 }
 
+// SetSilent makes the pad stop answering (true) or answer again (false).
+// While silent the pad keeps its port open and reads it, but sends nothing:
+// no ACK, NAK, EOT or response, so that the host sees a pad without power
+// behind a cable that is still there. A command already accepted when the
+// pad goes silent gets no response either. The script is not touched:
+// nothing is consumed while silent. Safe to call concurrently with Serve.
+func (p *Pad) SetSilent(silent bool) {
+	if p.silent.Swap(silent) != silent {
+		if silent {
+			p.logf("silent: the pad stops answering")
+		} else {
+			p.logf("silent no more: the pad answers again")
+		}
+	}
+}
+
 // Serve answers commands read from port until ctx is done (it returns
 // ctx.Err()) or reading or writing port fails. Reads that return
 // abecs.ErrTimeout are retried. An unplug fault makes the pad ignore the
@@ -375,6 +395,10 @@ func (p *Pad) serve(ctx context.Context, port io.ReadWriter, device bool) error 
 		ev, err := s.next(ctx)
 		if err != nil {
 			return err
+		}
+		if p.silent.Load() {
+			s.last = nil // a NAK afterwards has nothing to resend
+			continue
 		}
 		if err := s.handleLink(ctx, ev); err != nil {
 			return err
@@ -507,6 +531,11 @@ func (s *session) handleLink(ctx context.Context, ev abecs.Event) error {
 	if err != nil {
 		return fmt.Errorf("padsim: %s: encode response: %w", cmd.ID, err)
 	}
+	if s.pad.silent.Load() {
+		s.pad.logf("%s: silent: response not sent", cmd.ID)
+		s.last = nil
+		return nil
+	}
 	s.sends = 1
 	return s.sendLast()
 }
@@ -622,6 +651,9 @@ func (s *session) sleep(ctx context.Context, d time.Duration) (aborted bool, err
 		case err := <-s.readErr:
 			return false, fmt.Errorf("padsim: read: %w", err)
 		case ev := <-s.events:
+			if s.pad.silent.Load() {
+				continue // heard by nobody
+			}
 			switch ev.Kind {
 			case abecs.KindCAN:
 				s.pad.logf("CAN -> EOT (command abandoned)")
