@@ -152,6 +152,7 @@ func (c *client) status(w io.Writer) error {
 			Name, Port, State, LastError string
 			Since                        time.Time
 			Reconnects                   int
+			LastSeen                     time.Time `json:"last_seen"`
 		}
 	}
 	if err := c.get("/v1/status", &st); err != nil {
@@ -162,6 +163,9 @@ func (c *client) status(w io.Writer) error {
 		fmt.Fprintf(w, "  %-10s %-14s %s since %s", d.Name, d.Port, d.State, d.Since.Local().Format("2006-01-02 15:04:05"))
 		if d.Reconnects > 0 {
 			fmt.Fprintf(w, ", %d reconnects", d.Reconnects)
+		}
+		if !d.LastSeen.IsZero() {
+			fmt.Fprintf(w, ", last answered %s", d.LastSeen.Local().Format("15:04:05"))
 		}
 		if d.LastError != "" && d.State != "connected" {
 			fmt.Fprintf(w, " (%s)", d.LastError)

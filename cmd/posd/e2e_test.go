@@ -281,7 +281,7 @@ func TestEndToEnd(t *testing.T) {
 	posd.waitFor(t, "posd ready")
 	api := "--api=unix:" + sock
 
-	if code, out := c.run(t, "posctl", api, "status"); code != 0 || !strings.Contains(out, "POSD-E2E00001") {
+	if code, out := c.run(t, "posctl", api, "status"); code != 0 || !strings.Contains(out, "POSD-E2E00001") || !strings.Contains(out, "last answered") {
 		t.Fatalf("posctl status: %d %s", code, out)
 	}
 	checkBadRequests(t, sock)
