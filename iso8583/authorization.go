@@ -53,6 +53,15 @@ const (
 	RCSystemMalfunction = "96"
 )
 
+// Response codes of ISO 8583:1987 that approve with a condition: the host has approved (and
+// may hold the funds), but on terms a terminal must support to complete the sale.
+const (
+	RCHonourWithID    = "08" // honour with identification
+	RCPartialApproval = "10" // approved for a partial amount (field 4 of the response)
+	RCApprovedVIP     = "11" // approved (VIP)
+	RCApprovedTrack3  = "16" // approved, update track 3
+)
+
 // ResponseText returns a short English text for a response code, for logs and the
 // operator; "unknown response code" for codes it does not know.
 func ResponseText(code string) string {
@@ -69,6 +78,14 @@ func ResponseText(code string) string {
 		return "pick up card"
 	case "05":
 		return "do not honour"
+	case RCHonourWithID:
+		return "honour with identification"
+	case RCPartialApproval:
+		return "approved for a partial amount"
+	case RCApprovedVIP:
+		return "approved (VIP)"
+	case RCApprovedTrack3:
+		return "approved, update track 3"
 	case RCInvalidTxn:
 		return "invalid transaction"
 	case RCInvalidAmount:
@@ -436,6 +453,16 @@ func ParseAuthResponse(msg *Message) (AuthResponse, error) {
 // return false; a caller that does not support them must treat the transaction as declined
 // and reverse it, since the host may have approved.
 func (r AuthResponse) Approved() bool { return r.ResponseCode == RCApproved }
+
+// ApprovedWithCondition reports whether the host approved on a condition (08, 10, 11, 16):
+// not a decline, since the approval stands at the host until it is reversed.
+func (r AuthResponse) ApprovedWithCondition() bool {
+	switch r.ResponseCode {
+	case RCHonourWithID, RCPartialApproval, RCApprovedVIP, RCApprovedTrack3:
+		return true
+	}
+	return false
+}
 
 // String returns a one-line summary of the response.
 func (r AuthResponse) String() string {
