@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bdkHex := fs.String("bdk", testBDK, "TDES DUKPT base derivation key, 32 `HEX` digits.\nThe default is the PUBLIC ANSI X9.24-1 test key: for tests and demos only")
 	aesBDKHex := fs.String("aes-bdk", testAESBDK, "AES DUKPT base derivation key of format 4 PIN blocks, 32, 48 or 64 `HEX` digits; \"\" for none.\nThe default is the PUBLIC ANSI X9.24-3 test key: for tests and demos only")
 	aesPINKey := fs.String("aes-pin-key", "", "`TYPE` of the AES PIN encryption keys the PIN pads derive: aes128, aes192 or aes256\n(default: the type of --aes-bdk)")
-	cardsPath := fs.String("cards", "", "JSON `FILE` with the test cards: [{\"pan\", \"pin\", \"balance_minor\", \"expiry\" (YYMM), \"blocked\"}]\n(default: the built-in table of iso8583/hostsim.DefaultCards)")
+	cardsPath := fs.String("cards", "", "JSON `FILE` with the test cards: [{\"pan\", \"pin\", \"balance_minor\", \"expiry\" (YYMM), \"blocked\", \"partial_approval\"}]\n(default: the built-in table of iso8583/hostsim.DefaultCards)")
 	dialectPath := fs.String("dialect", "", "dialect `FILE` (moov-io JSON spec format, see iso8583.ParseDialect)\n(default: posd's ISO 8583:1987 ASCII dialect, 2-byte binary length)")
 	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")

@@ -29,10 +29,12 @@
 // An 0100 or 0200 is decided in this order: a malformed request gets 30; an unknown,
 // blocked or Luhn-invalid card 14; an expiry in the past (a card is valid through the end
 // of its month) or different from the table's 54; a PIN block that does not decrypt to the
-// card's PIN 55; an amount above the balance 51; anything else 00, with a 6-digit approval
-// code and a 12-digit retrieval reference number, and the amount taken from the balance (a
-// processing code 20xxxx, a refund, adds it instead). The response has the request MTI +
-// 10 and echoes fields 3, 4, 7, 11, 12, 13, 41, 42 and 49.
+// card's PIN 55; an amount above the balance 51, or for a card with PartialApproval and a
+// balance above 0, 10 with the balance in field 4 of the response, the balance taken and
+// charged; anything else 00, with a 6-digit approval code and a 12-digit retrieval
+// reference number, and the amount taken from the balance (a processing code 20xxxx, a
+// refund, adds it instead). The response has the request MTI + 10 and echoes fields 3, 4,
+// 7, 11, 12, 13, 41, 42 and 49.
 //
 // Each transaction is known by terminal id, STAN and local date and time (fields 41, 11,
 // 13 and 12; field 7 when 12 and 13 are absent). A duplicate or a repeat (0221) of one
@@ -47,7 +49,8 @@
 // An 0400, 0401, 0420 or 0421 is checked against the ledger through field 90 (original
 // MTI, STAN and transmission time, with the terminal id): no such original, 25 (and an
 // original that arrives later is declined with 12); a different MTI or card 12; a
-// different amount 13 (partial reversals are not simulated); otherwise 00, and the first
+// different amount 13 (partial reversals are not simulated; a partial approval is
+// reversed with the amount approved, field 4 of its response); otherwise 00, and the first
 // reversal gives the amount back. Reversing twice changes nothing the second time.
 //
 // An 0500 compares the terminal's totals with the host's for the terminal's transactions
@@ -97,6 +100,10 @@ type Card struct {
 	BalanceMinor int64  `json:"balance_minor"` // available funds in minor units
 	Expiry       string `json:"expiry"`        // YYMM
 	Blocked      bool   `json:"blocked,omitempty"`
+	// PartialApproval: a debit above the balance is approved for the balance with 10
+	// (approved for a partial amount, the amount in field 4 of the response) instead of
+	// declined with 51, as prepaid and gift cards are. A balance of 0 still gets 51.
+	PartialApproval bool `json:"partial_approval,omitempty"`
 }
 
 // String returns the card with its PAN masked and without its PIN.
@@ -292,7 +299,8 @@ type origKey struct{ tid, stan, sent string }
 // charge is a Charge with what the host needs to answer copies and reversals.
 type charge struct {
 	Charge
-	pan string // digits: the card table's key
+	pan   string // digits: the card table's key
+	asked int64  // the request's amount: AmountMinor, or more for a partial approval
 }
 
 // Server is the simulated acquirer. It is safe for concurrent use; one Server may serve
@@ -618,6 +626,9 @@ func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
 			}
 		}
 	}
+	if d.amount > 0 {
+		_ = resp.Field(4, fmt.Sprintf("%012d", d.amount))
+	}
 	_ = resp.Field(39, d.rc)
 	if d.rrn != "" {
 		_ = resp.Field(37, d.rrn)
@@ -630,10 +641,15 @@ func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
 
 type decision struct {
 	rc, approval, rrn string
+	amount            int64 // > 0: field 4 of the response, the amount approved (10)
 }
 
 func (c *charge) decision() decision {
-	return decision{rc: c.ResponseCode, approval: c.ApprovalCode, rrn: c.RRN}
+	d := decision{rc: c.ResponseCode, approval: c.ApprovalCode, rrn: c.RRN}
+	if c.ResponseCode == iso8583.RCPartialApproval {
+		d.amount = c.AmountMinor
+	}
+	return d
 }
 
 // txn holds what the host reads of a financial request.
@@ -707,7 +723,7 @@ func (s *Server) seen(t txn) (decision, bool) {
 	if _, ok := s.byOrig[t.orig]; !ok {
 		s.byOrig[t.orig] = c // a retransmission with a new field 7 names the same transaction
 	}
-	if c.AmountMinor != t.amount || c.pan != t.pan.Digits() {
+	if c.asked != t.amount || c.pan != t.pan.Digits() {
 		s.logf("hostsim: STAN %06d of %s reused with other content: 94", t.stan, t.tid)
 		return decision{rc: iso8583.RCDuplicate}, true
 	}
@@ -716,7 +732,7 @@ func (s *Server) seen(t txn) (decision, bool) {
 
 // record adds a new transaction. The caller holds s.mu.
 func (s *Server) record(t txn, d decision, approved bool, now time.Time) *charge {
-	c := &charge{pan: t.pan.Digits(), Charge: Charge{
+	c := &charge{pan: t.pan.Digits(), asked: t.amount, Charge: Charge{
 		TerminalID: t.tid, STAN: t.stan, TransmissionTime: t.orig.sent, LocalTime: t.local, MTI: t.mti,
 		MaskedPAN: t.pan.Masked(), AmountMinor: t.amount, Currency: t.currency, Credit: t.credit,
 		ResponseCode: d.rc, ApprovalCode: d.approval, RRN: d.rrn, Approved: approved, Times: 1, Time: now,
@@ -792,25 +808,34 @@ func (s *Server) authorize(req *iso8583.Message) decision {
 	if d, ok := s.seen(t); ok { // a concurrent copy won the race
 		return d
 	}
-	approved := false
 	switch {
 	case d.rc != "":
 	case s.orphans[t.orig]:
 		d = decision{rc: iso8583.RCInvalidTxn} // reversed before it arrived
-	case !t.credit && t.amount > s.cards[t.pan.Digits()].BalanceMinor:
+	case !t.credit && t.amount > s.cards[t.pan.Digits()].BalanceMinor && (!c.PartialApproval || s.cards[t.pan.Digits()].BalanceMinor <= 0):
 		d = decision{rc: iso8583.RCInsufficientFunds}
 	default:
+		rc, asked := iso8583.RCApproved, t.amount
+		if bal := s.cards[t.pan.Digits()].BalanceMinor; !t.credit && t.amount > bal {
+			// A partial approval: the charge is the balance, and the response says so.
+			rc, t.amount = iso8583.RCPartialApproval, bal
+		}
 		s.apply(t.pan.Digits(), t.amount, t.credit, false)
 		s.seq++
 		d = decision{
-			rc:       iso8583.RCApproved,
+			rc:       rc,
 			approval: fmt.Sprintf("%06d", s.seq%1_000_000),
 			// YDDDhh then a 6-digit sequence: the common retrieval reference number layout.
 			rrn: fmt.Sprintf("%d%03d%02d%06d", now.Year()%10, now.YearDay(), now.Hour(), s.seq%1_000_000),
 		}
-		approved = true
+		if rc == iso8583.RCPartialApproval {
+			d.amount = t.amount
+		}
+		ch := s.record(t, d, true, now)
+		ch.asked = asked
+		return d
 	}
-	s.record(t, d, approved, now)
+	s.record(t, d, false, now)
 	return d
 }
 

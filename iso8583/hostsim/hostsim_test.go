@@ -654,3 +654,41 @@ func TestNetworkManagement(t *testing.T) {
 		t.Errorf("code 161: %+v", r)
 	}
 }
+
+// A card with PartialApproval above its balance is approved for the balance with 10, the
+// amount in field 4 of the answer; a repeat is answered the same; the reversal must carry
+// the amount approved, which gives it back.
+func TestPartialApproval(t *testing.T) {
+	const pan = "4761739001010010"
+	s := newServer(t, hostsim.Options{Cards: []hostsim.Card{
+		{PAN: pan, PIN: "1234", BalanceMinor: 700, Expiry: "3012", PartialApproval: true},
+		{PAN: "5413330089020011", BalanceMinor: 0, Expiry: "3012", PartialApproval: true},
+	}})
+	a := auth(t, 1, pan, 1250)
+	for range 2 { // the second is a duplicate: answered as the first, nothing taken twice
+		r := answer(t, s, msg(t)(a.Message()))
+		if r.ResponseCode != iso8583.RCPartialApproval || r.AmountMinor != 700 {
+			t.Fatalf("answer %+v, want 10 for 700", r)
+		}
+	}
+	if bal, _ := s.Balance(pan); bal != 0 {
+		t.Errorf("balance %d after the partial approval, want 0", bal)
+	}
+	if l := s.Ledger(); len(l) != 1 || l[0].AmountMinor != 700 {
+		t.Errorf("ledger = %+v", l)
+	}
+	if r := answer(t, s, msg(t)(auth(t, 2, "5413330089020011", 100).Message())); r.ResponseCode != iso8583.RCInsufficientFunds {
+		t.Errorf("a card with nothing left: %s, want 51", r.ResponseCode)
+	}
+	rev := reversal(t, a, 3)
+	if r := answer(t, s, msg(t)(rev.Message())); r.ResponseCode != iso8583.RCInvalidAmount {
+		t.Errorf("reversal of the amount asked: %s, want 13", r.ResponseCode)
+	}
+	rev.STAN, rev.AmountMinor = 4, 700
+	if r := answer(t, s, msg(t)(rev.Message())); r.ResponseCode != iso8583.RCApproved {
+		t.Errorf("reversal of the amount approved: %s, want 00", r.ResponseCode)
+	}
+	if bal, _ := s.Balance(pan); bal != 700 {
+		t.Errorf("balance %d after the reversal, want 700", bal)
+	}
+}
