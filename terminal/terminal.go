@@ -325,6 +325,7 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 	// 6. Outcome, durable before the till hears of it.
 	out := store.Outcome{Time: t.opts.Now()}
 	padMsg := ""
+	var items []store.Item
 	switch {
 	case sendErr == nil:
 		ar, err := iso8583.ParseAuthResponse(resp)
@@ -335,7 +336,25 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 		}
 		res.ResponseCode, res.ApprovalCode, res.RRN = ar.ResponseCode, ar.ApprovalCode, ar.RRN
 		out.ResponseCode, out.ApprovalCode, out.RRN = ar.ResponseCode, ar.ApprovalCode, ar.RRN
-		if ar.Approved() {
+		if why := cannotComplete(ar, req.Amount); why != "" {
+			// The host approved, but not the sale the till asked for: the approval is
+			// recorded, voided and its reversal queued in one write, before the till hears
+			// that the sale is declined, so that a crash cannot leave the customer charged.
+			// A partial approval's reversal carries the amount approved (field 4 of the
+			// answer, by definition of 10); any other reverses the request as it was sent.
+			out.State = store.StateApproved
+			out.Voided = &store.Void{Time: out.Time, By: "posd: " + why}
+			approved := auth
+			if ar.ResponseCode == iso8583.RCPartialApproval && ar.AmountMinor > 0 {
+				approved.AmountMinor = ar.AmountMinor
+			}
+			items = append(items, t.queueItem(store.KindReversal, approved, p, iso8583.ReasonError, ""))
+			res.Condition = CondRefusal
+			res.Message = why + "; the approval is being reversed and the customer is not charged"
+			out.Reason = res.Message
+			padMsg = "DECLINED"
+			log.Warn("acquirer approved what the sale did not ask: reversing", "response_code", ar.ResponseCode, "approved_minor", ar.AmountMinor)
+		} else if ar.Approved() {
 			res.Approved = true
 			out.State = store.StateApproved
 			res.Message = "approved"
@@ -351,7 +370,6 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 			padMsg = "DECLINED"
 		}
 	}
-	var items []store.Item
 	if sendErr != nil {
 		reached := !errors.Is(sendErr, iso8583.ErrNotSent)
 		if reached {
@@ -500,6 +518,24 @@ func (t *Terminal) drainReversals(ctx context.Context) (DrainStats, error) {
 
 // queueItem builds the store item of a reversal or advice of auth. The card data kept is
 // the PAN and expiry only, sealed by the store; never the track or the PIN block.
+// cannotComplete says why an answer that approves cannot complete the sale asked for
+// amount: a condition this terminal does not take (08 identification, 10 a partial amount,
+// 11, 16), or an approval of another amount than asked. "" when the answer is a plain
+// approval of the amount, or a decline.
+func cannotComplete(ar iso8583.AuthResponse, asked money.Amount) string {
+	switch {
+	case ar.ResponseCode == iso8583.RCPartialApproval && ar.AmountMinor > 0:
+		got := money.Amount{Minor: ar.AmountMinor, Currency: asked.Currency}
+		return fmt.Sprintf("the acquirer approved only %s of %s (partial approval, 10), which this terminal does not complete", got, asked)
+	case ar.ApprovedWithCondition():
+		return fmt.Sprintf("the acquirer approved with condition %s (%s), which this terminal does not complete", ar.ResponseCode, iso8583.ResponseText(ar.ResponseCode))
+	case ar.Approved() && ar.AmountMinor != 0 && ar.AmountMinor != asked.Minor:
+		got := money.Amount{Minor: ar.AmountMinor, Currency: asked.Currency}
+		return fmt.Sprintf("the acquirer approved %s, not the %s asked", got, asked)
+	}
+	return ""
+}
+
 func (t *Terminal) queueItem(kind store.Kind, auth iso8583.Authorization, p presented, reason, approval string) store.Item {
 	q := queuedFromAuth(auth, reason, approval)
 	payload, _ := json.Marshal(q)

@@ -118,6 +118,9 @@ type hostFaults struct {
 	aes bool
 	// dialect, when set, is the acquirer link's dialect on both ends and the terminal's Spec.
 	dialect *iso8583.Dialect
+	// cards replaces the simulator's card table; corrupt is its Corrupt hook.
+	cards   []hostsim.Card
+	corrupt func(req *iso8583.Message, wire []byte) []byte
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -158,7 +161,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.ctx = ctx
 	r.hopt = hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: faults.dialect, Logf: logf, Drop: func(m *iso8583.Message) bool {
 		return faults.drop || (faults.dropFn != nil && faults.dropFn(m))
-	}}
+	}, Cards: faults.cards, Corrupt: faults.corrupt}
 	addr := faults.addr
 	switch {
 	case addr != "":
