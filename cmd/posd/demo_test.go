@@ -15,60 +15,54 @@ import (
 // TestDemo runs `posd demo` in-process: it must exit 0 (every outcome as expected), show
 // the three outcomes and the fields by name, and print no card data.
 func TestDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("demo runs real ptys and TCP; skipped with -short")
-	}
-	var stdout, stderr bytes.Buffer
-	code := run([]string{"demo"}, &stdout, &stderr)
-	out := stdout.String() + stderr.String()
-	if code != 0 {
-		t.Fatalf("posd demo exited %d:\n%s", code, out)
-	}
-	for _, want := range []string{
+	out := runDemo(t, []string{"demo"},
 		"Success approved",
 		"Failure (WrongPIN)",
 		"Failure (Refusal) card refused: expired",
 		"35 track 2 data",
 		"52 personal identification number data        [hidden]",
 		"all 3 sales ended as expected",
-	} {
+	)
+	assertNoCardData(t, out, demoPINBlocks(t))
+}
+
+// runDemo runs posd with args in-process (skipped with -short), fails the test unless it
+// exits 0 and prints every one of wants, and returns what it printed.
+func runDemo(t *testing.T, args []string, wants ...string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("demo runs real ptys and TCP; skipped with -short")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	out := stdout.String() + stderr.String()
+	if code != 0 {
+		t.Fatalf("posd %s exited %d:\n%s", strings.Join(args, " "), code, out)
+	}
+	for _, want := range wants {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
-	assertNoCardData(t, out, demoPINBlocks(t))
+	return out
 }
 
 // TestDemoAES runs `posd demo --dukpt aes`: the pad sends format 4 blocks with 24-digit
 // KSNs in the shipped aes-pin dialect, the host decrypts them (an approval, and 55 for the
 // wrong PIN), and nothing of the card is printed.
 func TestDemoAES(t *testing.T) {
-	if testing.Short() {
-		t.Skip("demo runs real ptys and TCP; skipped with -short")
-	}
-	var stdout, stderr bytes.Buffer
-	code := run([]string{"demo", "--dukpt", "aes"}, &stdout, &stderr)
-	out := stdout.String() + stderr.String()
-	if code != 0 {
-		t.Fatalf("posd demo --dukpt aes exited %d:\n%s", code, out)
-	}
-	for _, want := range []string{
+	out := runDemo(t, []string{"demo", "--dukpt", "aes"},
 		"Success approved",
 		"Failure (WrongPIN)",
 		"52 PIN data, ISO 9564 format 4 (16 bytes)     [hidden]",
 		"all 3 sales ended as expected",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("demo output lacks %q", want)
-		}
-	}
+	)
 	if ksns := regexp.MustCompile(`62 reserved, private \(KSN\) +[0-9A-F]{24}\n`).FindAllString(out, -1); len(ksns) != 2 {
 		t.Errorf("%d AES KSNs (24 hex digits) in field 62, want 2:\n%s", len(ksns), out)
 	}
 	assertNoCardData(t, out, nil)
 
-	stdout.Reset()
-	stderr.Reset()
+	var stdout, stderr bytes.Buffer
 	if code := run([]string{"demo", "--dukpt", "des"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `--dukpt "des"`) {
 		t.Errorf("--dukpt des: exit %d, stderr %q", code, stderr.String())
 	}
