@@ -1007,24 +1007,31 @@ const maxIPEKs = 1024
 // initialKey returns the DUKPT initial key of the device that made ksn, derived once per
 // device and kept (a simulator may; a real host derives it in its HSM each time).
 func (s *Server) initialKey(ksn dukpt.KSN) ([]byte, error) {
-	base := ksn.WithCounter(0)
-	s.ipekMu.Lock()
-	ipek, ok := s.ipeks[base]
-	s.ipekMu.Unlock()
+	return cachedKey(&s.ipekMu, s.ipeks, ksn.WithCounter(0), func() ([]byte, error) {
+		return dukpt.TDESInitialKey(s.opts.BDK, ksn)
+	})
+}
+
+// cachedKey returns cache[k], deriving it with derive and keeping it when absent (the
+// cache is emptied when it holds maxIPEKs keys). mu guards cache; derive runs outside it.
+func cachedKey[K comparable](mu *sync.Mutex, cache map[K][]byte, k K, derive func() ([]byte, error)) ([]byte, error) {
+	mu.Lock()
+	key, ok := cache[k]
+	mu.Unlock()
 	if ok {
-		return ipek, nil
+		return key, nil
 	}
-	ipek, err := dukpt.TDESInitialKey(s.opts.BDK, ksn)
+	key, err := derive()
 	if err != nil {
 		return nil, err
 	}
-	s.ipekMu.Lock()
-	if len(s.ipeks) >= maxIPEKs {
-		clear(s.ipeks)
+	mu.Lock()
+	if len(cache) >= maxIPEKs {
+		clear(cache)
 	}
-	s.ipeks[base] = ipek
-	s.ipekMu.Unlock()
-	return ipek, nil
+	cache[k] = key
+	mu.Unlock()
+	return key, nil
 }
 
 // checkPIN returns "" when block, with its KSN in hexadecimal, holds c's PIN; else the
@@ -1067,23 +1074,9 @@ func unusable(err error, noKey string) string {
 // aesInitialKey returns the AES DUKPT initial key of initial key ID ikid, derived once and
 // kept like the TDES ones.
 func (s *Server) aesInitialKey(ikid [8]byte) ([]byte, error) {
-	s.ipekMu.Lock()
-	ik, ok := s.aesIKs[ikid]
-	s.ipekMu.Unlock()
-	if ok {
-		return ik, nil
-	}
-	ik, err := dukpt.AESInitialKey(s.opts.AESBDK, ikid)
-	if err != nil {
-		return nil, err
-	}
-	s.ipekMu.Lock()
-	if len(s.aesIKs) >= maxIPEKs {
-		clear(s.aesIKs)
-	}
-	s.aesIKs[ikid] = ik
-	s.ipekMu.Unlock()
-	return ik, nil
+	return cachedKey(&s.ipekMu, s.aesIKs, ikid, func() ([]byte, error) {
+		return dukpt.AESInitialKey(s.opts.AESBDK, ikid)
+	})
 }
 
 // aesPINOK reports whether block, a format 4 block encrypted under the AES DUKPT PIN key of
