@@ -177,18 +177,23 @@ func findItem(tx *bolt.Tx, id QueueID) (*bolt.Bucket, Item, []byte, error) {
 
 // forEachItem calls fn for every queued item, reversals first, each kind in id order.
 func forEachItem(tx *bolt.Tx, fn func(it Item, sealed []byte) error) error {
-	for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
-		err := b.ForEach(func(k, v []byte) error {
-			if len(k) != 8 {
-				return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
-			}
-			it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
-			if err != nil {
-				return err
-			}
-			return fn(it, sealed)
-		})
+	return forEachQueued(tx, func(k, v []byte) error {
+		if len(k) != 8 {
+			return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
+		}
+		it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
 		if err != nil {
+			return err
+		}
+		return fn(it, sealed)
+	})
+}
+
+// forEachQueued calls fn with the key and encoded value of every queued item, reversals
+// first, each kind in id order.
+func forEachQueued(tx *bolt.Tx, fn func(k, v []byte) error) error {
+	for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
+		if err := b.ForEach(fn); err != nil {
 			return err
 		}
 	}
@@ -375,22 +380,16 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var next time.Time
 	found := false
 	err := s.view(ctx, "next due", func(tx *bolt.Tx) error {
-		for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
-			err := b.ForEach(func(k, v []byte) error {
-				state, nextAttempt, err := peekItem(k, v)
-				if err != nil {
-					return err
-				}
-				if state == QueuePending && (!found || nextAttempt.Before(next)) {
-					next, found = nextAttempt, true
-				}
-				return nil
-			})
+		return forEachQueued(tx, func(k, v []byte) error {
+			state, nextAttempt, err := peekItem(k, v)
 			if err != nil {
 				return err
 			}
-		}
-		return nil
+			if state == QueuePending && (!found || nextAttempt.Before(next)) {
+				next, found = nextAttempt, true
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return time.Time{}, false, err
