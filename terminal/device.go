@@ -367,15 +367,14 @@ func errText(err error) string {
 func (s *supervisor[L]) begin() (L, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.waitProbe()
-	if !s.up {
-		var zero L
-		return zero, s.unavailable()
+	l, err := s.afterProbe()
+	if err != nil {
+		return l, err
 	}
 	s.active++
 	s.held = false
 	s.lastUse = time.Now()
-	return s.cur, nil
+	return l, nil
 }
 
 // end ends a command begun on l; answered says whether the device answered
@@ -401,12 +400,21 @@ func (s *supervisor[L]) end(l L, answered bool) {
 func (s *supervisor[L]) hold() (L, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	l, err := s.afterProbe()
+	if err == nil {
+		s.held = true
+	}
+	return l, err
+}
+
+// afterProbe waits for any probe to end and returns the current link, or the error of a
+// link that is down. s.mu is held on entry and on return.
+func (s *supervisor[L]) afterProbe() (L, error) {
 	s.waitProbe()
 	if !s.up {
 		var zero L
 		return zero, s.unavailable()
 	}
-	s.held = true
 	return s.cur, nil
 }
 
