@@ -21,6 +21,7 @@ type logOp struct {
 	STAN    uint32          `json:"stan,omitempty"`     // begin (when it took one) and stan: the counter's new value
 	Record  json.RawMessage `json:"record,omitempty"`   // begin: the journal record as the journal bucket holds it
 	PANHash string          `json:"pan_hash,omitempty"` // begin: the record's, for the pan index
+	Till    []string        `json:"till,omitempty"`     // begin: the till request's keys (tillKeys)
 	Outcome *jsonOutcome    `json:"outcome,omitempty"`  // finish
 	Items   []logItem       `json:"items,omitempty"`    // finish: queued with the outcome, sealed
 }
@@ -73,6 +74,9 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 			if err := tx.Bucket(bucketPANIndex).Put(panIndexKey(op.PANHash, op.Txn), nil); err != nil {
 				return err
 			}
+		}
+		if err := putTillKeys(tx, op.Till, op.Txn); err != nil {
+			return err
 		}
 		if op.STAN != 0 {
 			return putSTAN(tx, op.STAN)

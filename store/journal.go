@@ -30,15 +30,21 @@ type Intent struct {
 	TerminalID        string // field 41
 	SaleID            string // from the till
 	SaleTransactionID string // from the till
-	AmountMinor       int64  // amount in minor units of Currency
-	Currency          string // alphabetic ISO 4217 code, e.g. "EUR"
-	MaskedPAN         string // already masked (first 6, last 4); Begin refuses 7 or more digits in a row
+	// ServiceID is the till request's nexo ServiceID. With SaleID it keys the request (and
+	// SaleID with SaleTransactionID keys it too): see Store.LookupTill. "" when the
+	// transaction did not come from a till request.
+	ServiceID   string
+	AmountMinor int64  // amount in minor units of Currency
+	Currency    string // alphabetic ISO 4217 code, e.g. "EUR"
+	MaskedPAN   string // already masked (first 6, last 4); Begin refuses 7 or more digits in a row
 	// PANHash is a keyed hash of the full PAN (posd: a CMAC under a key in its hsm), for
 	// finding a card's transactions with Store.FindByPANHash. Opaque to the store; Begin
 	// refuses one with 7 or more digits in a row, as it refuses an unmasked MaskedPAN.
-	PANHash   string
-	EntryMode string    // POS entry mode, field 22, e.g. "021"
-	Time      time.Time // when the transaction started
+	PANHash    string
+	EntryMode  string    // POS entry mode, field 22, e.g. "021"
+	Time       time.Time // when the transaction started
+	Chip       bool      // the card was read from its chip
+	PINEntered bool      // the customer entered a PIN (online PIN)
 }
 
 // State is the state of a journal record.
@@ -84,6 +90,17 @@ type Outcome struct {
 	Advised *Settlement
 	// Voided is set when the till cancelled the approved transaction (see Store.Void).
 	Voided *Void
+	// Condition is the till's error condition of a sale that did not succeed (nexo's
+	// vocabulary, e.g. "Refusal"); Message what the till was told, in words. Both "" in
+	// records of older releases, whose answers are rebuilt from State and Reason.
+	Condition string
+	Message   string
+	// AuthorizedMinor is the amount the host approved when it approved part of the amount
+	// asked (a partial approval, 10); 0 when it approved all of it or nothing.
+	AuthorizedMinor int64
+	// Undelivered is set when the till did not hear the answer (its connection closed
+	// first): the answer waits for a TransactionStatus request.
+	Undelivered *time.Time
 }
 
 // Void records who cancelled an approved transaction, when, and how it is undone.
@@ -135,23 +152,30 @@ type (
 		TerminalID        string    `json:"terminal_id"`
 		SaleID            string    `json:"sale_id"`
 		SaleTransactionID string    `json:"sale_transaction_id"`
+		ServiceID         string    `json:"service_id,omitempty"`
 		AmountMinor       int64     `json:"amount_minor"`
 		Currency          string    `json:"currency"`
 		MaskedPAN         string    `json:"masked_pan"`
 		PANHash           string    `json:"pan_hash,omitempty"`
 		EntryMode         string    `json:"entry_mode"`
 		Time              time.Time `json:"time"`
+		Chip              bool      `json:"chip,omitempty"`
+		PINEntered        bool      `json:"pin_entered,omitempty"`
 	}
 	jsonOutcome struct {
-		State        State       `json:"state"`
-		ResponseCode string      `json:"response_code,omitempty"`
-		ApprovalCode string      `json:"approval_code,omitempty"`
-		RRN          string      `json:"rrn,omitempty"`
-		Reason       string      `json:"reason,omitempty"`
-		Time         time.Time   `json:"time"`
-		Reversed     *Settlement `json:"reversed,omitempty"`
-		Advised      *Settlement `json:"advised,omitempty"`
-		Voided       *Void       `json:"voided,omitempty"`
+		State           State       `json:"state"`
+		ResponseCode    string      `json:"response_code,omitempty"`
+		ApprovalCode    string      `json:"approval_code,omitempty"`
+		RRN             string      `json:"rrn,omitempty"`
+		Reason          string      `json:"reason,omitempty"`
+		Time            time.Time   `json:"time"`
+		Reversed        *Settlement `json:"reversed,omitempty"`
+		Advised         *Settlement `json:"advised,omitempty"`
+		Voided          *Void       `json:"voided,omitempty"`
+		Condition       string      `json:"condition,omitempty"`
+		Message         string      `json:"message,omitempty"`
+		AuthorizedMinor int64       `json:"authorized_minor,omitempty"`
+		Undelivered     *time.Time  `json:"undelivered,omitempty"`
 	}
 )
 
@@ -260,7 +284,7 @@ func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uin
 	if err := s.roomForNew("begin"); err != nil {
 		return 0, 0, err
 	}
-	op := logOp{Op: opBegin, Txn: s.nextTxn, PANHash: in.PANHash}
+	op := logOp{Op: opBegin, Txn: s.nextTxn, PANHash: in.PANHash, Till: tillKeys(in)}
 	if takeSTAN {
 		op.STAN = s.peekSTAN()
 		in.STAN = op.STAN
@@ -304,6 +328,7 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 		return nil, fmt.Errorf("store: finish %d: %w", id, err)
 	}
 	out.Reason = redactDigitRuns(out.Reason)
+	out.Message = redactDigitRuns(out.Message)
 	name := fmt.Sprintf("finish %d", id)
 	s.mu.Lock()
 	defer s.mu.Unlock()

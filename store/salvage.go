@@ -965,7 +965,7 @@ func (st *salvageState) decode(rep *SalvageReport) {
 
 // salvagePlan is what is written to dst.
 type salvagePlan struct {
-	journal, open, rev, adv, counters, audit, panIndex []boltElem // key, value
+	journal, open, rev, adv, counters, audit, panIndex, till []boltElem // key, value
 	journalSeq, queueSeq, auditSeq                     uint64
 	detail                                             string // of the audit entry recording the salvage
 }
@@ -1106,6 +1106,7 @@ func (st *salvageState) plan(o SalvageOptions, rep *SalvageReport) *salvagePlan 
 	}
 
 	// The journal and the open index, from the records.
+	tillSeen := map[string]bool{}
 	for _, id := range salvageSorted(st.records) {
 		r := st.records[id]
 		v := r.raw
@@ -1119,6 +1120,12 @@ func (st *salvageState) plan(o SalvageOptions, rep *SalvageReport) *salvagePlan 
 		pl.journal = append(pl.journal, boltElem{key: id.key(), value: v})
 		if h := r.rec.Intent.PANHash; h != "" {
 			pl.panIndex = append(pl.panIndex, boltElem{key: panIndexKey(h, id)})
+		}
+		for _, k := range tillKeys(r.rec.Intent) {
+			if !tillSeen[k] { // the first transaction keeps a key, as putTillKeys does
+				tillSeen[k] = true
+				pl.till = append(pl.till, boltElem{key: []byte(k), value: id.key()})
+			}
 		}
 		if r.rec.Outcome == nil {
 			pl.open = append(pl.open, boltElem{key: id.key()})
@@ -1509,7 +1516,7 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 			name  []byte
 			elems []boltElem
 			seq   uint64
-		}{{bucketJournal, pl.journal, pl.journalSeq}, {bucketOpen, pl.open, 0}, {bucketPANIndex, pl.panIndex, 0}, {bucketQueue, nil, pl.queueSeq},
+		}{{bucketJournal, pl.journal, pl.journalSeq}, {bucketOpen, pl.open, 0}, {bucketPANIndex, pl.panIndex, 0}, {bucketTill, pl.till, 0}, {bucketQueue, nil, pl.queueSeq},
 			{bucketQueueRev, pl.rev, 0}, {bucketQueueAdv, pl.adv, 0}, {bucketCounters, pl.counters, 0}, {bucketAudit, pl.audit, pl.auditSeq}} {
 			if err := put(tx, w.name, w.elems, w.seq); err != nil {
 				return err

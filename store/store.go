@@ -62,8 +62,9 @@ var (
 	bucketQueueAdv = []byte("queue-advice")   // QueueID -> item JSON, advices to send
 	bucketAudit    = []byte("audit")          // sequence -> hash-chained entry of who did what
 	bucketPANIndex = []byte("pan-index")      // PAN hash, 0, TxnID -> empty: a card's records
+	bucketTill     = []byte("till")           // till request key (tillKeys) -> TxnID
 	// dataBuckets are the buckets besides meta that every store has.
-	dataBuckets = [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex}
+	dataBuckets = [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex, bucketTill}
 	keyFormat   = []byte("format")
 	keyVersion  = []byte("version")
 	keySTAN     = []byte("stan")
