@@ -129,8 +129,33 @@ func ResponseText(code string) string {
 	case RCSystemMalfunction:
 		return "system malfunction"
 	}
-	return "unknown response code"
+	if t, ok := moreResponseTexts[code]; ok {
+		return t
+	}
+	return unknownResponseText
 }
+
+const unknownResponseText = "unknown response code"
+
+// moreResponseTexts are the rest of ISO 8583:1987's response codes: declines and errors
+// posd does not act on one by one, but knows to be declines.
+var moreResponseTexts = map[string]string{
+	"02": "refer to card issuer, special condition", "07": "pick up card, special condition",
+	"15": "no such issuer", "19": "re-enter transaction", "21": "no action taken",
+	"23": "unacceptable transaction fee", "31": "bank not supported by switch", "33": "expired card, pick up",
+	"34": "suspected fraud, pick up", "36": "restricted card, pick up", "38": "allowable PIN tries exceeded, pick up",
+	"39": "no credit account", "40": "requested function not supported", "42": "no universal account",
+	"44": "no investment account", "52": "no cheque account", "53": "no savings account",
+	"56": "no card record", "59": "suspected fraud", "60": "card acceptor contact acquirer",
+	"62": "restricted card", "63": "security violation", "65": "exceeds withdrawal frequency limit",
+	"92": "routing error",
+}
+
+// KnownResponseCode reports whether code is a response code posd knows the meaning of.
+// An answer with any other code may be an approval under a name posd does not know: the
+// terminal treats its outcome as unknown and reverses it, never as a plain decline (so
+// does "09", request in progress: the host has not decided yet).
+func KnownResponseCode(code string) bool { return ResponseText(code) != unknownResponseText }
 
 // ResponseMTI returns the MTI that answers request MTI mti: the function digit goes from
 // request (0) to response (1) or from advice (2) to advice response (3), and a repeat origin
@@ -427,6 +452,7 @@ type AuthResponse struct {
 	TerminalID   string // field 41
 	STAN         uint32 // field 11
 	AmountMinor  int64  // field 4; 0 when the host did not echo it
+	Currency     string // field 49, ISO 4217 numeric; "" when the host did not echo it
 }
 
 // ParseAuthResponse reads an 0110 or 0210. Fields 11, 39 and 41 are required; a decline is
@@ -444,8 +470,9 @@ func ParseAuthResponse(msg *Message) (AuthResponse, error) {
 	if r.TerminalID == "" {
 		return AuthResponse{}, &FieldError{Field: 41, Op: "unpack", Err: ErrMissingField}
 	}
+	cur, _ := msg.GetString(49)
 	return AuthResponse{MTI: r.MTI, ResponseCode: r.ResponseCode, ApprovalCode: r.ApprovalCode, RRN: r.RRN,
-		TerminalID: r.TerminalID, STAN: r.STAN, AmountMinor: r.AmountMinor}, nil
+		TerminalID: r.TerminalID, STAN: r.STAN, AmountMinor: r.AmountMinor, Currency: cur}, nil
 }
 
 // Approved reports whether the host approved: response code "00" only. Codes that approve
