@@ -48,12 +48,13 @@ func checkReversedApproval(t *testing.T, r *rig, res terminal.SaleResult, rc, wh
 	r.checkNoCardData(t)
 }
 
-// A prepaid card approved for less than the sale (10): the terminal does not complete a
-// partial approval, so it reverses the part the host took, with that amount.
+// A prepaid card approved for less than the sale (10) on a terminal set to refuse partial
+// approvals: it reverses the part the host took, with that amount.
 func TestSalePartialApprovalIsReversed(t *testing.T) {
 	const pan = "4761739001010010"
 	r := newRig(t, []padsim.Event{swipe(goodT1, goodT2), pin("1234")}, hostFaults{
 		cards: []hostsim.Card{{PAN: pan, PIN: "1234", BalanceMinor: 700, Expiry: "3012", PartialApproval: true}},
+		opts:  func(o *terminal.Options) { o.RefusePartial = true },
 	})
 	res := r.sale(t, 1250)
 	checkReversedApproval(t, r, res, iso8583.RCPartialApproval, "approved only 7.00 EUR of 12.50 EUR", pan, 700)

@@ -175,81 +175,67 @@ func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, req SaleReque
 }
 
 // chipOfflineApproval records a sale the chip card approved offline: journaled as an
-// offline approval with its advice (carrying the card's cryptogram) queued, in one commit.
+// offline approval with its advice (carrying the card's cryptogram) queued, in one write.
 // Without a data key the advice cannot be kept, so the sale is refused.
 func (t *Terminal) chipOfflineApproval(ctx context.Context, req SaleRequest, res SaleResult, p presented, log *slog.Logger) (SaleResult, error) {
 	if !t.st.CanSeal() {
 		return t.refuse(ctx, res, "the card approved offline, but no data key is configured to keep its advice encrypted", "NOT COMPLETED"), nil
 	}
-	stan, err := t.st.NextSTAN(ctx)
+	j, err := t.beginIntent(ctx, req, p, res, iso8583.MTIAdvice)
 	if err != nil {
-		return SaleResult{}, fmt.Errorf("terminal: taking a STAN: %w", err)
-	}
-	now := t.opts.Now()
-	auth := iso8583.Authorization{MTI: "0220", ProcessingCode: "000000", AmountMinor: req.Amount.Minor, CurrencyNumeric: req.Amount.Currency.Numeric,
-		STAN: stan, TransmissionTime: now.UTC(), LocalTime: now, PAN: p.pan, Expiry: p.expiry.YYMM(), EntryMode: p.entryMode,
-		TerminalID: t.opts.TerminalID, MerchantID: t.opts.MerchantID, Field55: p.field55}
-	panHash, err := t.panHash(ctx, p.pan)
-	if err != nil {
+		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, err
 	}
-	id, err := t.st.Begin(ctx, store.Intent{Kind: "sale", MTI: "0220", STAN: stan, TerminalID: t.opts.TerminalID, SaleID: req.SaleID,
-		SaleTransactionID: req.SaleTransactionID, AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
-		MaskedPAN: p.pan.Masked(), PANHash: panHash, EntryMode: p.entryMode, Time: now})
-	if err != nil {
-		return SaleResult{}, fmt.Errorf("terminal: journaling the intent: %w", err)
+	code := fmt.Sprintf("Y1%04d", j.auth.STAN%10000)
+	d := decision{
+		out:    store.Outcome{State: store.StateApprovedOffline, ApprovalCode: code, Reason: "approved offline by the chip card", Message: "approved offline by the card; the acquirer will be advised", Time: t.opts.Now()},
+		items:  []store.Item{t.queueItem(store.KindAdvice, j.auth, p, "", code)},
+		padMsg: "APPROVED",
 	}
-	code := fmt.Sprintf("Y1%04d", stan%10000)
-	adv := t.queueItem(store.KindAdvice, auth, p, "", code)
-	if adv.STAN, err = t.st.NextSTAN(ctx); err != nil {
-		return SaleResult{}, fmt.Errorf("terminal: taking a STAN: %w", err)
+	if err := t.finishIntent(ctx, j, &d); err != nil {
+		t.finishPad(ctx, log, "SYSTEM ERROR")
+		return SaleResult{}, err
 	}
-	out := store.Outcome{State: store.StateApprovedOffline, ApprovalCode: code, Reason: "approved offline by the chip card", Time: t.opts.Now()}
-	if _, err := t.st.FinishAndQueue(ctx, id, out, adv); err != nil {
-		return SaleResult{}, fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(id), err)
-	}
-	t.fwd.Kick()
-	res.TxnID, res.STAN, res.POITransactionID = id, stan, fmt.Sprintf("%s-%08d", t.opts.TerminalID, uint64(id))
-	res.Approved, res.ApprovedOffline, res.ApprovalCode = true, true, code
-	res.Message = "approved offline by the card; the acquirer will be advised"
-	log.Info("chip card approved offline; advice queued", "txn", uint64(id))
-	t.finishPad(ctx, log, "APPROVED")
-	res.Receipt = t.receipt(res)
-	return res, nil
+	log.Info("chip card approved offline; advice queued", "txn", uint64(j.id))
+	t.finishPad(ctx, log, d.padMsg)
+	return t.answer(store.Record{ID: j.id, Intent: j.in, Outcome: &d.out}), nil
 }
 
 // finishChip gives the card the host's answer (FNC). When the host approved and the card
-// declines (or is pulled out), the approval is voided: a reversal is queued at once. It
-// returns the closing message for the pad.
-func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, id store.TxnID, auth iso8583.Authorization, resp *iso8583.Message, answered bool, res *SaleResult, log *slog.Logger, padMsg string) string {
-	ans := HostAnswer{Responded: answered && res.ResponseCode != "", ResponseCode: res.ResponseCode}
+// declines (or is pulled out), the approval is voided: a reversal is queued at once, and
+// d says so.
+func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, j journaled, resp *iso8583.Message, d *decision, log *slog.Logger) {
+	ans := HostAnswer{Responded: d.out.ResponseCode != "", ResponseCode: d.out.ResponseCode}
 	if ans.Responded && resp != nil {
 		if b, err := resp.GetBytes(55); err == nil && len(b) > 0 {
 			ans.Field55 = b
 		}
 	}
+	approved := d.out.State == store.StateApproved && d.out.Voided == nil
 	fin, err := cr.FinishChip(ctx, ans)
-	if !res.Approved || (err == nil && !fin.MustReverse(true)) {
+	if !approved || (err == nil && !fin.MustReverse(true)) {
 		if err != nil {
 			log.Warn("the card did not complete (FNC)", "reason", err)
 		}
-		return padMsg
+		return
 	}
 	why := "the card declined after the acquirer approved"
 	if err != nil {
 		why = "the card did not complete after the acquirer approved (" + err.Error() + ")"
 	}
-	rev, err := t.reversalItem(ctx, queuedFromAuth(auth, iso8583.ReasonError, ""), t.opts.Currency.Code, res.MaskedPAN)
+	approvedAuth := j.auth
+	if d.out.AuthorizedMinor > 0 { // a partial approval: the host holds the amount approved
+		approvedAuth.AmountMinor = d.out.AuthorizedMinor
+	}
+	rev, err := t.reversalItem(ctx, queuedFromAuth(approvedAuth, iso8583.ReasonError, ""), t.opts.Currency.Code, j.in.MaskedPAN)
 	if err == nil {
-		_, err = t.st.Void(ctx, id, "card (declined after approval)", &rev)
+		_, err = t.st.Void(ctx, j.id, voidedByPosd+why, &rev)
 	}
 	if err != nil {
-		log.Error("the card declined after approval and the reversal could not be queued", "txn", uint64(id), "reason", err)
+		log.Error("the card declined after approval and the reversal could not be queued", "txn", uint64(j.id), "reason", err)
 	}
 	t.fwd.Kick()
-	log.Warn(why+": reversing", "txn", uint64(id))
-	res.Approved = false
-	res.Condition = CondRefusal
-	res.Message = why + "; the approval is being reversed and the customer is not charged"
-	return "DECLINED"
+	log.Warn(why+": reversing", "txn", uint64(j.id))
+	d.out.Voided = &store.Void{Time: t.opts.Now(), By: voidedByPosd + why}
+	d.padMsg = "DECLINED"
 }

@@ -3,6 +3,9 @@ package terminal
 import (
 	"fmt"
 	"strings"
+
+	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/terminal/money"
 )
 
 // ReceiptWidth is the number of characters on a receipt line (a 58 mm printer).
@@ -38,7 +41,14 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 		}
 		add("ENTRY", entry)
 	}
-	add("AMOUNT", r.Amount.String())
+	if r.AuthorizedMinor > 0 && r.AuthorizedMinor < r.Amount.Minor {
+		// A partial approval: what was asked, what the card paid, what is left to pay.
+		add("REQUESTED", r.Amount.String())
+		add("AMOUNT", money.Amount{Minor: r.AuthorizedMinor, Currency: r.Amount.Currency}.String())
+		add("REMAINING", money.Amount{Minor: r.Amount.Minor - r.AuthorizedMinor, Currency: r.Amount.Currency}.String())
+	} else {
+		add("AMOUNT", r.Amount.String())
+	}
 	if r.STAN != 0 {
 		add("STAN", fmt.Sprintf("%06d", r.STAN))
 	}
@@ -48,6 +58,8 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 	switch {
 	case r.Approved:
 		add("APPROVED", "AUTH "+r.ApprovalCode)
+	case r.ResponseCode == iso8583.RCApproved || iso8583.AuthResponse{ResponseCode: r.ResponseCode}.ApprovedWithCondition():
+		add("CANCELLED", "REVERSED") // the host approved; posd undid it during the sale
 	case r.ResponseCode != "":
 		add("DECLINED", "CODE "+r.ResponseCode)
 	default:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,11 @@ type rig struct {
 	hopt hostsim.Options
 	ctx  context.Context
 	sent *recorder
+	n    atomic.Int64 // sales run: each gets a till transaction id of its own
+	// what New was given, for a test that restarts the terminal on the same devices
+	topts terminal.Options
+	pp    *terminal.PINPad
+	pins  *hsm.Module
 }
 
 // recorder is the acquirer link with a record of every request sent through it.
@@ -121,6 +127,11 @@ type hostFaults struct {
 	// cards replaces the simulator's card table; corrupt is its Corrupt hook.
 	cards   []hostsim.Card
 	corrupt func(req *iso8583.Message, wire []byte) []byte
+	// delay and override are the simulator's Delay and Override hooks; opts changes the
+	// terminal's options.
+	delay    func(req *iso8583.Message) time.Duration
+	override func(req *iso8583.Message) string
+	opts     func(*terminal.Options)
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -161,7 +172,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.ctx = ctx
 	r.hopt = hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: faults.dialect, Logf: logf, Drop: func(m *iso8583.Message) bool {
 		return faults.drop || (faults.dropFn != nil && faults.dropFn(m))
-	}, Cards: faults.cards, Corrupt: faults.corrupt}
+	}, Cards: faults.cards, Corrupt: faults.corrupt, Delay: faults.delay, Override: faults.override}
 	addr := faults.addr
 	switch {
 	case addr != "":
@@ -217,12 +228,17 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	t.Cleanup(func() { acq.Close() })
 	logger := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) { logf("%s", b) }), nil))
 	r.sent = &recorder{Acquirer: acq}
-	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, terminal.Options{
+	r.topts = terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
 		HostTimeout: time.Second, CardTimeout: 5 * time.Second, Logger: logger,
 		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes,
 		Forward: terminal.ForwardOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 3, SendTimeout: 300 * time.Millisecond},
-	})
+	}
+	if faults.opts != nil {
+		faults.opts(&r.topts)
+	}
+	r.pp, r.pins = pp, pins
+	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, r.topts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +251,8 @@ func (w writerFunc) Write(b []byte) (int, error) { w(append([]byte(nil), b...));
 
 func (r *rig) sale(t *testing.T, minor int64) terminal.SaleResult {
 	t.Helper()
-	res, err := r.term.Sale(context.Background(), terminal.SaleRequest{SaleID: "TILL", SaleTransactionID: t.Name(), Amount: money.Amount{Minor: minor, Currency: eur}})
+	id := fmt.Sprintf("%s-%d", t.Name(), r.n.Add(1))
+	res, err := r.term.Sale(context.Background(), terminal.SaleRequest{SaleID: "TILL", SaleTransactionID: id, Amount: money.Amount{Minor: minor, Currency: eur}})
 	if err != nil {
 		t.Fatalf("Sale: %v", err)
 	}

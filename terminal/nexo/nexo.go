@@ -48,9 +48,75 @@ type MessageHeader struct {
 //
 // A plain value: safe for concurrent use when not modified.
 type SaleToPOIRequest struct {
-	MessageHeader   MessageHeader    `json:"MessageHeader"`
-	PaymentRequest  *PaymentRequest  `json:"PaymentRequest,omitempty"`
-	ReversalRequest *ReversalRequest `json:"ReversalRequest,omitempty"`
+	MessageHeader            MessageHeader             `json:"MessageHeader"`
+	PaymentRequest           *PaymentRequest           `json:"PaymentRequest,omitempty"`
+	ReversalRequest          *ReversalRequest          `json:"ReversalRequest,omitempty"`
+	TransactionStatusRequest *TransactionStatusRequest `json:"TransactionStatusRequest,omitempty"`
+	AbortRequest             *AbortRequest             `json:"AbortRequest,omitempty"`
+}
+
+// MessageReference names an earlier request (MessageCategory "Payment"): by its SaleID and
+// ServiceID, or, as posd's extension, by its SaleTransactionID. SaleID defaults to the
+// header's.
+//
+// A plain value: safe for concurrent use when not modified.
+type MessageReference struct {
+	MessageCategory   string         `json:"MessageCategory,omitempty"`
+	ServiceID         string         `json:"ServiceID,omitempty"`
+	DeviceID          string         `json:"DeviceID,omitempty"`
+	SaleID            string         `json:"SaleID,omitempty"`
+	POIID             string         `json:"POIID,omitempty"`
+	SaleTransactionID *TransactionID `json:"SaleTransactionID,omitempty"` // posd's extension
+}
+
+// TransactionStatusRequest asks what became of an earlier request (MessageCategory
+// "TransactionStatus").
+//
+// A plain value: safe for concurrent use when not modified.
+type TransactionStatusRequest struct {
+	MessageReference *MessageReference `json:"MessageReference,omitempty"`
+}
+
+// TransactionStatusResponse answers a TransactionStatusRequest. Response.Result "Success"
+// means the request was found and has finished: its own answer is in
+// RepeatedMessageResponse. "Failure" with "InProgress": it still runs; with "NotFound":
+// posd has no such request.
+//
+// A plain value: safe for concurrent use when not modified.
+type TransactionStatusResponse struct {
+	Response                Response                 `json:"Response"`
+	MessageReference        *MessageReference        `json:"MessageReference,omitempty"`
+	RepeatedMessageResponse *RepeatedMessageResponse `json:"RepeatedMessageResponse,omitempty"`
+}
+
+// RepeatedMessageResponse is the answer of an earlier request, as it was given.
+//
+// A plain value: safe for concurrent use when not modified.
+type RepeatedMessageResponse struct {
+	MessageHeader               MessageHeader `json:"MessageHeader"`
+	RepeatedResponseMessageBody struct {
+		PaymentResponse *PaymentResponse `json:"PaymentResponse,omitempty"`
+	} `json:"RepeatedResponseMessageBody"`
+}
+
+// AbortRequest asks to stop a running request (MessageCategory "Abort").
+//
+// A plain value: safe for concurrent use when not modified.
+type AbortRequest struct {
+	MessageReference *MessageReference `json:"MessageReference,omitempty"`
+	AbortReason      string            `json:"AbortReason"`
+}
+
+// AbortResponse is posd's answer to an AbortRequest (nexo defines none; the effect shows in
+// the payment's own answer too): "Success" when the abort was taken, with
+// AdditionalResponse saying whether the payment stopped before going online or its
+// approval will be reversed; "Failure" with "NotFound" (no such running request) or
+// "NotAllowed" (it has finished).
+//
+// A plain value: safe for concurrent use when not modified.
+type AbortResponse struct {
+	Response         Response          `json:"Response"`
+	MessageReference *MessageReference `json:"MessageReference,omitempty"`
 }
 
 // ReversalRequest asks to cancel an approved payment (MessageCategory "Reversal").
@@ -103,9 +169,11 @@ type PaymentRequest struct {
 //
 // A plain value: safe for concurrent use when not modified.
 type SaleToPOIResponse struct {
-	MessageHeader    MessageHeader     `json:"MessageHeader"`
-	PaymentResponse  *PaymentResponse  `json:"PaymentResponse,omitempty"`
-	ReversalResponse *ReversalResponse `json:"ReversalResponse,omitempty"`
+	MessageHeader             MessageHeader              `json:"MessageHeader"`
+	PaymentResponse           *PaymentResponse           `json:"PaymentResponse,omitempty"`
+	ReversalResponse          *ReversalResponse          `json:"ReversalResponse,omitempty"`
+	TransactionStatusResponse *TransactionStatusResponse `json:"TransactionStatusResponse,omitempty"`
+	AbortResponse             *AbortResponse             `json:"AbortResponse,omitempty"`
 }
 
 // PaymentResponse answers a PaymentRequest.
@@ -127,7 +195,7 @@ type PaymentResponse struct {
 //
 // A plain value: safe for concurrent use when not modified.
 type Response struct {
-	Result             string `json:"Result"`                   // "Success" or "Failure"
+	Result             string `json:"Result"`                   // "Success", "Partial" (part of the amount approved) or "Failure"
 	ErrorCondition     string `json:"ErrorCondition,omitempty"` // e.g. "Refusal", "WrongPIN", "UnreachableHost"
 	AdditionalResponse string `json:"AdditionalResponse,omitempty"`
 }
@@ -140,6 +208,7 @@ type PaymentResult struct {
 	AmountsResp struct {
 		Currency         string      `json:"Currency"`
 		AuthorizedAmount json.Number `json:"AuthorizedAmount"`
+		RequestedAmount  json.Number `json:"RequestedAmount,omitempty"` // posd's addition, with a partial approval
 	} `json:"AmountsResp"`
 	PaymentAcquirerData struct {
 		AcquirerPOIID         string        `json:"AcquirerPOIID"`
@@ -190,7 +259,7 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 //
 // A plain value: safe for concurrent use when not modified.
 type Payment struct {
-	Header            MessageHeader
+	Header            MessageHeader // its ServiceID keys the request, with its SaleID
 	SaleTransactionID TransactionID
 	Amount            money.Amount
 }
@@ -224,10 +293,10 @@ func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, erro
 		return nil, &FieldError{"MessageHeader.MessageCategory", fmt.Sprintf("%q not supported here (%s is)", clip(h.MessageCategory), category)}
 	case h.MessageType != "Request":
 		return nil, &FieldError{"MessageHeader.MessageType", "must be \"Request\""}
-	case h.SaleID == "" || len(h.SaleID) > 64:
-		return nil, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 characters"}
-	case h.ServiceID == "" || len(h.ServiceID) > 10:
-		return nil, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 characters"}
+	case !validID(h.SaleID, 64):
+		return nil, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 printable ASCII characters"}
+	case !validID(h.ServiceID, 10):
+		return nil, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 printable ASCII characters"}
 	case h.POIID != poiid:
 		return nil, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
 	}
@@ -295,8 +364,8 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 		return Payment{}, &FieldError{"PaymentRequest.PaymentData.PaymentType", fmt.Sprintf("%q not supported yet (Normal is)", clip(pr.PaymentData.PaymentType))}
 	}
 	st := pr.SaleData.SaleTransactionID
-	if st.TransactionID == "" || len(st.TransactionID) > 64 {
-		return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TransactionID", "must be 1 to 64 characters"}
+	if !validID(st.TransactionID, 64) {
+		return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TransactionID", "must be 1 to 64 printable ASCII characters"}
 	}
 	if st.TimeStamp != "" {
 		if _, err := time.Parse(time.RFC3339, st.TimeStamp); err != nil {
@@ -320,6 +389,107 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 		return Payment{}, &FieldError{amountField, "must be greater than zero"}
 	}
 	return Payment{Header: h, SaleTransactionID: st, Amount: amt}, nil
+}
+
+// validID reports whether id, a till's identifier, is 1 to max printable ASCII characters:
+// identifiers key requests in the journal and appear in logs.
+func validID(id string, max int) bool {
+	if id == "" || len(id) > max {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Reference is a validated MessageReference to an earlier payment: SaleID with ServiceID,
+// or SaleID with SaleTransactionID (one of the two is set).
+//
+// A plain value: safe for concurrent use when not modified.
+type Reference struct {
+	SaleID, ServiceID, SaleTransactionID string
+}
+
+// decodeReference validates the MessageReference at path of a request whose header is h.
+func decodeReference(ref *MessageReference, path string, h MessageHeader) (Reference, error) {
+	if ref == nil {
+		return Reference{}, &FieldError{path, "missing"}
+	}
+	if ref.MessageCategory != "" && ref.MessageCategory != "Payment" {
+		return Reference{}, &FieldError{path + ".MessageCategory", fmt.Sprintf("%q not supported (Payment is)", clip(ref.MessageCategory))}
+	}
+	r := Reference{SaleID: ref.SaleID, ServiceID: ref.ServiceID}
+	if r.SaleID == "" {
+		r.SaleID = h.SaleID
+	}
+	if !validID(r.SaleID, 64) {
+		return Reference{}, &FieldError{path + ".SaleID", "must be 1 to 64 printable ASCII characters"}
+	}
+	if ref.POIID != "" && ref.POIID != h.POIID {
+		return Reference{}, &FieldError{path + ".POIID", fmt.Sprintf("%q is not this terminal", clip(ref.POIID))}
+	}
+	switch {
+	case ref.SaleTransactionID != nil && ref.ServiceID != "":
+		return Reference{}, &FieldError{path, "give ServiceID or SaleTransactionID, not both"}
+	case ref.SaleTransactionID != nil:
+		if !validID(ref.SaleTransactionID.TransactionID, 64) {
+			return Reference{}, &FieldError{path + ".SaleTransactionID.TransactionID", "must be 1 to 64 printable ASCII characters"}
+		}
+		r.SaleTransactionID = ref.SaleTransactionID.TransactionID
+	case !validID(ref.ServiceID, 10):
+		return Reference{}, &FieldError{path + ".ServiceID", "must be 1 to 10 printable ASCII characters (or give SaleTransactionID)"}
+	}
+	return r, nil
+}
+
+// StatusQuery is a validated TransactionStatusRequest.
+//
+// A plain value: safe for concurrent use when not modified.
+type StatusQuery struct {
+	Header MessageHeader
+	Ref    Reference
+}
+
+// DecodeTransactionStatus decodes and validates a till's TransactionStatusRequest.
+func DecodeTransactionStatus(body []byte, poiid string) (StatusQuery, error) {
+	req, err := decodeRequest(body, poiid, "TransactionStatus")
+	if err != nil {
+		return StatusQuery{}, err
+	}
+	if req.TransactionStatusRequest == nil {
+		return StatusQuery{}, &FieldError{"TransactionStatusRequest", "missing"}
+	}
+	ref, err := decodeReference(req.TransactionStatusRequest.MessageReference, "TransactionStatusRequest.MessageReference", req.MessageHeader)
+	return StatusQuery{Header: req.MessageHeader, Ref: ref}, err
+}
+
+// Abort is a validated AbortRequest.
+//
+// A plain value: safe for concurrent use when not modified.
+type Abort struct {
+	Header MessageHeader
+	Ref    Reference
+	Reason string
+}
+
+// DecodeAbort decodes and validates a till's AbortRequest.
+func DecodeAbort(body []byte, poiid string) (Abort, error) {
+	req, err := decodeRequest(body, poiid, "Abort")
+	if err != nil {
+		return Abort{}, err
+	}
+	ar := req.AbortRequest
+	if ar == nil {
+		return Abort{}, &FieldError{"AbortRequest", "missing"}
+	}
+	if !validID(ar.AbortReason, 64) {
+		return Abort{}, &FieldError{"AbortRequest.AbortReason", "must be 1 to 64 printable ASCII characters"}
+	}
+	ref, err := decodeReference(ar.MessageReference, "AbortRequest.MessageReference", req.MessageHeader)
+	return Abort{Header: req.MessageHeader, Ref: ref, Reason: ar.AbortReason}, err
 }
 
 // clip bounds an echoed value so an error never carries a large or binary blob.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
+	"github.com/posd-dev/posd/terminal/money"
 )
 
 // MaxBody is the largest request body the server reads.
@@ -31,82 +33,214 @@ type ServerOptions struct {
 	Devices func() []terminal.DeviceStatus
 }
 
+// handler is the till API over one Terminal.
+type handler struct {
+	t    *terminal.Terminal
+	opts ServerOptions
+	log  *slog.Logger
+}
+
 // NewHandler returns the till API:
 //
-//	POST /nexo         a SaleToPOIRequest; answered with a SaleToPOIResponse
+//	POST /nexo         a SaleToPOIRequest (Payment, Reversal, TransactionStatus, Abort);
+//	                   answered with a SaleToPOIResponse
 //	GET  /v1/status    liveness: {"status":"ok","poiid":...}
 //	GET  /v1/journal   the journal (when ServerOptions.Journal is set)
 //
-// The handler is safe for concurrent use; the terminal answers Busy to a second sale.
+// The handler is safe for concurrent use; the terminal answers Busy to a second sale, and
+// a repeat of a request with the first request's answer.
 func NewHandler(t *terminal.Terminal, opts ServerOptions) http.Handler {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	h := &handler{t: t, opts: opts, log: opts.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /nexo", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
-		if err != nil {
-			httpError(w, http.StatusBadRequest, "reading the request: "+err.Error())
-			return
-		}
-		if len(body) > MaxBody {
-			httpError(w, http.StatusRequestEntityTooLarge, "request larger than 64 KiB")
-			return
-		}
-		if Category(body) == "Reversal" {
-			serveReversal(w, t, body, opts, log)
-			return
-		}
-		p, err := DecodePayment(body, opts.POIID)
-		if err != nil {
-			log.Warn("till request refused", "reason", err)
-			httpError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String())
-		// The sale runs to its end even if the till hangs up: the journal and the customer
-		// need an outcome either way.
-		ctx := context.WithoutCancel(r.Context())
-		res, err := t.Sale(ctx, terminal.SaleRequest{SaleID: p.Header.SaleID, SaleTransactionID: p.SaleTransactionID.TransactionID, Amount: p.Amount})
-		var resp *SaleToPOIResponse
-		switch {
-		case errors.Is(err, terminal.ErrBusy):
-			resp = failure(p, "Busy", "another transaction is in progress on this terminal")
-		case errors.Is(err, terminal.ErrInvalidSale):
-			httpError(w, http.StatusBadRequest, err.Error())
-			return
-		case err != nil:
-			log.Error("sale failed", "reason", err)
-			resp = failure(p, "Aborted", err.Error())
-		default:
-			resp = FromResult(p, res, opts.MerchantID)
-		}
-		log.Info("till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", resp.PaymentResponse.Response.Result, "condition", resp.PaymentResponse.Response.ErrorCondition)
-		writeJSON(w, http.StatusOK, Envelope{Response: resp})
-	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		st := map[string]any{"status": "ok", "poiid": opts.POIID}
-		if opts.Devices != nil {
-			st["devices"] = opts.Devices()
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
+	mux.HandleFunc("POST /nexo", h.serveNexo)
+	mux.HandleFunc("GET /v1/status", h.serveStatus)
 	if opts.Journal != nil {
-		mux.HandleFunc("GET /v1/journal", func(w http.ResponseWriter, r *http.Request) {
-			var recs []store.Record
-			err := opts.Journal.Records(r.Context(), func(rec store.Record) error {
-				recs = append(recs, rec)
-				return nil
-			})
-			if err != nil {
-				httpError(w, http.StatusInternalServerError, err.Error())
-				return
-			}
-			writeJSON(w, http.StatusOK, recs)
-		})
+		mux.HandleFunc("GET /v1/journal", h.serveJournal)
 	}
 	return mux
+}
+
+func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "reading the request: "+err.Error())
+		return
+	}
+	if len(body) > MaxBody {
+		httpError(w, http.StatusRequestEntityTooLarge, "request larger than 64 KiB")
+		return
+	}
+	switch Category(body) {
+	case "Reversal":
+		h.serveReversal(w, body)
+	case "TransactionStatus":
+		h.serveTransactionStatus(w, r, body)
+	case "Abort":
+		h.serveAbort(w, r, body)
+	default:
+		h.servePayment(w, r, body)
+	}
+}
+
+func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []byte) {
+	p, err := DecodePayment(body, h.opts.POIID)
+	if err != nil {
+		h.log.Warn("till request refused", "reason", err)
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h.log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String())
+	// The sale runs to its end even if the till hangs up: the journal and the customer
+	// need an outcome either way, and the till finds the answer with TransactionStatus.
+	ctx := context.WithoutCancel(r.Context())
+	res, err := h.t.Sale(ctx, terminal.SaleRequest{SaleID: p.Header.SaleID, ServiceID: p.Header.ServiceID,
+		SaleTransactionID: p.SaleTransactionID.TransactionID, Amount: p.Amount})
+	var resp *SaleToPOIResponse
+	var conflict *terminal.ConflictError
+	switch {
+	case errors.Is(err, terminal.ErrBusy):
+		resp = failure(p, "Busy", "another transaction is in progress on this terminal")
+	case errors.As(err, &conflict):
+		resp = failure(p, "NotAllowed", conflictText(conflict))
+	case errors.Is(err, terminal.ErrInvalidSale):
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		h.log.Error("sale failed", "reason", err)
+		resp = failure(p, "Aborted", err.Error())
+	default:
+		resp = FromResult(p, res, h.opts.MerchantID)
+	}
+	pr := resp.PaymentResponse
+	h.log.Info("till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
+	werr := writeJSON(w, http.StatusOK, Envelope{Response: resp})
+	if res.TxnID != 0 && (werr != nil || r.Context().Err() != nil) {
+		// The till went away before the answer: the sale stands as it ended, and the
+		// journal says that the till did not hear it.
+		h.log.Warn("the till did not hear the answer; it waits for a TransactionStatus request", "txn", uint64(res.TxnID), "sale_txn", p.SaleTransactionID.TransactionID)
+		if err := h.t.NoteUndelivered(context.WithoutCancel(r.Context()), res.TxnID); err != nil {
+			h.log.Error("recording that the till did not hear the answer", "txn", uint64(res.TxnID), "reason", err)
+		}
+	}
+}
+
+// conflictText names, in the till's JSON terms, what differs from the first request.
+func conflictText(c *terminal.ConflictError) string {
+	field := map[string]string{
+		"amount":            "PaymentRequest.PaymentTransaction.AmountsReq.RequestedAmount",
+		"currency":          "PaymentRequest.PaymentTransaction.AmountsReq.Currency",
+		"SaleTransactionID": "PaymentRequest.SaleData.SaleTransactionID.TransactionID",
+		"POITransactionID":  "ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID",
+	}[c.Field]
+	if field == "" {
+		field = c.Field
+	}
+	key := "MessageHeader.ServiceID"
+	if c.Key == "SaleTransactionID" {
+		key = "PaymentRequest.SaleData.SaleTransactionID.TransactionID"
+	}
+	return fmt.Sprintf("%s differs from the first request with this SaleID and %s; nothing was done", field, key)
+}
+
+func (h *handler) serveTransactionStatus(w http.ResponseWriter, r *http.Request, body []byte) {
+	q, err := DecodeTransactionStatus(body, h.opts.POIID)
+	if err != nil {
+		h.log.Warn("till request refused", "reason", err)
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	hd := q.Header
+	hd.MessageType = "Response"
+	ref := q.Ref.message()
+	tsr := &TransactionStatusResponse{MessageReference: ref}
+	st, err := h.t.TransactionStatus(r.Context(), q.Ref.key())
+	switch {
+	case errors.Is(err, terminal.ErrUnknownTransaction):
+		tsr.Response = Response{Result: "Failure", ErrorCondition: "NotFound", AdditionalResponse: "message=no payment with this reference on this terminal: nothing was charged under it"}
+	case err != nil:
+		h.log.Error("transaction status failed", "reason", err)
+		tsr.Response = Response{Result: "Failure", ErrorCondition: "Busy", AdditionalResponse: "message=" + err.Error()}
+	case st.Running:
+		tsr.Response = Response{Result: "Failure", ErrorCondition: "InProgress", AdditionalResponse: "message=the payment is still running; ask again"}
+	default:
+		p := Payment{Header: MessageHeader{ProtocolVersion: hd.ProtocolVersion, MessageClass: "Service", MessageCategory: "Payment",
+			SaleID: st.Request.SaleID, ServiceID: st.Request.ServiceID, POIID: h.opts.POIID},
+			SaleTransactionID: TransactionID{TransactionID: st.Request.SaleTransactionID}, Amount: st.Request.Amount}
+		pr := FromResult(p, st.Result, h.opts.MerchantID)
+		rep := &RepeatedMessageResponse{MessageHeader: pr.MessageHeader}
+		rep.RepeatedResponseMessageBody.PaymentResponse = pr.PaymentResponse
+		tsr.Response = Response{Result: "Success"}
+		tsr.RepeatedMessageResponse = rep
+	}
+	h.log.Info("till transaction status", "sale_id", q.Ref.SaleID, "service_id", q.Ref.ServiceID, "sale_txn", q.Ref.SaleTransactionID, "result", tsr.Response.Result, "condition", tsr.Response.ErrorCondition)
+	writeJSON(w, http.StatusOK, Envelope{Response: &SaleToPOIResponse{MessageHeader: hd, TransactionStatusResponse: tsr}})
+}
+
+func (h *handler) serveAbort(w http.ResponseWriter, r *http.Request, body []byte) {
+	a, err := DecodeAbort(body, h.opts.POIID)
+	if err != nil {
+		h.log.Warn("till request refused", "reason", err)
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	hd := a.Header
+	hd.MessageType = "Response"
+	ar := &AbortResponse{MessageReference: a.Ref.message()}
+	res, err := h.t.Abort(r.Context(), a.Ref.key())
+	switch {
+	case err == nil:
+		ar.Response = Response{Result: "Success", AdditionalResponse: "message=" + res.Message}
+	case errors.Is(err, terminal.ErrUnknownTransaction):
+		ar.Response = Response{Result: "Failure", ErrorCondition: "NotFound", AdditionalResponse: "message=no payment with this reference on this terminal"}
+	case errors.Is(err, terminal.ErrTooLate):
+		ar.Response = Response{Result: "Failure", ErrorCondition: "NotAllowed", AdditionalResponse: "message=the payment has finished already: ask its status, or void it"}
+	default:
+		h.log.Error("abort failed", "reason", err)
+		ar.Response = Response{Result: "Failure", ErrorCondition: "Busy", AdditionalResponse: "message=" + err.Error()}
+	}
+	h.log.Info("till abort", "sale_id", a.Ref.SaleID, "service_id", a.Ref.ServiceID, "reason", a.Reason, "result", ar.Response.Result, "condition", ar.Response.ErrorCondition)
+	writeJSON(w, http.StatusOK, Envelope{Response: &SaleToPOIResponse{MessageHeader: hd, AbortResponse: ar}})
+}
+
+// key is the terminal's key of the referenced request.
+func (r Reference) key() store.TillKey {
+	if r.SaleTransactionID != "" {
+		return store.SaleTxnKey(r.SaleID, r.SaleTransactionID)
+	}
+	return store.ServiceKey(r.SaleID, r.ServiceID)
+}
+
+// message is the reference as the answer quotes it.
+func (r Reference) message() *MessageReference {
+	m := &MessageReference{MessageCategory: "Payment", SaleID: r.SaleID, ServiceID: r.ServiceID}
+	if r.SaleTransactionID != "" {
+		m.SaleTransactionID = &TransactionID{TransactionID: r.SaleTransactionID}
+	}
+	return m
+}
+
+func (h *handler) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st := map[string]any{"status": "ok", "poiid": h.opts.POIID}
+	if h.opts.Devices != nil {
+		st["devices"] = h.opts.Devices()
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *handler) serveJournal(w http.ResponseWriter, r *http.Request) {
+	var recs []store.Record
+	err := h.opts.Journal.Records(r.Context(), func(rec store.Record) error {
+		recs = append(recs, rec)
+		return nil
+	})
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, recs)
 }
 
 func header(p Payment) MessageHeader {
@@ -116,19 +250,23 @@ func header(p Payment) MessageHeader {
 }
 
 // serveReversal voids an approved sale (a cancel after approval).
-func serveReversal(w http.ResponseWriter, t *terminal.Terminal, body []byte, opts ServerOptions, log *slog.Logger) {
-	rv, err := DecodeReversal(body, opts.POIID)
+func (h *handler) serveReversal(w http.ResponseWriter, body []byte) {
+	rv, err := DecodeReversal(body, h.opts.POIID)
 	if err != nil {
-		log.Warn("till request refused", "reason", err)
+		h.log.Warn("till request refused", "reason", err)
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	h := rv.Header
-	h.MessageType = "Response"
+	hd := rv.Header
+	hd.MessageType = "Response"
 	rr := &ReversalResponse{}
 	rr.POIData.POITransactionID = TransactionID{TransactionID: rv.POITransactionID}
-	res, err := t.Void(context.WithoutCancel(context.Background()), rv.POITransactionID, "till "+h.SaleID+" ("+rv.Reason+")")
+	// A void runs to its end even if the till hangs up, as a sale does.
+	res, err := h.t.VoidOnce(context.Background(), hd.SaleID, hd.ServiceID, rv.POITransactionID, rv.Reason)
+	var conflict *terminal.ConflictError
 	switch {
+	case errors.As(err, &conflict):
+		rr.Response = Response{Result: "Failure", ErrorCondition: "NotAllowed", AdditionalResponse: "message=" + conflictText(conflict)}
 	case err == nil:
 		rr.Response = Response{Result: "Success", AdditionalResponse: "message=" + res.Message}
 	case errors.Is(err, terminal.ErrUnknownTransaction):
@@ -136,11 +274,11 @@ func serveReversal(w http.ResponseWriter, t *terminal.Terminal, body []byte, opt
 	case errors.Is(err, store.ErrNotVoidable):
 		rr.Response = Response{Result: "Failure", ErrorCondition: "NotAllowed", AdditionalResponse: "message=" + err.Error()}
 	default:
-		log.Error("void failed", "reason", err)
+		h.log.Error("void failed", "reason", err)
 		rr.Response = Response{Result: "Failure", ErrorCondition: "Aborted", AdditionalResponse: "message=" + err.Error()}
 	}
-	log.Info("till void", "poi_txn", rv.POITransactionID, "result", rr.Response.Result, "condition", rr.Response.ErrorCondition)
-	writeJSON(w, http.StatusOK, Envelope{Response: &SaleToPOIResponse{MessageHeader: h, ReversalResponse: rr}})
+	h.log.Info("till void", "poi_txn", rv.POITransactionID, "result", rr.Response.Result, "condition", rr.Response.ErrorCondition)
+	writeJSON(w, http.StatusOK, Envelope{Response: &SaleToPOIResponse{MessageHeader: hd, ReversalResponse: rr}})
 }
 
 func failure(p Payment, cond, msg string) *SaleToPOIResponse {
@@ -155,16 +293,24 @@ func FromResult(p Payment, r terminal.SaleResult, merchantID string) *SaleToPOIR
 	pr.SaleData.SaleTransactionID = p.SaleTransactionID
 	ts := r.Time.UTC().Format(time.RFC3339)
 	pr.POIData.POITransactionID = TransactionID{TransactionID: r.POITransactionID, TimeStamp: ts}
-	if r.Approved {
+	partial := r.Approved && r.AuthorizedMinor > 0 && r.AuthorizedMinor < r.Amount.Minor
+	switch {
+	case partial:
+		pr.Response = Response{Result: "Partial", AdditionalResponse: "message=" + r.Message}
+	case r.Approved:
 		pr.Response = Response{Result: "Success", AdditionalResponse: "message=" + r.Message}
-	} else {
+	default:
 		pr.Response = Response{Result: "Failure", ErrorCondition: string(r.Condition), AdditionalResponse: "message=" + r.Message}
 	}
 	if r.MaskedPAN != "" {
 		res := &PaymentResult{PaymentType: "Normal"}
 		res.AmountsResp.Currency = r.Amount.Currency.Code
 		authorized := "0"
-		if r.Approved {
+		switch {
+		case partial:
+			authorized = money.Amount{Minor: r.AuthorizedMinor, Currency: r.Amount.Currency}.Decimal()
+			res.AmountsResp.RequestedAmount = json.Number(r.Amount.Decimal())
+		case r.Approved:
 			authorized = r.Amount.Decimal()
 		}
 		res.AmountsResp.AuthorizedAmount = json.Number(authorized)
@@ -202,10 +348,14 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// writeJSON writes v as the answer; the error says the till did not get it whole.
+func writeJSON(w http.ResponseWriter, code int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return http.NewResponseController(w).Flush()
 }
