@@ -44,6 +44,13 @@ var (
 	// ErrDeadLink: nothing came from the host for ClientOptions.DeadLinkTimeout while a
 	// request or an echo waited. With ErrOutcomeUnknown.
 	ErrDeadLink = errors.New("iso8583: link dead: the host stopped answering")
+	// ErrOutOfStep: the host sent a frame that cannot be read: its length header states
+	// more than the dialect's largest message or the framer's maximum (or is no length at
+	// all), or the bytes it announces did not all come within ClientOptions.FrameTimeout.
+	// Nothing after it can be found on the stream, so the connection is dropped and
+	// dialled again at once, with no backoff. With ErrOutcomeUnknown for the requests
+	// written on it.
+	ErrOutOfStep = errors.New("iso8583: link out of step: the host sent a frame that cannot be read")
 )
 
 // Defaults of [ClientOptions].
@@ -53,6 +60,7 @@ const (
 	DefaultNetworkTimeout = 10 * time.Second
 	DefaultReconnectMin   = 500 * time.Millisecond
 	DefaultReconnectMax   = 30 * time.Second
+	DefaultFrameTimeout   = 30 * time.Second
 )
 
 // ClientOptions configure a [Client]. NewClient copies what it needs; the options may be
@@ -125,6 +133,14 @@ type ClientOptions struct {
 	DeadLinkTimeout time.Duration
 	// NetworkTimeout bounds each sign-on, echo and sign-off exchange. Default: 10s.
 	NetworkTimeout time.Duration
+	// FrameTimeout bounds how long the rest of a frame from the host may take once its
+	// first byte has come. A frame slower than that (a length header followed by fewer
+	// bytes than it states) leaves the stream out of step: the connection is dropped
+	// ([ErrOutOfStep]), the requests written on it end with [ErrOutcomeUnknown], and the
+	// client dials again at once. A frame whose length header states more than the
+	// dialect's largest message is treated the same way as soon as the header is read.
+	// Set it to the requests' response timeout. An idle link is not affected. Default: 30s.
+	FrameTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
 	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
 	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
@@ -146,6 +162,7 @@ type Stats struct {
 	DialFailures uint64 // dials, handshakes or sign-ons that failed
 	Echoes       uint64 // echo requests sent
 	DeadLinks    uint64 // connections closed as dead
+	OutOfStep    uint64 // connections dropped for a frame that could not be read (ErrOutOfStep)
 	InFlight     int    // requests waiting now
 	Connected    bool   // whether a connection is up now
 }
@@ -153,14 +170,16 @@ type Stats struct {
 // Client is the link to one acquirer host: one TCP (or TLS) connection, many requests in
 // flight, responses matched to requests by response MTI, STAN (field 11) and terminal id
 // (field 41). It dials lazily, signs on when asked to, sends echoes when the link is idle,
-// notices a dead link, and after a connection that worked drops it reconnects in the
-// background with exponential backoff and jitter.
+// notices a dead link or a stream out of step (a frame that cannot be read: [ErrOutOfStep]),
+// and after a connection that worked drops it reconnects in the background at once, then
+// with exponential backoff and jitter while dials fail.
 //
 // A Client is safe for concurrent use.
 type Client struct {
 	addr         string
 	spec         *MessageSpec
 	framer       Framer
+	readFramer   Framer        // framer, its maximum lowered to the dialect's largest message
 	messages     *messageRules // the dialect's message rules; nil: none
 	dialectName  string        // names the dialect in errors
 	tls          *tls.Config
@@ -176,6 +195,7 @@ type Client struct {
 	echoInterval time.Duration
 	deadTimeout  time.Duration
 	netTimeout   time.Duration
+	frameTimeout time.Duration
 	backoffMin   time.Duration
 	backoffMax   time.Duration
 
@@ -203,6 +223,7 @@ type Client struct {
 	stats struct {
 		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64
 		connects, reconnects, dialFailures, echoes, deadLinks       atomic.Uint64
+		outOfStep                                                   atomic.Uint64
 	}
 }
 
@@ -232,6 +253,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		echoInterval: opts.EchoInterval,
 		deadTimeout:  opts.DeadLinkTimeout,
 		netTimeout:   opts.NetworkTimeout,
+		frameTimeout: opts.FrameTimeout,
 		backoffMin:   opts.ReconnectMin,
 		backoffMax:   opts.ReconnectMax,
 		dialSem:      make(chan struct{}, 1),
@@ -271,7 +293,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		name string
 		v    time.Duration
 	}{{"DialTimeout", opts.DialTimeout}, {"EchoInterval", opts.EchoInterval}, {"DeadLinkTimeout", opts.DeadLinkTimeout},
-		{"NetworkTimeout", opts.NetworkTimeout}, {"ReconnectMin", opts.ReconnectMin}, {"ReconnectMax", opts.ReconnectMax}} {
+		{"NetworkTimeout", opts.NetworkTimeout}, {"FrameTimeout", opts.FrameTimeout}, {"ReconnectMin", opts.ReconnectMin}, {"ReconnectMax", opts.ReconnectMax}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("iso8583: client: %s must not be negative", d.name)
 		}
@@ -302,6 +324,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.netTimeout == 0 {
 		c.netTimeout = DefaultNetworkTimeout
 	}
+	if c.frameTimeout == 0 {
+		c.frameTimeout = DefaultFrameTimeout
+	}
+	c.readFramer = limitFramer(c.framer, c.spec)
 	if c.backoffMin == 0 {
 		c.backoffMin = DefaultReconnectMin
 	}
@@ -552,6 +578,7 @@ func (c *Client) Stats() Stats {
 		DialFailures: c.stats.dialFailures.Load(),
 		Echoes:       c.stats.echoes.Load(),
 		DeadLinks:    c.stats.deadLinks.Load(),
+		OutOfStep:    c.stats.outOfStep.Load(),
 		InFlight:     inFlight,
 		Connected:    connected,
 	}

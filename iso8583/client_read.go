@@ -3,10 +3,17 @@ package iso8583
 // Reading frames and matching responses to the requests that wait for them.
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
+	"time"
+
+	"github.com/moov-io/iso8583/encoding"
+	"github.com/moov-io/iso8583/field"
 )
 
 // recentSize is how many finished requests the client remembers, to tell a late response
@@ -53,15 +60,25 @@ func (r *recentSet) put(k matchKey, answered bool) {
 	r.state[k] = answered
 }
 
+// readLoop reads the frames of l until it fails, and hands each to deliver. A frame that
+// cannot be read in step (see [ErrOutOfStep]) drops the connection at once; the client
+// dials again without waiting for a backoff.
 func (c *Client) readLoop(l *link) {
 	defer c.bg.Done()
 	defer close(l.readerDone)
+	fr := &frameReader{br: l.br, nc: l.nc, timeout: c.frameTimeout}
 	for {
-		b, err := c.framer.ReadFrame(l.br)
+		b, err := fr.frame(c.readFramer)
 		if err != nil {
+			if outOfStep(err) {
+				err = fmt.Errorf("%w: %w", ErrOutOfStep, err)
+			}
 			select {
 			case <-l.done: // closed on purpose
 			default:
+				if errors.Is(err, ErrOutOfStep) {
+					c.stats.outOfStep.Add(1)
+				}
 				c.logf("iso8583: connection to %s lost: %v", c.addr, err)
 			}
 			if errors.Is(err, io.EOF) {
@@ -84,6 +101,130 @@ func (c *Client) readLoop(l *link) {
 		}
 		c.deliver(l, msg)
 	}
+}
+
+// outOfStep reports whether a frame read failed in a way that leaves the stream unreadable
+// while the connection itself may still be up: a length header out of range or not a
+// length, or a frame that stopped coming.
+func outOfStep(err error) bool {
+	return errors.Is(err, ErrFrameSize) || errors.Is(err, ErrFrameHeader) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// frameReader is what a framer reads one frame from: once the first byte of a frame has
+// come, the rest must come within timeout. Between frames a read waits for as long as it
+// takes (an idle link is watched by keepalive). The deadline is set only when a read of a
+// started frame would wait for the network, so a frame already buffered costs nothing.
+type frameReader struct {
+	br      *bufio.Reader
+	nc      net.Conn
+	timeout time.Duration
+	started bool // a byte of the current frame has been read
+	armed   bool // nc's read deadline is set
+}
+
+// frame reads one frame with f.
+func (r *frameReader) frame(f Framer) ([]byte, error) {
+	b, err := f.ReadFrame(r)
+	r.started = false
+	if r.armed {
+		r.armed = false
+		if derr := r.nc.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+			err = fmt.Errorf("iso8583: read frame: %w", derr)
+		}
+	}
+	return b, err
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	if r.started && !r.armed && r.br.Buffered() == 0 {
+		if err := r.nc.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+			return 0, err
+		}
+		r.armed = true
+	}
+	n, err := r.br.Read(p)
+	if n > 0 {
+		r.started = true
+	}
+	return n, err
+}
+
+// limitFramer returns f with its maximum lowered to the largest message spec can unpack,
+// when f is one of this package's framers and spec's largest message can be computed; else
+// f itself. A length header stating more is then refused as soon as it is read.
+func limitFramer(f Framer, spec *MessageSpec) Framer {
+	limit, ok := maxMessageLen(spec)
+	if !ok {
+		return f
+	}
+	switch lf := f.(type) {
+	case BinaryLengthFramer:
+		lf.MaxFrame = min(lf.max(), limit)
+		return lf
+	case LengthFramer:
+		if lf.check() != nil {
+			return f // its ReadFrame reports what is wrong
+		}
+		lf.MaxFrame = min(lf.max(), limit)
+		return lf
+	}
+	return f
+}
+
+// maxMessageLen returns the length of the largest message spec can unpack: the MTI, a
+// primary and a secondary bitmap, and every field [Unpack] accepts at its longest on the
+// wire. It reports
+// false when a field is not one whose longest form this package knows (a field of a spec
+// not made by [DefaultSpec] or [ParseDialect]).
+func maxMessageLen(spec *MessageSpec) (int, bool) {
+	if spec == nil {
+		return 0, false
+	}
+	total := 0
+	for id, f := range spec.Fields {
+		if id == 65 || id > maxField {
+			continue // Unpack refuses them
+		}
+		if f == nil {
+			return 0, false
+		}
+		fs := f.Spec()
+		if fs == nil {
+			return 0, false
+		}
+		if _, ok := f.(*field.Bitmap); ok {
+			per := 0
+			switch fs.Enc {
+			case encoding.Binary:
+				per = fs.Length
+			case encoding.BytesToASCIIHex:
+				per = 2 * fs.Length
+			default:
+				return 0, false
+			}
+			total += 2 * per // the secondary bitmap too; a tertiary one is refused
+			continue
+		}
+		c, ok := fs.Packer.(codec)
+		if !ok {
+			return 0, false
+		}
+		total += c.maxWireLen(fs.Length)
+	}
+	return total, true
+}
+
+// maxWireLen returns the most bytes a field of this codec and spec length takes on the
+// wire, length prefix included.
+func (c codec) maxWireLen(length int) int {
+	if c.fixed() {
+		return c.wireLen(length)
+	}
+	if c.class == classB && c.enc == encHex && c.countChars {
+		n := min(length, c.maxPrefix())
+		return c.prefixLen() + n - n%2 // whole bytes: an odd count is refused
+	}
+	return c.prefixLen() + c.wireLen(min(length, c.maxPrefix()))
 }
 
 // failMalformed ends the request a broken response was meant for, if the fields read
