@@ -147,12 +147,28 @@ func (s *Server) reverse(req *iso8583.Message) decision {
 	pan := get(2)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.opts.MatchBy == MatchTransmission {
+		// The reversal is known by its own terminal id, STAN and field 7: a copy gets the
+		// first answer and changes nothing.
+		own := txnKey{tid, get(11), get(7), "04"}
+		if d, ok := s.revs[own]; ok {
+			return d
+		}
+		d := s.reverseLocked(key, o.MTI, pan, amount)
+		s.revs[own] = d
+		return d
+	}
+	return s.reverseLocked(key, o.MTI, pan, amount)
+}
+
+// reverseLocked reverses the original key names, if it matches. The caller holds s.mu.
+func (s *Server) reverseLocked(key origKey, origMTI, pan string, amount int64) decision {
 	c := s.byOrig[key]
 	switch {
 	case c == nil:
 		s.orphans[key] = true
 		return decision{rc: iso8583.RCNoOriginal}
-	case base(o.MTI) != base(c.MTI):
+	case base(origMTI) != base(c.MTI):
 		return decision{rc: iso8583.RCInvalidTxn}
 	case pan != "" && pan != c.pan:
 		return decision{rc: iso8583.RCInvalidTxn}

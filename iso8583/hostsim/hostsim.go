@@ -37,9 +37,15 @@
 // 7, 11, 12, 13, 41, 42 and 49.
 //
 // Each transaction is known by terminal id, STAN and local date and time (fields 41, 11,
-// 13 and 12; field 7 when 12 and 13 are absent). A duplicate or a repeat (0221) of one
-// already processed is answered as the first was, without changing anything; a duplicate
-// whose amount or card differs gets 94.
+// 13 and 12; field 7 when 12 and 13 are absent), and by whether it is an authorization
+// (01xx) or a financial message (02xx). A duplicate or a repeat (0221) of one already
+// processed is answered as the first was, without changing anything; a duplicate whose
+// amount or card differs gets 94. With Options.MatchBy set to [MatchTransmission] the host
+// is stricter, as a host that keys on the same fields as field 90 is: field 7 takes the
+// place of the local date and time, so a copy that keeps the STAN but carries a new field
+// 7 is a new transaction, decided and charged again; and a reversal whose terminal id,
+// STAN and field 7 repeat one already answered gets the same answer without being counted
+// again.
 //
 // An 0220 (offline approval or completion) is accepted with 00 whatever the card, unless
 // malformed (30): it records the terminal's decision (field 39) and, for an approval,
@@ -133,6 +139,39 @@ type Options struct {
 	// Hangup, when set, is asked for each request whether to close its connection at once
 	// instead of answering (nothing is decided or changed). Default: never.
 	Hangup func(req *iso8583.Message) bool
+
+	// MatchBy is how the host knows a copy of a message it has processed: see [MatchBy].
+	// Default "": MatchLocalTime.
+	MatchBy MatchBy
+}
+
+// MatchBy says which fields identify an original message (0100, 0200, 0220, 0400, 0420
+// and their repeats) to the host, so that a duplicate or a repeat is answered as the first
+// copy was and not processed again. Whatever it is, field 90 of a reversal or a completion
+// names its original by MTI, STAN and field 7. A MatchBy is a plain value, safe for
+// concurrent use.
+type MatchBy string
+
+const (
+	// MatchLocalTime: terminal id (field 41), STAN (11) and the local date and time (13
+	// and 12; field 7 when they are absent). A resend with a new field 7 is still the same
+	// transaction. The default.
+	MatchLocalTime MatchBy = "local"
+	// MatchTransmission: terminal id (41), STAN (11) and transmission date and time (7)
+	// only, the key field 90 uses: a resend with a new field 7 is a new transaction and is
+	// charged again (visible in Charges), as at a strict host.
+	MatchTransmission MatchBy = "transmission"
+)
+
+// ParseMatchBy reads a MatchBy as its constants spell it; "" is MatchLocalTime.
+func ParseMatchBy(s string) (MatchBy, error) {
+	switch m := MatchBy(s); m {
+	case "":
+		return MatchLocalTime, nil
+	case MatchLocalTime, MatchTransmission:
+		return m, nil
+	}
+	return "", fmt.Errorf("hostsim: unknown MatchBy %q (want %q or %q)", s, MatchLocalTime, MatchTransmission)
 }
 
 // Server is the simulated acquirer. It is safe for concurrent use; one Server may serve
@@ -155,6 +194,7 @@ type Server struct {
 	orphans  map[origKey]bool // reversed before they arrived
 	batches  map[string]bool  // terminal id + batch number, settled
 	signedOn map[string]bool
+	revs     map[txnKey]decision // MatchTransmission: reversals answered, by their own key
 	seq      uint64
 
 	ipekMu   sync.Mutex
@@ -188,6 +228,11 @@ func NewServer(opts Options) (*Server, error) {
 	} else if opts.AESPINKeyType != 0 {
 		return nil, errors.New("hostsim: AESPINKeyType without AESBDK")
 	}
+	match, err := ParseMatchBy(string(opts.MatchBy))
+	if err != nil {
+		return nil, err
+	}
+	opts.MatchBy = match
 	cards := opts.Cards
 	if cards == nil {
 		cards = DefaultCards()
@@ -207,6 +252,7 @@ func NewServer(opts Options) (*Server, error) {
 		orphans:  make(map[origKey]bool),
 		batches:  make(map[string]bool),
 		signedOn: make(map[string]bool),
+		revs:     make(map[txnKey]decision),
 		ipeks:    make(map[dukpt.KSN][]byte),
 		aesIKs:   make(map[[8]byte][]byte),
 		aesPINKT: aesPINKT,

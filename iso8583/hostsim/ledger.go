@@ -38,7 +38,8 @@ func (e LedgerEntry) String() string {
 }
 
 // Charge is what the host knows of one original transaction (an 0100, 0200 or 0220,
-// approved or not), identified by terminal id, STAN and transmission time. A test checks
+// approved or not), identified as Options.MatchBy says (terminal id, STAN and local or
+// transmission time). A test checks
 // with it that each sale was charged at most once net of reversals: Charged() is true for
 // at most one Charge per transaction, and Times counts the copies that arrived. It holds
 // the PAN masked only. A Charge is a plain value, safe for concurrent use if not modified.
@@ -75,8 +76,10 @@ func (c Charge) String() string {
 		c.Approved, c.Reversed, c.Times, c.Reversals)
 }
 
-// txnKey identifies a transaction: terminal id, STAN, and local date and time (or field 7).
-type txnKey struct{ tid, stan, when string }
+// txnKey identifies a transaction: terminal id, STAN, local date and time (or field 7:
+// see MatchBy), and the MTI's first two digits (an 0100 and the 0220 that completes it
+// are two transactions even when their STAN and time are the same).
+type txnKey struct{ tid, stan, when, class string }
 
 // origKey is what field 90 names: terminal id, STAN and transmission time.
 type origKey struct{ tid, stan, sent string }
@@ -156,10 +159,10 @@ func (s *Server) readTxn(req *iso8583.Message) (txn, decision, bool) {
 	t.tid = strings.TrimRight(get(41), " ")
 	t.local = get(13) + get(12)
 	when := t.local
-	if when == "" {
+	if when == "" || s.opts.MatchBy == MatchTransmission {
 		when = get(7)
 	}
-	t.key = txnKey{t.tid, get(11), when}
+	t.key = txnKey{t.tid, get(11), when, mtiClass(t.mti)}
 	t.orig = origKey{t.tid, get(11), get(7)}
 	t.currency = get(49)
 	t.credit = strings.HasPrefix(get(3), "20")
@@ -181,6 +184,14 @@ func (s *Server) readTxn(req *iso8583.Message) (txn, decision, bool) {
 		}
 	}
 	return t, decision{}, true
+}
+
+// mtiClass returns the version and class digits of an MTI: "02" for 0200, 0220 and 0221.
+func mtiClass(mti string) string {
+	if len(mti) < 2 {
+		return mti
+	}
+	return mti[:2]
 }
 
 // seen answers a copy of a transaction already processed, if it is one. The caller holds
