@@ -1,15 +1,11 @@
 package iso8583
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +44,13 @@ var (
 	// ErrDeadLink: nothing came from the host for ClientOptions.DeadLinkTimeout while a
 	// request or an echo waited. With ErrOutcomeUnknown.
 	ErrDeadLink = errors.New("iso8583: link dead: the host stopped answering")
+	// ErrOutOfStep: the host sent a frame that cannot be read: its length header states
+	// more than the dialect's largest message or the framer's maximum (or is no length at
+	// all), or the bytes it announces did not all come within ClientOptions.FrameTimeout.
+	// Nothing after it can be found on the stream, so the connection is dropped and
+	// dialled again at once, with no backoff. With ErrOutcomeUnknown for the requests
+	// written on it.
+	ErrOutOfStep = errors.New("iso8583: link out of step: the host sent a frame that cannot be read")
 )
 
 // Defaults of [ClientOptions].
@@ -57,11 +60,8 @@ const (
 	DefaultNetworkTimeout = 10 * time.Second
 	DefaultReconnectMin   = 500 * time.Millisecond
 	DefaultReconnectMax   = 30 * time.Second
+	DefaultFrameTimeout   = 30 * time.Second
 )
-
-// recentSize is how many finished requests the client remembers, to tell a late response
-// (its request gave up: reverse) from a duplicate (already answered: ignore).
-const recentSize = 4096
 
 // ClientOptions configure a [Client]. NewClient copies what it needs; the options may be
 // reused. Hooks (Dial, Logf, LateResponse, NextSTAN, Now) are called from several
@@ -133,6 +133,14 @@ type ClientOptions struct {
 	DeadLinkTimeout time.Duration
 	// NetworkTimeout bounds each sign-on, echo and sign-off exchange. Default: 10s.
 	NetworkTimeout time.Duration
+	// FrameTimeout bounds how long the rest of a frame from the host may take once its
+	// first byte has come. A frame slower than that (a length header followed by fewer
+	// bytes than it states) leaves the stream out of step: the connection is dropped
+	// ([ErrOutOfStep]), the requests written on it end with [ErrOutcomeUnknown], and the
+	// client dials again at once. A frame whose length header states more than the
+	// dialect's largest message is treated the same way as soon as the header is read.
+	// Set it to the requests' response timeout. An idle link is not affected. Default: 30s.
+	FrameTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
 	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
 	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
@@ -154,6 +162,7 @@ type Stats struct {
 	DialFailures uint64 // dials, handshakes or sign-ons that failed
 	Echoes       uint64 // echo requests sent
 	DeadLinks    uint64 // connections closed as dead
+	OutOfStep    uint64 // connections dropped for a frame that could not be read (ErrOutOfStep)
 	InFlight     int    // requests waiting now
 	Connected    bool   // whether a connection is up now
 }
@@ -161,14 +170,16 @@ type Stats struct {
 // Client is the link to one acquirer host: one TCP (or TLS) connection, many requests in
 // flight, responses matched to requests by response MTI, STAN (field 11) and terminal id
 // (field 41). It dials lazily, signs on when asked to, sends echoes when the link is idle,
-// notices a dead link, and after a connection that worked drops it reconnects in the
-// background with exponential backoff and jitter.
+// notices a dead link or a stream out of step (a frame that cannot be read: [ErrOutOfStep]),
+// and after a connection that worked drops it reconnects in the background at once, then
+// with exponential backoff and jitter while dials fail.
 //
 // A Client is safe for concurrent use.
 type Client struct {
 	addr         string
 	spec         *MessageSpec
 	framer       Framer
+	readFramer   Framer        // framer, its maximum lowered to the dialect's largest message
 	messages     *messageRules // the dialect's message rules; nil: none
 	dialectName  string        // names the dialect in errors
 	tls          *tls.Config
@@ -184,6 +195,7 @@ type Client struct {
 	echoInterval time.Duration
 	deadTimeout  time.Duration
 	netTimeout   time.Duration
+	frameTimeout time.Duration
 	backoffMin   time.Duration
 	backoffMax   time.Duration
 
@@ -211,74 +223,8 @@ type Client struct {
 	stats struct {
 		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64
 		connects, reconnects, dialFailures, echoes, deadLinks       atomic.Uint64
+		outOfStep                                                   atomic.Uint64
 	}
-}
-
-// matchKey identifies the response a request waits for.
-type matchKey struct {
-	mti  string // the response MTI
-	stan string // field 11 as sent
-	tid  string // field 41 without its space padding
-}
-
-func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" + k.tid }
-
-type result struct {
-	msg *Message
-	err error
-}
-
-type pending struct {
-	ch chan result // buffered: the reader never blocks on it
-}
-
-// recentSet remembers the last finished requests: answered, or given up.
-type recentSet struct {
-	state map[matchKey]bool // true: answered
-	ring  []matchKey
-	next  int
-}
-
-func (r *recentSet) put(k matchKey, answered bool) {
-	if r.state == nil {
-		r.state = make(map[matchKey]bool, recentSize)
-		r.ring = make([]matchKey, recentSize)
-	}
-	if _, ok := r.state[k]; !ok {
-		if old := r.ring[r.next]; old != (matchKey{}) {
-			delete(r.state, old)
-		}
-		r.ring[r.next] = k
-		r.next = (r.next + 1) % len(r.ring)
-	}
-	r.state[k] = answered
-}
-
-// link is one connection with its reader goroutine.
-type link struct {
-	nc         net.Conn
-	br         *bufio.Reader
-	wmu        sync.Mutex // guards writing and queue
-	writing    bool       // a Send is writing; others queue
-	queue      []*wreq
-	done       chan struct{} // closed once the link has failed or been closed
-	readerDone chan struct{} // closed when the reader goroutine has returned
-	kick       chan struct{} // wakes the keepalive goroutine
-	once       sync.Once
-	err        error // why the link ended; written before done is closed
-
-	lastRecv  atomic.Int64 // monotonic nanoseconds (Client.mono) of the last frame read
-	lastSend  atomic.Int64 // ... written
-	waiting   atomic.Int32 // requests written on this link and still waiting
-	waitSince atomic.Int64 // when waiting last went from 0 to 1
-}
-
-func (l *link) fail(err error) {
-	l.once.Do(func() {
-		l.err = err
-		close(l.done)
-		l.nc.Close()
-	})
 }
 
 // NewClient checks opts and returns a client. It does not dial: [Client.Connect] does, and
@@ -307,6 +253,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		echoInterval: opts.EchoInterval,
 		deadTimeout:  opts.DeadLinkTimeout,
 		netTimeout:   opts.NetworkTimeout,
+		frameTimeout: opts.FrameTimeout,
 		backoffMin:   opts.ReconnectMin,
 		backoffMax:   opts.ReconnectMax,
 		dialSem:      make(chan struct{}, 1),
@@ -346,7 +293,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		name string
 		v    time.Duration
 	}{{"DialTimeout", opts.DialTimeout}, {"EchoInterval", opts.EchoInterval}, {"DeadLinkTimeout", opts.DeadLinkTimeout},
-		{"NetworkTimeout", opts.NetworkTimeout}, {"ReconnectMin", opts.ReconnectMin}, {"ReconnectMax", opts.ReconnectMax}} {
+		{"NetworkTimeout", opts.NetworkTimeout}, {"FrameTimeout", opts.FrameTimeout}, {"ReconnectMin", opts.ReconnectMin}, {"ReconnectMax", opts.ReconnectMax}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("iso8583: client: %s must not be negative", d.name)
 		}
@@ -377,6 +324,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.netTimeout == 0 {
 		c.netTimeout = DefaultNetworkTimeout
 	}
+	if c.frameTimeout == 0 {
+		c.frameTimeout = DefaultFrameTimeout
+	}
+	c.readFramer = limitFramer(c.framer, c.spec)
 	if c.backoffMin == 0 {
 		c.backoffMin = DefaultReconnectMin
 	}
@@ -397,175 +348,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 
 // mono returns the client's monotonic clock in nanoseconds.
 func (c *Client) mono() int64 { return int64(time.Since(c.epoch)) }
-
-// Connect connects (and signs on, with SignOn) unless the client is already connected. It
-// honours the reconnect backoff: after a failed dial it waits for the next one to be due,
-// or fails at once with ErrLinkDown when that is after ctx's deadline.
-func (c *Client) Connect(ctx context.Context) error {
-	_, err := c.connect(ctx)
-	return err
-}
-
-func (c *Client) connect(ctx context.Context) (*link, error) {
-	for {
-		if l, err := c.current(); l != nil || err != nil {
-			return l, err
-		}
-		if err := c.waitBackoff(ctx); err != nil {
-			return nil, err
-		}
-		select {
-		case c.dialSem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("iso8583: connect %s: %w", c.addr, ctx.Err())
-		case <-c.life.Done():
-			return nil, ErrClosed
-		}
-		c.mu.Lock()
-		up := c.conn != nil
-		due := c.failures == 0 || !time.Now().Before(c.nextDial)
-		c.mu.Unlock()
-		if up || !due { // another dial succeeded, or failed, while this one waited
-			<-c.dialSem
-			continue
-		}
-		l, err := c.dialLink(ctx)
-		<-c.dialSem
-		return l, err
-	}
-}
-
-// waitBackoff waits until a dial is due.
-func (c *Client) waitBackoff(ctx context.Context) error {
-	c.mu.Lock()
-	wait := time.Duration(0)
-	if c.failures > 0 {
-		wait = time.Until(c.nextDial)
-	}
-	c.mu.Unlock()
-	if wait <= 0 {
-		return nil
-	}
-	if dl, ok := ctx.Deadline(); ok && dl.Before(time.Now().Add(wait)) {
-		return fmt.Errorf("%w: next dial to %s in %v", ErrLinkDown, c.addr, wait.Round(time.Millisecond))
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", ErrLinkDown, ctx.Err())
-	case <-c.life.Done():
-		return ErrClosed
-	}
-}
-
-// dialFailed records a failed attempt and schedules the next.
-func (c *Client) dialFailed(err error) error {
-	c.stats.dialFailures.Add(1)
-	c.mu.Lock()
-	c.failures++
-	d := c.backoffMin << min(c.failures-1, 30)
-	if d > c.backoffMax || d <= 0 {
-		d = c.backoffMax
-	}
-	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	c.nextDial = time.Now().Add(d)
-	c.mu.Unlock()
-	c.logf("iso8583: connecting to %s failed: %v; next attempt in %v", c.addr, err, d.Round(time.Millisecond))
-	return err
-}
-
-// dialLink dials, shakes hands, starts the reader and signs on. The caller holds dialSem.
-func (c *Client) dialLink(ctx context.Context) (*link, error) {
-	dctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
-	defer cancel()
-	nc, err := c.dial(dctx, "tcp", c.addr)
-	if err != nil {
-		return nil, c.dialFailed(fmt.Errorf("iso8583: connect: %w", err))
-	}
-	if c.tls != nil {
-		tc := tls.Client(nc, c.tls)
-		if err := tc.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, c.dialFailed(fmt.Errorf("iso8583: connect: TLS handshake: %w", err))
-		}
-		nc = tc
-	}
-	l := &link{
-		nc:         nc,
-		br:         bufio.NewReaderSize(nc, 16<<10),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		kick:       make(chan struct{}, 1),
-	}
-	now := c.mono()
-	l.lastRecv.Store(now)
-	l.lastSend.Store(now)
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		nc.Close()
-		return nil, ErrClosed
-	}
-	c.bg.Add(1)
-	c.dialing = l
-	c.mu.Unlock()
-	go c.readLoop(l)
-	defer func() {
-		c.mu.Lock()
-		if c.dialing == l {
-			c.dialing = nil
-		}
-		c.mu.Unlock()
-	}()
-
-	if c.signOn {
-		sctx, cancel := context.WithTimeout(ctx, c.netTimeout)
-		r, err := c.network(sctx, l, NMSignOn)
-		cancel()
-		if err == nil && !r.Approved() {
-			err = fmt.Errorf("%w: response code %s (%s)", ErrSignOnRefused, r.ResponseCode, ResponseText(r.ResponseCode))
-		}
-		if err != nil {
-			l.fail(err)
-			return nil, c.dialFailed(fmt.Errorf("iso8583: sign-on: %w", err))
-		}
-	}
-
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		l.fail(ErrClosed)
-		return nil, ErrClosed
-	}
-	c.conn = l
-	again := c.everUp
-	c.everUp = true
-	c.failures = 0
-	if c.echoInterval > 0 || c.deadTimeout > 0 {
-		c.bg.Add(1)
-		go c.keepalive(l)
-	}
-	c.mu.Unlock()
-	c.stats.connects.Add(1)
-	if again {
-		c.stats.reconnects.Add(1)
-	}
-	c.logf("iso8583: connected to %s from %s", c.addr, nc.LocalAddr())
-	return l, nil
-}
-
-// current returns the live connection, or ErrClosed, or neither.
-func (c *Client) current() (*link, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || c.draining {
-		return nil, ErrClosed
-	}
-	return c.conn, nil
-}
 
 // Send writes req and waits for its response, until ctx ends. The request must carry
 // field 11, an MTI that is a request or an advice (see [ResponseMTI]) and the fields
@@ -754,423 +536,6 @@ func (c *Client) beginWait(l *link) {
 
 func (c *Client) endWait(l *link) { l.waiting.Add(-1) }
 
-// A write in progress on a link: frames queue while another Send writes; the writer then
-// writes every frame that queued meanwhile in one system call (with the latest of their
-// deadlines) and hands the writing on to the next in line. Each request still learns
-// exactly how much of its own frame went out, except when its context ends while its frame
-// is inside such a combined write: then it may have gone out (write returns -1).
-type wreq struct {
-	frame    []byte
-	deadline time.Time // zero: none
-	state    atomic.Int32
-	done     chan wres // buffered; one result, or the lead
-}
-
-// wreq states.
-const (
-	wreqWaiting int32 = iota
-	wreqTaken         // inside a combined write
-	wreqGone          // its Send gave up before it was taken
-	wreqLead          // handed the writing
-)
-
-type wres struct {
-	n    int
-	err  error
-	lead bool
-}
-
-// appendFramer is implemented by this package's framers: they frame into a buffer without
-// a second copy.
-type appendFramer interface {
-	appendFrame(dst, b []byte) ([]byte, error)
-}
-
-// frame returns b with its framing.
-func (c *Client) frame(b []byte) ([]byte, error) {
-	if af, ok := c.framer.(appendFramer); ok {
-		return af.appendFrame(nil, b)
-	}
-	var buf []byte
-	if err := c.framer.WriteFrame(appendWriter{&buf}, b); err != nil {
-		return nil, err
-	}
-	return buf, nil
-}
-
-// appendWriter lets a Framer write into a buffer.
-type appendWriter struct{ b *[]byte }
-
-func (a appendWriter) Write(p []byte) (int, error) {
-	*a.b = append(*a.b, p...)
-	return len(p), nil
-}
-
-// write writes message b as one frame on l, at most until ctx ends, and returns how many
-// bytes of the frame reached the connection: all of them with a nil error; 0 when none
-// did (safe to send again); -1 when ctx ended while the frame may be going out.
-func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	select {
-	case <-l.done:
-		return 0, l.err
-	default:
-	}
-	frame, err := c.frame(b)
-	if err != nil {
-		return 0, err
-	}
-	l.wmu.Lock()
-	if !l.writing {
-		l.writing = true
-		l.wmu.Unlock()
-		return c.lead(ctx, l, frame)
-	}
-	r := &wreq{frame: frame, done: make(chan wres, 1)}
-	r.deadline, _ = ctx.Deadline()
-	l.queue = append(l.queue, r)
-	l.wmu.Unlock()
-	var stop <-chan struct{}
-	select {
-	case res := <-r.done:
-		if res.lead {
-			return c.lead(ctx, l, frame)
-		}
-		return res.n, res.err
-	case <-ctx.Done():
-	case <-l.done:
-		stop = l.done
-	}
-	if r.state.CompareAndSwap(wreqWaiting, wreqGone) {
-		if stop != nil {
-			return 0, l.err
-		}
-		return 0, ctx.Err()
-	}
-	if r.state.Load() == wreqLead {
-		<-r.done
-		return c.lead(ctx, l, frame) // writes nothing of its own on a dead context, but passes the writing on
-	}
-	if stop != nil { // taken, on a closed connection: the write ends at once
-		res := <-r.done
-		return res.n, res.err
-	}
-	select {
-	case res := <-r.done:
-		return res.n, res.err
-	default:
-		return -1, ctx.Err()
-	}
-}
-
-// lead writes the caller's own frame, then the frames queued behind it in one write, then
-// passes the writing on.
-func (c *Client) lead(ctx context.Context, l *link, frame []byte) (int, error) {
-	n, err := c.writeOwn(ctx, l, frame)
-	c.writeQueued(l)
-	return n, err
-}
-
-// writeOwn writes one frame until ctx ends: its deadline, and its cancellation.
-func (c *Client) writeOwn(ctx context.Context, l *link, frame []byte) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	deadline, hasDeadline := ctx.Deadline() // the zero time (no deadline) when ctx has none
-	if err := l.nc.SetWriteDeadline(deadline); err != nil {
-		return 0, err
-	}
-	var stop func() bool
-	var fired chan struct{}
-	if ctx.Done() != nil {
-		fired = make(chan struct{})
-		stop = context.AfterFunc(ctx, func() {
-			l.nc.SetWriteDeadline(time.Unix(1, 0)) // unblock a write stuck on a full buffer
-			close(fired)
-		})
-	}
-	n, err := l.nc.Write(frame)
-	if stop != nil && !stop() {
-		<-fired // let it finish before the next writer sets its own deadline
-	}
-	switch {
-	case err == nil && n < len(frame):
-		err = io.ErrShortWrite
-	case err == nil:
-	case ctx.Err() != nil:
-		err = fmt.Errorf("iso8583: write frame: %w (%w)", ctx.Err(), err)
-	case hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(deadline):
-		err = fmt.Errorf("iso8583: write frame: %w (%w)", context.DeadlineExceeded, err) // the connection's timer fired first
-	default:
-		err = fmt.Errorf("iso8583: write frame: %w", err)
-	}
-	if n > 0 {
-		l.lastSend.Store(c.mono())
-	}
-	if n == len(frame) {
-		c.stats.framesOut.Add(1)
-	}
-	return n, err
-}
-
-// writeQueued writes, in one system call, every frame queued on l whose Send still waits,
-// gives each its result, and passes the writing to the next in line (or ends it).
-func (c *Client) writeQueued(l *link) {
-	l.wmu.Lock()
-	batch := l.queue
-	l.queue = nil
-	l.wmu.Unlock()
-	var taken []*wreq
-	var buf []byte
-	var deadline time.Time
-	none := false
-	for _, r := range batch {
-		if !r.state.CompareAndSwap(wreqWaiting, wreqTaken) {
-			continue
-		}
-		taken = append(taken, r)
-		buf = append(buf, r.frame...)
-		switch {
-		case r.deadline.IsZero():
-			none = true
-		case r.deadline.After(deadline):
-			deadline = r.deadline
-		}
-	}
-	if len(taken) > 0 {
-		if none {
-			deadline = time.Time{}
-		}
-		n, err := 0, l.nc.SetWriteDeadline(deadline)
-		if err == nil {
-			n, err = l.nc.Write(buf)
-		}
-		if err == nil && n < len(buf) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			err = fmt.Errorf("iso8583: write frame: %w", err)
-		}
-		if n > 0 {
-			l.lastSend.Store(c.mono())
-		}
-		off := 0
-		for _, r := range taken {
-			wn := min(max(n-off, 0), len(r.frame))
-			var werr error
-			if wn < len(r.frame) {
-				werr = err
-			} else {
-				c.stats.framesOut.Add(1)
-			}
-			r.done <- wres{n: wn, err: werr}
-			off += len(r.frame)
-		}
-		if err != nil && n > 0 {
-			c.drop(l, err) // a frame went out in part: the stream is out of step
-		}
-	}
-	l.wmu.Lock()
-	for len(l.queue) > 0 {
-		next := l.queue[0]
-		l.queue = l.queue[1:]
-		if next.state.CompareAndSwap(wreqWaiting, wreqLead) {
-			l.wmu.Unlock()
-			next.done <- wres{lead: true}
-			return
-		}
-	}
-	l.writing = false
-	l.wmu.Unlock()
-}
-
-// drop detaches l from the client, so that no new request uses it, and then ends it. When
-// l was the current connection of a client that has worked before, a background redial
-// starts.
-func (c *Client) drop(l *link, err error) {
-	c.mu.Lock()
-	if c.conn == l {
-		c.conn = nil
-		if c.everUp && !c.closed && !c.draining && !c.redialing {
-			c.redialing = true
-			c.bg.Add(1)
-			go c.redial()
-		}
-	}
-	c.mu.Unlock()
-	l.fail(err)
-}
-
-// redial reconnects in the background until it succeeds or the client closes.
-func (c *Client) redial() {
-	defer c.bg.Done()
-	for {
-		_, err := c.connect(c.life)
-		c.mu.Lock()
-		if err == nil || c.closed || c.draining || c.conn != nil {
-			c.redialing = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-	}
-}
-
-func (c *Client) readLoop(l *link) {
-	defer c.bg.Done()
-	defer close(l.readerDone)
-	for {
-		b, err := c.framer.ReadFrame(l.br)
-		if err != nil {
-			select {
-			case <-l.done: // closed on purpose
-			default:
-				c.logf("iso8583: connection to %s lost: %v", c.addr, err)
-			}
-			if errors.Is(err, io.EOF) {
-				err = fmt.Errorf("iso8583: host closed the connection: %w", err)
-			}
-			c.drop(l, err)
-			return
-		}
-		l.lastRecv.Store(c.mono())
-		c.stats.framesIn.Add(1)
-		if len(b) == 0 {
-			continue
-		}
-		msg, err := unpack(c.spec, b)
-		if err != nil {
-			c.stats.malformed.Add(1)
-			c.logf("iso8583: unreadable frame of %d bytes: %v", len(b), err)
-			c.failMalformed(msg, err)
-			continue
-		}
-		c.deliver(l, msg)
-	}
-}
-
-// failMalformed ends the request a broken response was meant for, if the fields read
-// before the error (MTI, STAN and, when it came that far, terminal id) single it out.
-func (c *Client) failMalformed(partial *Message, cause error) {
-	if partial == nil {
-		return
-	}
-	mti, _ := partial.GetString(0)
-	stan, _ := partial.GetString(11)
-	if mti == "" || stan == "" {
-		return
-	}
-	tid, _ := partial.GetString(41)
-	tid = strings.TrimRight(tid, " ")
-	c.mu.Lock()
-	var key matchKey
-	var p *pending
-	for k, q := range c.pending {
-		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
-			if p != nil {
-				p = nil // ambiguous: let the requests time out
-				break
-			}
-			key, p = k, q
-		}
-	}
-	if p != nil {
-		delete(c.pending, key)
-		c.recent.put(key, false)
-	}
-	c.mu.Unlock()
-	if p != nil {
-		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
-		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
-	}
-}
-
-func (c *Client) deliver(l *link, msg *Message) {
-	mti, _ := msg.GetMTI()
-	if _, err := ResponseMTI(mti); err == nil {
-		if mti == MTINetworkManagementRequest {
-			c.answerEcho(l, msg)
-			return
-		}
-		c.logf("iso8583: ignored a request from the host: %s", Masked{msg})
-		return
-	}
-	stan, _ := msg.GetString(11)
-	tid, _ := msg.GetString(41)
-	key := matchKey{mti: mti, stan: stan, tid: strings.TrimRight(tid, " ")}
-	c.mu.Lock()
-	p := c.pending[key]
-	answered, known := c.recent.state[key]
-	if p != nil {
-		delete(c.pending, key)
-	}
-	if p != nil || known {
-		c.recent.put(key, true)
-	}
-	c.mu.Unlock()
-	switch {
-	case p != nil:
-		if c.tracing {
-			c.logf("iso8583: recv %s", Masked{msg})
-		}
-		p.ch <- result{msg: msg}
-		return
-	case known && answered:
-		c.stats.duplicates.Add(1)
-		c.logf("iso8583: duplicate response ignored: %s", Masked{msg})
-		return
-	case known:
-		c.stats.late.Add(1)
-		c.logf("iso8583: late response: %s", Masked{msg})
-	default:
-		c.stats.unmatched.Add(1)
-		c.logf("iso8583: unmatched response: %s", Masked{msg})
-	}
-	if c.late != nil && !strings.HasPrefix(mti, "08") {
-		c.late(msg)
-	}
-}
-
-// answerEcho answers a host's 0800 with an 0810 that echoes it, response code 00.
-func (c *Client) answerEcho(l *link, req *Message) {
-	c.logf("iso8583: host sent %s; answering", Masked{req})
-	resp, err := Convert(req, c.spec)
-	if err == nil {
-		for id := range resp.GetFields() {
-			if id > 1 && id != 7 && id != 11 && id != 41 && id != 70 {
-				resp.UnsetField(id)
-			}
-		}
-		resp.MTI(MTINetworkManagementResponse)
-		err = resp.Field(39, RCApproved)
-	}
-	var b []byte
-	if err == nil {
-		b, err = Pack(resp)
-	}
-	if err != nil {
-		c.logf("iso8583: cannot answer the host's 0800: %v", err)
-		return
-	}
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.bg.Add(1)
-	c.mu.Unlock()
-	go func() {
-		defer c.bg.Done()
-		ctx, cancel := context.WithTimeout(c.life, c.netTimeout)
-		defer cancel()
-		if n, err := c.write(ctx, l, b); err != nil && n > 0 {
-			c.drop(l, err)
-		}
-	}()
-}
-
 // requestKey returns the key of the response req waits for.
 func requestKey(req *Message) (matchKey, error) {
 	if req == nil {
@@ -1195,96 +560,6 @@ func requestKey(req *Message) (matchKey, error) {
 	return matchKey{mti: resp, stan: stan, tid: strings.TrimRight(tid, " ")}, nil
 }
 
-// network sends one of the client's own 0800s on l and returns the parsed response.
-func (c *Client) network(ctx context.Context, l *link, code string) (Response, error) {
-	stan, err := c.nextSTAN(ctx)
-	if err != nil {
-		return Response{}, fmt.Errorf("taking a STAN: %w", err)
-	}
-	req, err := NetworkManagement{Code: code, STAN: stan, TransmissionTime: c.now(), TerminalID: c.terminalID}.Message()
-	if err != nil {
-		return Response{}, err
-	}
-	key, _ := requestKey(req)
-	wire, err := c.prepare(req)
-	if err != nil {
-		return Response{}, err
-	}
-	b, err := Pack(wire)
-	if err != nil {
-		return Response{}, err
-	}
-	p, err := c.register(key, false)
-	if err != nil {
-		return Response{}, err
-	}
-	c.logf("iso8583: send %s", Masked{wire})
-	resp, err := c.exchange(ctx, l, key, p, b)
-	if err != nil {
-		return Response{}, err
-	}
-	return ParseResponse(resp)
-}
-
-// keepalive sends echoes on an idle link and closes it when it has gone dead.
-func (c *Client) keepalive(l *link) {
-	defer c.bg.Done()
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		now := c.mono()
-		wake := int64(1<<62 - 1)
-		if c.deadTimeout > 0 && l.waiting.Load() > 0 {
-			since := max(l.lastRecv.Load(), l.waitSince.Load())
-			if now-since >= int64(c.deadTimeout) {
-				c.stats.deadLinks.Add(1)
-				c.logf("iso8583: nothing from %s for %v while waiting: closing the connection", c.addr, c.deadTimeout)
-				c.drop(l, ErrDeadLink)
-				return
-			}
-			wake = since + int64(c.deadTimeout)
-		}
-		if c.echoInterval > 0 {
-			last := max(l.lastRecv.Load(), l.lastSend.Load())
-			if now-last >= int64(c.echoInterval) && l.waiting.Load() == 0 {
-				c.stats.echoes.Add(1)
-				timeout := c.netTimeout
-				if c.deadTimeout > 0 {
-					timeout = min(timeout, c.deadTimeout)
-				}
-				ctx, cancel := context.WithTimeout(c.life, timeout)
-				_, err := c.network(ctx, l, NMEcho)
-				cancel()
-				if err != nil && c.life.Err() == nil {
-					select {
-					case <-l.done:
-					default:
-						c.stats.deadLinks.Add(1)
-						c.logf("iso8583: echo to %s failed: %v; closing the connection", c.addr, err)
-						c.drop(l, fmt.Errorf("%w: %w", ErrDeadLink, err))
-					}
-					return
-				}
-				continue
-			}
-			wake = min(wake, last+int64(c.echoInterval))
-		}
-		t.Reset(time.Duration(max(wake-now, int64(time.Millisecond))))
-		select {
-		case <-l.done:
-			return
-		case <-l.kick:
-			if !t.Stop() {
-				select {
-				case <-t.C:
-				default:
-				}
-			}
-		case <-t.C:
-		}
-	}
-}
-
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
@@ -1303,6 +578,7 @@ func (c *Client) Stats() Stats {
 		DialFailures: c.stats.dialFailures.Load(),
 		Echoes:       c.stats.echoes.Load(),
 		DeadLinks:    c.stats.deadLinks.Load(),
+		OutOfStep:    c.stats.outOfStep.Load(),
 		InFlight:     inFlight,
 		Connected:    connected,
 	}

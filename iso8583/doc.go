@@ -29,8 +29,10 @@
 //
 // The client keeps its link: TCP or TLS (the server's certificate verified, a client
 // certificate optional), an optional sign-on on each connection, echoes on an idle link,
-// a dead-link timeout, reconnection with exponential backoff and jitter, a bounded window
-// of requests in flight, and [Client.Shutdown]. A response that comes after its request
+// a dead-link timeout, resynchronisation (a frame longer than the dialect's largest message,
+// or one that stops coming for ClientOptions.FrameTimeout, drops the connection and dials
+// again at once: [ErrOutOfStep]), reconnection with exponential backoff and jitter, a
+// bounded window of requests in flight, and [Client.Shutdown]. A response that comes after its request
 // gave up goes to ClientOptions.LateResponse: the caller reverses what it approved.
 // [Client.Stats] counts frames, malformed frames, late and duplicate responses and
 // reconnects.

@@ -6,7 +6,7 @@
 // Usage:
 //
 //	acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]
-//	             [--cards FILE.json] [--dialect FILE.json]
+//	             [--cards FILE.json] [--dialect FILE.json] [--match-by local|transmission]
 //	             [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //
 // Its first line on stdout is "acquirer-sim listening on ADDR" (the real port when port 0
@@ -19,6 +19,13 @@
 // format 4) under AES DUKPT from --aes-bdk, whose PIN keys are of type --aes-pin-key (aes128,
 // aes192 or aes256; default: the BDK's). A 16-byte field 52 needs a dialect that carries it,
 // such as iso8583/dialects/aes-pin.json.
+//
+// --match-by says how the host knows a copy of a message it has processed (a duplicate or
+// a repeat such as 0221, answered as the first and not booked again): "local" (the default)
+// by terminal id, STAN and local date and time (fields 41, 11, 13 and 12), so a resend with
+// a new field 7 is the same transaction; "transmission" by terminal id, STAN and field 7
+// only, the key field 90 uses, as a strict host does: a resend with a new field 7 is a new
+// transaction and is charged again (the final list of transactions shows it).
 //
 // The default BDKs are the public test keys of ANSI X9.24-1 (TDES) and of the X9.24-3-2017
 // supplement (AES-128): anyone can decrypt PIN blocks made under them. Never use them, or
@@ -67,13 +74,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	aesBDKHex := fs.String("aes-bdk", testAESBDK, "AES DUKPT base derivation key of format 4 PIN blocks, 32, 48 or 64 `HEX` digits; \"\" for none.\nThe default is the PUBLIC ANSI X9.24-3 test key: for tests and demos only")
 	aesPINKey := fs.String("aes-pin-key", "", "`TYPE` of the AES PIN encryption keys the PIN pads derive: aes128, aes192 or aes256\n(default: the type of --aes-bdk)")
 	cardsPath := fs.String("cards", "", "JSON `FILE` with the test cards: [{\"pan\", \"pin\", \"balance_minor\", \"expiry\" (YYMM), \"blocked\", \"partial_approval\"}]\n(default: the built-in table of iso8583/hostsim.DefaultCards)")
+	matchBy := fs.String("match-by", string(hostsim.MatchLocalTime), "how the host knows a copy of a message it has processed (`local|transmission`):\n"+
+		"local: terminal id, STAN and local date and time (fields 41, 11, 13, 12);\n"+
+		"transmission: terminal id, STAN and field 7 only (a resend with a new field 7 is charged again)")
 	dialectPath := fs.String("dialect", "", "dialect `FILE` (moov-io JSON spec format, see iso8583.ParseDialect)\n(default: posd's ISO 8583:1987 ASCII dialect, 2-byte binary length)")
 	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
-			"                    [--cards FILE.json] [--dialect FILE.json]\n"+
+			"                    [--cards FILE.json] [--dialect FILE.json] [--match-by local|transmission]\n"+
 			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]\n\n"+
 			"A simulated ISO 8583 acquirer host for posd tests and demos. Never use it with real cards.\n\n")
 		fs.PrintDefaults()
@@ -111,6 +121,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil || !aesPINType.IsAES() {
 			return fail("--aes-pin-key %q is not aes128, aes192 or aes256", *aesPINKey)
 		}
+	}
+	match, err := hostsim.ParseMatchBy(*matchBy)
+	if err != nil || *matchBy == "" {
+		return fail("--match-by %q is not local or transmission", *matchBy)
 	}
 	var cards []hostsim.Card // nil: the built-in table
 	if *cardsPath != "" {
@@ -160,7 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", args...)
 	}
-	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect})
+	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect, MatchBy: match})
 	clear(aesBDK)
 	if err != nil {
 		return fail("%v", err)

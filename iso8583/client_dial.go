@@ -1,0 +1,244 @@
+package iso8583
+
+// The connection: dialling, TLS, sign-on, reconnect backoff, and dropping a connection
+// that failed.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// link is one connection with its reader goroutine.
+type link struct {
+	nc         net.Conn
+	br         *bufio.Reader
+	wmu        sync.Mutex // guards writing and queue
+	writing    bool       // a Send is writing; others queue
+	queue      []*wreq
+	done       chan struct{} // closed once the link has failed or been closed
+	readerDone chan struct{} // closed when the reader goroutine has returned
+	kick       chan struct{} // wakes the keepalive goroutine
+	once       sync.Once
+	err        error // why the link ended; written before done is closed
+
+	lastRecv  atomic.Int64 // monotonic nanoseconds (Client.mono) of the last frame read
+	lastSend  atomic.Int64 // ... written
+	waiting   atomic.Int32 // requests written on this link and still waiting
+	waitSince atomic.Int64 // when waiting last went from 0 to 1
+}
+
+func (l *link) fail(err error) {
+	l.once.Do(func() {
+		l.err = err
+		close(l.done)
+		l.nc.Close()
+	})
+}
+
+// Connect connects (and signs on, with SignOn) unless the client is already connected. It
+// honours the reconnect backoff: after a failed dial it waits for the next one to be due,
+// or fails at once with ErrLinkDown when that is after ctx's deadline.
+func (c *Client) Connect(ctx context.Context) error {
+	_, err := c.connect(ctx)
+	return err
+}
+
+func (c *Client) connect(ctx context.Context) (*link, error) {
+	for {
+		if l, err := c.current(); l != nil || err != nil {
+			return l, err
+		}
+		if err := c.waitBackoff(ctx); err != nil {
+			return nil, err
+		}
+		select {
+		case c.dialSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("iso8583: connect %s: %w", c.addr, ctx.Err())
+		case <-c.life.Done():
+			return nil, ErrClosed
+		}
+		c.mu.Lock()
+		up := c.conn != nil
+		due := c.failures == 0 || !time.Now().Before(c.nextDial)
+		c.mu.Unlock()
+		if up || !due { // another dial succeeded, or failed, while this one waited
+			<-c.dialSem
+			continue
+		}
+		l, err := c.dialLink(ctx)
+		<-c.dialSem
+		return l, err
+	}
+}
+
+// waitBackoff waits until a dial is due.
+func (c *Client) waitBackoff(ctx context.Context) error {
+	c.mu.Lock()
+	wait := time.Duration(0)
+	if c.failures > 0 {
+		wait = time.Until(c.nextDial)
+	}
+	c.mu.Unlock()
+	if wait <= 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Before(time.Now().Add(wait)) {
+		return fmt.Errorf("%w: next dial to %s in %v", ErrLinkDown, c.addr, wait.Round(time.Millisecond))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrLinkDown, ctx.Err())
+	case <-c.life.Done():
+		return ErrClosed
+	}
+}
+
+// dialFailed records a failed attempt and schedules the next.
+func (c *Client) dialFailed(err error) error {
+	c.stats.dialFailures.Add(1)
+	c.mu.Lock()
+	c.failures++
+	d := c.backoffMin << min(c.failures-1, 30)
+	if d > c.backoffMax || d <= 0 {
+		d = c.backoffMax
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	c.nextDial = time.Now().Add(d)
+	c.mu.Unlock()
+	c.logf("iso8583: connecting to %s failed: %v; next attempt in %v", c.addr, err, d.Round(time.Millisecond))
+	return err
+}
+
+// dialLink dials, shakes hands, starts the reader and signs on. The caller holds dialSem.
+func (c *Client) dialLink(ctx context.Context) (*link, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	nc, err := c.dial(dctx, "tcp", c.addr)
+	if err != nil {
+		return nil, c.dialFailed(fmt.Errorf("iso8583: connect: %w", err))
+	}
+	if c.tls != nil {
+		tc := tls.Client(nc, c.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, c.dialFailed(fmt.Errorf("iso8583: connect: TLS handshake: %w", err))
+		}
+		nc = tc
+	}
+	l := &link{
+		nc:         nc,
+		br:         bufio.NewReaderSize(nc, 16<<10),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+	}
+	now := c.mono()
+	l.lastRecv.Store(now)
+	l.lastSend.Store(now)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		nc.Close()
+		return nil, ErrClosed
+	}
+	c.bg.Add(1)
+	c.dialing = l
+	c.mu.Unlock()
+	go c.readLoop(l)
+	defer func() {
+		c.mu.Lock()
+		if c.dialing == l {
+			c.dialing = nil
+		}
+		c.mu.Unlock()
+	}()
+
+	if c.signOn {
+		sctx, cancel := context.WithTimeout(ctx, c.netTimeout)
+		r, err := c.network(sctx, l, NMSignOn)
+		cancel()
+		if err == nil && !r.Approved() {
+			err = fmt.Errorf("%w: response code %s (%s)", ErrSignOnRefused, r.ResponseCode, ResponseText(r.ResponseCode))
+		}
+		if err != nil {
+			l.fail(err)
+			return nil, c.dialFailed(fmt.Errorf("iso8583: sign-on: %w", err))
+		}
+	}
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		l.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	c.conn = l
+	again := c.everUp
+	c.everUp = true
+	c.failures = 0
+	if c.echoInterval > 0 || c.deadTimeout > 0 {
+		c.bg.Add(1)
+		go c.keepalive(l)
+	}
+	c.mu.Unlock()
+	c.stats.connects.Add(1)
+	if again {
+		c.stats.reconnects.Add(1)
+	}
+	c.logf("iso8583: connected to %s from %s", c.addr, nc.LocalAddr())
+	return l, nil
+}
+
+// current returns the live connection, or ErrClosed, or neither.
+func (c *Client) current() (*link, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.draining {
+		return nil, ErrClosed
+	}
+	return c.conn, nil
+}
+
+// drop detaches l from the client, so that no new request uses it, and then ends it. When
+// l was the current connection of a client that has worked before, a background redial
+// starts.
+func (c *Client) drop(l *link, err error) {
+	c.mu.Lock()
+	if c.conn == l {
+		c.conn = nil
+		if c.everUp && !c.closed && !c.draining && !c.redialing {
+			c.redialing = true
+			c.bg.Add(1)
+			go c.redial()
+		}
+	}
+	c.mu.Unlock()
+	l.fail(err)
+}
+
+// redial reconnects in the background until it succeeds or the client closes.
+func (c *Client) redial() {
+	defer c.bg.Done()
+	for {
+		_, err := c.connect(c.life)
+		c.mu.Lock()
+		if err == nil || c.closed || c.draining || c.conn != nil {
+			c.redialing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}

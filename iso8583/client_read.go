@@ -1,0 +1,310 @@
+package iso8583
+
+// Reading frames and matching responses to the requests that wait for them.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/moov-io/iso8583/encoding"
+	"github.com/moov-io/iso8583/field"
+)
+
+// recentSize is how many finished requests the client remembers, to tell a late response
+// (its request gave up: reverse) from a duplicate (already answered: ignore).
+const recentSize = 4096
+
+// matchKey identifies the response a request waits for.
+type matchKey struct {
+	mti  string // the response MTI
+	stan string // field 11 as sent
+	tid  string // field 41 without its space padding
+}
+
+func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" + k.tid }
+
+type result struct {
+	msg *Message
+	err error
+}
+
+type pending struct {
+	ch chan result // buffered: the reader never blocks on it
+}
+
+// recentSet remembers the last finished requests: answered, or given up.
+type recentSet struct {
+	state map[matchKey]bool // true: answered
+	ring  []matchKey
+	next  int
+}
+
+func (r *recentSet) put(k matchKey, answered bool) {
+	if r.state == nil {
+		r.state = make(map[matchKey]bool, recentSize)
+		r.ring = make([]matchKey, recentSize)
+	}
+	if _, ok := r.state[k]; !ok {
+		if old := r.ring[r.next]; old != (matchKey{}) {
+			delete(r.state, old)
+		}
+		r.ring[r.next] = k
+		r.next = (r.next + 1) % len(r.ring)
+	}
+	r.state[k] = answered
+}
+
+// readLoop reads the frames of l until it fails, and hands each to deliver. A frame that
+// cannot be read in step (see [ErrOutOfStep]) drops the connection at once; the client
+// dials again without waiting for a backoff.
+func (c *Client) readLoop(l *link) {
+	defer c.bg.Done()
+	defer close(l.readerDone)
+	fr := &frameReader{br: l.br, nc: l.nc, timeout: c.frameTimeout}
+	for {
+		b, err := fr.frame(c.readFramer)
+		if err != nil {
+			if outOfStep(err) {
+				err = fmt.Errorf("%w: %w", ErrOutOfStep, err)
+			}
+			select {
+			case <-l.done: // closed on purpose
+			default:
+				if errors.Is(err, ErrOutOfStep) {
+					c.stats.outOfStep.Add(1)
+				}
+				c.logf("iso8583: connection to %s lost: %v", c.addr, err)
+			}
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("iso8583: host closed the connection: %w", err)
+			}
+			c.drop(l, err)
+			return
+		}
+		l.lastRecv.Store(c.mono())
+		c.stats.framesIn.Add(1)
+		if len(b) == 0 {
+			continue
+		}
+		msg, err := unpack(c.spec, b)
+		if err != nil {
+			c.stats.malformed.Add(1)
+			c.logf("iso8583: unreadable frame of %d bytes: %v", len(b), err)
+			c.failMalformed(msg, err)
+			continue
+		}
+		c.deliver(l, msg)
+	}
+}
+
+// outOfStep reports whether a frame read failed in a way that leaves the stream unreadable
+// while the connection itself may still be up: a length header out of range or not a
+// length, or a frame that stopped coming.
+func outOfStep(err error) bool {
+	return errors.Is(err, ErrFrameSize) || errors.Is(err, ErrFrameHeader) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// frameReader is what a framer reads one frame from: once the first byte of a frame has
+// come, the rest must come within timeout. Between frames a read waits for as long as it
+// takes (an idle link is watched by keepalive). The deadline is set only when a read of a
+// started frame would wait for the network, so a frame already buffered costs nothing.
+type frameReader struct {
+	br      *bufio.Reader
+	nc      net.Conn
+	timeout time.Duration
+	started bool // a byte of the current frame has been read
+	armed   bool // nc's read deadline is set
+}
+
+// frame reads one frame with f.
+func (r *frameReader) frame(f Framer) ([]byte, error) {
+	b, err := f.ReadFrame(r)
+	r.started = false
+	if r.armed {
+		r.armed = false
+		if derr := r.nc.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+			err = fmt.Errorf("iso8583: read frame: %w", derr)
+		}
+	}
+	return b, err
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	if r.started && !r.armed && r.br.Buffered() == 0 {
+		if err := r.nc.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+			return 0, err
+		}
+		r.armed = true
+	}
+	n, err := r.br.Read(p)
+	if n > 0 {
+		r.started = true
+	}
+	return n, err
+}
+
+// limitFramer returns f with its maximum lowered to the largest message spec can unpack,
+// when f is one of this package's framers and spec's largest message can be computed; else
+// f itself. A length header stating more is then refused as soon as it is read.
+func limitFramer(f Framer, spec *MessageSpec) Framer {
+	limit, ok := maxMessageLen(spec)
+	if !ok {
+		return f
+	}
+	switch lf := f.(type) {
+	case BinaryLengthFramer:
+		lf.MaxFrame = min(lf.max(), limit)
+		return lf
+	case LengthFramer:
+		if lf.check() != nil {
+			return f // its ReadFrame reports what is wrong
+		}
+		lf.MaxFrame = min(lf.max(), limit)
+		return lf
+	}
+	return f
+}
+
+// maxMessageLen returns the length of the largest message spec can unpack: the MTI, a
+// primary and a secondary bitmap, and every field [Unpack] accepts at its longest on the
+// wire. It reports
+// false when a field is not one whose longest form this package knows (a field of a spec
+// not made by [DefaultSpec] or [ParseDialect]).
+func maxMessageLen(spec *MessageSpec) (int, bool) {
+	if spec == nil {
+		return 0, false
+	}
+	total := 0
+	for id, f := range spec.Fields {
+		if id == 65 || id > maxField {
+			continue // Unpack refuses them
+		}
+		if f == nil {
+			return 0, false
+		}
+		fs := f.Spec()
+		if fs == nil {
+			return 0, false
+		}
+		if _, ok := f.(*field.Bitmap); ok {
+			per := 0
+			switch fs.Enc {
+			case encoding.Binary:
+				per = fs.Length
+			case encoding.BytesToASCIIHex:
+				per = 2 * fs.Length
+			default:
+				return 0, false
+			}
+			total += 2 * per // the secondary bitmap too; a tertiary one is refused
+			continue
+		}
+		c, ok := fs.Packer.(codec)
+		if !ok {
+			return 0, false
+		}
+		total += c.maxWireLen(fs.Length)
+	}
+	return total, true
+}
+
+// maxWireLen returns the most bytes a field of this codec and spec length takes on the
+// wire, length prefix included.
+func (c codec) maxWireLen(length int) int {
+	if c.fixed() {
+		return c.wireLen(length)
+	}
+	if c.class == classB && c.enc == encHex && c.countChars {
+		n := min(length, c.maxPrefix())
+		return c.prefixLen() + n - n%2 // whole bytes: an odd count is refused
+	}
+	return c.prefixLen() + c.wireLen(min(length, c.maxPrefix()))
+}
+
+// failMalformed ends the request a broken response was meant for, if the fields read
+// before the error (MTI, STAN and, when it came that far, terminal id) single it out.
+func (c *Client) failMalformed(partial *Message, cause error) {
+	if partial == nil {
+		return
+	}
+	mti, _ := partial.GetString(0)
+	stan, _ := partial.GetString(11)
+	if mti == "" || stan == "" {
+		return
+	}
+	tid, _ := partial.GetString(41)
+	tid = strings.TrimRight(tid, " ")
+	c.mu.Lock()
+	var key matchKey
+	var p *pending
+	for k, q := range c.pending {
+		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
+			if p != nil {
+				p = nil // ambiguous: let the requests time out
+				break
+			}
+			key, p = k, q
+		}
+	}
+	if p != nil {
+		delete(c.pending, key)
+		c.recent.put(key, false)
+	}
+	c.mu.Unlock()
+	if p != nil {
+		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
+		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
+	}
+}
+
+func (c *Client) deliver(l *link, msg *Message) {
+	mti, _ := msg.GetMTI()
+	if _, err := ResponseMTI(mti); err == nil {
+		if mti == MTINetworkManagementRequest {
+			c.answerEcho(l, msg)
+			return
+		}
+		c.logf("iso8583: ignored a request from the host: %s", Masked{msg})
+		return
+	}
+	stan, _ := msg.GetString(11)
+	tid, _ := msg.GetString(41)
+	key := matchKey{mti: mti, stan: stan, tid: strings.TrimRight(tid, " ")}
+	c.mu.Lock()
+	p := c.pending[key]
+	answered, known := c.recent.state[key]
+	if p != nil {
+		delete(c.pending, key)
+	}
+	if p != nil || known {
+		c.recent.put(key, true)
+	}
+	c.mu.Unlock()
+	switch {
+	case p != nil:
+		if c.tracing {
+			c.logf("iso8583: recv %s", Masked{msg})
+		}
+		p.ch <- result{msg: msg}
+		return
+	case known && answered:
+		c.stats.duplicates.Add(1)
+		c.logf("iso8583: duplicate response ignored: %s", Masked{msg})
+		return
+	case known:
+		c.stats.late.Add(1)
+		c.logf("iso8583: late response: %s", Masked{msg})
+	default:
+		c.stats.unmatched.Add(1)
+		c.logf("iso8583: unmatched response: %s", Masked{msg})
+	}
+	if c.late != nil && !strings.HasPrefix(mti, "08") {
+		c.late(msg)
+	}
+}
