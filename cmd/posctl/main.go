@@ -2,8 +2,9 @@
 //
 // Usage:
 //
-//	posctl [--api URL] status
-//	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
+//	posctl [--api URL] status [--sale-id ID (--service-id ID | --ref ID)]
+//	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID] [--service-id ID]
+//	posctl [--api URL] abort [--sale-id ID] --service-id ID
 //	posctl [--api URL] journal [find [--who NAME]]   (find reads the card number from stdin)
 //	posctl [--api URL] void POI-TRANSACTION-ID
 //	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--who NAME] [--reason TEXT] [--yes]
@@ -39,8 +40,14 @@ func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 const usage = `usage: posctl [--api URL] COMMAND
 commands:
   status                                   is posd up, and which POI is it
-  sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID]
-                                           run a sale and print the answer and receipt
+  status [--sale-id ID] --service-id ID|--ref ID
+                                           what became of a till request: running, or
+                                           its answer as first given (nexo TransactionStatus)
+  sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID] [--service-id ID]
+                                           run a sale and print the answer and receipt;
+                                           the same --service-id or --ref again gets the
+                                           first answer, never a second sale
+  abort [--sale-id ID] --service-id ID     stop a running sale (nexo Abort)
   journal                                  list the journal (PANs masked)
   journal find [--who NAME]                a card's sales: reads the card number from stdin
                                            (never an argument: it would show in ps); recorded
@@ -75,7 +82,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		switch cmd := fs.Arg(0); cmd {
 		case "status":
-			err = c.status(stdout)
+			if fs.NArg() == 1 {
+				err = c.status(stdout)
+			} else {
+				err = c.txnStatus(fs.Args()[1:], stdout, stderr)
+			}
+		case "abort":
+			err = c.abort(fs.Args()[1:], stdout, stderr)
 		case "sale":
 			err = c.sale(fs.Args()[1:], stdout, stderr)
 		case "journal":
@@ -182,6 +195,7 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	currency := fs.String("currency", "EUR", "ISO 4217 currency code")
 	ref := fs.String("ref", "", "the till's transaction reference (default: posctl-TIME)")
 	saleID := fs.String("sale-id", "POSCTL", "the till's id")
+	serviceID := fs.String("service-id", "", "the request's id, 1-10 characters (default: HHMMSS)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -205,14 +219,22 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	if *ref == "" {
 		*ref = "posctl-" + now.UTC().Format("20060102T150405")
 	}
-	env, err := c.nexo(nexo.NewPaymentRequest(*saleID, now.UTC().Format("150405"), poiid, *ref, amt, now), "sale")
+	if *serviceID == "" {
+		*serviceID = now.UTC().Format("150405")
+	}
+	env, err := c.nexo(nexo.NewPaymentRequest(*saleID, *serviceID, poiid, *ref, amt, now), "sale")
 	if err != nil {
 		return err
 	}
 	if env.Response.PaymentResponse == nil {
 		return fmt.Errorf("posd's answer has no PaymentResponse")
 	}
-	pr := env.Response.PaymentResponse
+	return printPayment(env.Response.PaymentResponse, stdout)
+}
+
+// printPayment prints a payment's answer and its customer receipt; errNotSuccess when it
+// was not approved (in full or in part).
+func printPayment(pr *nexo.PaymentResponse, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "result: %s", pr.Response.Result)
 	if pr.Response.ErrorCondition != "" {
 		fmt.Fprintf(stdout, " (%s)", pr.Response.ErrorCondition)
@@ -229,7 +251,91 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "| %-32s |\n", t.Text)
 		}
 	}
-	if pr.Response.Result != "Success" {
+	if pr.Response.Result != "Success" && pr.Response.Result != "Partial" {
+		return errNotSuccess
+	}
+	return nil
+}
+
+// reference reads the flags that name an earlier till request.
+func reference(name string, args []string, stderr io.Writer, withRef bool) (*nexo.MessageReference, error) {
+	fs := flag.NewFlagSet("posctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	saleID := fs.String("sale-id", "POSCTL", "the till's id")
+	serviceID := fs.String("service-id", "", "the request's ServiceID")
+	ref := new(string)
+	if withRef {
+		ref = fs.String("ref", "", "the sale's transaction reference (SaleTransactionID), instead of --service-id")
+	}
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 || (*serviceID == "") == (*ref == "") {
+		if withRef {
+			fmt.Fprintf(stderr, "usage: posctl %s [--sale-id ID] --service-id ID | --ref ID\n", name)
+		} else {
+			fmt.Fprintf(stderr, "usage: posctl %s [--sale-id ID] --service-id ID\n", name)
+		}
+		return nil, errUsage
+	}
+	m := &nexo.MessageReference{MessageCategory: "Payment", SaleID: *saleID, ServiceID: *serviceID}
+	if *ref != "" {
+		m.SaleTransactionID = &nexo.TransactionID{TransactionID: *ref}
+	}
+	return m, nil
+}
+
+// txnStatus asks what became of a till request (nexo TransactionStatus).
+func (c *client) txnStatus(args []string, stdout, stderr io.Writer) error {
+	ref, err := reference("status", args, stderr, true)
+	if err != nil {
+		return err
+	}
+	poiid, err := c.poiid()
+	if err != nil {
+		return err
+	}
+	env, err := c.nexo(nexo.NewTransactionStatusRequest(ref.SaleID, "ST"+time.Now().UTC().Format("150405"), poiid, ref), "status")
+	if err != nil {
+		return err
+	}
+	tsr := env.Response.TransactionStatusResponse
+	if tsr == nil {
+		return fmt.Errorf("posd's answer has no TransactionStatusResponse")
+	}
+	switch {
+	case tsr.Response.Result == "Success" && tsr.RepeatedMessageResponse != nil && tsr.RepeatedMessageResponse.RepeatedResponseMessageBody.PaymentResponse != nil:
+		fmt.Fprintln(stdout, "status: finished; its answer, as first given:")
+		return printPayment(tsr.RepeatedMessageResponse.RepeatedResponseMessageBody.PaymentResponse, stdout)
+	case tsr.Response.ErrorCondition == "InProgress":
+		fmt.Fprintln(stdout, "status: in progress (ask again)")
+		return errNotSuccess
+	}
+	fmt.Fprintf(stdout, "status: %s (%s)\n%s\n", tsr.Response.Result, tsr.Response.ErrorCondition, strings.TrimPrefix(tsr.Response.AdditionalResponse, "message="))
+	return errNotSuccess
+}
+
+// abort stops a running sale (nexo Abort).
+func (c *client) abort(args []string, stdout, stderr io.Writer) error {
+	ref, err := reference("abort", args, stderr, false)
+	if err != nil {
+		return err
+	}
+	poiid, err := c.poiid()
+	if err != nil {
+		return err
+	}
+	env, err := c.nexo(nexo.NewAbortRequest(ref.SaleID, "AB"+time.Now().UTC().Format("150405"), poiid, ref, "MerchantAbort"), "abort")
+	if err != nil {
+		return err
+	}
+	ar := env.Response.AbortResponse
+	if ar == nil {
+		return fmt.Errorf("posd's answer has no AbortResponse")
+	}
+	fmt.Fprintf(stdout, "result: %s", ar.Response.Result)
+	if ar.Response.ErrorCondition != "" {
+		fmt.Fprintf(stdout, " (%s)", ar.Response.ErrorCondition)
+	}
+	fmt.Fprintf(stdout, "\n%s\n", strings.TrimPrefix(ar.Response.AdditionalResponse, "message="))
+	if ar.Response.Result != "Success" {
 		return errNotSuccess
 	}
 	return nil

@@ -59,6 +59,10 @@ type TerminalConfig struct {
 	Currency     string   `json:"currency"`      // ISO 4217 alphabetic code; required
 	DualMessage  bool     `json:"dual_message"`  // send 0100 instead of 0200; default false
 	CardTimeout  Duration `json:"card_timeout"`  // time for the customer to present a card; default 60s
+	// PartialApproval completes a sale the host approved in part (response code 10) for the
+	// amount approved, telling the till the remainder; false reverses such approvals.
+	// Default true.
+	PartialApproval *bool `json:"partial_approval"`
 }
 
 // APIConfig is the local till API.
@@ -132,6 +136,10 @@ type AcquirerConfig struct {
 	DeadLinkTimeout Duration `json:"dead_link_timeout"`
 	// MaxInFlight bounds the requests waiting for answers at once. Default 64.
 	MaxInFlight int `json:"max_in_flight"`
+	// ReversalWait bounds how long a sale spends sending reversals still pending before
+	// its own authorization may go out; with one still pending after it, the sale does
+	// not go online. Default 10s.
+	ReversalWait Duration `json:"reversal_wait"`
 }
 
 // TLSConfig is the acquirer link's TLS.
@@ -479,6 +487,16 @@ func (c *Config) fill() error {
 	}
 	if a.MaxInFlight == 0 {
 		a.MaxInFlight = 64
+	}
+	if a.ReversalWait == 0 {
+		a.ReversalWait = Duration(10 * time.Second)
+	}
+	if a.ReversalWait < 0 {
+		return &ConfigError{"acquirer.reversal_wait", "must be a positive duration"}
+	}
+	if c.Terminal.PartialApproval == nil {
+		yes := true
+		c.Terminal.PartialApproval = &yes
 	}
 	if a.MaxInFlight < 1 || a.MaxInFlight > 1024 {
 		return &ConfigError{"acquirer.max_in_flight", "must be 1 to 1024"}

@@ -161,17 +161,19 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 	}
 	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
-		TerminalID:   cfg.Terminal.ID,
-		MerchantID:   cfg.Terminal.MerchantID,
-		MerchantName: cfg.Terminal.MerchantName,
-		Currency:     cur,
-		DualMessage:  cfg.Terminal.DualMessage,
-		CardTimeout:  time.Duration(cfg.Terminal.CardTimeout),
-		PINKeyIndex:  cfg.PINPad.PINKeyIndex,
-		PINKeyAES:    cfg.PINPad.DUKPT == DUKPTAES,
-		Spec:         spec,
-		HostTimeout:  time.Duration(cfg.Acquirer.ResponseTimeout),
-		Logger:       log,
+		TerminalID:    cfg.Terminal.ID,
+		MerchantID:    cfg.Terminal.MerchantID,
+		MerchantName:  cfg.Terminal.MerchantName,
+		Currency:      cur,
+		DualMessage:   cfg.Terminal.DualMessage,
+		CardTimeout:   time.Duration(cfg.Terminal.CardTimeout),
+		PINKeyIndex:   cfg.PINPad.PINKeyIndex,
+		PINKeyAES:     cfg.PINPad.DUKPT == DUKPTAES,
+		Spec:          spec,
+		HostTimeout:   time.Duration(cfg.Acquirer.ResponseTimeout),
+		ReversalWait:  time.Duration(cfg.Acquirer.ReversalWait),
+		RefusePartial: !*cfg.Terminal.PartialApproval,
+		Logger:        log,
 		Offline: terminal.OfflinePolicy{
 			Enabled: cfg.Offline.Enabled, FloorLimitMinor: *cfg.Offline.FloorLimitMinor, MaxCount: *cfg.Offline.MaxCount,
 			MaxTotalMinor: *cfg.Offline.MaxTotalMinor, MaxAge: time.Duration(cfg.Offline.MaxAge),
@@ -376,6 +378,7 @@ func acquirerOptions(cfg *Config, st *store.Store, trace func(string, ...any), l
 		SignOn:          *a.SignOn,
 		EchoInterval:    time.Duration(a.EchoInterval),
 		DeadLinkTimeout: time.Duration(a.DeadLinkTimeout),
+		FrameTimeout:    time.Duration(a.ResponseTimeout),
 		TerminalID:      cfg.Terminal.ID,
 		NextSTAN:        st.NextSTAN,
 		LateResponse: func(m *iso8583.Message) {

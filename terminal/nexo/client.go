@@ -34,3 +34,26 @@ func NewReversalRequest(saleID, serviceID, poiid, poiTxnID, reason string) Envel
 		ReversalRequest: rr,
 	}}
 }
+
+// NewTransactionStatusRequest builds the envelope a till sends to ask what became of the
+// request ref names.
+func NewTransactionStatusRequest(saleID, serviceID, poiid string, ref *MessageReference) Envelope {
+	return Envelope{Request: &SaleToPOIRequest{
+		MessageHeader: MessageHeader{
+			ProtocolVersion: "3.0", MessageClass: "Service", MessageCategory: "TransactionStatus", MessageType: "Request",
+			SaleID: saleID, ServiceID: serviceID, POIID: poiid,
+		},
+		TransactionStatusRequest: &TransactionStatusRequest{MessageReference: ref},
+	}}
+}
+
+// NewAbortRequest builds the envelope a till sends to stop the running request ref names.
+func NewAbortRequest(saleID, serviceID, poiid string, ref *MessageReference, reason string) Envelope {
+	return Envelope{Request: &SaleToPOIRequest{
+		MessageHeader: MessageHeader{
+			ProtocolVersion: "3.0", MessageClass: "Service", MessageCategory: "Abort", MessageType: "Request",
+			SaleID: saleID, ServiceID: serviceID, POIID: poiid,
+		},
+		AbortRequest: &AbortRequest{MessageReference: ref, AbortReason: reason},
+	}}
+}

@@ -118,3 +118,46 @@ func FuzzDecodePayment(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeStatusAndAbortReferences(t *testing.T) {
+	ref := func(m *MessageReference) Envelope {
+		return NewTransactionStatusRequest("TILL1", "S0002", poiid, m)
+	}
+	body := func(e Envelope) []byte { b, _ := json.Marshal(e); return b }
+	q, err := DecodeTransactionStatus(body(ref(&MessageReference{MessageCategory: "Payment", ServiceID: "S0001"})), poiid)
+	if err != nil || q.Ref != (Reference{SaleID: "TILL1", ServiceID: "S0001"}) {
+		t.Errorf("by ServiceID: %+v, %v (SaleID defaults to the header's)", q, err)
+	}
+	q, err = DecodeTransactionStatus(body(ref(&MessageReference{SaleID: "TILL2", SaleTransactionID: &TransactionID{TransactionID: "R-1"}})), poiid)
+	if err != nil || q.Ref != (Reference{SaleID: "TILL2", SaleTransactionID: "R-1"}) {
+		t.Errorf("by SaleTransactionID: %+v, %v", q, err)
+	}
+	for _, c := range []struct {
+		ref   *MessageReference
+		field string
+	}{
+		{nil, "TransactionStatusRequest.MessageReference"},
+		{&MessageReference{}, "TransactionStatusRequest.MessageReference.ServiceID"},
+		{&MessageReference{ServiceID: "12345678901"}, "TransactionStatusRequest.MessageReference.ServiceID"},
+		{&MessageReference{ServiceID: "S\x01"}, "TransactionStatusRequest.MessageReference.ServiceID"},
+		{&MessageReference{MessageCategory: "Loyalty", ServiceID: "S1"}, "TransactionStatusRequest.MessageReference.MessageCategory"},
+		{&MessageReference{ServiceID: "S1", SaleTransactionID: &TransactionID{TransactionID: "R"}}, "TransactionStatusRequest.MessageReference"},
+		{&MessageReference{SaleTransactionID: &TransactionID{}}, "TransactionStatusRequest.MessageReference.SaleTransactionID.TransactionID"},
+		{&MessageReference{ServiceID: "S1", POIID: "OTHER"}, "TransactionStatusRequest.MessageReference.POIID"},
+	} {
+		_, err := DecodeTransactionStatus(body(ref(c.ref)), poiid)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("reference %+v: %v, want a FieldError naming %s", c.ref, err, c.field)
+		}
+	}
+	a, err := DecodeAbort(body(NewAbortRequest("TILL1", "S0003", poiid, &MessageReference{ServiceID: "S0001"}, "MerchantAbort")), poiid)
+	if err != nil || a.Ref.ServiceID != "S0001" || a.Reason != "MerchantAbort" {
+		t.Errorf("abort: %+v, %v", a, err)
+	}
+	_, err = DecodeAbort(body(NewAbortRequest("TILL1", "S0003", poiid, &MessageReference{ServiceID: "S0001"}, "")), poiid)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "AbortRequest.AbortReason" {
+		t.Errorf("abort without a reason: %v", err)
+	}
+}
