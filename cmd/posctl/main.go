@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,7 +196,7 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	currency := fs.String("currency", "EUR", "ISO 4217 currency code")
 	ref := fs.String("ref", "", "the till's transaction reference (default: posctl-TIME)")
 	saleID := fs.String("sale-id", "POSCTL", "the till's id")
-	serviceID := fs.String("service-id", "", "the request's id, 1-10 characters (default: HHMMSS)")
+	serviceID := fs.String("service-id", "", "the request's id, 1-10 characters (default: a new one)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -220,7 +221,7 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 		*ref = "posctl-" + now.UTC().Format("20060102T150405")
 	}
 	if *serviceID == "" {
-		*serviceID = now.UTC().Format("150405")
+		*serviceID = newServiceID()
 	}
 	env, err := c.nexo(nexo.NewPaymentRequest(*saleID, *serviceID, poiid, *ref, amt, now), "sale")
 	if err != nil {
@@ -292,7 +293,7 @@ func (c *client) txnStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env, err := c.nexo(nexo.NewTransactionStatusRequest(ref.SaleID, "ST"+time.Now().UTC().Format("150405"), poiid, ref), "status")
+	env, err := c.nexo(nexo.NewTransactionStatusRequest(ref.SaleID, newServiceID(), poiid, ref), "status")
 	if err != nil {
 		return err
 	}
@@ -322,7 +323,7 @@ func (c *client) abort(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env, err := c.nexo(nexo.NewAbortRequest(ref.SaleID, "AB"+time.Now().UTC().Format("150405"), poiid, ref, "MerchantAbort"), "abort")
+	env, err := c.nexo(nexo.NewAbortRequest(ref.SaleID, newServiceID(), poiid, ref, "MerchantAbort"), "abort")
 	if err != nil {
 		return err
 	}
@@ -414,7 +415,7 @@ func (c *client) void(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env, err := c.nexo(nexo.NewReversalRequest("POSCTL", time.Now().UTC().Format("150405"), poiid, args[0], "MerchantCancel"), "void")
+	env, err := c.nexo(nexo.NewReversalRequest("POSCTL", newServiceID(), poiid, args[0], "MerchantCancel"), "void")
 	if err != nil {
 		return err
 	}
@@ -432,6 +433,11 @@ func (c *client) void(args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// newServiceID returns a fresh nexo ServiceID (at most 10 characters): the microseconds
+// since 1970 in base 36. posd keys requests by SaleID and ServiceID, so each new request
+// needs a new one; a retry of the same request passes --service-id with the old one.
+func newServiceID() string { return strconv.FormatInt(time.Now().UnixMicro(), 36) }
 
 // poiid asks posd which POI it is, for the header of a till request.
 func (c *client) poiid() (string, error) {
