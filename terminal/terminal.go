@@ -357,6 +357,9 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 		} else if ar.Approved() {
 			res.Approved = true
 			out.State = store.StateApproved
+			if t.opts.DualMessage { // the 0100 holds the funds: its completion collects them
+				items = append(items, t.completionItem(auth, p, req.Amount.Minor, ar.ApprovalCode))
+			}
 			res.Message = "approved"
 			padMsg = "APPROVED"
 		} else {
