@@ -121,6 +121,7 @@ type hostFaults struct {
 	// cards replaces the simulator's card table; corrupt is its Corrupt hook.
 	cards   []hostsim.Card
 	corrupt func(req *iso8583.Message, wire []byte) []byte
+	dual    bool // Options.DualMessage: 0100 authorizations, completed by 0220
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -220,7 +221,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
 		HostTimeout: time.Second, CardTimeout: 5 * time.Second, Logger: logger,
-		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes,
+		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes, DualMessage: faults.dual,
 		Forward: terminal.ForwardOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 3, SendTimeout: 300 * time.Millisecond},
 	})
 	if err != nil {
