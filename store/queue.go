@@ -747,12 +747,17 @@ type ItemView struct {
 	AmountMinor int64     `json:"amount_minor"`
 	Currency    string    `json:"currency"`
 	MaskedPAN   string    `json:"masked_pan"`
+	// FirstSent is field 7 of its first send (zero: never sent); After, the queue item it
+	// waits for (the advice a reversal undoes), 0 when none.
+	FirstSent time.Time `json:"first_sent,omitzero"`
+	After     uint64    `json:"after,omitempty"`
 }
 
 // View returns the operator's view of it.
 func (it Item) View() ItemView {
 	return ItemView{uint64(it.ID), uint64(it.TxnID), string(it.Kind), it.STAN, string(it.State), it.Attempts,
-		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN}
+		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN,
+		it.FirstSent, uint64(it.After)}
 }
 
 // PendingReversals counts the reversals still to be sent (not parked, and not held back
