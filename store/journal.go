@@ -121,6 +121,10 @@ type Settlement struct {
 	Time         time.Time
 	ResponseCode string // field 39 of the host's answer
 	STAN         uint32 // of the reversal or advice
+	// TransmissionTime is field 7 of the advice's first send, which all its sends carried:
+	// with STAN, what the reversal of a voided offline approval names. Zero for reversals,
+	// and for advices acknowledged before posd recorded it.
+	TransmissionTime time.Time `json:",omitzero"`
 }
 
 // Record is one journal entry. Outcome is nil while the record is open.

@@ -91,6 +91,45 @@ type Item struct {
 	// sealed with the Store's Sealer before it is written and opened when the item is read
 	// by Due; it is nil in items returned by List. It is purged with the item on ack.
 	Sensitive []byte
+	// FirstSent is the transmission time (field 7) of the item's first send, recorded by
+	// MarkSending before the bytes go out. Every later send carries it again, with the same
+	// STAN, so that a host keying on terminal, STAN and field 7 sees one message. Zero: the
+	// item was never marked sending, so it never left posd.
+	FirstSent time.Time
+	// Sending: marked by MarkSending and not yet settled. An item still marked after a
+	// restart may have reached the host before the crash; MarkSending counts that send as an
+	// attempt, so the next one is a repeat.
+	Sending bool
+	// Reverses names, for a reversal, the message it undoes as that message was first sent
+	// (field 90), when it is not the message the Payload describes: Store.Void sets it on the
+	// reversal of an advice. Nil otherwise.
+	Reverses *Sent
+	// After holds the item back until the queued item After has left the queue (acknowledged
+	// or deleted): Store.Void sets it on the reversal of an advice that may be on its way, so
+	// that the reversal never reaches the host before the advice it undoes. Zero: not held.
+	After QueueID
+}
+
+// Sent names a message as it was first sent: what field 90 of its reversal carries.
+//
+// A plain value: safe for concurrent use when not modified.
+type Sent struct {
+	MTI  string    `json:"mti"`  // of its first transmission, e.g. "0220"
+	STAN uint32    `json:"stan"` // its field 11
+	Time time.Time `json:"time"` // its field 7
+}
+
+// held reports whether it waits for another item still in the queue (see Item.After).
+func held(tx *bolt.Tx, after QueueID) bool {
+	if after == 0 {
+		return false
+	}
+	for _, b := range []*bolt.Bucket{tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv)} {
+		if b.Get(after.key()) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // queueRecordVersion is the "v" of a queued item's JSON.
@@ -113,6 +152,10 @@ type jsonItem struct {
 	MaskedPAN   string     `json:"masked_pan,omitempty"`
 	Payload     []byte     `json:"payload,omitempty"`
 	Sealed      []byte     `json:"sealed,omitempty"`
+	FirstSent   time.Time  `json:"first_sent,omitzero"`
+	Sending     bool       `json:"sending,omitempty"`
+	Reverses    *Sent      `json:"reverses,omitempty"`
+	After       QueueID    `json:"after,omitempty"`
 }
 
 func decodeItem(id QueueID, v []byte) (Item, []byte, error) {
@@ -127,32 +170,42 @@ func decodeItem(id QueueID, v []byte) (Item, []byte, error) {
 	}
 	it := Item{ID: id, TxnID: j.TxnID, Kind: j.Kind, STAN: j.STAN, State: j.State, Attempts: j.Attempts,
 		Created: j.Created, NextAttempt: j.NextAttempt, LastError: j.LastError, ParkedBy: j.ParkedBy,
-		ParkReason: j.ParkReason, AmountMinor: j.AmountMinor, Currency: j.Currency, MaskedPAN: j.MaskedPAN, Payload: j.Payload}
+		ParkReason: j.ParkReason, AmountMinor: j.AmountMinor, Currency: j.Currency, MaskedPAN: j.MaskedPAN, Payload: j.Payload,
+		FirstSent: j.FirstSent, Sending: j.Sending, Reverses: j.Reverses, After: j.After}
 	return it, j.Sealed, nil
 }
 
-// peekItem reads only a queued item's state and next attempt, skipping its payload and
-// sealed data: for scans that look at every item but keep few.
-func peekItem(k, v []byte) (QueueState, time.Time, error) {
-	var j struct {
-		V           int        `json:"v"`
-		State       QueueState `json:"state"`
-		NextAttempt time.Time  `json:"next_attempt"`
-	}
+// peeked is what peekItem reads of a queued item.
+type peeked struct {
+	V           int        `json:"v"`
+	State       QueueState `json:"state"`
+	NextAttempt time.Time  `json:"next_attempt"`
+	After       QueueID    `json:"after"`
+}
+
+// peekItem reads only a queued item's state, next attempt and hold, skipping its payload
+// and sealed data: for scans that look at every item but keep few.
+func peekItem(k, v []byte) (peeked, error) {
+	var j peeked
 	if err := json.Unmarshal(v, &j); err != nil {
-		return "", time.Time{}, fmt.Errorf("queued item %x: %w: %w", k, ErrCorrupt, err)
+		return peeked{}, fmt.Errorf("queued item %x: %w: %w", k, ErrCorrupt, err)
 	}
 	if j.V != queueRecordVersion {
-		return "", time.Time{}, fmt.Errorf("queued item %x: version %d, this posd reads %d: %w", k, j.V, queueRecordVersion, ErrCorrupt)
+		return peeked{}, fmt.Errorf("queued item %x: version %d, this posd reads %d: %w", k, j.V, queueRecordVersion, ErrCorrupt)
 	}
-	return j.State, j.NextAttempt, nil
+	return j, nil
 }
+
+// waiting reports whether a peeked item is pending and not held by another (it is sent
+// when its NextAttempt comes).
+func (p peeked) waiting(tx *bolt.Tx) bool { return p.State == QueuePending && !held(tx, p.After) }
 
 func encodeItem(it Item, sealed []byte) ([]byte, error) {
 	return json.Marshal(jsonItem{V: queueRecordVersion, TxnID: it.TxnID, Kind: it.Kind, STAN: it.STAN, State: it.State,
 		Attempts: it.Attempts, Created: it.Created, NextAttempt: it.NextAttempt, LastError: redactDigitRuns(it.LastError),
 		ParkedBy: it.ParkedBy, ParkReason: redactDigitRuns(it.ParkReason), AmountMinor: it.AmountMinor, Currency: it.Currency,
-		MaskedPAN: it.MaskedPAN, Payload: it.Payload, Sealed: sealed})
+		MaskedPAN: it.MaskedPAN, Payload: it.Payload, Sealed: sealed, FirstSent: it.FirstSent, Sending: it.Sending,
+		Reverses: it.Reverses, After: it.After})
 }
 
 // kindBucket returns the bucket holding items of kind: reversals and advices are kept apart
@@ -283,8 +336,9 @@ func (s *Store) Enqueue(ctx context.Context, items ...Item) ([]QueueID, error) {
 	return ids, err
 }
 
-// Due returns up to limit pending items whose NextAttempt is not after now: all due
-// reversals first, then advices, each in queue order, with their sensitive data opened. An
+// Due returns up to limit pending items whose NextAttempt is not after now and that no
+// other item holds back (Item.After): all due reversals first, then advices, each in queue
+// order, with their sensitive data opened. An
 // item whose data cannot be opened is parked (by "posd", with the reason) and not returned.
 //
 // kinds, when given, limits the result to those kinds; the other kind's bucket is not read,
@@ -319,11 +373,11 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind
 				if len(k) != 8 {
 					return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
 				}
-				state, next, err := peekItem(k, v)
+				p, err := peekItem(k, v)
 				if err != nil {
 					return err
 				}
-				if state != QueuePending || next.After(now) {
+				if p.NextAttempt.After(now) || !p.waiting(tx) {
 					continue // not decoded: most items wait while the host is away
 				}
 				it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
@@ -373,20 +427,20 @@ func (s *Store) List(ctx context.Context) ([]Item, error) {
 	return items, err
 }
 
-// NextDue returns the earliest NextAttempt of the pending items, and false when no item is
-// pending. It reads the queue without collecting or sorting it, for a forwarder that waits
+// NextDue returns the earliest NextAttempt of the pending items not held by another (see
+// Item.After), and false when there is none. It reads the queue without collecting or sorting it, for a forwarder that waits
 // between drains.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var next time.Time
 	found := false
 	err := s.view(ctx, "next due", func(tx *bolt.Tx) error {
 		return forEachQueued(tx, func(k, v []byte) error {
-			state, nextAttempt, err := peekItem(k, v)
+			p, err := peekItem(k, v)
 			if err != nil {
 				return err
 			}
-			if state == QueuePending && (!found || nextAttempt.Before(next)) {
-				next, found = nextAttempt, true
+			if p.waiting(tx) && (!found || p.NextAttempt.Before(next)) {
+				next, found = p.NextAttempt, true
 			}
 			return nil
 		})
@@ -450,6 +504,59 @@ type Result struct {
 	Time    time.Time
 }
 
+// MarkSending records, in one commit for the whole batch (group commit), that items are
+// about to be sent with transmission time at, before any of their bytes go out: a crash
+// after this may have sent them, and the next send is then a repeat. An item's first mark
+// sets its FirstSent to at; later sends keep the first one. An item still marked from a
+// send that was never settled (posd stopped mid-send) has that send counted as an attempt
+// (Attempts+1) first.
+//
+// It returns the items it marked, as marked, with the Sensitive data of the argument's:
+// an item that left the queue since it was read (acknowledged, withdrawn by a void,
+// deleted), was parked, or is held back (Item.After) is left out and must not be sent.
+func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]Item, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	var marked []Item
+	err := s.update(ctx, "mark sending", func(tx *bolt.Tx) error {
+		marked = marked[:0]
+		for _, in := range items {
+			q, it, sealed, err := findItem(tx, in.ID)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if it.State != QueuePending || held(tx, it.After) {
+				continue
+			}
+			if it.Sending {
+				it.Attempts++ // the unsettled send of a process that stopped may have arrived
+			}
+			it.Sending = true
+			if it.FirstSent.IsZero() {
+				it.FirstSent = at
+			}
+			nv, err := encodeItem(it, sealed)
+			if err != nil {
+				return err
+			}
+			if err := q.Put(it.ID.key(), nv); err != nil {
+				return err
+			}
+			it.Sensitive = in.Sensitive
+			marked = append(marked, it)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return marked, nil
+}
+
 // Settle applies the results of a batch of sends in one commit (group commit): one fsync
 // for the whole window, not one per message.
 func (s *Store) Settle(ctx context.Context, results []Result) error {
@@ -478,6 +585,7 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			if r.Reached {
 				it.Attempts++
 			}
+			it.Sending = false
 			it.LastError = r.Err
 			it.NextAttempt = r.Next
 			if r.Park {
@@ -513,7 +621,9 @@ func noteSettled(tx *bolt.Tx, it Item, r Result) error {
 	case KindReversal:
 		rec.Outcome.Reversed = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN}
 	case KindAdvice:
-		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN}
+		// The advice as sent (its STAN and first field 7): what the reversal of a void
+		// names in field 90.
+		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent}
 	}
 	nv, err := encodeRecord(rec.Intent, rec.Outcome)
 	if err != nil {
@@ -637,25 +747,31 @@ type ItemView struct {
 	AmountMinor int64     `json:"amount_minor"`
 	Currency    string    `json:"currency"`
 	MaskedPAN   string    `json:"masked_pan"`
+	// FirstSent is field 7 of its first send (zero: never sent); After, the queue item it
+	// waits for (the advice a reversal undoes), 0 when none.
+	FirstSent time.Time `json:"first_sent,omitzero"`
+	After     uint64    `json:"after,omitempty"`
 }
 
 // View returns the operator's view of it.
 func (it Item) View() ItemView {
 	return ItemView{uint64(it.ID), uint64(it.TxnID), string(it.Kind), it.STAN, string(it.State), it.Attempts,
-		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN}
+		it.Created, it.NextAttempt, it.LastError, it.ParkedBy, it.ParkReason, it.AmountMinor, it.Currency, it.MaskedPAN,
+		it.FirstSent, uint64(it.After)}
 }
 
-// PendingReversals counts the reversals still to be sent (not parked). It reads the
-// reversal bucket only, which is small, so a drain may ask before every window.
+// PendingReversals counts the reversals still to be sent (not parked, and not held back
+// by the advice they undo: that advice must go first). It reads the reversal bucket only,
+// which is small, so a drain may ask before every window.
 func (s *Store) PendingReversals(ctx context.Context) (int, error) {
 	n := 0
 	err := s.view(ctx, "pending reversals", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
-			it, _, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
+			p, err := peekItem(k, v)
 			if err != nil {
 				return err
 			}
-			if it.State == QueuePending {
+			if p.waiting(tx) {
 				n++
 			}
 			return nil

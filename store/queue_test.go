@@ -334,20 +334,20 @@ func TestVoid(t *testing.T) {
 
 	online := begin(t, s, 1)
 	s.Finish(ctx, online, Outcome{State: StateApproved, ResponseCode: "00", Time: time.Now()})
-	if withdrawn, err := s.Void(ctx, online, "till:T1", rev()); err != nil || withdrawn {
-		t.Fatalf("void of an online approval: %v %v", withdrawn, err)
+	if rep, err := s.Void(ctx, online, "till:T1", rev()); err != nil || rep.Withdrawn || rep.Reversals != 1 || rep.Held {
+		t.Fatalf("void of an online approval: %+v %v", rep, err)
 	}
 	if _, err := s.Void(ctx, online, "till:T1", rev()); !errors.Is(err, ErrNotVoidable) {
 		t.Errorf("second void: %v", err)
 	}
-	if due, _ := s.Due(ctx, time.Now(), 0); len(due) != 1 || due[0].Kind != KindReversal || due[0].TxnID != online {
+	if due, _ := s.Due(ctx, time.Now(), 0); len(due) != 1 || due[0].Kind != KindReversal || due[0].TxnID != online || due[0].Reverses != nil || due[0].STAN != 50 {
 		t.Errorf("queue after void = %+v", due)
 	}
 
 	offline := begin(t, s, 2)
 	s.FinishAndQueue(ctx, offline, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 51))
-	if withdrawn, err := s.Void(ctx, offline, "till:T1", nil); err != nil || !withdrawn {
-		t.Fatalf("void of an unsent offline approval: %v %v", withdrawn, err)
+	if rep, err := s.Void(ctx, offline, "till:T1", nil); err != nil || !rep.Withdrawn || rep.Reversals != 0 {
+		t.Fatalf("void of an unsent offline approval: %+v %v", rep, err)
 	}
 	rec, _ := s.Get(ctx, offline)
 	if rec.Outcome.Voided == nil || !rec.Outcome.Voided.Withdrawn || rec.Outcome.Voided.By != "till:T1" {
@@ -363,18 +363,35 @@ func TestVoid(t *testing.T) {
 	if _, err := s.Void(ctx, declined, "x", rev()); !errors.Is(err, ErrNotVoidable) {
 		t.Errorf("void of a decline: %v", err)
 	}
-	// An offline approval whose advice was already attempted needs a reversal.
+	// An offline approval whose advice was already attempted needs a reversal naming the
+	// advice as sent, held until the advice is settled.
 	sent := begin(t, s, 4)
 	qids, _ := s.FinishAndQueue(ctx, sent, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 52))
+	due, _ := s.Due(ctx, time.Now(), 0, KindAdvice)
+	first := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	if _, err := s.MarkSending(ctx, due, first); err != nil {
+		t.Fatal(err)
+	}
 	s.Settle(ctx, []Result{{ID: qids[0], Reached: true, Err: "timeout", Next: time.Now()}})
 	if _, err := s.Void(ctx, sent, "x", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("void without a reversal where one is needed: %v", err)
 	}
-	if withdrawn, err := s.Void(ctx, sent, "x", rev()); err != nil || withdrawn {
-		t.Errorf("void of an attempted advice: %v %v", withdrawn, err)
+	rep, err := s.Void(ctx, sent, "x", rev())
+	if err != nil || rep.Withdrawn || rep.Reversals != 1 || !rep.Held {
+		t.Errorf("void of an attempted advice: %+v %v", rep, err)
+	}
+	items, _ := s.List(ctx)
+	var r *Item
+	for i := range items {
+		if items[i].TxnID == sent && items[i].Kind == KindReversal {
+			r = &items[i]
+		}
+	}
+	if r == nil || r.Reverses == nil || *r.Reverses != (Sent{MTI: "0220", STAN: 52, Time: first}) || r.After != qids[0] {
+		t.Errorf("reversal of the attempted advice = %+v", r)
 	}
 	log, _ := s.AuditLog(ctx)
-	if len(log) != 3 || log[0].Action != "void" {
+	if len(log) != 3 || log[0].Action != "void" || !strings.Contains(log[2].Detail, "held") {
 		t.Errorf("audit = %+v", log)
 	}
 }

@@ -132,11 +132,13 @@ func (t *Terminal) decideAnswer(d *decision, req SaleRequest, p presented, j jou
 		out.AuthorizedMinor = ar.AmountMinor
 		out.Message = fmt.Sprintf("approved for %s of %s (partial approval); %s remains to be paid", got, req.Amount, rest)
 		d.padMsg = "APPROVED " + got.String()
+		d.complete(t, j, p, ar.AmountMinor, ar.ApprovalCode)
 		log.Info("partial approval", "approved_minor", ar.AmountMinor)
 	case ar.Approved():
 		out.State = store.StateApproved
 		out.Message = "approved"
 		d.padMsg = "APPROVED"
+		d.complete(t, j, p, req.Amount.Minor, ar.ApprovalCode)
 	default:
 		out.State = store.StateDeclined
 		out.Condition = string(CondRefusal)
@@ -215,4 +217,12 @@ func cannotComplete(ar iso8583.AuthResponse, asked money.Amount) string {
 		return fmt.Sprintf("the acquirer approved %s, not the %s asked", got, asked)
 	}
 	return ""
+}
+
+// complete queues, with a dual-message sale's approved 0100, the 0220 that completes it for
+// amount (the 0100 only holds the funds; its completion collects them).
+func (d *decision) complete(t *Terminal, j journaled, p presented, amount int64, approvalCode string) {
+	if t.opts.DualMessage {
+		d.items = append(d.items, t.completionItem(j.auth, p, amount, approvalCode))
+	}
 }

@@ -80,7 +80,10 @@ type queued struct {
 	TerminalID       string    `json:"terminal_id"`
 	MerchantID       string    `json:"merchant_id"`
 	ReasonCode       string    `json:"reason_code,omitempty"`   // reversals
-	ApprovalCode     string    `json:"approval_code,omitempty"` // advices: the offline approval code
+	ApprovalCode     string    `json:"approval_code,omitempty"` // advices: the offline approval code, or the host's for a completion
+	// Completion: the advice completes the authorization Orig* names (dual message); it
+	// carries that original in field 90. An offline approval's advice does not.
+	Completion bool `json:"completion,omitempty"`
 }
 
 // queuedFromAuth describes the original authorization auth, for its reversal (reason) or
@@ -128,9 +131,48 @@ type queuedCard struct {
 	Field55 []byte `json:"field55,omitempty"` // a chip card's data (its cryptogram) for the advice
 }
 
-// sendable turns a queued item into the message to send now: the first send of a reversal
-// is an 0400, retries are 0420 then repeats 0421; an advice is 0220, repeats 0221.
+// completionItem is the queue item of the 0220 completion advice of auth, an 0100 the host
+// approved for approvedMinor with approvalCode (dual message): it collects the funds the
+// 0100 holds. Field 90 names the 0100 (its MTI, STAN and field 7), for the host to match
+// and release the hold. It is queued with the sale's outcome (FinishAndQueue), so an
+// approved 0100 is completed exactly once; its STAN is the caller's to set, as for any
+// queued message. It carries the card's PAN and expiry, sealed, as an advice must: a
+// terminal without a data key cannot complete, and should not run dual message.
+func (t *Terminal) completionItem(auth iso8583.Authorization, p presented, approvedMinor int64, approvalCode string) store.Item {
+	if !validApprovalCode(approvalCode) {
+		approvalCode = "" // field 38 is optional; a malformed one would make the advice unsendable
+	}
+	it := t.queueItem(store.KindAdvice, auth, p, "", approvalCode)
+	q := queuedFromAuth(auth, "", approvalCode)
+	q.AmountMinor, q.Completion = approvedMinor, true
+	it.Payload, _ = json.Marshal(q)
+	it.AmountMinor = approvedMinor
+	return it
+}
+
+// validApprovalCode reports whether code fits field 38 of an advice: 6 letters or digits.
+func validApprovalCode(code string) bool {
+	if len(code) != 6 {
+		return false
+	}
+	for _, c := range []byte(code) {
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// sendable turns a queued item, marked sending (store.MarkSending), into the message to
+// send now: the first send of a reversal is an 0400, retries are 0420 then repeats 0421;
+// an advice is 0220, repeats 0221. Every send of an item carries the STAN and the field 7
+// of its first send (it.FirstSent), so that the host sees one message sent again, never a
+// new one.
 func sendable(it store.Item) (*moov.Message, error) {
+	if it.FirstSent.IsZero() {
+		return nil, fmt.Errorf("queued item %d: not marked sending: its transmission time is not recorded", it.ID)
+	}
+	sentAt := it.FirstSent.UTC()
 	var q queued
 	if err := json.Unmarshal(it.Payload, &q); err != nil {
 		return nil, fmt.Errorf("queued item %d: payload: %w", it.ID, err)
@@ -148,12 +190,16 @@ func sendable(it store.Item) (*moov.Message, error) {
 			return nil, fmt.Errorf("queued item %d: %w", it.ID, err)
 		}
 	}
-	now := time.Now()
 	switch it.Kind {
 	case store.KindReversal:
+		if o := it.Reverses; o != nil {
+			// The reversal of an advice (a voided offline approval or completion): field 90
+			// names the advice as it was sent.
+			q.OrigMTI, q.OrigSTAN, q.OrigTransmission = o.MTI, o.STAN, o.Time.UTC()
+		}
 		r := iso8583.Reversal{
 			Advice: it.Attempts > 0, Repeat: it.Attempts > 1,
-			STAN: it.STAN, TransmissionTime: now.UTC(), LocalTime: q.LocalTime,
+			STAN: it.STAN, TransmissionTime: sentAt, LocalTime: q.LocalTime,
 			OriginalMTI: q.OrigMTI, OriginalSTAN: q.OrigSTAN, OriginalTransmissionTime: q.OrigTransmission,
 			PAN: pan, Expiry: c.Expiry, AmountMinor: q.AmountMinor, CurrencyNumeric: q.CurrencyNumeric,
 			ProcessingCode: q.ProcessingCode, EntryMode: q.EntryMode, TerminalID: q.TerminalID, MerchantID: q.MerchantID,
@@ -163,10 +209,13 @@ func sendable(it store.Item) (*moov.Message, error) {
 	case store.KindAdvice:
 		a := iso8583.Advice{
 			Repeat: it.Attempts > 0,
-			STAN:   it.STAN, TransmissionTime: now.UTC(), LocalTime: q.LocalTime,
+			STAN:   it.STAN, TransmissionTime: sentAt, LocalTime: q.LocalTime,
 			PAN: pan, Expiry: c.Expiry, AmountMinor: q.AmountMinor, CurrencyNumeric: q.CurrencyNumeric,
 			ProcessingCode: q.ProcessingCode, EntryMode: q.EntryMode, TerminalID: q.TerminalID, MerchantID: q.MerchantID,
 			ApprovalCode: q.ApprovalCode, ResponseCode: "00", Field55: c.Field55,
+		}
+		if q.Completion {
+			a.Original = &iso8583.Original{MTI: q.OrigMTI, STAN: q.OrigSTAN, TransmissionTime: q.OrigTransmission}
 		}
 		return a.Message()
 	}
@@ -255,10 +304,15 @@ type DrainStats struct {
 }
 
 // Drain sends every due item (reversals only, if reversalsOnly), a window at a time, until
-// nothing is due or a whole window failed to reach the host. Results are settled in one
-// commit per window. Reversals go strictly first: no advice is sent while a reversal is
-// still waiting, since an advice that overtook the reversal of the same sale's timed-out
-// authorization would leave the customer charged twice until the reversal got through.
+// nothing is due or a whole window failed to reach the host. Each window is marked sending
+// in one commit before its first byte goes out (store.MarkSending: the field 7 of each
+// item's first send is recorded then, and a crash after it makes the next send a repeat),
+// and its results are settled in one commit. Reversals go strictly first: no advice is
+// sent while a reversal is still waiting, since an advice that overtook the reversal of
+// the same sale's timed-out authorization would leave the customer charged twice until
+// the reversal got through. The one exception goes the other way: the reversal of an
+// advice that may be on its way (a void) is held until that advice is acknowledged, so
+// that it never reaches the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -283,7 +337,19 @@ func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, 
 		if len(batch) == 0 {
 			return total, nil
 		}
-		results, st := f.sendAll(ctx, batch)
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		// Recorded before the bytes go out. An item a void withdrew since Due read it is
+		// left out here, and not sent.
+		marked, err := f.st.MarkSending(ctx, batch, f.opts.Now())
+		if err != nil {
+			return total, err
+		}
+		if len(marked) == 0 {
+			continue
+		}
+		results, st := f.sendAll(ctx, marked)
 		if f.opts.Failpoint != nil {
 			f.opts.Failpoint("mid-drain")
 		}

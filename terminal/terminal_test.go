@@ -132,6 +132,7 @@ type hostFaults struct {
 	delay    func(req *iso8583.Message) time.Duration
 	override func(req *iso8583.Message) string
 	opts     func(*terminal.Options)
+	dual     bool // Options.DualMessage: 0100 authorizations, completed by 0220
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -231,7 +232,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.topts = terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
 		HostTimeout: time.Second, CardTimeout: 5 * time.Second, Logger: logger,
-		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes,
+		Offline: faults.offline, Spec: spec, PINKeyAES: faults.aes, DualMessage: faults.dual,
 		Forward: terminal.ForwardOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxAttempts: 3, SendTimeout: 300 * time.Millisecond},
 	}
 	if faults.opts != nil {

@@ -2,6 +2,7 @@ package terminal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -19,11 +20,15 @@ var ErrUnknownTransaction = errors.New("terminal: no such transaction on this te
 // A plain value: safe for concurrent use when not modified.
 type VoidResult struct {
 	TxnID store.TxnID
-	// Withdrawn: an offline approval whose advice had not been sent; nothing reached the
-	// host and nothing needs reversing. Otherwise a reversal (0400) is queued and sent
-	// before any new authorization.
+	// Withdrawn: an offline approval whose advice had never been sent; nothing reached the
+	// host and nothing needs reversing. Otherwise reversals are queued and sent before any
+	// new authorization (Reversals says how many).
 	Withdrawn bool
-	Message   string
+	Reversals int
+	// AwaitingAdvice: the advice being undone may be on its way; it is delivered first and
+	// its reversal follows once the host acknowledged it.
+	AwaitingAdvice bool
+	Message        string
 }
 
 // TxnIDFromPOI parses a POITransactionID this terminal issued ("TERMINAL-00000042").
@@ -40,9 +45,18 @@ func (t *Terminal) TxnIDFromPOI(poiTxnID string) (store.TxnID, error) {
 }
 
 // Void cancels an approved sale at the till's request (a cancel after approval): it is
-// reversed at the host, or, for an offline approval the host never heard of, withdrawn.
-// by names who asked (the till's SaleID). A declined, failed or already voided sale
-// returns an error wrapping store.ErrNotVoidable.
+// reversed at the host, or, for an offline approval whose advice never left posd,
+// withdrawn. by names who asked (the till's SaleID). A declined, failed or already voided
+// sale returns an error wrapping store.ErrNotVoidable, as does one posd cannot undo itself
+// (the error says why): the till is told "voided" only when the charge is being undone.
+//
+// What is reversed (see store.Void for the rule): an online approval's request (0200, or
+// the 0100 of dual message); an advice (an offline approval's 0220, or a completion's)
+// that was acknowledged or may have been sent, named by field 90 as it was sent, its
+// STAN and first field 7. An advice still queued is delivered before its reversal. A dual
+// message sale whose completion never left posd has the completion withdrawn and the 0100
+// reversed; once the completion may have been sent both are reversed (the 0100's reversal
+// changes nothing at a host where the completion already replaced the hold).
 func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, error) {
 	id, err := t.TxnIDFromPOI(poiTxnID)
 	if err != nil {
@@ -59,22 +73,26 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
-	rev, err := t.reversalItem(ctx, q, rec.Intent.Currency, rec.Intent.MaskedPAN)
+	// The store gives each reversal it queues a STAN in the void's own commit.
+	payload, _ := json.Marshal(q)
+	rev := store.Item{Kind: store.KindReversal, AmountMinor: q.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload}
+	rep, err := t.st.Void(ctx, id, by, &rev)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
-	withdrawn, err := t.st.Void(ctx, id, by, &rev)
-	if err != nil {
-		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
-	}
-	res := VoidResult{TxnID: id, Withdrawn: withdrawn}
-	if withdrawn {
+	res := VoidResult{TxnID: id, Withdrawn: rep.Reversals == 0, Reversals: rep.Reversals, AwaitingAdvice: rep.Held}
+	switch {
+	case res.Withdrawn:
 		res.Message = "voided: the offline approval had not reached the acquirer and was withdrawn"
-	} else {
+	case rep.Held:
+		res.Message = "voided: the advice already on its way to the acquirer is delivered first, then reversed; nothing stays charged"
+	default:
 		res.Message = "voided: a reversal is queued and goes to the acquirer before any new sale"
+	}
+	if rep.Reversals > 0 {
 		t.fwd.Kick()
 	}
-	t.log.Info("sale voided", "txn", uint64(id), "by", by, "withdrawn", withdrawn, "pan", rec.Intent.MaskedPAN)
+	t.log.Info("sale voided", "txn", uint64(id), "by", by, "withdrawn", res.Withdrawn, "reversals", rep.Reversals, "awaiting_advice", rep.Held, "pan", rec.Intent.MaskedPAN)
 	return res, nil
 }
 
