@@ -314,11 +314,25 @@ type DrainStats struct {
 // advice that may be on its way (a void) is held until that advice is acknowledged, so
 // that it never reaches the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
+	return f.drain(ctx, reversalsOnly, false)
+}
+
+// DrainReversalsNow sends every pending reversal now, whatever its backoff: a sale calls it
+// before its own authorization, since no authorization may overtake a reversal.
+func (f *Forwarder) DrainReversalsNow(ctx context.Context) (DrainStats, error) {
+	return f.drain(ctx, true, true)
+}
+
+func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool) (DrainStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var total DrainStats
 	for {
-		batch, err := f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindReversal)
+		dueBy := f.opts.Now()
+		if ignoreBackoff {
+			dueBy = dueBy.Add(100 * 365 * 24 * time.Hour)
+		}
+		batch, err := f.st.Due(ctx, dueBy, f.opts.Window*4, store.KindReversal)
 		if err != nil {
 			return total, err
 		}

@@ -179,7 +179,7 @@ var errReversalPending = errors.New("a reversal of an earlier transaction is sti
 func (t *Terminal) reversalsFirst(ctx context.Context, log *slog.Logger) error {
 	dctx, cancel := context.WithTimeout(ctx, t.opts.ReversalWait)
 	defer cancel()
-	_, derr := t.fwd.Drain(dctx, true)
+	_, derr := t.fwd.DrainReversalsNow(dctx)
 	n, err := t.st.PendingReversals(ctx)
 	switch {
 	case err != nil:

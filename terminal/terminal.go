@@ -147,6 +147,10 @@ func New(reader CardReader, display Display, pins *hsm.Module, acq Acquirer, st 
 	if opts.Currency.Code == "" {
 		return nil, errors.New("terminal: currency is required")
 	}
+	if opts.DualMessage && !st.CanSeal() {
+		// A completion advice carries the card's PAN and expiry, kept only sealed.
+		return nil, errors.New("terminal: dual message needs a data key: the completion (0220) of each authorization carries card data that is kept only encrypted")
+	}
 	if opts.MerchantName == "" {
 		opts.MerchantName = "POSD MERCHANT"
 	}

@@ -304,3 +304,25 @@ func TestPendingReversalKeepsTheSaleOffline(t *testing.T) {
 func partialCard(pan string, balance int64) []hostsim.Card {
 	return []hostsim.Card{{PAN: pan, PIN: "1234", BalanceMinor: balance, Expiry: "3012", PartialApproval: true}}
 }
+
+// A completed partial approval voided later is reversed for the amount the host holds.
+func TestPartialApprovalVoided(t *testing.T) {
+	const pan = "4761739001010010"
+	r := newRig(t, []padsim.Event{swipe(goodT1, goodT2), pin("1234")}, hostFaults{cards: partialCard(pan, 700)})
+	res := r.sale(t, 1250)
+	if !res.Approved || res.AuthorizedMinor != 700 {
+		t.Fatalf("partial approval = %+v", res)
+	}
+	if _, err := r.term.Void(context.Background(), res.POITransactionID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := drain(t, r); st.Acked != 1 {
+		t.Fatalf("drain = %+v", st)
+	}
+	if n := charged(r.host.Charges()); n != 0 {
+		t.Errorf("%d charges stand after the void: %+v", n, r.host.Charges())
+	}
+	if got, _ := r.host.Balance(pan); got != 700 {
+		t.Errorf("balance %d after the void, want 700 back", got)
+	}
+}

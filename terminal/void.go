@@ -73,6 +73,9 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
 	}
+	if out := rec.Outcome; out != nil && out.AuthorizedMinor > 0 {
+		q.AmountMinor = out.AuthorizedMinor // a partial approval: the host holds what it approved
+	}
 	// The store gives each reversal it queues a STAN in the void's own commit.
 	payload, _ := json.Marshal(q)
 	rev := store.Item{Kind: store.KindReversal, AmountMinor: q.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload}
