@@ -88,7 +88,7 @@ func xoDelayed(d time.Duration, n int) []padsim.Event {
 	return append([]padsim.Event{{Delay: d}}, xoSwipes(n)...)
 }
 
-func newXORig(t *testing.T) *xoRig {
+func newXORig(t testing.TB) *xoRig {
 	t.Helper()
 	r := &xoRig{dir: t.TempDir(), bin: filepath.Join(binaries(t), "posd"), tid: "XOTEST01", logs: new(syncBuffer), arriveCh: make(chan struct{})}
 	r.poiid = "POSD-" + r.tid
@@ -192,7 +192,7 @@ func (r *xoRig) mark() int {
 }
 
 // waitArrival waits until a request matching match reaches the host after from.
-func (r *xoRig) waitArrival(t *testing.T, from int, what string, match func(xoMsg) bool) xoMsg {
+func (r *xoRig) waitArrival(t testing.TB, from int, what string, match func(xoMsg) bool) xoMsg {
 	t.Helper()
 	timeout := time.NewTimer(15 * time.Second)
 	defer timeout.Stop()
@@ -217,7 +217,7 @@ func (r *xoRig) waitArrival(t *testing.T, from int, what string, match func(xoMs
 func isAdvice(m xoMsg) bool { return strings.HasPrefix(m.MTI, "022") }
 
 // hostUp starts the acquirer (again) on its address.
-func (r *xoRig) hostUp(t *testing.T) {
+func (r *xoRig) hostUp(t testing.TB) {
 	t.Helper()
 	if r.hostStop != nil {
 		return
@@ -244,7 +244,7 @@ func (r *xoRig) hostDown() {
 
 // pad replaces the PIN pad with a new one running events, once the line has been quiet
 // for a moment (posd may still be showing the last sale's result).
-func (r *xoRig) pad(t *testing.T, events []padsim.Event) {
+func (r *xoRig) pad(t testing.TB, events []padsim.Event) {
 	t.Helper()
 	if r.padStop != nil {
 		r.line.waitQuiet(150*time.Millisecond, 5*time.Second)
@@ -303,7 +303,7 @@ func (q *quietPort) waitQuiet(quiet, max time.Duration) {
 
 // start runs posd with env added to its environment and waits until it answers (false:
 // it exited first, as a failpoint makes it).
-func (r *xoRig) start(t *testing.T, env ...string) bool {
+func (r *xoRig) start(t testing.TB, env ...string) bool {
 	t.Helper()
 	os.Remove(r.sock)
 	if err := r.pair.ClearExclusive(); err != nil {
@@ -356,7 +356,7 @@ func (r *xoRig) killPosd() {
 }
 
 // waitExit waits for posd to end (killed, or by a failpoint).
-func (r *xoRig) waitExit(t *testing.T, why string) {
+func (r *xoRig) waitExit(t testing.TB, why string) {
 	t.Helper()
 	select {
 	case <-r.posdDone:
@@ -367,7 +367,7 @@ func (r *xoRig) waitExit(t *testing.T, why string) {
 }
 
 // stop ends posd with SIGTERM.
-func (r *xoRig) stop(t *testing.T) {
+func (r *xoRig) stop(t testing.TB) {
 	t.Helper()
 	if !r.running() {
 		return
@@ -465,7 +465,7 @@ func decodeXOPayment(raw json.RawMessage) (xoPayment, bool) {
 }
 
 // payment is the reply's PaymentResponse (the test fails without one).
-func (x xoReply) payment(t *testing.T) xoPayment {
+func (x xoReply) payment(t testing.TB) xoPayment {
 	t.Helper()
 	p, ok := decodeXOPayment(x.Env.SaleToPOIResponse.PaymentResponse)
 	if !ok {
@@ -495,7 +495,7 @@ func (r *xoRig) try(client *http.Client, body string) (xoReply, error) {
 	return x, nil
 }
 
-func (r *xoRig) post(t *testing.T, body string) xoReply {
+func (r *xoRig) post(t testing.TB, body string) xoReply {
 	t.Helper()
 	x, err := r.try(r.client, body)
 	if err != nil {
@@ -504,13 +504,13 @@ func (r *xoRig) post(t *testing.T, body string) xoReply {
 	return x
 }
 
-func (r *xoRig) pay(t *testing.T, serviceID, txn, amount string) xoReply {
+func (r *xoRig) pay(t testing.TB, serviceID, txn, amount string) xoReply {
 	t.Helper()
 	return r.post(t, r.paymentBody(serviceID, txn, amount))
 }
 
 // status asks TransactionStatus about a payment (see statusBody).
-func (r *xoRig) status(t *testing.T, ref string, byTxn bool) (xoResult, xoPayment, bool) {
+func (r *xoRig) status(t testing.TB, ref string, byTxn bool) (xoResult, xoPayment, bool) {
 	t.Helper()
 	x := r.post(t, r.statusBody(r.svc(), ref, byTxn))
 	ts := x.Env.SaleToPOIResponse.TransactionStatusResponse
@@ -528,7 +528,7 @@ func (r *xoRig) inProgress(ref string) bool {
 	return err == nil && ts != nil && ts.Response.ErrorCondition == "InProgress"
 }
 
-func statusOf(t *testing.T, ref string, x xoReply) (xoResult, xoPayment, bool) {
+func statusOf(t testing.TB, ref string, x xoReply) (xoResult, xoPayment, bool) {
 	t.Helper()
 	ts := x.Env.SaleToPOIResponse.TransactionStatusResponse
 	if ts.RepeatedMessageResponse == nil {
@@ -543,7 +543,7 @@ func statusOf(t *testing.T, ref string, x xoReply) (xoResult, xoPayment, bool) {
 
 // waitDone polls TransactionStatus until the payment is no longer in progress and returns
 // the stored answer.
-func (r *xoRig) waitDone(t *testing.T, ref string, byTxn bool) xoPayment {
+func (r *xoRig) waitDone(t testing.TB, ref string, byTxn bool) xoPayment {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		res, p, ok := r.status(t, ref, byTxn)
@@ -560,7 +560,7 @@ func (r *xoRig) waitDone(t *testing.T, ref string, byTxn bool) xoPayment {
 }
 
 // samePayment checks that a repeated request got the first request's PaymentResponse.
-func samePayment(t *testing.T, what string, first, again xoPayment) {
+func samePayment(t testing.TB, what string, first, again xoPayment) {
 	t.Helper()
 	var a, b any
 	json.Unmarshal(first.Raw, &a)
@@ -571,7 +571,7 @@ func samePayment(t *testing.T, what string, first, again xoPayment) {
 	}
 }
 
-func wantResult(t *testing.T, what string, got xoResult, result, condition string) {
+func wantResult(t testing.TB, what string, got xoResult, result, condition string) {
 	t.Helper()
 	if got.Result != result || got.ErrorCondition != condition {
 		t.Errorf("%s: %v, want %s/%s", what, got, result, condition)
@@ -581,7 +581,7 @@ func wantResult(t *testing.T, what string, got xoResult, result, condition strin
 // --- posd's journal and the host's charges ----------------------------------------------
 
 // getJSON reads one of posd's admin resources.
-func (r *xoRig) getJSON(t *testing.T, path string, v any) {
+func (r *xoRig) getJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	resp, err := r.client.Get("http://posd" + path)
 	if err != nil {
@@ -598,7 +598,7 @@ func (r *xoRig) getJSON(t *testing.T, path string, v any) {
 }
 
 // waitDrained waits until posd's store-and-forward queue is empty.
-func (r *xoRig) waitDrained(t *testing.T) {
+func (r *xoRig) waitDrained(t testing.TB) {
 	t.Helper()
 	for i := 0; ; i++ {
 		if resp, err := r.client.Post("http://posd/v1/saf/flush", "application/json", strings.NewReader(`{"who":"xo-test"}`)); err == nil {
@@ -623,7 +623,7 @@ type ledger struct {
 	charges []hostsim.Charge
 }
 
-func (r *xoRig) ledger(t *testing.T) ledger {
+func (r *xoRig) ledger(t testing.TB) ledger {
 	t.Helper()
 	var l ledger
 	r.getJSON(t, "/v1/journal", &l.recs)
@@ -681,7 +681,7 @@ func (l ledger) chargesOf(tid, txn string) []hostsim.Charge {
 
 // wantCharged checks, with posd's queue drained, how many charges stand at the host for
 // each till transaction (1: the customer paid once; 0: nothing is charged).
-func (r *xoRig) wantCharged(t *testing.T, want map[string]int) {
+func (r *xoRig) wantCharged(t testing.TB, want map[string]int) {
 	t.Helper()
 	r.waitDrained(t)
 	l := r.ledger(t)
@@ -710,7 +710,7 @@ func (r *xoRig) wantCharged(t *testing.T, want map[string]int) {
 // drained) and the host's charges: every charge standing at the host belongs to a sale
 // posd calls completed (approved online or offline, not voided, not reversed); no sale has
 // two; and every completed sale has exactly one.
-func checkExactlyOnce(t *testing.T, v journalView, charges []hostsim.Charge, tid string) {
+func checkExactlyOnce(t testing.TB, v journalView, charges []hostsim.Charge, tid string) {
 	t.Helper()
 	if len(v.queued) != 0 {
 		t.Errorf("the queue is not empty after the final drain: %d transactions", len(v.queued))
@@ -798,7 +798,7 @@ func countStanding(charges []hostsim.Charge, tid string) int {
 
 // rawPost writes a payment request on a new connection to posd and hangs up after wait,
 // before the answer: a till whose connection was cut.
-func (r *xoRig) rawPost(t *testing.T, body string, wait time.Duration) {
+func (r *xoRig) rawPost(t testing.TB, body string, wait time.Duration) {
 	t.Helper()
 	c, err := net.Dial("unix", r.sock)
 	if err != nil {
