@@ -5,7 +5,7 @@ GO       ?= go
 PKGS     ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build build-arm32 test test-deps vet unit test-pkcs11 fuzz-short cross crash bench fuzz clean
+.PHONY: all build build-arm32 test test-deps vet unit test-pkcs11 fuzz-short cross crash exactly-once bench fuzz clean
 
 all: build
 
@@ -59,10 +59,21 @@ cross:
 build-arm32:
 	mkdir -p bin/arm32 && scripts/build-arm32 $(CURDIR)/bin/arm32
 
-# crash: the long store-and-forward crash run (make test runs 200 kills; this runs 2000).
+# crash: the long store-and-forward crash run (make test runs 200 kills; this runs 2000),
+# then the long exactly-once run.
 CRASH_KILLS ?= 2000
 crash:
 	POSD_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -count=1 -run TestCrashKill -v -timeout 60m ./cmd/posd
+	$(MAKE) exactly-once
+
+# exactly-once: TestExactlyOnce run long (docs/EXACTLY-ONCE.md). make test runs one round
+# (duplicate and concurrent till requests, tills that hang up, Abort, voids of offline
+# approvals, SIGKILL while advices are sent, against a host that keys on terminal + STAN +
+# field 7); this runs XO_ROUNDS rounds with XO_KILLS kills in each.
+XO_ROUNDS ?= 25
+XO_KILLS  ?= 6
+exactly-once:
+	POSD_XO_ROUNDS=$(XO_ROUNDS) POSD_XO_KILLS=$(XO_KILLS) $(GO) test -count=1 -run TestExactlyOnce -v -timeout 60m ./cmd/posd
 
 # bench: the benchmarks whose figures go to docs/BENCHMARKS.md.
 bench:

@@ -34,7 +34,7 @@ var (
 	binErr  error
 )
 
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end tests build and run the binaries; skipped with -short")
