@@ -1,5 +1,3 @@
-//go:build !xostub
-
 package main
 
 import "github.com/posd-dev/posd/iso8583/hostsim"
