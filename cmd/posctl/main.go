@@ -218,7 +218,7 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	}
 	now := time.Now()
 	if *ref == "" {
-		*ref = "posctl-" + now.UTC().Format("20060102T150405")
+		*ref = "posctl-" + now.UTC().Format("20060102T150405.000000")
 	}
 	if *serviceID == "" {
 		*serviceID = newServiceID()
