@@ -88,6 +88,9 @@ func TestCrashKill(t *testing.T) {
 	frand := func() float64 { mu.Lock(); defer mu.Unlock(); return hostRng.Float64() }
 	host, err := hostsim.NewServer(hostsim.Options{
 		BDK: bdk,
+		// The strictest host: it knows a message by terminal, STAN and field 7 only, so a
+		// resend that took a new field 7 would be a second charge here.
+		MatchBy: hostsim.MatchTransmission,
 		Delay: func(req *iso8583.Message) time.Duration {
 			if hostKill.Load() && frand() < 0.5 {
 				if pid := posdPID.Load(); pid > 0 {
