@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -26,6 +27,7 @@ import (
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal/nexo"
 	"github.com/posd-dev/posd/terminal/padsim"
 	"github.com/posd-dev/posd/terminal/ptypair"
 )
@@ -165,12 +167,42 @@ func TestCrashKill(t *testing.T) {
 		t.Fatalf("posd did not become ready:\n%s", tail(logs.String()))
 		return false
 	}
+	// post sends a till request; the answer is nil when posd did not give one (killed).
+	post := func(body string) *nexo.SaleToPOIResponse {
+		resp, err := client.Post("http://posd/nexo", "application/json", strings.NewReader(body))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var env nexo.Envelope
+		if json.NewDecoder(resp.Body).Decode(&env) != nil {
+			return nil
+		}
+		return env.Response
+	}
+	// sale runs sale i. Now and then the till repeats it (a till that timed out: the
+	// repeat must get the first answer, never a second sale) and voids an approval (the
+	// charge must then be undone, whether it was approved online or offline).
+	voids, repeats := 0, 0
 	sale := func(i int) {
 		amount := fmt.Sprintf("%d.%02d", rng.IntN(40), rng.IntN(100)+1)
 		body := fmt.Sprintf(`{"SaleToPOIRequest":{"MessageHeader":{"ProtocolVersion":"3.0","MessageClass":"Service","MessageCategory":"Payment","MessageType":"Request","SaleID":"CRASH","ServiceID":"%d","POIID":"POSD-CRASH001"},"PaymentRequest":{"SaleData":{"SaleTransactionID":{"TransactionID":"C%d"}},"PaymentTransaction":{"AmountsReq":{"Currency":"EUR","RequestedAmount":%s}}}}}`, i%1000000000, i, amount)
-		if resp, err := client.Post("http://posd/nexo", "application/json", strings.NewReader(body)); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+		first := post(body)
+		if first == nil || first.PaymentResponse == nil {
+			return
+		}
+		poi := first.PaymentResponse.POIData.POITransactionID.TransactionID
+		if rng.IntN(6) == 0 {
+			repeats++
+			if again := post(body); again != nil && again.PaymentResponse != nil {
+				if got := again.PaymentResponse.POIData.POITransactionID.TransactionID; got != poi || again.PaymentResponse.Response != first.PaymentResponse.Response {
+					t.Errorf("sale %d repeated: answered %q %+v, the first answer was %q %+v", i, got, again.PaymentResponse.Response, poi, first.PaymentResponse.Response)
+				}
+			}
+		}
+		if first.PaymentResponse.Response.Result == "Success" && rng.IntN(4) == 0 {
+			voids++
+			post(fmt.Sprintf(`{"SaleToPOIRequest":{"MessageHeader":{"ProtocolVersion":"3.0","MessageClass":"Service","MessageCategory":"Reversal","MessageType":"Request","SaleID":"CRASH","ServiceID":"V%d","POIID":"POSD-CRASH001"},"ReversalRequest":{"OriginalPOITransaction":{"POITransactionID":{"TransactionID":%q}},"ReversalReason":"MerchantCancel"}}}`, i%100000000, poi))
 		}
 	}
 
@@ -249,7 +281,7 @@ func TestCrashKill(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-done
 	checkFinal(t, dbPath, host)
-	t.Logf("%d kills, %d sales driven, %d charges at the host", kills, saleN, len(host.Charges()))
+	t.Logf("%d kills, %d sales driven (%d repeated by the till, %d voided), %d charges at the host", kills, saleN, repeats, voids, len(host.Charges()))
 }
 
 func unixClient(sock string) *http.Client {
@@ -395,10 +427,15 @@ func checkFinal(t *testing.T, path string, host *hostsim.Server) {
 		t.Errorf("queue not empty after the final drain: %d transactions", len(v.queued))
 	}
 	want := map[string]store.Record{}
+	voided := 0
 	for _, r := range v.recs {
 		if r.Outcome == nil {
 			t.Errorf("transaction %d still open after the final start", r.ID)
 			continue
+		}
+		if r.Outcome.Voided != nil {
+			voided++
+			continue // undone: the host must hold no charge for it
 		}
 		switch r.Outcome.State {
 		case store.StateApproved:
@@ -432,5 +469,5 @@ func checkFinal(t *testing.T, path string, host *hostsim.Server) {
 			offline++
 		}
 	}
-	t.Logf("final: %d charges stand at the host, all matched to the journal (%d offline approvals advised)", got, offline)
+	t.Logf("final: %d charges stand at the host, all matched to the journal (%d offline approvals advised, %d voided sales charged nothing)", got, offline, voided)
 }
