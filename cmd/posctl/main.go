@@ -394,6 +394,12 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 		if r.Outcome != nil && r.Outcome.Advised != nil {
 			out += ", advised"
 		}
+		if r.Outcome != nil && r.Outcome.AuthorizedMinor > 0 {
+			out += ", partial: " + formatAmount(r.Outcome.AuthorizedMinor, r.Intent.Currency)
+		}
+		if r.Outcome != nil && r.Outcome.Undelivered != nil {
+			out += ", the till did not hear the answer"
+		}
 		fmt.Fprintf(w, "%-6d %06d %-5s %-20s %-19s %14s  %s\n", uint64(r.ID), r.Intent.STAN, r.Intent.MTI, r.Intent.Time.UTC().Format("2006-01-02 15:04:05"), r.Intent.MaskedPAN, amt, out)
 	}
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/posd-dev/posd/store"
 	"net/http"
 	"os"
 	"strconv"
@@ -180,6 +181,23 @@ func xoCut(t *testing.T, r *xoRig, round int) {
 		t.Errorf("a malformed MessageReference: HTTP %d %s, want 400 naming MessageReference", bad.HTTP, bad.Body)
 	}
 	r.wantCharged(t, map[string]int{txn: 1, txn2: 1})
+	// The journal says that neither till heard its answer.
+	var recs []store.Record
+	r.getJSON(t, "/v1/journal", &recs)
+	for _, ref := range []string{txn, txn2} {
+		found := false
+		for _, rec := range recs {
+			if rec.Intent.SaleTransactionID == ref {
+				found = true
+				if rec.Outcome == nil || rec.Outcome.Undelivered == nil {
+					t.Errorf("journal record of %s does not record that the till did not hear its answer: %+v", ref, rec.Outcome)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no journal record of %s", ref)
+		}
+	}
 }
 
 // xoAbort: an Abort before the card is presented ends the payment Failure/Aborted with
