@@ -371,11 +371,7 @@ func (s *Store) notOpen(name string, id TxnID) error {
 		return s.wrap(name, err)
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketJournal).Get(id.key())
-		if v == nil {
-			return ErrNotFound
-		}
-		rec, err := decodeRecord(id, v)
+		rec, err := getRecord(tx, id)
 		if err != nil {
 			return err
 		}
@@ -385,6 +381,24 @@ func (s *Store) notOpen(name string, id TxnID) error {
 		return fmt.Errorf("%w (state %s)", ErrFinished, rec.Outcome.State)
 	})
 	return s.wrap(name, err)
+}
+
+// getRecord reads record id inside tx: ErrNotFound when there is none.
+func getRecord(tx *bolt.Tx, id TxnID) (Record, error) {
+	v := tx.Bucket(bucketJournal).Get(id.key())
+	if v == nil {
+		return Record{}, ErrNotFound
+	}
+	return decodeRecord(id, v)
+}
+
+// putRecord writes rec back inside tx.
+func putRecord(tx *bolt.Tx, rec Record) error {
+	nv, err := encodeRecord(rec.Intent, rec.Outcome)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketJournal).Put(rec.ID.key(), nv)
 }
 
 // Get returns the record id, or an error wrapping [ErrNotFound].

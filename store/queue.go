@@ -605,12 +605,10 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 
 // noteSettled records on the journal record that its reversal or advice was acknowledged.
 func noteSettled(tx *bolt.Tx, it Item, r Result) error {
-	j := tx.Bucket(bucketJournal)
-	v := j.Get(it.TxnID.key())
-	if v == nil {
+	rec, err := getRecord(tx, it.TxnID)
+	if errors.Is(err, ErrNotFound) {
 		return nil // the record is gone; nothing to note (Check reports it)
 	}
-	rec, err := decodeRecord(it.TxnID, v)
 	if err != nil {
 		return err
 	}
@@ -625,11 +623,7 @@ func noteSettled(tx *bolt.Tx, it Item, r Result) error {
 		// names in field 90.
 		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent}
 	}
-	nv, err := encodeRecord(rec.Intent, rec.Outcome)
-	if err != nil {
-		return err
-	}
-	return j.Put(it.TxnID.key(), nv)
+	return putRecord(tx, rec)
 }
 
 // Park stops an item from being sent, keeping it. by says who (an operator's name, or

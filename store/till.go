@@ -109,12 +109,7 @@ func (s *Store) LookupTill(ctx context.Context, key TillKey) (TxnID, bool, error
 // the answer from the journal.
 func (s *Store) NoteUndelivered(ctx context.Context, id TxnID, at time.Time) error {
 	return s.update(ctx, fmt.Sprintf("note undelivered %d", id), func(tx *bolt.Tx) error {
-		j := tx.Bucket(bucketJournal)
-		v := j.Get(id.key())
-		if v == nil {
-			return ErrNotFound
-		}
-		rec, err := decodeRecord(id, v)
+		rec, err := getRecord(tx, id)
 		if err != nil {
 			return err
 		}
@@ -123,10 +118,6 @@ func (s *Store) NoteUndelivered(ctx context.Context, id TxnID, at time.Time) err
 		}
 		at := at.UTC()
 		rec.Outcome.Undelivered = &at
-		nv, err := encodeRecord(rec.Intent, rec.Outcome)
-		if err != nil {
-			return err
-		}
-		return j.Put(id.key(), nv)
+		return putRecord(tx, rec)
 	})
 }

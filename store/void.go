@@ -67,12 +67,7 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 	var rep VoidReport
 	err := s.update(ctx, fmt.Sprintf("void %d", id), func(tx *bolt.Tx) error {
 		rep = VoidReport{}
-		j := tx.Bucket(bucketJournal)
-		v := j.Get(id.key())
-		if v == nil {
-			return ErrNotFound
-		}
-		rec, err := decodeRecord(id, v)
+		rec, err := getRecord(tx, id)
 		if err != nil {
 			return err
 		}
@@ -140,11 +135,7 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		}
 		rep.Reversals = len(items)
 		out.Voided = &Void{Time: now, By: by, Withdrawn: len(items) == 0}
-		nv, err := encodeRecord(rec.Intent, out)
-		if err != nil {
-			return err
-		}
-		if err := j.Put(id.key(), nv); err != nil {
+		if err := putRecord(tx, rec); err != nil {
 			return err
 		}
 		return appendAudit(tx, now, by, "void", fmt.Sprintf("transaction %d (STAN %06d, %d %s, %s): %s", id, rec.Intent.STAN, rec.Intent.AmountMinor, rec.Intent.Currency, rec.Intent.MaskedPAN, rep.how()))
