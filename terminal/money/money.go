@@ -62,27 +62,37 @@ type Amount struct {
 // ParseDecimal parses a decimal amount such as "12.5" or "1250" in cur's major units into
 // minor units. It refuses signs, exponents, more decimals than the currency has, and amounts
 // above MaxMinor. Zero is allowed here; callers decide whether a zero amount makes sense.
+//
+// Errors quote at most the first 32 characters of s.
 func ParseDecimal(s string, cur Currency) (Amount, error) {
 	intPart, frac, hasDot := strings.Cut(s, ".")
 	if intPart == "" || (hasDot && frac == "") || !digits(intPart) || !digits(frac) {
-		return Amount{}, fmt.Errorf("%w: %q is not a plain decimal number", ErrAmount, s)
+		return Amount{}, fmt.Errorf("%w: %q is not a plain decimal number", ErrAmount, clip(s))
 	}
 	frac = strings.TrimRight(frac, "0")
 	if len(frac) > cur.Exponent {
-		return Amount{}, fmt.Errorf("%w: %q has more than %d decimals for %s", ErrAmount, s, cur.Exponent, cur.Code)
+		return Amount{}, fmt.Errorf("%w: %q has more than %d decimals for %s", ErrAmount, clip(s), cur.Exponent, cur.Code)
 	}
 	intPart = strings.TrimLeft(intPart, "0")
 	if len(intPart)+cur.Exponent > 12 {
-		return Amount{}, fmt.Errorf("%w: %q is larger than the maximum", ErrAmount, s)
+		return Amount{}, fmt.Errorf("%w: %q is larger than the maximum", ErrAmount, clip(s))
 	}
 	var v int64
 	for _, c := range intPart + frac + strings.Repeat("0", cur.Exponent-len(frac)) {
 		v = v*10 + int64(c-'0')
 	}
 	if v > MaxMinor {
-		return Amount{}, fmt.Errorf("%w: %q is larger than the maximum", ErrAmount, s)
+		return Amount{}, fmt.Errorf("%w: %q is larger than the maximum", ErrAmount, clip(s))
 	}
 	return Amount{Minor: v, Currency: cur}, nil
+}
+
+// clip bounds a value quoted in an error: an amount is short, and anything long is not one.
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
 }
 
 // Decimal formats the amount in major units with exactly the currency's number of decimals,

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posd-dev/posd/terminal/card"
 	"github.com/posd-dev/posd/terminal/money"
 )
 
@@ -294,9 +295,9 @@ func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, erro
 	case h.MessageType != "Request":
 		return nil, &FieldError{"MessageHeader.MessageType", "must be \"Request\""}
 	case !validID(h.SaleID, 64):
-		return nil, &FieldError{"MessageHeader.SaleID", "must be 1 to 64 printable ASCII characters"}
+		return nil, &FieldError{"MessageHeader.SaleID", idRule64}
 	case !validID(h.ServiceID, 10):
-		return nil, &FieldError{"MessageHeader.ServiceID", "must be 1 to 10 printable ASCII characters"}
+		return nil, &FieldError{"MessageHeader.ServiceID", idRule10}
 	case h.POIID != poiid:
 		return nil, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
 	}
@@ -336,8 +337,8 @@ func DecodeReversal(body []byte, poiid string) (Reversal, error) {
 		return Reversal{}, &FieldError{"ReversalRequest", "missing"}
 	}
 	id := rr.OriginalPOITransaction.POITransactionID.TransactionID
-	if id == "" || len(id) > 64 {
-		return Reversal{}, &FieldError{"ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID", "must be 1 to 64 characters"}
+	if !validID(id, 64) {
+		return Reversal{}, &FieldError{"ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID", idRule64}
 	}
 	switch rr.ReversalReason {
 	case "CustCancel", "MerchantCancel", "Malfunction", "Unable2Compl":
@@ -365,7 +366,7 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 	}
 	st := pr.SaleData.SaleTransactionID
 	if !validID(st.TransactionID, 64) {
-		return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TransactionID", "must be 1 to 64 printable ASCII characters"}
+		return Payment{}, &FieldError{"PaymentRequest.SaleData.SaleTransactionID.TransactionID", idRule64}
 	}
 	if st.TimeStamp != "" {
 		if _, err := time.Parse(time.RFC3339, st.TimeStamp); err != nil {
@@ -391,8 +392,9 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 	return Payment{Header: h, SaleTransactionID: st, Amount: amt}, nil
 }
 
-// validID reports whether id, a till's identifier, is 1 to max printable ASCII characters:
-// identifiers key requests in the journal and appear in logs.
+// validID reports whether id, a till's identifier, is 1 to max printable ASCII characters
+// with no card number in it: identifiers key requests in the journal and appear in logs,
+// where a full PAN must never be (see hasPAN).
 func validID(id string, max int) bool {
 	if id == "" || len(id) > max {
 		return false
@@ -402,8 +404,34 @@ func validID(id string, max int) bool {
 			return false
 		}
 	}
-	return true
+	return !hasPAN(id)
 }
+
+// hasPAN reports whether s holds a run of 13 to 19 digits that passes the Luhn check: what
+// a card number looks like. A till that puts one in an identifier is refused before it
+// reaches the log or the journal.
+func hasPAN(s string) bool {
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if n := j - i; n >= 13 && n <= 19 && card.Luhn(s[i:j]) {
+			return true
+		}
+		if j == i {
+			j++
+		}
+		i = j
+	}
+	return false
+}
+
+// The rules validID checks, as errors state them.
+const (
+	idRule64 = "must be 1 to 64 printable ASCII characters, and no card number"
+	idRule10 = "must be 1 to 10 printable ASCII characters, and no card number"
+)
 
 // Reference is a validated MessageReference to an earlier payment: SaleID with ServiceID,
 // or SaleID with SaleTransactionID (one of the two is set).
@@ -426,7 +454,7 @@ func decodeReference(ref *MessageReference, path string, h MessageHeader) (Refer
 		r.SaleID = h.SaleID
 	}
 	if !validID(r.SaleID, 64) {
-		return Reference{}, &FieldError{path + ".SaleID", "must be 1 to 64 printable ASCII characters"}
+		return Reference{}, &FieldError{path + ".SaleID", idRule64}
 	}
 	if ref.POIID != "" && ref.POIID != h.POIID {
 		return Reference{}, &FieldError{path + ".POIID", fmt.Sprintf("%q is not this terminal", clip(ref.POIID))}
@@ -436,11 +464,11 @@ func decodeReference(ref *MessageReference, path string, h MessageHeader) (Refer
 		return Reference{}, &FieldError{path, "give ServiceID or SaleTransactionID, not both"}
 	case ref.SaleTransactionID != nil:
 		if !validID(ref.SaleTransactionID.TransactionID, 64) {
-			return Reference{}, &FieldError{path + ".SaleTransactionID.TransactionID", "must be 1 to 64 printable ASCII characters"}
+			return Reference{}, &FieldError{path + ".SaleTransactionID.TransactionID", idRule64}
 		}
 		r.SaleTransactionID = ref.SaleTransactionID.TransactionID
 	case !validID(ref.ServiceID, 10):
-		return Reference{}, &FieldError{path + ".ServiceID", "must be 1 to 10 printable ASCII characters (or give SaleTransactionID)"}
+		return Reference{}, &FieldError{path + ".ServiceID", idRule10 + " (or give SaleTransactionID)"}
 	}
 	return r, nil
 }
@@ -486,7 +514,7 @@ func DecodeAbort(body []byte, poiid string) (Abort, error) {
 		return Abort{}, &FieldError{"AbortRequest", "missing"}
 	}
 	if !validID(ar.AbortReason, 64) {
-		return Abort{}, &FieldError{"AbortRequest.AbortReason", "must be 1 to 64 printable ASCII characters"}
+		return Abort{}, &FieldError{"AbortRequest.AbortReason", idRule64}
 	}
 	ref, err := decodeReference(ar.MessageReference, "AbortRequest.MessageReference", req.MessageHeader)
 	return Abort{Header: req.MessageHeader, Ref: ref, Reason: ar.AbortReason}, err

@@ -161,3 +161,37 @@ func TestDecodeStatusAndAbortReferences(t *testing.T) {
 		t.Errorf("abort without a reason: %v", err)
 	}
 }
+
+// Till-supplied text is data, not trusted: an identifier holding what looks like a card
+// number (13-19 digits passing Luhn) is refused before it reaches the log or the journal,
+// and an error quotes at most 32 characters of any input.
+func TestTillTextIsNotTrusted(t *testing.T) {
+	for _, c := range []struct {
+		path, value string
+		refused     bool
+	}{
+		{"SaleToPOIRequest.PaymentRequest.SaleData.SaleTransactionID.TransactionID", "R-4761739001010010", true},
+		{"SaleToPOIRequest.PaymentRequest.SaleData.SaleTransactionID.TransactionID", "4761739001010010", true},
+		{"SaleToPOIRequest.PaymentRequest.SaleData.SaleTransactionID.TransactionID", "ORDER-4761739001010011", false}, // fails Luhn: a plain number
+		{"SaleToPOIRequest.PaymentRequest.SaleData.SaleTransactionID.TransactionID", "ORDER-123456789012", false},     // 12 digits
+		{"SaleToPOIRequest.MessageHeader.SaleID", "T4761739001010010", true},
+		{"SaleToPOIRequest.MessageHeader.SaleID", "TILL\x01", true},
+	} {
+		m := validBody(t)
+		set(m, c.path, c.value)
+		b, _ := json.Marshal(m)
+		_, err := DecodePayment(b, poiid)
+		if (err != nil) != c.refused {
+			t.Errorf("%s = %q: err %v, refused want %v", c.path, c.value, err, c.refused)
+		}
+		if err != nil && strings.Contains(err.Error(), "4761739001010010") {
+			t.Errorf("the error quotes the card number: %v", err)
+		}
+	}
+	m := validBody(t)
+	set(m, "SaleToPOIRequest.PaymentRequest.PaymentTransaction.AmountsReq.RequestedAmount", json.Number(strings.Repeat("9", 60000)))
+	b, _ := json.Marshal(m)
+	if _, err := DecodePayment(b, poiid); err == nil || len(err.Error()) > 200 {
+		t.Errorf("an over-long amount: error of %d characters, want a short one", len(err.Error()))
+	}
+}
