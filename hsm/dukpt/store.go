@@ -5,9 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/posd-dev/posd/internal/atomicfile"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 )
@@ -97,35 +97,7 @@ func (f *FileStore) Load() ([]byte, error) {
 func (f *FileStore) Save(ksn []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(f.path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	_, err = fmt.Fprintf(tmp, "%X\n", ksn)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, f.path)
-	}
-	if err != nil {
-		os.Remove(name)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.WriteFile(f.path, fmt.Appendf(nil, "%X\n", ksn), 0o600)
 }
 
 // MemStore is a [Store] in memory, for tests and simulators that restart

@@ -3,9 +3,9 @@ package padsim
 import (
 	"errors"
 	"fmt"
+	"github.com/posd-dev/posd/internal/atomicfile"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/posd-dev/posd/hsm/dukpt"
@@ -41,29 +41,8 @@ func loadState(path string, initial dukpt.KSN) (dukpt.KSN, error) {
 // saveState replaces the file at path with ksn: it writes a temporary file
 // in the same directory, syncs it and renames it over path.
 func saveState(path string, ksn dukpt.KSN) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, []byte(ksn.String()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("padsim: state file: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(ksn.String() + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("padsim: state file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
