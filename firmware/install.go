@@ -24,8 +24,11 @@ type Progress struct {
 // InstallRequest asks for an install (or a check) of a bundle. It is plain
 // data for one call at a time (not for concurrent use): Bundle is read once.
 type InstallRequest struct {
-	// Source is an https:// URL of a bundle file, a bundle directory (a USB
-	// stick) or a bundle file, as seen by this process. With Bundle set it
+	// Source is an https:// URL of a bundle file under one of
+	// Options.AllowedURLs, or a bundle file or bundle directory in
+	// Options.Inbox (an absolute path, or one relative to the inbox). A
+	// symlink that leads out of the inbox, a FIFO, a device or a socket is
+	// refused (ErrSource) before anything is opened. With Bundle set it
 	// only names the bundle in the event log.
 	Source string
 	// Bundle, when set, is the bundle as a tar stream (an upload).
@@ -103,6 +106,10 @@ func (m *Manager) verifyBundle(ctx context.Context, req InstallRequest, kind, mo
 		op = m.progress.Op
 	}
 	m.mu.Unlock()
+	// The rules first, before anything is opened or reported as started.
+	if err := m.checkSource(req); err != nil {
+		return nil, err
+	}
 	m.report(req.Progress, Progress{Op: op, Phase: "metadata"})
 	var src source
 	if req.Bundle != nil {
@@ -113,7 +120,7 @@ func (m *Manager) verifyBundle(ctx context.Context, req InstallRequest, kind, mo
 		src = newTarSource(name, req.Bundle, nil)
 	} else {
 		var err error
-		if src, err = openSource(ctx, req.Source, m.opts.HTTPClient); err != nil {
+		if src, err = m.openSource(ctx, req.Source); err != nil {
 			return nil, err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,10 +74,32 @@ type Options struct {
 	// confirmed (Confirm) before BootAttempt falls back to the previous
 	// slot. Default DefaultMaxBootAttempts (3).
 	MaxBootAttempts int
+	// Inbox is the directory a Source path must lie in (see
+	// InstallRequest.Source). Default filepath.Join(dir, "inbox"), which
+	// Open creates (mode 0700) when missing; any other directory must
+	// exist. Either must not be writable by every user (ErrInbox).
+	Inbox string
+	// AllowedURLs are the https:// URL prefixes ("https://host/path/") a
+	// Source URL must start with: same host and port, and a path under the
+	// prefix's at a "/" boundary. Redirects must stay on them too. Default
+	// none: URL sources are refused (ErrSource).
+	AllowedURLs []string
+	// DownloadTimeout caps a whole download, from the request to the last
+	// byte of the image. Default DefaultDownloadTimeout (10 minutes).
+	DownloadTimeout time.Duration
+	// MinRate is the least a download must bring, in bytes per second,
+	// over every MinRateWindow from the end of its first one on; a slower
+	// download is aborted with ErrSlowDownload and the operation slot is
+	// free at once. Default DefaultMinRate (4096).
+	MinRate int64
+	// MinRateWindow is the sliding window MinRate is measured over, and the
+	// grace period at the start of a download. Default
+	// DefaultMinRateWindow (10s).
+	MinRateWindow time.Duration
 	// HTTPClient downloads https:// sources. Default: a client with the
 	// system's CA roots that refuses redirects away from https and gives up
-	// when response headers take more than 30s (the body has no time
-	// limit: cancel the context).
+	// when response headers take more than 30s. DownloadTimeout and MinRate
+	// apply to any client.
 	HTTPClient *http.Client
 	// Now is the clock for expiry checks and event times. Default time.Now.
 	Now func() time.Time
@@ -117,6 +140,10 @@ type Manager struct {
 	builtin   *trust
 	lock      *os.File
 	failpoint func(string) // tests: called at each named step
+
+	inbox        string     // Options.Inbox with symlinks resolved
+	inboxAsGiven string     // Options.Inbox as given (cleaned), for messages
+	allowed      []*url.URL // Options.AllowedURLs
 
 	mu         sync.Mutex
 	boot       bootState
@@ -168,6 +195,19 @@ func Open(dir string, opts *Options) (*Manager, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = defaultHTTPClient()
 	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = DefaultDownloadTimeout
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = DefaultMinRate
+	}
+	if o.MinRateWindow <= 0 {
+		o.MinRateWindow = DefaultMinRateWindow
+	}
+	allowed, err := parseAllowedURLs(o.AllowedURLs)
+	if err != nil {
+		return nil, err
+	}
 	builtin, err := newTrust(o.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("firmware: Options.TrustedRoot: %w", err)
@@ -175,11 +215,23 @@ func Open(dir string, opts *Options) (*Manager, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
+	inbox, err := setupInbox(dir, o.Inbox)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: Options.Inbox: %w", err)
+	}
+	inboxAsGiven := o.Inbox
+	if inboxAsGiven == "" {
+		inboxAsGiven = filepath.Join(dir, inboxDirName)
+	}
+	if inboxAsGiven, err = filepath.Abs(inboxAsGiven); err != nil {
+		return nil, fmt.Errorf("firmware: Options.Inbox: %w: %w", ErrInbox, err)
+	}
 	lock, err := lockDir(filepath.Join(dir, lockFile))
 	if err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
-	m := &Manager{dir: dir, opts: o, builtin: builtin, lock: lock, failpoint: func(string) {}}
+	m := &Manager{dir: dir, opts: o, builtin: builtin, lock: lock, failpoint: func(string) {},
+		inbox: inbox, inboxAsGiven: inboxAsGiven, allowed: allowed}
 	if err := m.load(); err != nil {
 		if m.log != nil {
 			m.log.close()
