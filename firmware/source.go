@@ -111,6 +111,9 @@ func (s *tarSource) next() (*tar.Header, error) {
 		if err == io.EOF {
 			return nil, io.EOF
 		}
+		if errors.Is(err, ErrSlowDownload) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("bundle %s: %w", s.name, err) // not the bundle's fault
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s is not a readable tar file: %w: %w", s.name, ErrFormat, err)
 		}

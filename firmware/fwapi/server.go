@@ -120,6 +120,8 @@ var kinds = []struct {
 	kind string
 	code int
 }{
+	{firmware.ErrSource, "source", http.StatusBadRequest},
+	{firmware.ErrSlowDownload, "slow-download", http.StatusGatewayTimeout},
 	{firmware.ErrSignature, "signature", http.StatusUnprocessableEntity},
 	{firmware.ErrExpired, "expired", http.StatusUnprocessableEntity},
 	{firmware.ErrRollback, "rollback", http.StatusUnprocessableEntity},
@@ -134,8 +136,6 @@ var kinds = []struct {
 	{firmware.ErrNotConfirmed, "not-confirmed", http.StatusConflict},
 	{firmware.ErrNoPrevious, "no-previous", http.StatusConflict},
 	{firmware.ErrNoWho, "no-who", http.StatusBadRequest},
-	{firmware.ErrSource, "source", http.StatusBadRequest},
-	{firmware.ErrSlowDownload, "slow-download", http.StatusGatewayTimeout},
 	{firmware.ErrPadHash, "pad-hash", http.StatusBadGateway},
 	{firmware.ErrPadProtocol, "pad", http.StatusBadGateway},
 }
