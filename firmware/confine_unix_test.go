@@ -348,6 +348,32 @@ func TestDownloadLimits(t *testing.T) {
 		checkWorks(t, m, good, "a cancelled download")
 	})
 
+	t.Run("Stop ends a download", func(t *testing.T) {
+		mi := newMirror(t, bundle, stall(bundle))
+		m := v.open(t.TempDir(), &firmware.Options{HTTPClient: mi.srv.Client(), AllowedURLs: []string{mi.srv.URL + "/fw/"}})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := m.Install(ctx, firmware.InstallRequest{Source: mi.srv.URL + "/fw/posd.tar", Who: "tech"})
+			errc <- err
+		}()
+		<-mi.started
+		m.Stop() // posd's shutdown
+		select {
+		case err := <-errc:
+			if !errors.Is(err, firmware.ErrStopped) {
+				t.Errorf("stopped download: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a stopped download still runs after 5s")
+		}
+		if _, err := m.Check(ctx, firmware.InstallRequest{Source: good, Who: "tech"}); !errors.Is(err, firmware.ErrStopped) {
+			t.Errorf("check after Stop: %v", err)
+		}
+		if st := status(t, m); st.InProgress != nil || st.Slots[1].State != firmware.SlotEmpty {
+			t.Errorf("status after Stop: %+v", st)
+		}
+	})
+
 	t.Run("URL rules", func(t *testing.T) {
 		mi := newMirror(t, bundle, func(w http.ResponseWriter, r *http.Request, flush func()) { w.Write(bundle) })
 		m := v.open(t.TempDir(), &firmware.Options{HTTPClient: mi.srv.Client(), AllowedURLs: []string{mi.srv.URL + "/fw", mi.srv.URL + "/elsewhere"}})

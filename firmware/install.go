@@ -52,26 +52,38 @@ type Result struct {
 	Message string `json:"message"`
 }
 
-// begin marks an operation running; the caller must call end.
-func (m *Manager) begin(op string) error {
+// begin marks an operation running and returns its context: ctx, also
+// cancelled (cause ErrStopped) by Stop. The caller must call end.
+func (m *Manager) begin(ctx context.Context, op string) (context.Context, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return ErrClosed
+		return nil, ErrClosed
+	}
+	if m.stopCtx.Err() != nil {
+		return nil, ErrStopped
 	}
 	if m.busy {
-		return ErrBusy
+		return nil, ErrBusy
 	}
 	m.busy = true
 	m.progress = &Progress{Op: op, Phase: "metadata"}
-	return nil
+	octx, cancel := context.WithCancelCause(ctx)
+	unhook := context.AfterFunc(m.stopCtx, func() { cancel(ErrStopped) })
+	m.endOp = func() { unhook(); cancel(nil) }
+	return octx, nil
 }
 
 func (m *Manager) end() {
 	m.mu.Lock()
 	m.busy = false
 	m.progress = nil
+	endOp := m.endOp
+	m.endOp = nil
 	m.mu.Unlock()
+	if endOp != nil {
+		endOp()
+	}
 }
 
 // report records p as the progress of the running operation and passes it
@@ -161,7 +173,8 @@ func (m *Manager) verifyBundle(ctx context.Context, req InstallRequest, kind, mo
 // Check verifies a bundle as Install does, reading the whole image, but
 // changes nothing: no slot, no trusted metadata, no event.
 func (m *Manager) Check(ctx context.Context, req InstallRequest) (Result, error) {
-	if err := m.begin("check"); err != nil {
+	ctx, err := m.begin(ctx, "check")
+	if err != nil {
 		return Result{}, err
 	}
 	defer m.end()
@@ -205,7 +218,8 @@ func (m *Manager) Install(ctx context.Context, req InstallRequest) (Result, erro
 	if strings.TrimSpace(req.Who) == "" {
 		return Result{}, fmt.Errorf("firmware: install: %w", ErrNoWho)
 	}
-	if err := m.begin("install"); err != nil {
+	ctx, err := m.begin(ctx, "install")
+	if err != nil {
 		return Result{}, fmt.Errorf("firmware: install: %w", err)
 	}
 	defer m.end()

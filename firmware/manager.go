@@ -35,6 +35,9 @@ var (
 	ErrClosed = errors.New("firmware manager is closed")
 	// ErrSelfTest: posd's self-test failed on this start.
 	ErrSelfTest = errors.New("self-test failed")
+	// ErrStopped: posd is shutting down (Stop): the operation was stopped,
+	// or not started.
+	ErrStopped = errors.New("posd is shutting down: firmware operations are stopped")
 	// ErrNotBooted: Confirm or MarkBad was called before BootAttempt.
 	ErrNotBooted = errors.New("BootAttempt has not been called by this process")
 )
@@ -157,6 +160,10 @@ type Manager struct {
 	padVersion string
 	logErr     error // the last failure to write the event log
 	closed     bool
+	endOp      func() // ends the running operation's context
+
+	stopCtx    context.Context // cancelled by Stop
+	stopCancel context.CancelCauseFunc
 }
 
 // Open opens (creating) the state directory dir. A new directory starts
@@ -232,6 +239,7 @@ func Open(dir string, opts *Options) (*Manager, error) {
 	}
 	m := &Manager{dir: dir, opts: o, builtin: builtin, lock: lock, failpoint: func(string) {},
 		inbox: inbox, inboxAsGiven: inboxAsGiven, allowed: allowed}
+	m.stopCtx, m.stopCancel = context.WithCancelCause(context.Background())
 	if err := m.load(); err != nil {
 		if m.log != nil {
 			m.log.close()
@@ -357,7 +365,17 @@ func (m *Manager) record(ev Event) {
 	}
 }
 
-// Close releases the state directory.
+// Stop cancels the install, check or PIN pad transfer in progress (a
+// download ends at once; an install cut short changes nothing, as after a
+// power cut) and refuses later ones with ErrStopped. Status, Events,
+// Confirm and Rollback keep working until Close. posd calls it when it
+// starts to shut down, so that no firmware operation holds the shutdown.
+func (m *Manager) Stop() {
+	m.stopCancel(ErrStopped)
+}
+
+// Close releases the state directory. It stops any operation in progress
+// first (see Stop).
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -365,6 +383,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stopCancel(ErrStopped)
 	err := m.log.close()
 	if cerr := m.lock.Close(); err == nil {
 		err = cerr

@@ -74,6 +74,9 @@ func openFirmware(ctx context.Context, cfg FirmwareConfig, log *slog.Logger, wak
 	if err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
+	// posd's shutdown (ctx: SIGTERM, SIGINT) stops a firmware operation in progress at
+	// once, so that a download does not hold the shutdown.
+	context.AfterFunc(ctx, fw.Stop)
 	boot, err := fw.BootAttempt(ctx)
 	if err != nil {
 		fw.Close()

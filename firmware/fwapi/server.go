@@ -23,7 +23,8 @@
 //
 // Error kinds: signature, expired, rollback, mismatch, length, hash,
 // old-version, hardware, no-target, format, busy, not-confirmed,
-// no-previous, no-who, source, slow-download, pad-hash, pad, internal.
+// no-previous, no-who, source, slow-download, stopped, pad-hash, pad,
+// internal.
 package fwapi
 
 import (
@@ -133,6 +134,7 @@ var kinds = []struct {
 	{firmware.ErrNoTarget, "no-target", http.StatusUnprocessableEntity},
 	{firmware.ErrFormat, "format", http.StatusUnprocessableEntity},
 	{firmware.ErrBusy, "busy", http.StatusConflict},
+	{firmware.ErrStopped, "stopped", http.StatusServiceUnavailable},
 	{firmware.ErrNotConfirmed, "not-confirmed", http.StatusConflict},
 	{firmware.ErrNoPrevious, "no-previous", http.StatusConflict},
 	{firmware.ErrNoWho, "no-who", http.StatusBadRequest},
