@@ -213,7 +213,7 @@ func TestAttacksRejected(t *testing.T) {
 			prepare: func(t *testing.T, v *vendor, m *firmware.Manager) string {
 				v.publish("2.0.0", imgSize)
 				b := v.bundle()
-				path := filepath.Join(t.TempDir(), "cut.tar")
+				path := filepath.Join(v.inbox, "cut.tar")
 				if err := os.WriteFile(path, b[:len(b)-imgSize/2], 0o644); err != nil {
 					t.Fatal(err)
 				}

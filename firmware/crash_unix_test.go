@@ -61,7 +61,7 @@ func TestKillDuringInstall(t *testing.T) {
 
 			cmd := exec.Command(os.Args[0], "-test.run=^TestKillDuringInstall$")
 			cmd.Env = append(os.Environ(), "POSD_FW_CRASH_AT="+step.at, "POSD_FW_CRASH_DIR="+dir,
-				"POSD_FW_CRASH_SRC="+bundle, "POSD_FW_CRASH_ROOT="+rootPath)
+				"POSD_FW_CRASH_SRC="+bundle, "POSD_FW_CRASH_ROOT="+rootPath, "POSD_FW_CRASH_INBOX="+v.inbox)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -124,7 +124,7 @@ func crashChild() {
 		os.Exit(2)
 	}
 	m, err := firmware.Open(os.Getenv("POSD_FW_CRASH_DIR"), &firmware.Options{
-		TrustedRoot: root, Model: model, FactoryVersion: factory,
+		TrustedRoot: root, Model: model, FactoryVersion: factory, Inbox: os.Getenv("POSD_FW_CRASH_INBOX"),
 		Now: func() time.Time { return epoch.Add(time.Hour) },
 	})
 	if err != nil {

@@ -15,8 +15,9 @@
 //	err = m.Confirm(ctx, "posd self-test") // or m.MarkBad(ctx, reason)
 //
 // (Manager.Boot does the three steps around a self-test function.) A
-// technician's install (Manager.Install, from a bundle directory on a USB
-// stick, a bundle file, an upload or an https:// URL) writes the inactive
+// technician's install (Manager.Install, from a bundle file or directory
+// in Options.Inbox, an upload, or an https:// URL on Options.AllowedURLs
+// downloaded under a time limit and a minimum rate) writes the inactive
 // slot and makes it active but unconfirmed; posd runs it from its next
 // start. If posd has not confirmed it within Options.MaxBootAttempts starts,
 // or its self-test fails (MarkBad), or its image no longer hashes right,

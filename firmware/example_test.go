@@ -51,7 +51,9 @@ func ExampleManager() {
 
 	// Terminal: posd is built with root version 1.
 	builtin, _ := os.ReadFile(filepath.Join(repo.Dir, "metadata", "1.root.json"))
-	opts := &firmware.Options{TrustedRoot: builtin, Model: "POSD-A7", FactoryVersion: "1.0.0", Now: clock}
+	// The technician copies the bundle (here: the stick's directory) into
+	// the terminal's firmware inbox; posd reads nothing from elsewhere.
+	opts := &firmware.Options{TrustedRoot: builtin, Model: "POSD-A7", FactoryVersion: "1.0.0", Now: clock, Inbox: work}
 	state := filepath.Join(work, "state")
 	m, err := firmware.Open(state, opts)
 	if err != nil {

@@ -47,17 +47,22 @@ func pubs(keys ...*release.PrivateKey) []firmware.PublicKey {
 
 // vendor is a release repository with its keys, built from scratch.
 type vendor struct {
-	t    testing.TB
-	repo *release.Repo
-	root []*release.PrivateKey
-	sig  release.Signers
+	t     testing.TB
+	inbox string // the terminal's firmware inbox: the repository and bundle files are in it
+	repo  *release.Repo
+	root  []*release.PrivateKey
+	sig   release.Signers
 }
 
 // newVendor creates a repository with root version 1: one key per role,
 // threshold 1.
 func newVendor(t testing.TB) *vendor {
 	t.Helper()
-	v := &vendor{t: t, repo: &release.Repo{Dir: t.TempDir(), Now: func() time.Time { return epoch }}}
+	inbox := t.TempDir()
+	v := &vendor{t: t, inbox: inbox, repo: &release.Repo{Dir: filepath.Join(inbox, "repo"), Now: func() time.Time { return epoch }}}
+	if err := os.Mkdir(v.repo.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	v.root = []*release.PrivateKey{key(t, "root1")}
 	v.sig = release.Signers{
 		Targets:   []*release.PrivateKey{key(t, "targets1")},
@@ -131,10 +136,20 @@ func (v *vendor) bundle() []byte {
 	return buf.Bytes()
 }
 
-// bundleFile writes the bundle to a file and returns its path.
+// tempInbox returns a new directory in the inbox.
+func (v *vendor) tempInbox(prefix string) string {
+	v.t.Helper()
+	d, err := os.MkdirTemp(v.inbox, prefix)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return d
+}
+
+// bundleFile writes the bundle to a file in the inbox and returns its path.
 func (v *vendor) bundleFile() string {
 	v.t.Helper()
-	path := filepath.Join(v.t.TempDir(), "bundle.tar")
+	path := filepath.Join(v.tempInbox("bundle"), "bundle.tar")
 	if err := os.WriteFile(path, v.bundle(), 0o644); err != nil {
 		v.t.Fatal(err)
 	}
@@ -142,10 +157,10 @@ func (v *vendor) bundleFile() string {
 }
 
 // copyDir copies the repository directory (a bundle directory) and returns
-// the copy, which a test may then damage.
+// the copy (in the inbox), which a test may then damage.
 func (v *vendor) copyDir() string {
 	v.t.Helper()
-	dst := v.t.TempDir()
+	dst := v.tempInbox("copy")
 	err := filepath.WalkDir(v.repo.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -195,6 +210,9 @@ func (v *vendor) open(dir string, opts *firmware.Options) *firmware.Manager {
 	}
 	if o.Now == nil {
 		o.Now = func() time.Time { return epoch.Add(time.Hour) }
+	}
+	if o.Inbox == "" {
+		o.Inbox = v.inbox
 	}
 	m, err := firmware.Open(dir, &o)
 	if err != nil {

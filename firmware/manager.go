@@ -2,30 +2,15 @@ package firmware
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
-)
-
-// Slot names.
-const (
-	SlotA = "a"
-	SlotB = "b"
-)
-
-// Slot states.
-const (
-	SlotEmpty      = "empty"      // nothing installed
-	SlotInstalling = "installing" // an image is being written; never started
-	SlotReady      = "ready"      // holds a verified image (or the factory firmware)
 )
 
 // Errors of the Manager. Verification errors are listed with ErrFormat.
@@ -50,6 +35,9 @@ var (
 	ErrClosed = errors.New("firmware manager is closed")
 	// ErrSelfTest: posd's self-test failed on this start.
 	ErrSelfTest = errors.New("self-test failed")
+	// ErrStopped: posd is shutting down (Stop): the operation was stopped,
+	// or not started.
+	ErrStopped = errors.New("posd is shutting down: firmware operations are stopped")
 	// ErrNotBooted: Confirm or MarkBad was called before BootAttempt.
 	ErrNotBooted = errors.New("BootAttempt has not been called by this process")
 )
@@ -89,10 +77,32 @@ type Options struct {
 	// confirmed (Confirm) before BootAttempt falls back to the previous
 	// slot. Default DefaultMaxBootAttempts (3).
 	MaxBootAttempts int
+	// Inbox is the directory a Source path must lie in (see
+	// InstallRequest.Source). Default filepath.Join(dir, "inbox"), which
+	// Open creates (mode 0700) when missing; any other directory must
+	// exist. Either must not be writable by every user (ErrInbox).
+	Inbox string
+	// AllowedURLs are the https:// URL prefixes ("https://host/path/") a
+	// Source URL must start with: same host and port, and a path under the
+	// prefix's at a "/" boundary. Redirects must stay on them too. Default
+	// none: URL sources are refused (ErrSource).
+	AllowedURLs []string
+	// DownloadTimeout caps a whole download, from the request to the last
+	// byte of the image. Default DefaultDownloadTimeout (10 minutes).
+	DownloadTimeout time.Duration
+	// MinRate is the least a download must bring, in bytes per second,
+	// over every MinRateWindow from the end of its first one on; a slower
+	// download is aborted with ErrSlowDownload and the operation slot is
+	// free at once. Default DefaultMinRate (4096).
+	MinRate int64
+	// MinRateWindow is the sliding window MinRate is measured over, and the
+	// grace period at the start of a download. Default
+	// DefaultMinRateWindow (10s).
+	MinRateWindow time.Duration
 	// HTTPClient downloads https:// sources. Default: a client with the
 	// system's CA roots that refuses redirects away from https and gives up
-	// when response headers take more than 30s (the body has no time
-	// limit: cancel the context).
+	// when response headers take more than 30s. DownloadTimeout and MinRate
+	// apply to any client.
 	HTTPClient *http.Client
 	// Now is the clock for expiry checks and event times. Default time.Now.
 	Now func() time.Time
@@ -100,95 +110,6 @@ type Options struct {
 	// that posd can copy it to its journal. It is called with the
 	// Manager's lock held and must not call the Manager. Default: none.
 	OnEvent func(Event)
-}
-
-// Slot is the state of one slot. It is a plain value, safe for concurrent
-// use.
-type Slot struct {
-	Name        string    `json:"name"`                   // SlotA or SlotB
-	State       string    `json:"state"`                  // SlotEmpty, SlotInstalling, SlotReady
-	Factory     bool      `json:"factory,omitempty"`      // the factory firmware, not an image file
-	Version     string    `json:"version,omitempty"`      // firmware version
-	Target      string    `json:"target,omitempty"`       // image name in the bundle
-	Length      int64     `json:"length,omitempty"`       // image bytes
-	SHA256      string    `json:"sha256,omitempty"`       // image hash, hex
-	Confirmed   bool      `json:"confirmed"`              // passed posd's self-test
-	Failed      string    `json:"failed,omitempty"`       // why it was abandoned, if it was
-	InstalledAt time.Time `json:"installed_at,omitzero"`  // when
-	InstalledBy string    `json:"installed_by,omitempty"` // who
-}
-
-// bootState is boot.json: which slot starts and how often it has tried.
-type bootState struct {
-	V        int    `json:"v"`
-	Active   string `json:"active"`   // the slot that starts next
-	Attempts int    `json:"attempts"` // starts of Active while unconfirmed
-	A        Slot   `json:"a"`
-	B        Slot   `json:"b"`
-}
-
-func (b *bootState) slot(name string) *Slot {
-	if name == SlotA {
-		return &b.A
-	}
-	return &b.B
-}
-
-func other(name string) string {
-	if name == SlotA {
-		return SlotB
-	}
-	return SlotA
-}
-
-// Progress reports an install or transfer in progress. It is a plain value,
-// safe for concurrent use.
-type Progress struct {
-	Op      string `json:"op"`      // "install", "check" or "pinpad"
-	Phase   string `json:"phase"`   // "metadata", "image", "sync", "switch", "transfer", "done"
-	Target  string `json:"target"`  // image name, once known
-	Version string `json:"version"` // image version, once known
-	Done    int64  `json:"done"`    // bytes of the image processed
-	Total   int64  `json:"total"`   // bytes of the image
-}
-
-// InstallRequest asks for an install (or a check) of a bundle. It is plain
-// data for one call at a time (not for concurrent use): Bundle is read once.
-type InstallRequest struct {
-	// Source is an https:// URL of a bundle file, a bundle directory (a USB
-	// stick) or a bundle file, as seen by this process. With Bundle set it
-	// only names the bundle in the event log.
-	Source string
-	// Bundle, when set, is the bundle as a tar stream (an upload).
-	Bundle io.Reader
-	// Who is the technician (or system) doing it. Required.
-	Who string
-	// Progress, when set, is called on Install's goroutine as work goes on.
-	Progress func(Progress)
-}
-
-// Result is the outcome of an install, a check, a rollback or a PIN pad
-// transfer. It is a plain value, safe for concurrent use.
-type Result struct {
-	Op      string `json:"op"`
-	Slot    string `json:"slot,omitempty"`
-	Target  string `json:"target,omitempty"`
-	Version string `json:"version,omitempty"`
-	From    string `json:"from,omitempty"`
-	SHA256  string `json:"sha256,omitempty"`
-	Length  int64  `json:"length,omitempty"`
-	Message string `json:"message"`
-}
-
-// Boot is what BootAttempt decided for this start. It is a plain value,
-// safe for concurrent use.
-type Boot struct {
-	Slot      string `json:"slot"`               // the slot this start runs
-	Version   string `json:"version"`            // its firmware version
-	Confirmed bool   `json:"confirmed"`          // it has passed the self-test before
-	Attempt   int    `json:"attempt,omitempty"`  // for an unconfirmed slot: this start's number, 1..MaxBootAttempts
-	Fallback  bool   `json:"fallback,omitempty"` // this start fell back from the other slot
-	Reason    string `json:"reason,omitempty"`   // why it fell back
 }
 
 // Status is what `posctl firmware status` shows. It is a plain value, safe
@@ -223,6 +144,10 @@ type Manager struct {
 	lock      *os.File
 	failpoint func(string) // tests: called at each named step
 
+	inbox        string     // Options.Inbox with symlinks resolved
+	inboxAsGiven string     // Options.Inbox as given (cleaned), for messages
+	allowed      []*url.URL // Options.AllowedURLs
+
 	mu         sync.Mutex
 	boot       bootState
 	trust      *trust
@@ -235,18 +160,10 @@ type Manager struct {
 	padVersion string
 	logErr     error // the last failure to write the event log
 	closed     bool
-}
+	endOp      func() // ends the running operation's context
 
-// Files in the state directory.
-const (
-	bootFile  = "boot.json"
-	trustFile = "trust.json"
-	lockFile  = "lock"
-	padTemp   = "pinpad.img.unverified"
-)
-
-func (m *Manager) slotPath(name string) string {
-	return filepath.Join(m.dir, "slot-"+name+".img")
+	stopCtx    context.Context // cancelled by Stop
+	stopCancel context.CancelCauseFunc
 }
 
 // Open opens (creating) the state directory dir. A new directory starts
@@ -285,6 +202,19 @@ func Open(dir string, opts *Options) (*Manager, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = defaultHTTPClient()
 	}
+	if o.DownloadTimeout <= 0 {
+		o.DownloadTimeout = DefaultDownloadTimeout
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = DefaultMinRate
+	}
+	if o.MinRateWindow <= 0 {
+		o.MinRateWindow = DefaultMinRateWindow
+	}
+	allowed, err := parseAllowedURLs(o.AllowedURLs)
+	if err != nil {
+		return nil, err
+	}
 	builtin, err := newTrust(o.TrustedRoot)
 	if err != nil {
 		return nil, fmt.Errorf("firmware: Options.TrustedRoot: %w", err)
@@ -292,11 +222,24 @@ func Open(dir string, opts *Options) (*Manager, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
+	inbox, err := setupInbox(dir, o.Inbox)
+	if err != nil {
+		return nil, fmt.Errorf("firmware: Options.Inbox: %w", err)
+	}
+	inboxAsGiven := o.Inbox
+	if inboxAsGiven == "" {
+		inboxAsGiven = filepath.Join(dir, inboxDirName)
+	}
+	if inboxAsGiven, err = filepath.Abs(inboxAsGiven); err != nil {
+		return nil, fmt.Errorf("firmware: Options.Inbox: %w: %w", ErrInbox, err)
+	}
 	lock, err := lockDir(filepath.Join(dir, lockFile))
 	if err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
-	m := &Manager{dir: dir, opts: o, builtin: builtin, lock: lock, failpoint: func(string) {}}
+	m := &Manager{dir: dir, opts: o, builtin: builtin, lock: lock, failpoint: func(string) {},
+		inbox: inbox, inboxAsGiven: inboxAsGiven, allowed: allowed}
+	m.stopCtx, m.stopCancel = context.WithCancelCause(context.Background())
 	if err := m.load(); err != nil {
 		if m.log != nil {
 			m.log.close()
@@ -402,46 +345,6 @@ func (m *Manager) load() error {
 	return nil
 }
 
-func (b *bootState) check() error {
-	if b.V != 1 {
-		return fmt.Errorf("layout version %d, this release reads 1: %w", b.V, ErrFormat)
-	}
-	if b.Active != SlotA && b.Active != SlotB {
-		return fmt.Errorf("active slot %q is not a or b: %w", clip(b.Active), ErrFormat)
-	}
-	if b.A.Name != SlotA || b.B.Name != SlotB {
-		return fmt.Errorf("slot names are not a and b: %w", ErrFormat)
-	}
-	for _, s := range []Slot{b.A, b.B} {
-		switch s.State {
-		case SlotEmpty, SlotInstalling:
-		case SlotReady:
-			if _, err := ParseVersion(s.Version); err != nil {
-				return fmt.Errorf("slot %s: %w", s.Name, err)
-			}
-			if !s.Factory {
-				if raw, err := hex.DecodeString(s.SHA256); err != nil || len(raw) != sha256.Size || s.Length < 1 {
-					return fmt.Errorf("slot %s: image hash or length missing: %w", s.Name, ErrFormat)
-				}
-			}
-		default:
-			return fmt.Errorf("slot %s: state %q: %w", s.Name, clip(s.State), ErrFormat)
-		}
-	}
-	if b.slot(b.Active).State != SlotReady {
-		return fmt.Errorf("active slot %s is %s: %w", b.Active, b.slot(b.Active).State, ErrFormat)
-	}
-	return nil
-}
-
-func (m *Manager) saveBoot(b bootState) error {
-	if err := writeJSONFile(filepath.Join(m.dir, bootFile), b, m.failpoint); err != nil {
-		return fmt.Errorf("save %s: %w", bootFile, err)
-	}
-	return nil
-}
-
-// record appends ev to the event log (errors are kept out of the caller's
 // way: the event log must never stop a start) and tells OnEvent. Called with
 // m.mu held or before m is shared.
 func (m *Manager) record(ev Event) {
@@ -462,7 +365,17 @@ func (m *Manager) record(ev Event) {
 	}
 }
 
-// Close releases the state directory.
+// Stop cancels the install, check or PIN pad transfer in progress (a
+// download ends at once; an install cut short changes nothing, as after a
+// power cut) and refuses later ones with ErrStopped. Status, Events,
+// Confirm and Rollback keep working until Close. posd calls it when it
+// starts to shut down, so that no firmware operation holds the shutdown.
+func (m *Manager) Stop() {
+	m.stopCancel(ErrStopped)
+}
+
+// Close releases the state directory. It stops any operation in progress
+// first (see Stop).
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -470,6 +383,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stopCancel(ErrStopped)
 	err := m.log.close()
 	if cerr := m.lock.Close(); err == nil {
 		err = cerr
@@ -531,563 +445,4 @@ func (m *Manager) Events(ctx context.Context, after uint64) ([]Event, error) {
 		return nil, ErrClosed
 	}
 	return m.log.read(after)
-}
-
-// begin marks an operation running; the caller must call end.
-func (m *Manager) begin(op string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	if m.busy {
-		return ErrBusy
-	}
-	m.busy = true
-	m.progress = &Progress{Op: op, Phase: "metadata"}
-	return nil
-}
-
-func (m *Manager) end() {
-	m.mu.Lock()
-	m.busy = false
-	m.progress = nil
-	m.mu.Unlock()
-}
-
-// report records p as the progress of the running operation and passes it
-// to fn.
-func (m *Manager) report(fn func(Progress), p Progress) {
-	m.mu.Lock()
-	if m.progress != nil {
-		*m.progress = p
-	}
-	m.mu.Unlock()
-	if fn != nil {
-		fn(p)
-	}
-}
-
-// verified is a bundle whose metadata has been verified and whose chosen
-// image is about to be read.
-type verified struct {
-	src    source
-	trust  *trust
-	target chosen
-	image  io.Reader
-}
-
-// verifyBundle opens req's bundle, verifies its metadata against the
-// current trust and picks the image of kind for model, newer than
-// installed.
-func (m *Manager) verifyBundle(ctx context.Context, req InstallRequest, kind, model string, installed Version, maxSize int64) (*verified, error) {
-	m.mu.Lock()
-	op := ""
-	if m.progress != nil {
-		op = m.progress.Op
-	}
-	m.mu.Unlock()
-	m.report(req.Progress, Progress{Op: op, Phase: "metadata"})
-	var src source
-	if req.Bundle != nil {
-		name := req.Source
-		if name == "" {
-			name = "upload"
-		}
-		src = newTarSource(name, req.Bundle, nil)
-	} else {
-		var err error
-		if src, err = openSource(ctx, req.Source, m.opts.HTTPClient); err != nil {
-			return nil, err
-		}
-	}
-	meta, err := src.metadata(ctx)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	m.mu.Lock()
-	cur := m.trust
-	m.mu.Unlock()
-	nt, targets, err := cur.update(meta, m.opts.Now())
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	ch, err := choose(targets, kind, model, installed)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	if ch.Target.Length > maxSize {
-		src.Close()
-		return nil, fmt.Errorf("%s is %d bytes, more than this terminal's cap of %d: %w", ch.Name, ch.Target.Length, maxSize, ErrLength)
-	}
-	listed := make(map[string]int64, len(targets.Targets))
-	for n, t := range targets.Targets {
-		listed[n] = t.Length
-	}
-	img, err := src.open(ctx, ch.Name, ch.Target.Length, listed)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	return &verified{src: src, trust: nt, target: ch, image: img}, nil
-}
-
-// Check verifies a bundle as Install does, reading the whole image, but
-// changes nothing: no slot, no trusted metadata, no event.
-func (m *Manager) Check(ctx context.Context, req InstallRequest) (Result, error) {
-	if err := m.begin("check"); err != nil {
-		return Result{}, err
-	}
-	defer m.end()
-	m.mu.Lock()
-	installed, _ := ParseVersion(m.boot.slot(m.boot.Active).Version)
-	m.mu.Unlock()
-	v, err := m.verifyBundle(ctx, req, KindSystem, m.opts.Model, installed, m.opts.MaxImageSize)
-	if err != nil {
-		return Result{}, fmt.Errorf("firmware: check %s: %w", sourceName(req.Source), err)
-	}
-	defer v.src.Close()
-	ch := v.target
-	p := Progress{Op: "check", Phase: "image", Target: ch.Name, Version: ch.Version.String(), Total: ch.Target.Length}
-	m.report(req.Progress, p)
-	buf := make([]byte, defaultBufferSize)
-	err = copyVerified(ctx, nil, v.image, targetsDir+ch.Name, ch.Target.Length, ch.SHA256, buf, func(n int64) {
-		p.Done = n
-		m.report(req.Progress, p)
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("firmware: check %s: %w", sourceName(req.Source), err)
-	}
-	p.Phase = "done"
-	m.report(req.Progress, p)
-	return Result{Op: "check", Target: ch.Name, Version: ch.Version.String(), From: installed.String(),
-		SHA256: hex.EncodeToString(ch.SHA256[:]), Length: ch.Target.Length,
-		Message: fmt.Sprintf("%s version %s verifies and may be installed over %s", ch.Name, ch.Version, installed)}, nil
-}
-
-// Install verifies a bundle and installs its system image into the inactive
-// slot, then makes that slot active (unconfirmed): posd runs it from its
-// next start, and falls back unless it confirms within MaxBootAttempts
-// starts. A refused bundle changes nothing on disk but the event log.
-//
-// The steps, each safe to be cut short by a power cut: verify the
-// metadata; write the image to slot-X.img.unverified while hashing it;
-// fsync; check length and hash; save the new trusted metadata; mark slot X
-// as being installed; rename the image into place and fsync the directory;
-// switch boot.json to slot X (an atomic rename).
-func (m *Manager) Install(ctx context.Context, req InstallRequest) (Result, error) {
-	if strings.TrimSpace(req.Who) == "" {
-		return Result{}, fmt.Errorf("firmware: install: %w", ErrNoWho)
-	}
-	if err := m.begin("install"); err != nil {
-		return Result{}, fmt.Errorf("firmware: install: %w", err)
-	}
-	defer m.end()
-	res, err := m.install(ctx, req)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ev := Event{Kind: EventInstall, Who: req.Who, OK: err == nil, Source: sourceName(req.Source), Slot: res.Slot, Version: res.Version, From: res.From}
-	if err != nil {
-		ev.Detail = err.Error()
-		err = fmt.Errorf("firmware: install %s: %w", sourceName(req.Source), err)
-	} else {
-		ev.Detail = res.Message
-	}
-	m.record(ev)
-	return res, err
-}
-
-func (m *Manager) install(ctx context.Context, req InstallRequest) (Result, error) {
-	m.mu.Lock()
-	b := m.boot
-	m.mu.Unlock()
-	act := b.slot(b.Active)
-	res := Result{Op: "install", From: act.Version}
-	if !act.Confirmed {
-		return res, fmt.Errorf("slot %s (%s) is not confirmed yet; installing would overwrite slot %s, the only known-good one: restart posd so that it confirms, or roll back first: %w",
-			b.Active, act.Version, other(b.Active), ErrNotConfirmed)
-	}
-	installed, err := ParseVersion(act.Version)
-	if err != nil {
-		return res, err
-	}
-	v, err := m.verifyBundle(ctx, req, KindSystem, m.opts.Model, installed, m.opts.MaxImageSize)
-	if err != nil {
-		return res, err
-	}
-	defer v.src.Close()
-	ch := v.target
-	res.Target, res.Version = ch.Name, ch.Version.String()
-	res.SHA256, res.Length = hex.EncodeToString(ch.SHA256[:]), ch.Target.Length
-	m.failpoint("metadata-verified")
-
-	// Write and verify the image beside the slot.
-	target := other(b.Active)
-	res.Slot = target
-	path := m.slotPath(target)
-	tmp := path + ".unverified"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return res, err
-	}
-	m.failpoint("unverified-created")
-	p := Progress{Op: "install", Phase: "image", Target: ch.Name, Version: res.Version, Total: ch.Target.Length}
-	m.report(req.Progress, p)
-	buf := make([]byte, defaultBufferSize)
-	midway := false
-	err = copyVerified(ctx, f, v.image, targetsDir+ch.Name, ch.Target.Length, ch.SHA256, buf, func(n int64) {
-		p.Done = n
-		m.report(req.Progress, p)
-		if !midway && n < ch.Target.Length {
-			midway = true
-			m.failpoint("image-writing")
-		}
-	})
-	if err == nil {
-		p.Phase = "sync"
-		m.report(req.Progress, p)
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return res, err
-	}
-	m.failpoint("image-synced")
-
-	// Trust the new metadata: rollback floors only rise.
-	if err := writeJSONFile(filepath.Join(m.dir, trustFile), v.trust, m.failpoint); err != nil {
-		os.Remove(tmp)
-		return res, fmt.Errorf("save %s: %w", trustFile, err)
-	}
-	m.mu.Lock()
-	m.trust = v.trust
-	m.mu.Unlock()
-	m.failpoint("trust-saved")
-
-	// The slot's old contents go: say so first.
-	p.Phase = "switch"
-	m.report(req.Progress, p)
-	err = m.updateBoot(func(nb *bootState) { *nb.slot(target) = Slot{Name: target, State: SlotInstalling} })
-	if err != nil {
-		os.Remove(tmp)
-		return res, err
-	}
-	m.failpoint("slot-marked")
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return res, m.abandonSlot(target, err)
-	}
-	if err := syncDir(m.dir); err != nil {
-		return res, m.abandonSlot(target, err)
-	}
-	m.failpoint("image-renamed")
-
-	// The switch.
-	err = m.updateBoot(func(nb *bootState) {
-		*nb.slot(target) = Slot{Name: target, State: SlotReady, Version: res.Version, Target: ch.Name, Length: ch.Target.Length,
-			SHA256: res.SHA256, InstalledAt: m.opts.Now().UTC(), InstalledBy: req.Who}
-		nb.Active, nb.Attempts = target, 0
-	})
-	if err != nil {
-		return res, m.abandonSlot(target, err)
-	}
-	m.failpoint("switched")
-	p.Phase = "done"
-	m.report(req.Progress, p)
-	res.Message = fmt.Sprintf("installed %s in slot %s; it starts when posd restarts and must pass posd's self-test within %d starts, or slot %s (%s) comes back",
-		res.Version, target, m.opts.MaxBootAttempts, b.Active, act.Version)
-	return res, nil
-}
-
-// updateBoot applies fn to a copy of the boot state, saves it and makes it
-// current.
-func (m *Manager) updateBoot(fn func(*bootState)) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	nb := m.boot
-	fn(&nb)
-	if err := m.saveBoot(nb); err != nil {
-		return err
-	}
-	m.boot = nb
-	return nil
-}
-
-// abandonSlot marks slot empty after a failure that may have replaced its
-// image, and returns cause.
-func (m *Manager) abandonSlot(slot string, cause error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	nb := m.boot
-	*nb.slot(slot) = Slot{Name: slot, State: SlotEmpty, Failed: "install failed: " + cause.Error()}
-	if err := m.saveBoot(nb); err == nil {
-		m.boot = nb
-	}
-	return cause
-}
-
-// checkSlot reports whether s can start: the factory firmware, or a ready
-// slot whose image file has the recorded length (and, with full, the
-// recorded hash).
-func (m *Manager) checkSlot(s *Slot, full bool) error {
-	if s.State != SlotReady {
-		return fmt.Errorf("slot %s is %s", s.Name, s.State)
-	}
-	if s.Factory {
-		return nil
-	}
-	f, err := os.Open(m.slotPath(s.Name))
-	if err != nil {
-		return fmt.Errorf("slot %s: %w", s.Name, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("slot %s: %w", s.Name, err)
-	}
-	if fi.Size() != s.Length {
-		return fmt.Errorf("slot %s: image is %d bytes, %d were installed", s.Name, fi.Size(), s.Length)
-	}
-	if !full {
-		return nil
-	}
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, defaultBufferSize)); err != nil {
-		return fmt.Errorf("slot %s: %w", s.Name, err)
-	}
-	if hex.EncodeToString(h.Sum(nil)) != s.SHA256 {
-		return fmt.Errorf("slot %s: image hash is not the installed one", s.Name)
-	}
-	return nil
-}
-
-// BootAttempt is posd's first call at each start, before its self-test. It
-// counts this start against an unconfirmed active slot and decides which
-// slot this start runs: the active one, or the other one when the active
-// slot has used its MaxBootAttempts starts without Confirm or its image is
-// damaged. The decision is on disk before BootAttempt returns, so a crash
-// or power cut during the self-test still counts.
-//
-// An unconfirmed slot's image is hashed in full at each of its starts; a
-// confirmed slot's only has its length checked.
-func (m *Manager) BootAttempt(ctx context.Context) (Boot, error) {
-	if err := ctx.Err(); err != nil {
-		return Boot{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return Boot{}, ErrClosed
-	}
-	nb := m.boot
-	act := nb.slot(nb.Active)
-	err := m.checkSlot(act, !act.Confirmed)
-	if err == nil && act.Confirmed {
-		m.running = nb.Active
-		return Boot{Slot: nb.Active, Version: act.Version, Confirmed: true}, nil
-	}
-	if err == nil && nb.Attempts < m.opts.MaxBootAttempts {
-		nb.Attempts++
-		if err := m.saveBoot(nb); err != nil {
-			return Boot{}, fmt.Errorf("firmware: boot: %w", err)
-		}
-		m.boot = nb
-		m.running = nb.Active
-		return Boot{Slot: nb.Active, Version: act.Version, Attempt: nb.Attempts}, nil
-	}
-	reason := fmt.Sprintf("slot %s (%s) was not confirmed within %d starts", nb.Active, act.Version, m.opts.MaxBootAttempts)
-	if err != nil {
-		reason = fmt.Sprintf("slot %s cannot start: %v", nb.Active, err)
-	}
-	prev := nb.slot(other(nb.Active))
-	if perr := m.checkSlot(prev, !prev.Confirmed); perr != nil || (prev.Failed != "" && err == nil) {
-		// Nowhere to go: keep starting the active slot if it can start.
-		if err != nil {
-			return Boot{}, fmt.Errorf("firmware: boot: %s, and slot %s cannot start either: %w", reason, prev.Name, ErrNoPrevious)
-		}
-		nb.Attempts++
-		if err := m.saveBoot(nb); err != nil {
-			return Boot{}, fmt.Errorf("firmware: boot: %w", err)
-		}
-		m.boot = nb
-		m.running = nb.Active
-		return Boot{Slot: nb.Active, Version: act.Version, Attempt: nb.Attempts, Reason: reason + "; no other slot to fall back to"}, nil
-	}
-	b, err := m.fallBack(&nb, "posd", reason)
-	if err != nil {
-		return Boot{}, fmt.Errorf("firmware: boot: %w", err)
-	}
-	m.running = nb.Active
-	if !prev.Confirmed {
-		nb.Attempts = 1
-		if err := m.saveBoot(nb); err != nil {
-			return Boot{}, fmt.Errorf("firmware: boot: %w", err)
-		}
-		m.boot = nb
-		b.Attempt = 1
-	}
-	return b, nil
-}
-
-// fallBack makes the other slot active, marks the abandoned one failed,
-// saves and records it. Called with m.mu held.
-func (m *Manager) fallBack(nb *bootState, who, reason string) (Boot, error) {
-	from := nb.slot(nb.Active)
-	from.Failed = reason
-	fromVersion := from.Version
-	nb.Active, nb.Attempts = other(nb.Active), 0
-	to := nb.slot(nb.Active)
-	if err := m.saveBoot(*nb); err != nil {
-		return Boot{}, err
-	}
-	m.boot = *nb
-	m.record(Event{Kind: EventFallback, Who: who, OK: true, Slot: nb.Active, Version: to.Version, From: fromVersion,
-		Detail: fmt.Sprintf("%s; slot %s is active again", reason, nb.Active)})
-	return Boot{Slot: nb.Active, Version: to.Version, Confirmed: to.Confirmed, Fallback: true, Reason: reason}, nil
-}
-
-// Confirm records that the slot this process runs passed posd's self-test
-// (devices answer, the store opens, the acquirer signs on when reachable):
-// it is kept, and BootAttempt stops counting its starts. It does nothing
-// for a slot already confirmed, or when this process runs another slot than
-// the active one.
-func (m *Manager) Confirm(ctx context.Context, who string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	switch {
-	case m.closed:
-		return ErrClosed
-	case m.running == "":
-		return fmt.Errorf("firmware: confirm: %w", ErrNotBooted)
-	case m.running != m.boot.Active || m.boot.slot(m.running).Confirmed:
-		return nil
-	}
-	nb := m.boot
-	s := nb.slot(nb.Active)
-	s.Confirmed, s.Failed = true, ""
-	attempts := nb.Attempts
-	nb.Attempts = 0
-	if err := m.saveBoot(nb); err != nil {
-		return fmt.Errorf("firmware: confirm: %w", err)
-	}
-	m.boot = nb
-	m.record(Event{Kind: EventConfirm, Who: who, OK: true, Slot: nb.Active, Version: s.Version,
-		Detail: fmt.Sprintf("self-test passed on start %d", attempts)})
-	return nil
-}
-
-// MarkBad is posd's call when its self-test fails on this start. When the
-// running slot is the unconfirmed active one, it falls back at once: the
-// other slot becomes active, and posd should exit so that its supervisor
-// starts it again. It reports whether it switched.
-func (m *Manager) MarkBad(ctx context.Context, reason string) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	switch {
-	case m.closed:
-		return false, ErrClosed
-	case m.running == "":
-		return false, fmt.Errorf("firmware: mark bad: %w", ErrNotBooted)
-	case m.busy:
-		return false, fmt.Errorf("firmware: mark bad: %w", ErrBusy)
-	case m.running != m.boot.Active || m.boot.slot(m.running).Confirmed:
-		return false, nil
-	}
-	nb := m.boot
-	prev := nb.slot(other(nb.Active))
-	if err := m.checkSlot(prev, !prev.Confirmed); err != nil {
-		return false, nil // nowhere to go; the boot counter carries on
-	}
-	if _, err := m.fallBack(&nb, "posd", "self-test failed: "+reason); err != nil {
-		return false, fmt.Errorf("firmware: mark bad: %w", err)
-	}
-	return true, nil
-}
-
-// Boot runs the whole start protocol: BootAttempt, then selfTest, then
-// Confirm when it passes or MarkBad when it fails. On a failed self-test
-// it returns an error wrapping ErrSelfTest (and the self-test's error);
-// the Boot then tells which slot ran, and Status which starts next.
-func (m *Manager) Boot(ctx context.Context, selfTest func(context.Context) error) (Boot, error) {
-	b, err := m.BootAttempt(ctx)
-	if err != nil {
-		return b, err
-	}
-	if terr := selfTest(ctx); terr != nil {
-		switched, err := m.MarkBad(ctx, terr.Error())
-		if err != nil {
-			return b, errors.Join(fmt.Errorf("firmware: %w: %w", ErrSelfTest, terr), err)
-		}
-		if switched {
-			return b, fmt.Errorf("firmware: %w on slot %s: %w; slot %s starts next: restart posd", ErrSelfTest, b.Slot, terr, other(b.Slot))
-		}
-		return b, fmt.Errorf("firmware: %w on slot %s: %w", ErrSelfTest, b.Slot, terr)
-	}
-	return b, m.Confirm(ctx, "posd self-test")
-}
-
-// Rollback makes the other slot active, when it holds a good image (its
-// hash is checked): posd runs it from its next start. A slot that was
-// confirmed before stays confirmed; one that never was gets the usual
-// MaxBootAttempts starts.
-func (m *Manager) Rollback(ctx context.Context, who string) (Result, error) {
-	if strings.TrimSpace(who) == "" {
-		return Result{}, fmt.Errorf("firmware: rollback: %w", ErrNoWho)
-	}
-	if err := ctx.Err(); err != nil {
-		return Result{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return Result{}, ErrClosed
-	}
-	nb := m.boot
-	from := nb.slot(nb.Active)
-	to := nb.slot(other(nb.Active))
-	res := Result{Op: "rollback", Slot: to.Name, Version: to.Version, From: from.Version}
-	var err error
-	switch {
-	case m.busy:
-		err = ErrBusy
-	case to.State != SlotReady:
-		err = fmt.Errorf("slot %s is %s: %w", to.Name, to.State, ErrNoPrevious)
-	default:
-		if cerr := m.checkSlot(to, true); cerr != nil {
-			err = fmt.Errorf("%v: %w", cerr, ErrNoPrevious)
-		}
-	}
-	if err == nil {
-		nb.Active, nb.Attempts = to.Name, 0
-		to = nb.slot(to.Name)
-		to.Failed = ""
-		if err = m.saveBoot(nb); err == nil {
-			m.boot = nb
-		}
-	}
-	ev := Event{Kind: EventRollback, Who: who, OK: err == nil, Slot: to.Name, Version: to.Version, From: from.Version}
-	if err != nil {
-		ev.Detail = err.Error()
-		m.record(ev)
-		return res, fmt.Errorf("firmware: rollback: %w", err)
-	}
-	res.Message = fmt.Sprintf("slot %s (%s) is active; it starts when posd restarts", to.Name, to.Version)
-	if !to.Confirmed {
-		res.Message += fmt.Sprintf(" and must pass the self-test within %d starts", m.opts.MaxBootAttempts)
-	}
-	ev.Detail = res.Message
-	m.record(ev)
-	return res, nil
 }

@@ -289,7 +289,7 @@ func TestKeyRotation(t *testing.T) {
 		os.WriteFile(filepath.Join(v2.repo.Dir, "metadata/3.root.json"), file, 0o644)
 		v2.publish("4.0.0", 4096)
 		dir2 := t.TempDir()
-		m2 := v.open(dir2, nil)
+		m2 := v.open(dir2, &firmware.Options{Inbox: v2.inbox})
 		_, err = m2.Check(ctx, firmware.InstallRequest{Source: v2.repo.Dir, Who: "x"})
 		if !errors.Is(err, firmware.ErrSignature) || !strings.Contains(err.Error(), "metadata/3.root.json: not signed by the root keys of trusted root version 2") {
 			t.Errorf("root 3 signed by %v: %v", signers, err)
@@ -319,7 +319,7 @@ func TestHTTPS(t *testing.T) {
 		t.Fatalf("server at %s, want loopback", srv.URL)
 	}
 	dir := t.TempDir()
-	m := v.open(dir, &firmware.Options{HTTPClient: srv.Client()})
+	m := v.open(dir, &firmware.Options{HTTPClient: srv.Client(), AllowedURLs: []string{srv.URL + "/"}})
 
 	if _, err := m.Install(ctx, firmware.InstallRequest{Source: srv.URL + "/nope.tar", Who: "alice"}); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("missing file: %v", err)
@@ -348,7 +348,7 @@ func TestHTTPS(t *testing.T) {
 		}
 	}
 	// A server whose certificate the terminal does not trust.
-	m2 := v.open(t.TempDir(), nil)
+	m2 := v.open(t.TempDir(), &firmware.Options{AllowedURLs: []string{srv.URL}})
 	if _, err := m2.Check(ctx, firmware.InstallRequest{Source: srv.URL + "/posd-2.0.0.tar", Who: "alice"}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("untrusted certificate: %v", err)
 	}

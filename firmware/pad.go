@@ -214,7 +214,8 @@ func (m *Manager) InstallPad(ctx context.Context, req PadInstallRequest) (Result
 	if req.Link == nil {
 		return Result{}, errors.New("firmware: pinpad install: no PIN pad link")
 	}
-	if err := m.begin("pinpad"); err != nil {
+	ctx, err := m.begin(ctx, "pinpad")
+	if err != nil {
 		return Result{}, fmt.Errorf("firmware: pinpad install: %w", err)
 	}
 	defer m.end()

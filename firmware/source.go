@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -112,6 +111,9 @@ func (s *tarSource) next() (*tar.Header, error) {
 		if err == io.EOF {
 			return nil, io.EOF
 		}
+		if errors.Is(err, ErrSlowDownload) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("bundle %s: %w", s.name, err) // not the bundle's fault
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s is not a readable tar file: %w: %w", s.name, ErrFormat, err)
 		}
@@ -205,11 +207,13 @@ func (s *tarSource) open(ctx context.Context, name string, length int64, listed 
 
 // dirSource reads a bundle laid out in a directory (a USB stick).
 type dirSource struct {
-	dir string
-	f   *os.File
+	dir  string // with symlinks resolved, in the inbox
+	name string // as given
+	m    *Manager
+	f    *os.File
 }
 
-func (s *dirSource) describe() string { return s.dir }
+func (s *dirSource) describe() string { return s.name }
 
 func (s *dirSource) Close() error {
 	if s.f != nil {
@@ -221,7 +225,7 @@ func (s *dirSource) Close() error {
 func (s *dirSource) metadata(ctx context.Context) (*bundleMeta, error) {
 	ents, err := os.ReadDir(filepath.Join(s.dir, "metadata"))
 	if err != nil {
-		return nil, fmt.Errorf("bundle directory %s: %w", s.dir, err)
+		return nil, fmt.Errorf("bundle directory %s: %w", s.name, err)
 	}
 	m := &bundleMeta{}
 	for _, e := range ents {
@@ -232,9 +236,9 @@ func (s *dirSource) metadata(ctx context.Context) (*bundleMeta, error) {
 		if !e.Type().IsRegular() || !(n == "timestamp.json" || n == "snapshot.json" || n == "targets.json" || strings.HasSuffix(n, ".root.json")) {
 			continue // other files on the stick are not part of the bundle
 		}
-		f, err := os.Open(filepath.Join(s.dir, "metadata", n))
+		f, err := s.m.openInInbox(filepath.Join(s.dir, "metadata", n), metaDir+n)
 		if err != nil {
-			return nil, fmt.Errorf("bundle directory %s: %w", s.dir, err)
+			return nil, fmt.Errorf("bundle directory %s: %w", s.name, err)
 		}
 		b, err := readCapped(f, MaxMetadataSize, metaDir+n)
 		f.Close()
@@ -250,7 +254,7 @@ func (s *dirSource) metadata(ctx context.Context) (*bundleMeta, error) {
 
 func (s *dirSource) open(ctx context.Context, name string, length int64, _ map[string]int64) (io.Reader, error) {
 	path := filepath.Join(s.dir, "targets", name)
-	f, err := os.Open(path)
+	f, err := s.m.openInInbox(path, targetsDir+name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("bundle has no %s%s: %w", targetsDir, name, ErrFormat)
 	}
@@ -277,40 +281,62 @@ func (s *dirSource) open(ctx context.Context, name string, length int64, _ map[s
 	return f, nil
 }
 
-// openSource opens a bundle: an https:// URL of a bundle file, a bundle
-// directory, or a bundle file.
-func openSource(ctx context.Context, src string, client *http.Client) (source, error) {
+// openSource opens a bundle after checking it against the rules (see
+// checkSource, which verifyBundle calls first): an https:// URL of a bundle
+// file on the allowed prefixes, or a bundle file or directory in the inbox.
+func (m *Manager) openSource(ctx context.Context, src string) (source, error) {
 	if strings.Contains(src, "://") {
-		u, err := url.Parse(src)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return nil, fmt.Errorf("source %q: only https:// URLs are accepted", sourceName(src))
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		u, err := m.checkSourceURL(src)
 		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", u.Redacted(), err)
+			return nil, err
 		}
-		resp, err := client.Do(req)
+		d, err := m.openDownload(ctx, u)
 		if err != nil {
-			return nil, fmt.Errorf("download %s: %w", u.Redacted(), err)
+			return nil, err
 		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, fmt.Errorf("download %s: HTTP %s", u.Redacted(), resp.Status)
-		}
-		return newTarSource(u.Redacted(), resp.Body, resp.Body), nil
+		return newTarSource(u.Redacted(), d, d), nil
 	}
-	fi, err := os.Stat(src)
+	loc, err := m.checkLocal(src)
 	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
+		return nil, err
 	}
-	if fi.IsDir() {
-		return &dirSource{dir: src}, nil
+	if loc.dir {
+		return &dirSource{dir: loc.path, name: sourceName(src), m: m}, nil
 	}
-	f, err := os.Open(src)
+	f, err := m.openInInbox(loc.path, sourceName(src))
 	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
+		return nil, err
 	}
-	return newTarSource(src, f, f), nil
+	return newTarSource(sourceName(src), f, f), nil
+}
+
+// checkSource applies the source rules without opening anything: an
+// https:// URL on Options.AllowedURLs, or a path in the inbox that is a
+// regular file or a directory. An upload (Bundle set) has no rules here.
+func (m *Manager) checkSource(req InstallRequest) error {
+	if req.Bundle != nil {
+		return nil
+	}
+	if strings.TrimSpace(req.Source) == "" {
+		return fmt.Errorf("%w: no source: give a bundle file in the firmware inbox or an https:// URL", ErrSource)
+	}
+	if strings.Contains(req.Source, "://") {
+		_, err := m.checkSourceURL(req.Source)
+		return err
+	}
+	_, err := m.checkLocal(req.Source)
+	return err
+}
+
+func (m *Manager) checkSourceURL(src string) (*url.URL, error) {
+	u, err := url.Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: not a URL", ErrSource, sourceName(src))
+	}
+	if err := checkURL(u, m.allowed); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // copyVerified copies exactly length bytes from r to w (w may be nil),

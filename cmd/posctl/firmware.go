@@ -18,7 +18,10 @@ commands:
   status                               slots, versions, which starts, last result
   install [--who NAME] [--check] SOURCE
                                        install a signed bundle into the inactive slot
-                                       (SOURCE: bundle file, bundle directory or https:// URL)
+                                       (SOURCE: a bundle file or directory here, uploaded to
+                                       posd; or an https:// URL on posd's firmware.allowed_urls.
+                                       A path sent in the API's JSON "source" must be a file in
+                                       posd's firmware.inbox)
   pinpad [--who NAME] SOURCE           send a bundle's PIN pad firmware to the PIN pad
   rollback [--who NAME]                make the other slot start next
   log [--after N]                      the firmware event log
@@ -63,7 +66,7 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		if fs.NArg() != 1 {
-			fmt.Fprintf(stderr, "posctl firmware %s: give one SOURCE (bundle file, directory or https:// URL)\n", args[0])
+			fmt.Fprintf(stderr, "posctl firmware %s: give one SOURCE (bundle file or directory to upload, or an https:// URL on posd's firmware.allowed_urls)\n", args[0])
 			return errUsage
 		}
 		op := fwapi.OpInstall

@@ -48,6 +48,21 @@ type FirmwareConfig struct {
 	// MaxBootAttempts is how many starts a new slot gets to pass posd's self-test before
 	// the previous slot starts again. Default 3.
 	MaxBootAttempts int `json:"max_boot_attempts"`
+	// Inbox is the only directory a bundle path given to the API ("source") may name: a
+	// file in it (or a symlink to one in it), or a bundle directory in it; FIFOs, devices,
+	// sockets and symlinks out of it are refused. Default STATE_DIR/inbox, which posd
+	// creates (mode 0700); another directory must exist. Either must not be writable by
+	// every user: posd refuses to start otherwise.
+	Inbox string `json:"inbox"`
+	// AllowedURLs are the https:// URL prefixes ("https://host[:port]/path/") a source URL
+	// must start with; redirects must stay on them. Default none: URL sources are refused.
+	AllowedURLs []string `json:"allowed_urls"`
+	// DownloadTimeout caps a whole download. Default 10m; at most 24h.
+	DownloadTimeout Duration `json:"download_timeout"`
+	// MinRateBytes is the least a download must bring, in bytes per second, over every
+	// 10 s window after the first one; a slower (stalled) download is aborted and the
+	// firmware operation slot is free at once. Default 4096.
+	MinRateBytes int64 `json:"min_rate_bytes"`
 }
 
 // TerminalConfig identifies the terminal to the acquirer and the till.
@@ -608,6 +623,9 @@ func (c *Config) fill() error {
 		}
 		if c.Firmware.MaxBootAttempts < 1 || c.Firmware.MaxBootAttempts > 100 {
 			return &ConfigError{"firmware.max_boot_attempts", "must be 1 to 100"}
+		}
+		if err := c.Firmware.checkSources(); err != nil {
+			return err
 		}
 	}
 	switch c.Log.Level {

@@ -4,10 +4,16 @@ import (
 	"context"
 	_ "embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/posd-dev/posd/firmware"
 	"github.com/posd-dev/posd/store"
@@ -53,6 +59,8 @@ func openFirmware(ctx context.Context, cfg FirmwareConfig, log *slog.Logger, wak
 	}
 	fw, err := firmware.Open(cfg.StateDir, &firmware.Options{
 		TrustedRoot: root, Model: cfg.Model, FactoryVersion: posdVersion, MaxBootAttempts: cfg.MaxBootAttempts,
+		Inbox: cfg.Inbox, AllowedURLs: cfg.AllowedURLs,
+		DownloadTimeout: time.Duration(cfg.DownloadTimeout), MinRate: cfg.MinRateBytes,
 		OnEvent: func(firmware.Event) {
 			select {
 			case wake <- struct{}{}:
@@ -60,9 +68,15 @@ func openFirmware(ctx context.Context, cfg FirmwareConfig, log *slog.Logger, wak
 			}
 		},
 	})
+	if errors.Is(err, firmware.ErrInbox) {
+		return nil, &ConfigError{"firmware.inbox", err.Error()}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("firmware: %w", err)
 	}
+	// posd's shutdown (ctx: SIGTERM, SIGINT) stops a firmware operation in progress at
+	// once, so that a download does not hold the shutdown.
+	context.AfterFunc(ctx, fw.Stop)
 	boot, err := fw.BootAttempt(ctx)
 	if err != nil {
 		fw.Close()
@@ -97,4 +111,61 @@ func copyFirmwareEvents(ctx context.Context, fw *firmware.Manager, st *store.Sto
 		}
 	}
 	return err
+}
+
+// Defaults of the firmware source keys.
+const (
+	defaultFirmwareDownloadTimeout = 10 * time.Minute
+	defaultFirmwareMinRate         = 4096
+)
+
+// checkSources fills in and checks firmware.inbox, firmware.allowed_urls,
+// firmware.download_timeout and firmware.min_rate_bytes (StateDir is set).
+func (f *FirmwareConfig) checkSources() error {
+	def := filepath.Join(f.StateDir, "inbox")
+	if f.Inbox == "" {
+		f.Inbox = def // posd makes it, mode 0700, when it opens the state directory
+	}
+	if !filepath.IsAbs(f.Inbox) {
+		return &ConfigError{"firmware.inbox", fmt.Sprintf("%q is not an absolute path", f.Inbox)}
+	}
+	f.Inbox = filepath.Clean(f.Inbox)
+	if f.Inbox != filepath.Clean(def) {
+		fi, err := os.Stat(f.Inbox)
+		switch {
+		case err != nil:
+			return &ConfigError{"firmware.inbox", fmt.Sprintf("%s must be an existing directory: %v", f.Inbox, err)}
+		case !fi.IsDir():
+			return &ConfigError{"firmware.inbox", fmt.Sprintf("%s is not a directory", f.Inbox)}
+		case fi.Mode().Perm()&0o002 != 0:
+			return &ConfigError{"firmware.inbox", fmt.Sprintf("%s is writable by every user (mode %04o): anyone could place a bundle there; chmod o-w it", f.Inbox, fi.Mode().Perm())}
+		}
+	}
+	for i, s := range f.AllowedURLs {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || slices.Contains(strings.Split(u.Path, "/"), "..") || slices.Contains(strings.Split(u.Path, "/"), ".") {
+			return &ConfigError{fmt.Sprintf("firmware.allowed_urls[%d]", i), fmt.Sprintf("%q is not an https://host/path/ prefix (no user, query or . and .. segments)", clipConfig(s))}
+		}
+	}
+	switch d := time.Duration(f.DownloadTimeout); {
+	case d == 0:
+		f.DownloadTimeout = Duration(defaultFirmwareDownloadTimeout)
+	case d > 24*time.Hour:
+		return &ConfigError{"firmware.download_timeout", "must be at most 24h"}
+	}
+	switch {
+	case f.MinRateBytes == 0:
+		f.MinRateBytes = defaultFirmwareMinRate
+	case f.MinRateBytes < 0:
+		return &ConfigError{"firmware.min_rate_bytes", "must be a positive number of bytes per second"}
+	}
+	return nil
+}
+
+// clipConfig shortens a configured value quoted in an error.
+func clipConfig(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +110,35 @@ func TestFirmwareEndToEnd(t *testing.T) {
 	p := start()
 	if code, out := c.run(t, "posctl", api, "firmware", "status"); code != 0 || !strings.Contains(out, "0.1.0") {
 		t.Fatalf("status before: exit %d\n%s", code, out)
+	}
+	// A source path must be a regular file (or bundle directory) in the inbox: a FIFO
+	// there, a file elsewhere and a URL off the allow-list are refused with 400 before
+	// anything is opened, and do not jam the next operation.
+	inbox := filepath.Join(dir, "fw", "inbox") // the default: STATE_DIR/inbox, made by posd
+	if err := syscall.Mkfifo(filepath.Join(inbox, "stuck.tar"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(inbox, "release-0.2.0"), os.DirFS(newer)); err != nil {
+		t.Fatal(err)
+	}
+	post := func(op, source string) (int, string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"source":%q,"who":"tech-7"}`, source)
+		resp, err := unixClient(sock).Post("http://posd/v1/firmware/"+op, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s %s: %v", op, source, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, src := range []string{filepath.Join(inbox, "stuck.tar"), "/etc/shadow", newer, "https://fw.example/posd.tar"} {
+		if code, body := post("check", src); code != http.StatusBadRequest || !strings.Contains(body, `"kind":"source"`) {
+			t.Errorf("check of %s: HTTP %d %s, want 400 kind source", src, code, body)
+		}
+	}
+	if code, body := post("check", filepath.Join(inbox, "release-0.2.0")); code != http.StatusOK || !strings.Contains(body, `"result"`) {
+		t.Errorf("check of a bundle in the inbox: HTTP %d %s", code, body)
 	}
 	code, out := c.run(t, "posctl", api, "firmware", "install", "--who", "tech-7", newer)
 	if code != 0 || !strings.Contains(out, "0.2.0") {

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,5 +281,54 @@ func TestWriteStatus(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+func TestSourceRefusedOverTheAPI(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup(t, false)
+	s.pub(firmware.KindSystem, "2.0.0", 4096, "POSD-A7")
+	inbox := filepath.Join(s.dir, "inbox") // the default inbox, made by Open
+	fifo := filepath.Join(inbox, "fifo.tar")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(inbox, "bundle.tar")
+	b, _ := os.ReadFile(bundleFile(t, s.repo))
+	if err := os.WriteFile(good, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ src, msg string }{
+		{"/etc/shadow", "not in the firmware inbox"},
+		{fifo, "is a FIFO"},
+		{"https://mirror.example/posd.tar", "downloads are off"},
+	} {
+		for _, op := range []string{"install", "check"} {
+			body := `{"source":` + strconv.Quote(c.src) + `,"who":"alice"}`
+			resp, err := http.Post(s.c.Base+"/v1/firmware/"+op, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var eb fwapi.ErrorBody
+			json.NewDecoder(resp.Body).Decode(&eb)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || eb.Kind != "source" || !strings.Contains(eb.Error, c.msg) {
+				t.Errorf("%s %s: HTTP %d %+v, want 400 kind source saying %q", op, c.src, resp.StatusCode, eb, c.msg)
+			}
+		}
+	}
+	// The next operation works at once.
+	body := `{"source":` + strconv.Quote(good) + `,"who":"alice"}`
+	resp, err := http.Post(s.c.Base+"/v1/firmware/install", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(out), `"result"`) {
+		t.Fatalf("install from the inbox: HTTP %d %s", resp.StatusCode, out)
+	}
+	if st, err := s.c.Status(ctx); err != nil || st.Active != "b" {
+		t.Errorf("status: %+v %v", st, err)
 	}
 }

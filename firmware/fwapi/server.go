@@ -10,17 +10,21 @@
 //	POST /v1/firmware/pinpad/install     push a bundle's PIN pad image to the pad
 //	POST /v1/firmware/rollback           {"who":"..."} -> firmware.Result
 //
-// A bundle is given either as JSON {"source":"https://... or a path on
-// posd's machine","who":"..."} (Content-Type application/json), or
+// A bundle is given either as JSON {"source":"https://... or a path in
+// posd's firmware inbox","who":"..."} (Content-Type application/json), or
 // uploaded as the tar stream itself (Content-Type application/x-tar) with
 // ?who=...&name=... in the URL. The answer streams newline-delimited JSON:
 // {"progress":firmware.Progress} lines, then one {"result":firmware.Result}
 // or {"error":"...","kind":"..."} line. Requests refused before any work
-// starts get a 4xx status with one {"error":...,"kind":...} object.
+// starts get a 4xx status with one {"error":...,"kind":...} object: a
+// source outside the inbox (or a symlink out of it), a FIFO, device or
+// socket, or a URL not on the allowed prefixes gets 400 with kind
+// "source", before posd opens or downloads anything.
 //
 // Error kinds: signature, expired, rollback, mismatch, length, hash,
 // old-version, hardware, no-target, format, busy, not-confirmed,
-// no-previous, no-who, pad-hash, pad, internal.
+// no-previous, no-who, source, slow-download, stopped, pad-hash, pad,
+// internal.
 package fwapi
 
 import (
@@ -117,6 +121,8 @@ var kinds = []struct {
 	kind string
 	code int
 }{
+	{firmware.ErrSource, "source", http.StatusBadRequest},
+	{firmware.ErrSlowDownload, "slow-download", http.StatusGatewayTimeout},
 	{firmware.ErrSignature, "signature", http.StatusUnprocessableEntity},
 	{firmware.ErrExpired, "expired", http.StatusUnprocessableEntity},
 	{firmware.ErrRollback, "rollback", http.StatusUnprocessableEntity},
@@ -128,6 +134,7 @@ var kinds = []struct {
 	{firmware.ErrNoTarget, "no-target", http.StatusUnprocessableEntity},
 	{firmware.ErrFormat, "format", http.StatusUnprocessableEntity},
 	{firmware.ErrBusy, "busy", http.StatusConflict},
+	{firmware.ErrStopped, "stopped", http.StatusServiceUnavailable},
 	{firmware.ErrNotConfirmed, "not-confirmed", http.StatusConflict},
 	{firmware.ErrNoPrevious, "no-previous", http.StatusConflict},
 	{firmware.ErrNoWho, "no-who", http.StatusBadRequest},
@@ -259,7 +266,7 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request, op string) {
 			return
 		}
 		if body.Source == "" {
-			fail(w, http.StatusBadRequest, "format", "source is required: an https:// URL or a path on posd's machine")
+			fail(w, http.StatusBadRequest, "source", "source is required: a bundle file in posd's firmware inbox, or an https:// URL on firmware.allowed_urls")
 			return
 		}
 		req.Source, req.Who = body.Source, body.Who
