@@ -173,7 +173,7 @@ func BenchmarkStartupAfterCrash(b *testing.B) {
 	}
 }
 
-func copyFile(b *testing.B, from, to string) {
+func copyFile(b testing.TB, from, to string) {
 	data, err := os.ReadFile(from)
 	if err != nil {
 		b.Fatal(err)

@@ -273,8 +273,9 @@ func (s *Store) roomForAudit(tx *bolt.Tx) error {
 	}
 	limit := effectiveCap(s.maxSize)
 	margin := min(limit/20, 256<<10)
-	st := s.db.Stats()
-	used := int(tx.Size()) - st.FreePageN*s.db.Info().PageSize
+	// The file's high-water mark: bbolt reuses freed pages, but its count of them lags a
+	// commit, and the journal only grows, so the mark is the measure that does not waver.
+	used := int(tx.Size())
 	if used >= limit-margin {
 		return fmt.Errorf("%w: the file is within %d KiB of its cap (%d of %d KiB used): audit-only entries are refused to keep room for sales", ErrFull, margin>>10, used>>10, limit>>10)
 	}
