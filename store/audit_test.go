@@ -249,7 +249,6 @@ func TestAuditChainTruncatedTail(t *testing.T) {
 	wantBroken(t, verifyFile(t, path, a, ChainHead{Seq: full.Seq, MAC: strings.Repeat("0", 16)}), full.Seq, "not the one printed")
 }
 
-
 func TestAuditChainRewrittenWithoutKey(t *testing.T) {
 	a := auditModule(t, 1)
 	path := chainFixture(t, a)
