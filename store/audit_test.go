@@ -167,7 +167,9 @@ func TestAuditChainIntact(t *testing.T) {
 		t.Errorf("the printed head: %+v", r2.Broken)
 	}
 	// Without the key the keyed links cannot be checked: that is said, not passed.
-	wantBroken(t, verifyFile(t, path, nil), 1, "no audit key was given")
+	if r := verifyFile(t, path, nil); !r.OK() || r.Unchecked != int(r.Links) {
+		t.Errorf("without the key: %+v", r)
+	}
 }
 
 func TestAuditChainEditedRecord(t *testing.T) {
