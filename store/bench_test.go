@@ -299,3 +299,22 @@ func BenchmarkSaleAuditor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLinkMAC is one link's MAC: the part of the keyed chain's cost that is not I/O.
+func BenchmarkLinkMAC(b *testing.B) {
+	l := jsonLink{V: linkVersion, Seq: 12345, Time: time.Now(), Kind: linkFinish, Ref: "txn/12345", Sum: sum([]byte("x")), Prev: sum([]byte("y"))}
+	for _, keyed := range []bool{false, true} {
+		name, key := "unkeyed", ""
+		var a Auditor
+		if keyed {
+			name, key, a = "keyed", "audit", auditModule(b, 1)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := linkMAC(context.Background(), a, key, l); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
