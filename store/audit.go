@@ -13,9 +13,64 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// AuditEntry is one operator or system action on stored data (park, delete, flush), in a
-// hash chain: each entry's Hash covers its content and the previous entry's Hash, so that
-// removing or editing an entry breaks every later one (Check reports it).
+// Auditor computes the MACs of the audit chain under a key it keeps (posd: a key in its hsm
+// token, which never leaves it). hsm.Module implements it. It is called with the Store's
+// write lock held, once per link, so it should be fast (a soft or local-token CMAC is a few
+// microseconds); it must be safe for concurrent use and must not call back into the Store.
+type Auditor interface {
+	MAC(ctx context.Context, keyID string, data []byte) ([]byte, error)
+}
+
+// The audit chain: one chain of links, in the audit bucket, keyed by sequence number. Every
+// write to the journal or the queue adds one link per record or item it changes (in the same
+// write: the log record on a sale's path, the bbolt commit otherwise), and every operator
+// action adds one. A link names the record or item (Ref) and holds the SHA-256 of its new
+// stored value (Sum, "" when it was removed), the previous link's MAC, and its own MAC under
+// the Auditor's key: so an edited, deleted or swapped record, a removed or altered link, and
+// a chain rewritten without the key are all found by VerifyAudit; a cut tail is found
+// against a head (sequence and MAC) printed earlier.
+//
+// Files of layout 2 and before hold a chain of operator actions only, hashed with SHA-256
+// and no key (jsonAudit): it is kept as the chain's prefix, and the first link of the new
+// chain ("upgrade") follows its head and records which records and items existed before.
+
+// linkVersion is the "v" of a link.
+const linkVersion = 2
+
+// macDomain is prefixed to what a link's MAC covers: MACs under the audit key are never
+// taken for MACs of anything else.
+const macDomain = "posd/audit-link/2\x00"
+
+// Link kinds that are operator actions: the rest record what posd itself did.
+const (
+	linkBegin       = "begin"
+	linkFinish      = "finish"
+	linkEnqueue     = "enqueue"
+	linkUpgrade     = "upgrade"
+	linkUndelivered = "undelivered"
+)
+
+// jsonLink is one link of the chain. Field names are part of the file format.
+type jsonLink struct {
+	V      int       `json:"v"`
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	Ref    string    `json:"ref,omitempty"` // "txn/ID" or "queue/ID"
+	Sum    string    `json:"sum,omitempty"` // hex SHA-256 of Ref's new stored value; "" removed
+	Who    string    `json:"who,omitempty"` // an operator action's
+	Detail string    `json:"detail,omitempty"`
+	// upgrade: the journal's and the queue's id high-water marks when the chain began:
+	// records and items up to them may have no link.
+	Txn   uint64 `json:"txn,omitempty"`
+	Queue uint64 `json:"queue,omitempty"`
+	Key   string `json:"key,omitempty"` // the Auditor's key id; "" an unkeyed SHA-256
+	Prev  string `json:"prev"`
+	MAC   string `json:"mac,omitempty"`
+}
+
+// AuditEntry is one operator or system action in the audit chain (an entry with a Who:
+// park, delete, flush, void, firmware, journal find, salvage).
 //
 // A plain value: safe for concurrent use when not modified.
 type AuditEntry struct {
@@ -24,10 +79,11 @@ type AuditEntry struct {
 	Who    string
 	Action string
 	Detail string
-	Prev   string // hex SHA-256 of the previous entry; "" for the first
-	Hash   string // hex SHA-256 of this entry
+	Prev   string // the previous link's MAC (hash); "" for the first
+	Hash   string // this link's MAC (or SHA-256, unkeyed)
 }
 
+// jsonAudit is a link of the unkeyed chain of layout 2 and before.
 type jsonAudit struct {
 	Time   time.Time `json:"time"`
 	Who    string    `json:"who"`
@@ -46,53 +102,179 @@ func auditHash(seq uint64, e jsonAudit) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// appendAudit adds an entry to the chain inside tx.
-func appendAudit(tx *bolt.Tx, now time.Time, who, action, detail string) error {
-	b := tx.Bucket(bucketAudit)
-	prev := ""
-	if k, v := b.Cursor().Last(); k != nil {
-		var last jsonAudit
-		if err := json.Unmarshal(v, &last); err != nil {
-			return fmt.Errorf("audit entry %x: %w: %w", k, ErrCorrupt, err)
-		}
-		prev = last.Hash
-	}
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	if who == "" {
-		who = "unknown"
-	}
-	e := jsonAudit{Time: now.UTC(), Who: who, Action: action, Detail: detail, Prev: prev}
-	e.Hash = auditHash(seq, e)
-	v, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
+// sum is the hex SHA-256 of a stored value.
+func sum(v []byte) string {
+	h := sha256.Sum256(v)
+	return hex.EncodeToString(h[:])
 }
 
-// Audit records an action that is not a queue operation (for example a firmware install)
-// in the audit chain.
+func txnRef(id TxnID) string     { return fmt.Sprintf("txn/%d", id) }
+func queueRef(id QueueID) string { return fmt.Sprintf("queue/%d", id) }
+
+// linkMAC computes l's MAC: under keyID with a, or a SHA-256 when keyID is "".
+func linkMAC(ctx context.Context, a Auditor, keyID string, l jsonLink) (string, error) {
+	l.MAC = ""
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", err
+	}
+	data := append([]byte(macDomain), b...)
+	if keyID == "" {
+		h := sha256.Sum256(data)
+		return hex.EncodeToString(h[:]), nil
+	}
+	if a == nil {
+		return "", fmt.Errorf("audit link %d is keyed (%q) and no audit key is configured", l.Seq, keyID)
+	}
+	m, err := a.MAC(ctx, keyID, data)
+	if err != nil {
+		return "", fmt.Errorf("audit mac: %w", err)
+	}
+	return hex.EncodeToString(m), nil
+}
+
+// chainState is the chain's head in memory, saved before a write that may fail.
+type chainState struct {
+	seq  uint64
+	head string
+}
+
+func (s *Store) saveChain() chainState     { return chainState{s.auditSeq, s.auditHead} }
+func (s *Store) restoreChain(c chainState) { s.auditSeq, s.auditHead = c.seq, c.head }
+
+// newLink seals the next link of the chain and moves the head to it. s.mu held; the caller
+// restores the head (restoreChain) if the write carrying the link fails.
+func (s *Store) newLink(ctx context.Context, l jsonLink) (jsonLink, error) {
+	l.V, l.Seq, l.Prev = linkVersion, s.auditSeq+1, s.auditHead
+	if l.Time.IsZero() {
+		l.Time = s.now().UTC()
+	}
+	if s.auditor != nil {
+		l.Key = s.auditKeyID
+	}
+	mac, err := linkMAC(ctx, s.auditor, l.Key, l)
+	if err != nil {
+		return l, err
+	}
+	l.MAC = mac
+	s.auditSeq, s.auditHead = l.Seq, mac
+	return l, nil
+}
+
+// refLink is the link of a record or item's new value (nil: removed).
+func refLink(kind, ref string, value []byte) jsonLink {
+	l := jsonLink{Kind: kind, Ref: ref}
+	if value != nil {
+		l.Sum = sum(value)
+	}
+	return l
+}
+
+// putLink writes l in tx.
+func putLink(tx *bolt.Tx, l jsonLink) error {
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	b := tx.Bucket(bucketAudit)
+	if err := b.Put(binary.BigEndian.AppendUint64(nil, l.Seq), v); err != nil {
+		return err
+	}
+	return raiseSequence(b, l.Seq)
+}
+
+// linkTx seals l and writes it in tx. s.mu held (s.update restores the head on failure).
+func (s *Store) linkTx(ctx context.Context, tx *bolt.Tx, l jsonLink) error {
+	l, err := s.newLink(ctx, l)
+	if err != nil {
+		return err
+	}
+	return putLink(tx, l)
+}
+
+// putLinked puts value under key in b and links it to the chain.
+func (s *Store) putLinked(ctx context.Context, tx *bolt.Tx, b *bolt.Bucket, key, value []byte, l jsonLink) error {
+	if err := b.Put(key, value); err != nil {
+		return err
+	}
+	l.Sum = sum(value)
+	return s.linkTx(ctx, tx, l)
+}
+
+// deleteLinked removes key from b and links the removal to the chain.
+func (s *Store) deleteLinked(ctx context.Context, tx *bolt.Tx, b *bolt.Bucket, key []byte, l jsonLink) error {
+	if err := b.Delete(key); err != nil {
+		return err
+	}
+	l.Sum = ""
+	return s.linkTx(ctx, tx, l)
+}
+
+// loadChainHead reads the head of the chain from the file. Inside a read transaction.
+func (s *Store) loadChainHead(tx *bolt.Tx) error {
+	k, v := tx.Bucket(bucketAudit).Cursor().Last()
+	if k == nil {
+		return nil
+	}
+	if len(k) != 8 {
+		return fmt.Errorf("audit key of %d bytes: %w", len(k), ErrCorrupt)
+	}
+	s.auditSeq = binary.BigEndian.Uint64(k)
+	var l jsonLink
+	if jsonUnmarshalStrict(v, &l) == nil {
+		s.auditHead = l.MAC
+		return nil
+	}
+	var a jsonAudit
+	if err := json.Unmarshal(v, &a); err != nil {
+		return fmt.Errorf("audit entry %d: %w: %w", s.auditSeq, ErrCorrupt, err)
+	}
+	s.auditHead = a.Hash
+	return nil
+}
+
+// Audit records an action that is not a journal or queue write (for example a firmware
+// install or a card search) in the audit chain. Such entries are refused with ErrFull
+// once the file is near its cap (see Options.MaxSize), before sales are.
 func (s *Store) Audit(ctx context.Context, who, action, detail string) error {
 	return s.update(ctx, "audit", func(tx *bolt.Tx) error {
-		return appendAudit(tx, s.now(), who, action, redactDigitRuns(detail))
+		if err := s.roomForAudit(tx); err != nil {
+			return err
+		}
+		return s.linkTx(ctx, tx, operatorLink(who, action, redactDigitRuns(detail)))
 	})
 }
 
-// AuditLog returns the audit chain in order.
+// operatorLink is the link of an operator action by who.
+func operatorLink(who, action, detail string) jsonLink {
+	if who == "" {
+		who = "unknown"
+	}
+	return jsonLink{Kind: action, Who: who, Detail: detail}
+}
+
+// AuditLog returns the operator and system actions of the audit chain in order: the links
+// with a Who (not those of every journal and queue write; VerifyAudit checks those).
 func (s *Store) AuditLog(ctx context.Context) ([]AuditEntry, error) {
 	var out []AuditEntry
 	err := s.view(ctx, "audit log", func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
-			var e jsonAudit
-			d := json.NewDecoder(bytes.NewReader(v))
-			d.DisallowUnknownFields()
-			if err := d.Decode(&e); err != nil || len(k) != 8 {
+			if len(k) != 8 {
 				return fmt.Errorf("audit entry %x: %w", k, ErrCorrupt)
 			}
-			out = append(out, AuditEntry{Seq: binary.BigEndian.Uint64(k), Time: e.Time, Who: e.Who, Action: e.Action, Detail: e.Detail, Prev: e.Prev, Hash: e.Hash})
+			seq := binary.BigEndian.Uint64(k)
+			var l jsonLink
+			if jsonUnmarshalStrict(v, &l) == nil {
+				if l.Who != "" {
+					out = append(out, AuditEntry{Seq: seq, Time: l.Time, Who: l.Who, Action: l.Kind, Detail: l.Detail, Prev: l.Prev, Hash: l.MAC})
+				}
+				return nil
+			}
+			var e jsonAudit
+			if err := jsonUnmarshalStrict(v, &e); err != nil {
+				return fmt.Errorf("audit entry %x: %w", k, ErrCorrupt)
+			}
+			out = append(out, AuditEntry{Seq: seq, Time: e.Time, Who: e.Who, Action: e.Action, Detail: e.Detail, Prev: e.Prev, Hash: e.Hash})
 			return nil
 		})
 	})

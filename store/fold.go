@@ -24,6 +24,7 @@ type logOp struct {
 	Till    []string        `json:"till,omitempty"`     // begin: the till request's keys (tillKeys)
 	Outcome *jsonOutcome    `json:"outcome,omitempty"`  // finish
 	Items   []logItem       `json:"items,omitempty"`    // finish: queued with the outcome, sealed
+	Links   []jsonLink      `json:"links,omitempty"`    // begin, finish: the audit chain's links of this write
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -58,6 +59,11 @@ func decodeLogOp(b []byte) (logOp, error) {
 
 // applyOp does op inside tx, as the commit it stands for would have.
 func applyOp(tx *bolt.Tx, op logOp) error {
+	for _, l := range op.Links {
+		if err := putLink(tx, l); err != nil {
+			return err
+		}
+	}
 	switch op.Op {
 	case opBegin:
 		j := tx.Bucket(bucketJournal)
@@ -136,6 +142,11 @@ func putSTAN(tx *bolt.Tx, stan uint32) error {
 
 // note brings the Store's in-memory counters and open set up to date with op. s.mu held.
 func (s *Store) note(op logOp) {
+	for _, l := range op.Links {
+		if l.Seq > s.auditSeq {
+			s.auditSeq, s.auditHead = l.Seq, l.MAC
+		}
+	}
 	switch op.Op {
 	case opBegin:
 		s.nextTxn = max(s.nextTxn, op.Txn+1)

@@ -297,7 +297,15 @@ func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uin
 	if op.Record, err = encodeRecord(in, nil); err != nil {
 		return 0, 0, fmt.Errorf("store: begin: %w", err)
 	}
+	saved := s.saveChain()
+	l, err := s.newLink(ctx, refLink(linkBegin, txnRef(op.Txn), op.Record))
+	if err != nil {
+		s.restoreChain(saved)
+		return 0, 0, fmt.Errorf("store: begin: %w", err)
+	}
+	op.Links = []jsonLink{l}
 	if err := s.write("begin", op); err != nil {
+		s.restoreChain(saved)
 		return 0, 0, err
 	}
 	return op.Txn, in.STAN, nil
@@ -344,21 +352,68 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	o := jsonOutcome(out)
 	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
+	// The record as the fold will write it, for its link.
+	nv, err := s.finishedValue(id, &out)
+	if err != nil {
+		return nil, s.wrap(name, err)
+	}
+	saved := s.saveChain()
+	l, err := s.newLink(ctx, refLink(linkFinish, txnRef(id), nv))
+	if err != nil {
+		s.restoreChain(saved)
+		return nil, fmt.Errorf("store: %s: %w", name, err)
+	}
+	op.Links = append(op.Links, l)
 	ids := make([]QueueID, 0, len(items))
 	for _, it := range items {
 		qid := s.nextQueue
 		s.nextQueue++ // an id lost to a failed write leaves a gap, never a reuse
 		v, err := s.sealItem(ctx, qid, it, out.Time)
+		if err == nil {
+			l, err = s.newLink(ctx, refLink(linkEnqueue, queueRef(qid), v))
+		}
 		if err != nil {
+			s.restoreChain(saved)
 			return nil, fmt.Errorf("store: %s: %w", name, err)
 		}
 		op.Items = append(op.Items, logItem{ID: qid, Kind: it.Kind, Value: v})
+		op.Links = append(op.Links, l)
 		ids = append(ids, qid)
 	}
 	if err := s.write(name, op); err != nil {
+		s.restoreChain(saved)
 		return nil, err
 	}
 	return ids, nil
+}
+
+// finishedValue returns record id's stored value once out is recorded, as applyOp will
+// write it: from the intent in the log when it is not folded yet, from the file otherwise
+// (a read, no sync). s.mu held.
+func (s *Store) finishedValue(id TxnID, out *Outcome) ([]byte, error) {
+	var v []byte
+	for i := len(s.pending) - 1; i >= 0 && v == nil; i-- {
+		if e := s.pending[i].op; e.Op == opBegin && e.Txn == id {
+			v = e.Record
+		}
+	}
+	if v == nil {
+		err := s.db.View(func(tx *bolt.Tx) error {
+			v = bytes.Clone(tx.Bucket(bucketJournal).Get(id.key()))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			return nil, fmt.Errorf("transaction %d is open and neither in the log nor in the file: %w", id, ErrCorrupt)
+		}
+	}
+	rec, err := decodeRecord(id, v)
+	if err != nil {
+		return nil, err
+	}
+	return encodeRecord(rec.Intent, out)
 }
 
 // notOpen explains why id cannot be finished: no such record, or finished already (with
@@ -392,13 +447,14 @@ func getRecord(tx *bolt.Tx, id TxnID) (Record, error) {
 	return decodeRecord(id, v)
 }
 
-// putRecord writes rec back inside tx.
-func putRecord(tx *bolt.Tx, rec Record) error {
+// putRecord writes rec back inside tx, with its link l (whose Ref and Sum it sets).
+func (s *Store) putRecord(ctx context.Context, tx *bolt.Tx, rec Record, l jsonLink) error {
 	nv, err := encodeRecord(rec.Intent, rec.Outcome)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketJournal).Put(rec.ID.key(), nv)
+	l.Ref = txnRef(rec.ID)
+	return s.putLinked(ctx, tx, tx.Bucket(bucketJournal), rec.ID.key(), nv, l)
 }
 
 // Get returns the record id, or an error wrapping [ErrNotFound].

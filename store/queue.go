@@ -285,7 +285,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx *bolt.Tx, items []Item, now ti
 		if err != nil {
 			return nil, err
 		}
-		if err := kindBucket(tx, it.Kind).Put(id.key(), v); err != nil {
+		if err := s.putLinked(ctx, tx, kindBucket(tx, it.Kind), id.key(), v, jsonLink{Kind: linkEnqueue, Ref: queueRef(id)}); err != nil {
 			return nil, err
 		}
 		if err := raiseSequence(tx.Bucket(bucketQueue), uint64(id)); err != nil {
@@ -543,7 +543,7 @@ func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]
 			if err != nil {
 				return err
 			}
-			if err := q.Put(it.ID.key(), nv); err != nil {
+			if err := s.putLinked(ctx, tx, q, it.ID.key(), nv, jsonLink{Kind: "sending", Ref: queueRef(it.ID)}); err != nil {
 				return err
 			}
 			it.Sensitive = in.Sensitive
@@ -574,10 +574,10 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 				return err
 			}
 			if r.Acked {
-				if err := q.Delete(r.ID.key()); err != nil {
+				if err := s.deleteLinked(ctx, tx, q, r.ID.key(), jsonLink{Kind: "acked", Ref: queueRef(r.ID)}); err != nil {
 					return err
 				}
-				if err := noteSettled(tx, it, r); err != nil {
+				if err := s.noteSettled(ctx, tx, it, r); err != nil {
 					return err
 				}
 				continue
@@ -588,14 +588,16 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			it.Sending = false
 			it.LastError = r.Err
 			it.NextAttempt = r.Next
+			kind := "retry"
 			if r.Park {
 				it.State, it.ParkedBy, it.ParkReason = QueueParked, "posd", "retries exhausted: "+r.Err
+				kind = "park"
 			}
 			nv, err := encodeItem(it, sealed)
 			if err != nil {
 				return err
 			}
-			if err := q.Put(r.ID.key(), nv); err != nil {
+			if err := s.putLinked(ctx, tx, q, r.ID.key(), nv, jsonLink{Kind: kind, Ref: queueRef(r.ID)}); err != nil {
 				return err
 			}
 		}
@@ -604,7 +606,7 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 }
 
 // noteSettled records on the journal record that its reversal or advice was acknowledged.
-func noteSettled(tx *bolt.Tx, it Item, r Result) error {
+func (s *Store) noteSettled(ctx context.Context, tx *bolt.Tx, it Item, r Result) error {
 	rec, err := getRecord(tx, it.TxnID)
 	if errors.Is(err, ErrNotFound) {
 		return nil // the record is gone; nothing to note (Check reports it)
@@ -623,7 +625,7 @@ func noteSettled(tx *bolt.Tx, it Item, r Result) error {
 		// names in field 90.
 		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent}
 	}
-	return putRecord(tx, rec)
+	return s.putRecord(ctx, tx, rec, jsonLink{Kind: "settle " + string(it.Kind)})
 }
 
 // Park stops an item from being sent, keeping it. by says who (an operator's name, or
@@ -639,10 +641,9 @@ func (s *Store) Park(ctx context.Context, id QueueID, by, reason string) error {
 		if err != nil {
 			return err
 		}
-		if err := q.Put(id.key(), nv); err != nil {
-			return err
-		}
-		return appendAudit(tx, s.now(), by, "park", fmt.Sprintf("queue item %d (%s of transaction %d): %s", id, it.Kind, it.TxnID, redactDigitRuns(reason)))
+		l := operatorLink(by, "park", fmt.Sprintf("queue item %d (%s of transaction %d): %s", id, it.Kind, it.TxnID, redactDigitRuns(reason)))
+		l.Ref = queueRef(id)
+		return s.putLinked(ctx, tx, q, id.key(), nv, l)
 	})
 }
 
@@ -658,10 +659,9 @@ func (s *Store) Unpark(ctx context.Context, id QueueID, by string) error {
 		if err != nil {
 			return err
 		}
-		if err := q.Put(id.key(), nv); err != nil {
-			return err
-		}
-		return appendAudit(tx, s.now(), by, "unpark", fmt.Sprintf("queue item %d (%s of transaction %d)", id, it.Kind, it.TxnID))
+		l := operatorLink(by, "unpark", fmt.Sprintf("queue item %d (%s of transaction %d)", id, it.Kind, it.TxnID))
+		l.Ref = queueRef(id)
+		return s.putLinked(ctx, tx, q, id.key(), nv, l)
 	})
 }
 
@@ -677,10 +677,9 @@ func (s *Store) Delete(ctx context.Context, id QueueID, by, reason string) error
 		if it.State != QueueParked {
 			return fmt.Errorf("%w: park item %d before deleting it", ErrInvalid, id)
 		}
-		if err := q.Delete(id.key()); err != nil {
-			return err
-		}
-		return appendAudit(tx, s.now(), by, "delete", fmt.Sprintf("queue item %d (%s of transaction %d, %d %s, %s): %s", id, it.Kind, it.TxnID, it.AmountMinor, it.Currency, it.MaskedPAN, redactDigitRuns(reason)))
+		l := operatorLink(by, "delete", fmt.Sprintf("queue item %d (%s of transaction %d, %d %s, %s): %s", id, it.Kind, it.TxnID, it.AmountMinor, it.Currency, it.MaskedPAN, redactDigitRuns(reason)))
+		l.Ref = queueRef(id)
+		return s.deleteLinked(ctx, tx, q, id.key(), l)
 	})
 }
 
@@ -688,6 +687,9 @@ func (s *Store) Delete(ctx context.Context, id QueueID, by, reason string) error
 func (s *Store) Reschedule(ctx context.Context, by string) (int, error) {
 	n := 0
 	err := s.update(ctx, "reschedule", func(tx *bolt.Tx) error {
+		if err := s.roomForAudit(tx); err != nil {
+			return err
+		}
 		type change struct {
 			b    *bolt.Bucket
 			k, v []byte
@@ -708,13 +710,16 @@ func (s *Store) Reschedule(ctx context.Context, by string) (int, error) {
 		if err != nil {
 			return err
 		}
+		n = len(changed)
+		if err := s.linkTx(ctx, tx, operatorLink(by, "flush", fmt.Sprintf("%d pending items made due", n))); err != nil {
+			return err
+		}
 		for _, c := range changed {
-			if err := c.b.Put(c.k, c.v); err != nil {
+			if err := s.putLinked(ctx, tx, c.b, c.k, c.v, jsonLink{Kind: "flush", Ref: queueRef(QueueID(binary.BigEndian.Uint64(c.k)))}); err != nil {
 				return err
 			}
 		}
-		n = len(changed)
-		return appendAudit(tx, s.now(), by, "flush", fmt.Sprintf("%d pending items made due", n))
+		return nil
 	})
 	return n, err
 }

@@ -41,6 +41,11 @@ type SalvageOptions struct {
 	// Now is the clock for the audit entry recording the salvage and for placeholder
 	// records. Default time.Now.
 	Now func() time.Time
+	// Auditor and AuditKeyID MAC the links the salvage adds to the new file's audit chain
+	// (see Options). Default nil: those links are unkeyed, and a keyed chain then does not
+	// verify past them.
+	Auditor    Auditor
+	AuditKeyID string
 }
 
 // SalvageReport is what [Salvage] copied and what it could not. It holds no card data:
@@ -63,6 +68,11 @@ type SalvageReport struct {
 	// AuditEntries counts the audit entries copied, not counting the one that records the
 	// salvage.
 	AuditEntries int
+	// AuditLinks counts every link of the audit chain copied (the chain links every journal
+	// and queue write); Resealed the links the copy added for records and items whose value
+	// no copied link names (lost, rebuilt as placeholders or open, or written after a break
+	// in the chain): the new file's chain verifies, and says from where it was re-sealed.
+	AuditLinks, Resealed int
 	// STAN is the new file's STAN counter: the next STAN handed out is the one after it.
 	STAN uint32
 	// Lost lists what could not be copied or may be missing, each with what to do.
@@ -966,8 +976,8 @@ func (st *salvageState) decode(rep *SalvageReport) {
 // salvagePlan is what is written to dst.
 type salvagePlan struct {
 	journal, open, rev, adv, counters, audit, panIndex, till []boltElem // key, value
-	journalSeq, queueSeq, auditSeq                     uint64
-	detail                                             string // of the audit entry recording the salvage
+	journalSeq, queueSeq, auditSeq                           uint64
+	detail                                                   string // of the audit entry recording the salvage
 }
 
 // plan turns st into the contents of dst, reporting as it goes.
@@ -1210,7 +1220,7 @@ func (st *salvageState) plan(o SalvageOptions, rep *SalvageReport) *salvagePlan 
 
 	// The audit chain up to its first damaged entry.
 	pl.audit, pl.auditSeq = st.auditChain(o.Margin, rep)
-	rep.AuditEntries = len(pl.audit)
+	rep.AuditLinks = len(pl.audit)
 
 	pl.detail = salvageDetail(rep)
 	return pl
@@ -1285,18 +1295,25 @@ func (st *salvageState) auditChain(margin uint64, rep *SalvageReport) ([]boltEle
 		case gap && (firstLost == nil || bytes.Compare(e.key, firstLost) >= 0):
 			broken = "the entries before it are unreadable: " + gapWhy
 		default:
-			var a jsonAudit
-			if len(e.key) != 8 || e.flags != 0 || jsonUnmarshalStrict(e.value, &a) != nil {
+			if len(e.key) != 8 || e.flags != 0 {
 				broken = fmt.Sprintf("entry %x cannot be read", e.key)
 				break
 			}
 			seq := binary.BigEndian.Uint64(e.key)
-			if a.Prev != prev || auditHash(seq, a) != a.Hash {
+			if len(out) > 0 && seq != binary.BigEndian.Uint64(out[len(out)-1].key)+1 {
+				broken = fmt.Sprintf("entries before %d are missing", seq)
+				break
+			}
+			mac, ok := salvageLink(seq, e.value, prev)
+			if !ok {
 				broken = fmt.Sprintf("entry %d does not verify", seq)
 				break
 			}
-			prev = a.Hash
+			prev = mac
 			out = append(out, boltElem{key: e.key, value: e.value})
+			if operatorEntry(e.value) {
+				rep.AuditEntries++
+			}
 			continue
 		}
 		notCopied++
@@ -1489,7 +1506,7 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store: salvage: %w", err)
 	}
-	s, err := Open(dst, &Options{Timeout: o.Timeout, FileMode: o.FileMode, Now: o.Now})
+	s, err := Open(dst, &Options{Timeout: o.Timeout, FileMode: o.FileMode, Now: o.Now, Auditor: o.Auditor, AuditKeyID: o.AuditKeyID})
 	if err != nil {
 		return fmt.Errorf("store: salvage: creating the new file: %w", err)
 	}
@@ -1517,12 +1534,21 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 			elems []boltElem
 			seq   uint64
 		}{{bucketJournal, pl.journal, pl.journalSeq}, {bucketOpen, pl.open, 0}, {bucketPANIndex, pl.panIndex, 0}, {bucketTill, pl.till, 0}, {bucketQueue, nil, pl.queueSeq},
-			{bucketQueueRev, pl.rev, 0}, {bucketQueueAdv, pl.adv, 0}, {bucketCounters, pl.counters, 0}, {bucketAudit, pl.audit, pl.auditSeq}} {
+			{bucketQueueRev, pl.rev, 0}, {bucketQueueAdv, pl.adv, 0}, {bucketCounters, pl.counters, 0}, {bucketAudit, pl.audit, 0}} {
 			if err := put(tx, w.name, w.elems, w.seq); err != nil {
 				return err
 			}
 		}
-		return appendAudit(tx, o.Now(), o.Who, "salvage", pl.detail)
+		// The chain goes on from the last link copied: the salvage's own link, then a link
+		// for each record and item whose value no copied link names.
+		if err := s.loadChainHead(tx); err != nil {
+			return err
+		}
+		if err := s.linkTx(ctx, tx, operatorLink(o.Who, "salvage", pl.detail)); err != nil {
+			return err
+		}
+		rep.Resealed, err = s.resealTx(ctx, tx)
+		return err
 	}))
 	if cerr := s.Close(); err == nil {
 		err = cerr
@@ -1530,7 +1556,7 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 	if err != nil {
 		return fmt.Errorf("store: salvage: writing %s: %w", dst, err)
 	}
-	s, err = Open(dst, &Options{Timeout: o.Timeout, Now: o.Now})
+	s, err = Open(dst, &Options{Timeout: o.Timeout, Now: o.Now, Auditor: o.Auditor, AuditKeyID: o.AuditKeyID})
 	if err != nil {
 		return fmt.Errorf("store: salvage: the new file does not open: %w", err)
 	}

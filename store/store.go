@@ -48,8 +48,10 @@ var (
 // The file layout. Bump layoutVersion for any change an older release
 // cannot read.
 const (
-	layoutFormat  = "posd-store"
-	layoutVersion = "2" // 2: the write-ahead log; version 1 files are upgraded at open
+	layoutFormat = "posd-store"
+	// 2: the write-ahead log; 3: the keyed audit chain of every write. Files of versions 1
+	// and 2 are upgraded at open.
+	layoutVersion = "3"
 )
 
 var (
@@ -60,7 +62,7 @@ var (
 	bucketQueue    = []byte("queue")          // the sequence of QueueIDs
 	bucketQueueRev = []byte("queue-reversal") // QueueID -> item JSON, reversals to send
 	bucketQueueAdv = []byte("queue-advice")   // QueueID -> item JSON, advices to send
-	bucketAudit    = []byte("audit")          // sequence -> hash-chained entry of who did what
+	bucketAudit    = []byte("audit")          // sequence -> link of the audit chain (audit.go)
 	bucketPANIndex = []byte("pan-index")      // PAN hash, 0, TxnID -> empty: a card's records
 	bucketTill     = []byte("till")           // till request key (tillKeys) -> TxnID
 	// dataBuckets are the buckets besides meta that every store has.
@@ -88,10 +90,19 @@ type Options struct {
 	// SealKeyID is the key the Sealer uses. Default "data".
 	SealKeyID string
 	// MaxSize caps the file's size in bytes, as a partition would; a write that needs more
-	// fails with an error wrapping ErrFull and changes nothing. Default 0: no cap.
+	// fails with an error wrapping ErrFull and changes nothing. Entries that are audit only
+	// (Store.Audit: a card search, a firmware install; an operator's flush) are refused with
+	// ErrFull earlier, once the file is within 5% (at most 256 KiB) of the cap, so that
+	// sales keep that room. Default 0: no cap.
 	MaxSize int
 	// Now is the clock for queue and audit times. Default time.Now.
 	Now func() time.Time
+	// Auditor MACs the links of the audit chain under the key AuditKeyID (see
+	// Store.VerifyAudit). Default nil: links are plain SHA-256 hashes, which anyone who can
+	// write the file can recompute ("unkeyed").
+	Auditor Auditor
+	// AuditKeyID is the key the Auditor uses. Default "audit".
+	AuditKeyID string
 	// FoldDelay is how long after a write to the write-ahead log its record is folded into
 	// the bbolt file (see the package documentation, "Durability"). Default 20ms; negative:
 	// only when the log fills or a read or another write needs it (for tests).
@@ -101,12 +112,15 @@ type Options struct {
 // Store is posd's journal and counters in one bbolt file. It is safe for
 // concurrent use.
 type Store struct {
-	db        *bolt.DB
-	path      string
-	sealer    Sealer
-	sealKeyID string
-	now       func() time.Time
-	foldDelay time.Duration
+	db         *bolt.DB
+	path       string
+	sealer     Sealer
+	sealKeyID  string
+	now        func() time.Time
+	foldDelay  time.Duration
+	maxSize    int
+	auditor    Auditor
+	auditKeyID string
 
 	// mu orders every write: a log append, a fold, and a direct commit (which folds the
 	// log first, so that the bbolt file sees writes in the order they were made). It
@@ -124,6 +138,9 @@ type Store struct {
 	foldErr   error          // why the last fold failed; new transactions wait for a fold that works
 	logErr    error          // a failed log write: the log's state is unknown, no more writes
 	closed    bool
+	auditSeq  uint64 // the audit chain's last link
+	auditHead string // its MAC
+	upgrade   bool   // the file is of an older layout: openLog upgrades it
 }
 
 // Open opens the store at path, creating the file and its buckets if the
@@ -146,6 +163,9 @@ func Open(path string, opts *Options) (*Store, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.AuditKeyID == "" {
+		o.AuditKeyID = "audit"
 	}
 	if o.FoldDelay == 0 {
 		o.FoldDelay = 20 * time.Millisecond
@@ -170,7 +190,8 @@ func Open(path string, opts *Options) (*Store, error) {
 		// ErrVersionMismatch, ErrChecksum, "file size too small".
 		return nil, fmt.Errorf("store: open %s: %w: not a bbolt database (%w); the file was not changed: check the configured store path, and if the file must be replaced move it aside with its -wal file (do not delete them, they may hold unfinished transactions) so that posd creates a new store", path, ErrLayout, err)
 	}
-	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool)}
+	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool),
+		maxSize: o.MaxSize, auditor: o.Auditor, auditKeyID: o.AuditKeyID}
 	id, err := s.initLayout()
 	if err != nil {
 		_ = db.Close()
@@ -205,6 +226,9 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 			}
 			s.stan = binary.BigEndian.Uint32(v)
 		}
+		if err := s.loadChainHead(tx); err != nil {
+			return err
+		}
 		s.nextTxn = TxnID(tx.Bucket(bucketJournal).Sequence() + 1)
 		s.nextQueue = QueueID(tx.Bucket(bucketQueue).Sequence() + 1)
 		return tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {
@@ -238,6 +262,34 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 		_ = log.close()
 		return fmt.Errorf("store: open %s: folding the write-ahead log: %w", s.path, err)
 	}
+	if s.upgrade {
+		if err := s.upgradeChain(); err != nil {
+			_ = log.close()
+			return fmt.Errorf("store: open %s: upgrading the layout: %w", s.path, err)
+		}
+	}
+	return nil
+}
+
+// upgradeChain finishes the upgrade of a file of layout 1 or 2 (once its log is folded): it
+// starts the chain of every write with a link that follows the old chain's head and records
+// the journal's and queue's ids so far (records and items up to them may have no link), and
+// sets the layout version, in one commit.
+func (s *Store) upgradeChain() error {
+	saved := s.saveChain()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		l := jsonLink{Kind: linkUpgrade, Who: "posd", Txn: tx.Bucket(bucketJournal).Sequence(), Queue: tx.Bucket(bucketQueue).Sequence(),
+			Detail: fmt.Sprintf("layout %s: every journal and queue write is linked from here; the chain before is the unkeyed one of older releases (head %d:%.16s)", layoutVersion, s.auditSeq, s.auditHead)}
+		if err := s.linkTx(context.Background(), tx, l); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyVersion, []byte(layoutVersion))
+	})
+	if err != nil {
+		s.restoreChain(saved)
+		return err
+	}
+	s.upgrade = false
 	return nil
 }
 
@@ -293,12 +345,12 @@ func (s *Store) initLayout() ([]byte, error) {
 		if f := string(meta.Get(keyFormat)); f != layoutFormat {
 			return fmt.Errorf("store: open %s: %w: a bbolt database of something other than posd; the file was not changed: check the configured store path", s.path, ErrLayout)
 		}
-		if v := string(meta.Get(keyVersion)); v == "1" {
-			// Version 1 had no write-ahead log: give the file its id. Older releases then
-			// refuse it rather than miss what the log holds.
-			if err := meta.Put(keyVersion, []byte(layoutVersion)); err != nil {
-				return err
-			}
+		if v := string(meta.Get(keyVersion)); v == "1" || v == "2" {
+			// Version 1 had no write-ahead log: give the file its id (below). Versions 1 and 2
+			// had no chain of every write: openLog starts it once the log is folded, and sets
+			// the version then (older releases then refuse the file rather than miss what
+			// the log holds).
+			s.upgrade = true
 		} else if v != layoutVersion {
 			return fmt.Errorf("store: open %s: %w: layout version %q, this posd reads version %s; the file was not changed: run the posd release that wrote it, or a newer one", s.path, ErrLayout, v, layoutVersion)
 		}
@@ -373,7 +425,12 @@ func (s *Store) update(ctx context.Context, op string, fn func(*bolt.Tx) error) 
 	if err := s.fold(); err != nil {
 		return s.wrap(op, err)
 	}
-	return s.wrap(op, s.db.Update(fn))
+	saved := s.saveChain()
+	err := s.db.Update(fn)
+	if err != nil {
+		s.restoreChain(saved) // the links fn made were rolled back with it
+	}
+	return s.wrap(op, err)
 }
 
 // view runs fn in a read transaction after checking ctx and folding the write-ahead log,

@@ -561,12 +561,12 @@ func TestOpenForeignBboltFile(t *testing.T) {
 
 func TestOpenOtherLayoutVersion(t *testing.T) {
 	s := openTemp(t)
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyVersion, []byte("3")) })
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyVersion, []byte("4")) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	assertRefused(t, s.Path(), `layout version "3"`)
+	assertRefused(t, s.Path(), `layout version "4"`)
 }
 
 func FuzzDecodeRecord(f *testing.F) {

@@ -118,6 +118,6 @@ func (s *Store) NoteUndelivered(ctx context.Context, id TxnID, at time.Time) err
 		}
 		at := at.UTC()
 		rec.Outcome.Undelivered = &at
-		return putRecord(tx, rec)
+		return s.putRecord(ctx, tx, rec, jsonLink{Kind: linkUndelivered})
 	})
 }

@@ -90,7 +90,7 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		var after QueueID
 		switch {
 		case adv != nil && adv.FirstSent.IsZero() && adv.Attempts == 0 && !adv.Sending:
-			if err := tx.Bucket(bucketQueueAdv).Delete(adv.ID.key()); err != nil {
+			if err := s.deleteLinked(ctx, tx, tx.Bucket(bucketQueueAdv), adv.ID.key(), jsonLink{Kind: "withdraw", Ref: queueRef(adv.ID)}); err != nil {
 				return err
 			}
 			rep.Withdrawn = true
@@ -135,10 +135,9 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		}
 		rep.Reversals = len(items)
 		out.Voided = &Void{Time: now, By: by, Withdrawn: len(items) == 0}
-		if err := putRecord(tx, rec); err != nil {
-			return err
-		}
-		return appendAudit(tx, now, by, "void", fmt.Sprintf("transaction %d (STAN %06d, %d %s, %s): %s", id, rec.Intent.STAN, rec.Intent.AmountMinor, rec.Intent.Currency, rec.Intent.MaskedPAN, rep.how()))
+		l := operatorLink(by, "void", fmt.Sprintf("transaction %d (STAN %06d, %d %s, %s): %s", id, rec.Intent.STAN, rec.Intent.AmountMinor, rec.Intent.Currency, rec.Intent.MaskedPAN, rep.how()))
+		l.Time = now.UTC()
+		return s.putRecord(ctx, tx, rec, l)
 	})
 	return rep, err
 }

@@ -58,6 +58,7 @@ commands:
   saf park|unpark|delete ID [--who NAME] [--reason TEXT] [--yes]
                                            operator actions on a queued message (confirmed, recorded)
   store check                              verify the journal file and its invariants
+  audit verify [--head SEQ:MAC]            verify the audit chain (exit 1: broken, first broken link named)
   firmware status|install SOURCE|pinpad SOURCE|rollback|log
                                            signed firmware updates (see posctl firmware -h)
 --api: http://127.0.0.1:8765 (default) or unix:/path/to.sock
@@ -100,6 +101,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = c.saf(fs.Args()[1:], stdin, stdout, stderr)
 		case "firmware":
 			err = cmdFirmware(c, fs.Args()[1:], stdout, stderr)
+		case "audit":
+			err = c.audit(fs.Args()[1:], stdout, stderr)
 		case "store":
 			if fs.NArg() != 2 || fs.Arg(1) != "check" {
 				fmt.Fprintln(stderr, "usage: posctl store check")
@@ -168,11 +171,18 @@ func (c *client) status(w io.Writer) error {
 			Reconnects                   int
 			LastSeen                     time.Time `json:"last_seen"`
 		}
+		AuditHead *struct {
+			Seq uint64
+			MAC string
+		} `json:"audit_head"`
 	}
 	if err := c.get("/v1/status", &st); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "posd %s, POIID %s\n", st.Status, st.POIID)
+	if h := st.AuditHead; h != nil {
+		fmt.Fprintf(w, "  audit head %d:%.16s (keep it: posctl audit verify --head finds a cut tail against it)\n", h.Seq, h.MAC)
+	}
 	for _, d := range st.Devices {
 		fmt.Fprintf(w, "  %-10s %-14s %s since %s", d.Name, d.Port, d.State, d.Since.Local().Format("2006-01-02 15:04:05"))
 		if d.Reconnects > 0 {

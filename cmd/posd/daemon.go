@@ -77,7 +77,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if data != nil {
 		sealer = data
 	}
-	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer})
+	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer, Auditor: auditorFor(ctx, data, log), AuditKeyID: auditKeyID})
 	if err != nil {
 		return nil, fmt.Errorf("store: %w (posd store check --path %s says more; posd store salvage copies what is readable of a damaged file)", err, cfg.Store.Path)
 	}
@@ -202,7 +202,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		return nil, fmt.Errorf("till API: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, Journal: d.st,
+	mux.Handle("/", nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, Journal: d.st, AuditHead: d.st.AuditHead,
 		Devices: func() []terminal.DeviceStatus {
 			ds := []terminal.DeviceStatus{d.pad.Status()}
 			if d.msr != nil {

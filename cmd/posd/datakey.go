@@ -42,11 +42,18 @@ func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (
 		}
 		// The PAN-hash key, derived from the same file: a separate key for a separate use.
 		hashKey := softPANHashKey(key)
-		clear(key)
 		_, err = m.LoadKey(ctx, hsm.LoadRequest{ID: panHashKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageMAC, Components: [][]byte{hashKey}})
 		clear(hashKey)
 		if err != nil {
 			return nil, nil, fmt.Errorf("hsm.data: loading the soft PAN-hash key: %w", err)
+		}
+		// The audit chain's key, derived likewise.
+		auditKey := softAuditKey(key)
+		clear(key)
+		_, err = m.LoadKey(ctx, hsm.LoadRequest{ID: auditKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageMAC, Components: [][]byte{auditKey}})
+		clear(auditKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: loading the soft audit key: %w", err)
 		}
 		return m, func() {}, nil
 	case "pkcs11":

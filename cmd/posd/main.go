@@ -41,6 +41,9 @@ const usage = `usage:
   posd store salvage --path FILE --out NEWFILE
                                   copy what is readable of a damaged journal file into a
                                   new one (exit 3: something was lost, listed)
+  posd audit verify --path FILE [--config FILE] [--head SEQ:MAC]
+                                  verify the audit chain of a journal file while posd is
+                                  stopped (exit 1: broken, naming the first broken link)
   posd key list|import|load-kbpk --config FILE ...
                                   load keys into posd's token (posd key help)
 `
@@ -65,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStore(args[1:], stdout, stderr)
 	case "key":
 		err = cmdKey(args[1:], os.Stdin, stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

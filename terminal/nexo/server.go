@@ -31,6 +31,9 @@ type ServerOptions struct {
 	Journal *store.Store
 	// Devices, when set, reports the devices' status in GET /v1/status.
 	Devices func() []terminal.DeviceStatus
+	// AuditHead, when set, reports the audit chain's head in GET /v1/status as audit_head
+	// {"seq":..., "mac":...}, so that a cut tail shows against a head printed earlier.
+	AuditHead func() (seq uint64, mac string)
 }
 
 // handler is the till API over one Terminal.
@@ -226,6 +229,10 @@ func (h *handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 	st := map[string]any{"status": "ok", "poiid": h.opts.POIID}
 	if h.opts.Devices != nil {
 		st["devices"] = h.opts.Devices()
+	}
+	if h.opts.AuditHead != nil {
+		seq, mac := h.opts.AuditHead()
+		st["audit_head"] = map[string]any{"seq": seq, "mac": mac}
 	}
 	writeJSON(w, http.StatusOK, st)
 }
