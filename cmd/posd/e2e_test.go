@@ -231,12 +231,12 @@ func writeTestConfig(t *testing.T, dir, padPort, acquirer string) (cfgPath, sock
 	cfg := fmt.Sprintf(`{
   "version": 1,
   "terminal": {"id": "E2E00001", "merchant_id": "E2E-MERCHANT-42", "currency": "EUR", "card_timeout": "10s"},
-  "api": {"listen": "unix:%s"},
+  "api": {"listen": "unix:%s", "roles": {"supervisor": {"users": ["%d"]}}},
   "pinpad": {"port": %q, "ack_timeout": "1s", "response_timeout": "2s"},
   "acquirer": {"address": %q, "response_timeout": "5s", "dial_timeout": "2s"},
   "store": {"path": %q},
   "hsm": {"data": {"backend": "soft", "allow_soft": true, "key_file": %q}}
-}`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"), filepath.Join(dir, "data.key"))
+}`, sock, os.Getuid(), padPort, acquirer, filepath.Join(dir, "posd.db"), filepath.Join(dir, "data.key"))
 	cfgPath = filepath.Join(dir, "posd.json")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
