@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"strings"
 
 	"github.com/posd-dev/posd/firmware/fwapi"
@@ -24,7 +25,7 @@ commands:
                                        second technician repeats it with --approve)
   log [--after N]                      the firmware event log
 posd records who you are (your uid, or your certificate); --note adds free text after it
-(--who is its old name; default: $POSCTL_WHO)
+(--who is its old name; default: $POSCTL_WHO, or your login name)
 `
 
 // cmdFirmware runs `posctl firmware ...` against posd's /v1/firmware API.
@@ -44,7 +45,7 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("posctl firmware "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	who := noteFlags(fs)
-	*who = strings.TrimSpace(os.Getenv("POSCTL_WHO"))
+	*who = defaultNote()
 	switch args[0] {
 	case "status":
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
@@ -119,6 +120,21 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "posctl firmware: unknown command %q\n%s", args[0], firmwareUsage)
 	return errUsage
+}
+
+// defaultNote is $POSCTL_WHO, or the user behind sudo, or the login name: the firmware
+// API wants a non-empty note, and this one says who sat at the keyboard.
+func defaultNote() string {
+	if w := strings.TrimSpace(os.Getenv("POSCTL_WHO")); w != "" {
+		return w
+	}
+	if n := os.Getenv("SUDO_USER"); n != "" {
+		return n
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "posctl"
 }
 
 // isTerminal reports whether w is a character device (a terminal), where
