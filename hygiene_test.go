@@ -59,6 +59,7 @@ const mod = "github.com/posd-dev/posd"
 var leaves = map[string]map[string]bool{
 	"terminal/card":      {},
 	"terminal/money":     {},
+	"terminal/access":    {},
 	"terminal/emv":       {"terminal/card": true},
 	"terminal/magstripe": {"terminal/card": true, "terminal/money": true},
 }

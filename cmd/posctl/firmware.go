@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,16 +17,18 @@ import (
 const firmwareUsage = `usage: posctl firmware COMMAND
 commands:
   status                               slots, versions, which starts, last result
-  install [--who NAME] [--check] SOURCE
+  install [--note TEXT] [--check] SOURCE
                                        install a signed bundle into the inactive slot
                                        (SOURCE: a bundle file or directory here, uploaded to
                                        posd; or an https:// URL on posd's firmware.allowed_urls.
                                        A path sent in the API's JSON "source" must be a file in
                                        posd's firmware.inbox)
-  pinpad [--who NAME] SOURCE           send a bundle's PIN pad firmware to the PIN pad
-  rollback [--who NAME]                make the other slot start next
+  pinpad [--note TEXT] SOURCE          send a bundle's PIN pad firmware to the PIN pad
+  rollback [--note TEXT] [--approve ID] make the other slot start next (dual control: a
+                                       second technician repeats it with --approve)
   log [--after N]                      the firmware event log
---who: the technician, recorded in the event log (default: $POSCTL_WHO, or your user@host)
+posd records who you are (your uid, or your certificate); --note adds free text after it
+(--who is its old name; default: $POSCTL_WHO, or your login name)
 `
 
 // cmdFirmware runs `posctl firmware ...` against posd's /v1/firmware API.
@@ -44,7 +47,8 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 
 	fs := flag.NewFlagSet("posctl firmware "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	who := fs.String("who", defaultWho(), "the technician, recorded with the operation")
+	who := noteFlags(fs)
+	*who = defaultNote()
 	switch args[0] {
 	case "status":
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
@@ -86,11 +90,17 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 		return nil
 
 	case "rollback":
+		fs.String("approve", "", "the pending approval id a first technician got (dual control)")
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
 			return errUsage
 		}
-		res, err := api.Rollback(ctx, *who)
-		if err != nil {
+		approve := fs.Lookup("approve").Value.String()
+		var res struct{ Message string }
+		if err := c.doApproved("POST", "/v1/firmware/rollback", approve, map[string]string{"who": *who}, &res); err != nil {
+			var p *pendingError
+			if errors.As(err, &p) {
+				fmt.Fprintf(stdout, "approval %s: %s\nthe second technician runs: posctl firmware rollback --approve %s\n", p.Approval, p.Message, p.Approval)
+			}
 			return err
 		}
 		fmt.Fprintln(stdout, res.Message)
@@ -115,22 +125,19 @@ func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
-// defaultWho is $POSCTL_WHO, or the user (the one behind sudo) at this
-// host.
-func defaultWho() string {
+// defaultNote is $POSCTL_WHO, or the user behind sudo, or the login name: the firmware
+// API wants a non-empty note, and this one says who sat at the keyboard.
+func defaultNote() string {
 	if w := strings.TrimSpace(os.Getenv("POSCTL_WHO")); w != "" {
 		return w
 	}
-	name := os.Getenv("SUDO_USER")
-	if name == "" {
-		if u, err := user.Current(); err == nil {
-			name = u.Username
-		}
+	if n := os.Getenv("SUDO_USER"); n != "" {
+		return n
 	}
-	if host, err := os.Hostname(); err == nil && name != "" {
-		return name + "@" + host
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
 	}
-	return name
+	return "posctl"
 }
 
 // isTerminal reports whether w is a character device (a terminal), where

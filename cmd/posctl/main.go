@@ -5,20 +5,25 @@
 //	posctl [--api URL] status [--sale-id ID (--service-id ID | --ref ID)]
 //	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID] [--service-id ID]
 //	posctl [--api URL] abort [--sale-id ID] --service-id ID
-//	posctl [--api URL] journal [find [--who NAME]]   (find reads the card number from stdin)
+//	posctl [--api URL] journal [--sale-id ID] [find [--note TEXT]]   (find reads the card number from stdin)
 //	posctl [--api URL] void POI-TRANSACTION-ID
-//	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--who NAME] [--reason TEXT] [--yes]
+//	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--note TEXT] [--reason TEXT] [--yes] [--approve ID]
 //	posctl [--api URL] store check
 //	posctl [--api URL] firmware status | install SOURCE | pinpad SOURCE | rollback | log
 //
-// --api is http://127.0.0.1:8765 by default, or unix:/path/to.sock. Exit status: 0 success,
-// 1 posctl could not get an answer, 2 usage, 3 the sale was answered but not approved.
+// --api is unix:/run/posd/posd.sock by default (posd knows the caller from the socket), or
+// https://127.0.0.1:PORT with --cert, --key and --ca (mutual TLS: the certificate's CN is
+// the caller). posd decides what each caller may do; posctl only asks. Exit status: 0
+// success, 1 posctl could not get an answer (or posd refused it), 2 usage, 3 the sale was
+// answered but not approved, 4 a dual-control request waits for a second person.
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,6 +31,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -38,7 +44,7 @@ import (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
 
-const usage = `usage: posctl [--api URL] COMMAND
+const usage = `usage: posctl [--api URL] [--cert FILE --key FILE --ca FILE] COMMAND
 commands:
   status                                   is posd up, and which POI is it
   status [--sale-id ID] --service-id ID|--ref ID
@@ -49,38 +55,45 @@ commands:
                                            the same --service-id or --ref again gets the
                                            first answer, never a second sale
   abort [--sale-id ID] --service-id ID     stop a running sale (nexo Abort)
-  journal                                  list the journal (PANs masked)
-  journal find [--who NAME]                a card's sales: reads the card number from stdin
+  journal [--sale-id ID]                   list the journal (PANs masked); a cashier names
+                                           its till's SaleID
+  journal find [--note TEXT]               a card's sales: reads the card number from stdin
                                            (never an argument: it would show in ps); recorded
   void POI-TRANSACTION-ID                  cancel an approved sale (reversed at the acquirer)
   saf list                                 the store-and-forward queue (masked)
   saf flush                                send everything queued now
-  saf park|unpark|delete ID [--who NAME] [--reason TEXT] [--yes]
+  saf park|unpark|delete ID [--note TEXT] [--reason TEXT] [--yes]
                                            operator actions on a queued message (confirmed, recorded)
+  saf delete ID --approve APPROVAL         the second person of a delete (dual control)
   store check                              verify the journal file and its invariants
   audit verify [--head SEQ:MAC]            verify the audit chain (exit 1: broken, first broken link named)
   firmware status|install SOURCE|pinpad SOURCE|rollback|log
                                            signed firmware updates (see posctl firmware -h)
---api: http://127.0.0.1:8765 (default) or unix:/path/to.sock
+--api: unix:/run/posd/posd.sock (default), or https://127.0.0.1:PORT with --cert/--key/--ca
+--note: free text recorded after your identity in the audit (--who is its old name)
 `
 
 var (
 	errUsage      = errors.New("usage")
 	errNotSuccess = errors.New("not approved")
+	errPending    = errors.New("pending a second person")
 )
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("posctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	api := fs.String("api", "http://127.0.0.1:8765", "posd's till API")
+	api := fs.String("api", "unix:/run/posd/posd.sock", "posd's API: unix:PATH or https://HOST:PORT")
+	cert := fs.String("cert", "", "with https: your client certificate (PEM)")
+	key := fs.String("key", "", "with https: its private key (PEM)")
+	ca := fs.String("ca", "", "with https: the CA that issued posd's certificate (PEM)")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		if err == nil {
 			fs.Usage()
 		}
 		return 2
 	}
-	c, err := newClient(*api)
+	c, err := newClient(*api, *cert, *key, *ca)
 	if err == nil {
 		switch cmd := fs.Arg(0); cmd {
 		case "status":
@@ -122,6 +135,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	case errors.Is(err, errNotSuccess):
 		return 3
+	case errors.Is(err, errPending):
+		return 4
 	}
 	fmt.Fprintf(stderr, "posctl: %v\n", err)
 	return 1
@@ -132,16 +147,36 @@ type client struct {
 	http *http.Client
 }
 
-func newClient(api string) (*client, error) {
+func newClient(api, cert, key, ca string) (*client, error) {
 	c := &client{base: strings.TrimRight(api, "/"), http: &http.Client{Timeout: 5 * time.Minute}}
-	if path, ok := strings.CutPrefix(api, "unix:"); ok {
+	switch {
+	case strings.HasPrefix(api, "unix:"):
+		path := strings.TrimPrefix(api, "unix:")
 		c.base = "http://posd"
 		c.http.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}}
-	} else if !strings.HasPrefix(api, "http://") && !strings.HasPrefix(api, "https://") {
-		return nil, fmt.Errorf("--api %q: want http://HOST:PORT or unix:PATH", api)
+	case strings.HasPrefix(api, "https://"):
+		if cert == "" || key == "" || ca == "" {
+			return nil, fmt.Errorf("--api %s: https needs --cert, --key and --ca (posd requires a client certificate)", api)
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("--cert/--key: %w", err)
+		}
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", ca)
+		}
+		c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12,
+			Certificates: []tls.Certificate{pair}, RootCAs: pool}}
+	default:
+		return nil, fmt.Errorf("--api %q: want unix:PATH or https://HOST:PORT (posd serves TCP only with mutual TLS)", api)
 	}
 	return c, nil
 }
@@ -355,16 +390,27 @@ func (c *client) abort(args []string, stdout, stderr io.Writer) error {
 func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) error {
 	var recs []store.Record
 	switch {
-	case len(args) == 0:
-		if err := c.get("/v1/journal", &recs); err != nil {
+	case len(args) == 0 || strings.HasPrefix(args[0], "-"):
+		fs := flag.NewFlagSet("posctl journal", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		saleID := fs.String("sale-id", "", "only this till's records (all a cashier may see)")
+		if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+			fmt.Fprintln(stderr, "usage: posctl journal [--sale-id ID]")
+			return errUsage
+		}
+		path := "/v1/journal"
+		if *saleID != "" {
+			path += "?sale_id=" + url.QueryEscape(*saleID)
+		}
+		if err := c.get(path, &recs); err != nil {
 			return err
 		}
 	case args[0] == "find":
 		fs := flag.NewFlagSet("posctl journal find", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		who := fs.String("who", "", "who is searching (default: the login name); recorded in the audit log")
+		note := noteFlags(fs)
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
-			fmt.Fprintln(stderr, "usage: posctl journal find [--who NAME] < card-number")
+			fmt.Fprintln(stderr, "usage: posctl journal find [--note TEXT] < card-number")
 			return errUsage
 		}
 		fmt.Fprint(stderr, "card number: ")
@@ -373,7 +419,7 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 			return fmt.Errorf("reading the card number: %w", err)
 		}
 		fmt.Fprintln(stderr)
-		body := map[string]string{"who": operator(*who), "pan": strings.TrimSpace(line)}
+		body := map[string]string{"note": *note, "pan": strings.TrimSpace(line)}
 		if err := c.do(http.MethodPost, "/v1/journal/find", body, &recs); err != nil {
 			return err
 		}
@@ -382,7 +428,7 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 			return nil
 		}
 	default:
-		fmt.Fprintln(stderr, "usage: posctl journal [find [--who NAME]]")
+		fmt.Fprintln(stderr, "usage: posctl journal [--sale-id ID] [find [--note TEXT]]")
 		return errUsage
 	}
 	fmt.Fprintf(w, "%-6s %-6s %-5s %-20s %-19s %14s  %s\n", "TXN", "STAN", "MTI", "TIME", "CARD", "AMOUNT", "OUTCOME")

@@ -4,30 +4,42 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/user"
 	"strings"
 
 	"github.com/posd-dev/posd/store"
 )
 
-// operator returns who is acting: --who, else the login name.
-func operator(who string) string {
-	if who != "" {
-		return who
-	}
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		return u.Username
-	}
-	return os.Getenv("USER")
+// noteFlags adds --note and its deprecated alias --who to fs: free text that posd records
+// after the caller's authenticated identity (never instead of it).
+func noteFlags(fs *flag.FlagSet) *string {
+	note := fs.String("note", "", "free text recorded after your identity in the audit (at most 64 characters)")
+	fs.StringVar(note, "who", "", "deprecated: the old name of --note")
+	return note
 }
 
-// do sends an operator request and decodes the JSON answer into v.
+// pendingError is a dual-control request that posd answered 202: nothing was done yet.
+type pendingError struct {
+	Approval string
+	Message  string
+}
+
+func (e *pendingError) Error() string { return e.Message }
+
+func (e *pendingError) Is(target error) bool { return target == errPending }
+
+// do sends an operator request and decodes the JSON answer into v. A 202 (dual control:
+// waiting for a second person) is a *pendingError.
 func (c *client) do(method, path string, body, v any) error {
+	return c.doApproved(method, path, "", body, v)
+}
+
+// doApproved is do naming a pending dual-control approval ("" for none).
+func (c *client) doApproved(method, path, approval string, body, v any) error {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -38,12 +50,22 @@ func (c *client) do(method, path string, body, v any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if approval != "" {
+		req.Header.Set("Posd-Approval", approval)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("posd is not answering at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode == http.StatusAccepted {
+		var p pendingError
+		if err := json.Unmarshal(b, &p); err != nil || p.Approval == "" {
+			return fmt.Errorf("%s %s: HTTP 202 without an approval id: %s", method, path, strings.TrimSpace(string(b)))
+		}
+		return &p
+	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
@@ -71,13 +93,14 @@ func confirm(stdin io.Reader, stdout io.Writer, yes bool, question string) bool 
 
 func (c *client) saf(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: posctl saf list | flush | park ID | unpark ID | delete ID  [--who NAME] [--reason TEXT] [--yes]")
+		fmt.Fprintln(stderr, "usage: posctl saf list | flush | park ID | unpark ID | delete ID  [--note TEXT] [--reason TEXT] [--yes] [--approve ID]")
 		return errUsage
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("posctl saf "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	who := fs.String("who", "", "who acts (default: your login name); recorded in the audit chain")
+	note := noteFlags(fs)
+	approve := fs.String("approve", "", "saf delete: the pending approval id a first person got (dual control)")
 	reason := fs.String("reason", "", "why (recorded)")
 	yes := fs.Bool("yes", false, "do not ask for confirmation")
 	var id string
@@ -92,7 +115,7 @@ func (c *client) saf(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	if err := fs.Parse(rest); err != nil {
 		return errUsage
 	}
-	body := map[string]any{"who": operator(*who), "reason": *reason, "confirm": true}
+	body := map[string]any{"note": *note, "reason": *reason, "confirm": true}
 	switch sub {
 	case "list":
 		var items []store.ItemView
@@ -141,16 +164,20 @@ func (c *client) saf(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 		if sub == "delete" {
 			method, path = "DELETE", "/v1/saf/"+id
 		}
-		if err := c.do(method, path, body, nil); err != nil {
+		if err := c.doApproved(method, path, *approve, body, nil); err != nil {
+			var p *pendingError
+			if errors.As(err, &p) {
+				fmt.Fprintf(stdout, "approval %s: %s\nthe second person runs: posctl saf delete %s --approve %s --reason TEXT --yes\n", p.Approval, p.Message, id, p.Approval)
+			}
 			return err
 		}
-		fmt.Fprintf(stdout, "queue item %s %sd by %s\n", id, strings.TrimSuffix(sub, "e")+"e", body["who"])
+		fmt.Fprintf(stdout, "queue item %s %sd\n", id, strings.TrimSuffix(sub, "e")+"e")
 		return nil
 	case "unpark":
 		if err := c.do("POST", "/v1/saf/"+id+"/unpark", body, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "queue item %s unparked by %s; it is sent now\n", id, body["who"])
+		fmt.Fprintf(stdout, "queue item %s unparked; it is sent now\n", id)
 		return nil
 	}
 	fmt.Fprintf(stderr, "posctl saf: unknown command %q\n", sub)

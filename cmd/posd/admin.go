@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,155 +14,124 @@ import (
 
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
+	"github.com/posd-dev/posd/terminal/access"
 	"github.com/posd-dev/posd/terminal/card"
 )
 
-// adminRequest is the body of an operator action: who does it and why. posctl fills Who
-// from --who or the login name; posd records it in the store's audit chain.
+// adminRequest is the body of an operator action. Who acts is the authenticated caller;
+// Note (or Who, its deprecated name) is free text recorded after it.
 type adminRequest struct {
+	Note string `json:"note"`
+	// Deprecated: Who is the note's old name; what it says is recorded as a note, never as
+	// the actor.
 	Who     string `json:"who"`
 	Reason  string `json:"reason"`
 	Confirm bool   `json:"confirm"`
+	// Approval names a pending dual-control approval (the guard reads it).
+	Approval string `json:"approval"`
 }
 
-// adminRoutes adds the operator API to mux:
+// admin is the operator API: one method per route.
 //
+// Safe for concurrent use: its fields are not modified after routes.
+type admin struct {
+	st      *store.Store
+	term    *terminal.Terminal
+	panHash func(context.Context, card.PAN) (string, error)
+	log     *slog.Logger
+}
+
+// routes adds the operator API to g, each route with the operation the access policy
+// knows it by:
+//
+//	GET    /v1/journal          the journal (PANs masked); ?sale_id=ID: one till's records
+//	POST   /v1/journal/find     a card's journal records, by its keyed PAN hash (body: note, pan)
 //	GET    /v1/saf              the queue (masked)
 //	POST   /v1/saf/flush        send everything due now
-//	POST   /v1/saf/{id}/park    stop sending an item (body: who, reason, confirm)
-//	POST   /v1/saf/{id}/unpark  send a parked item again (body: who)
-//	DELETE /v1/saf/{id}         remove a parked item for good (body: who, reason, confirm)
+//	POST   /v1/saf/{id}/park    stop sending an item (body: note, reason, confirm)
+//	POST   /v1/saf/{id}/unpark  send a parked item again (body: note)
+//	DELETE /v1/saf/{id}         remove a parked item for good (body: note, reason, confirm;
+//	                            dual control)
 //	GET    /v1/store/check      verify the file and the journal's invariants
 //	GET    /v1/audit            the operator audit chain
-//	POST   /v1/journal/find     a card's journal records, by its keyed PAN hash (body: who, pan)
-func adminRoutes(mux *http.ServeMux, st *store.Store, term *terminal.Terminal, panHash func(context.Context, card.PAN) (string, error), log *slog.Logger) {
-	mux.HandleFunc("GET /v1/saf", func(w http.ResponseWriter, r *http.Request) {
-		items, err := st.List(r.Context())
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
+func (h *admin) routes(g *access.Guard) {
+	g.HandleClassified("GET /v1/journal", classifyJournal, http.HandlerFunc(h.serveJournal))
+	g.HandleFunc("POST /v1/journal/find", access.OpCardSearch, h.serveJournalFind)
+	g.HandleFunc("GET /v1/saf", access.OpSAFList, h.serveSAFList)
+	g.HandleFunc("POST /v1/saf/flush", access.OpSAFFlush, h.serveSAFFlush)
+	g.HandleFunc("POST /v1/saf/{id}/park", access.OpSAFPark, h.serveSAFPark)
+	g.HandleFunc("POST /v1/saf/{id}/unpark", access.OpSAFUnpark, h.serveSAFUnpark)
+	g.HandleFunc("DELETE /v1/saf/{id}", access.OpSAFDelete, h.serveSAFDelete)
+	g.HandleFunc("GET /v1/store/check", access.OpStoreCheck, h.serveStoreCheck)
+	g.HandleFunc("GET /v1/audit", access.OpAudit, h.serveAudit)
+	g.HandleFunc("GET /v1/audit/verify", access.OpAuditVerify, auditVerifyHandler(h.st))
+}
+
+// classifyJournal: the whole journal is a supervisor's; one till's lines (?sale_id=) a
+// cashier's too, for the SaleIDs it sells under.
+func classifyJournal(r *http.Request) (access.Request, error) {
+	if r.URL.Query().Has("sale_id") {
+		id := r.URL.Query().Get("sale_id")
+		if id == "" || len(id) > 64 || !printable(id) {
+			return access.Request{}, errors.New("sale_id: 1 to 64 printable characters")
 		}
-		views := make([]store.ItemView, 0, len(items))
-		for _, it := range items {
-			views = append(views, it.View())
-		}
-		writeJSONTo(w, http.StatusOK, views)
-	})
-	mux.HandleFunc("POST /v1/saf/flush", func(w http.ResponseWriter, r *http.Request) {
-		req, ok := readAdmin(w, r, false)
-		if !ok {
-			return
-		}
-		n, err := st.Reschedule(r.Context(), req.Who)
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
-		}
-		stats, err := term.Forwarder().Drain(context.WithoutCancel(r.Context()), false)
-		resp := map[string]any{"rescheduled": n, "sent": stats.Sent, "acked": stats.Acked, "failed": stats.Failed, "parked": stats.Parked}
-		if err != nil {
-			resp["error"] = err.Error()
-		}
-		log.Info("operator flushed the queue", "who", req.Who, "sent", stats.Sent, "acked", stats.Acked)
-		writeJSONTo(w, http.StatusOK, resp)
-	})
-	itemOp := func(confirm bool, op func(ctx context.Context, id store.QueueID, req adminRequest) error) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
-			if err != nil || id == 0 {
-				jsonError(w, http.StatusBadRequest, errors.New("queue id must be a positive number"))
-				return
-			}
-			req, ok := readAdmin(w, r, confirm)
-			if !ok {
-				return
-			}
-			err = op(r.Context(), store.QueueID(id), req)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				jsonError(w, http.StatusNotFound, err)
-			case errors.Is(err, store.ErrInvalid):
-				jsonError(w, http.StatusConflict, err)
-			case err != nil:
-				jsonError(w, http.StatusInternalServerError, err)
-			default:
-				log.Info("operator action on the queue", "action", r.Method+" "+r.URL.Path, "who", req.Who, "reason", req.Reason)
-				writeJSONTo(w, http.StatusOK, map[string]string{"status": "ok"})
-			}
-		}
+		return access.Request{Op: access.OpJournalOwn, SaleID: id}, nil
 	}
-	mux.HandleFunc("POST /v1/saf/{id}/park", itemOp(true, func(ctx context.Context, id store.QueueID, req adminRequest) error {
-		return st.Park(ctx, id, req.Who, req.Reason)
-	}))
-	mux.HandleFunc("POST /v1/saf/{id}/unpark", itemOp(false, func(ctx context.Context, id store.QueueID, req adminRequest) error {
-		err := st.Unpark(ctx, id, req.Who)
-		term.Forwarder().Kick()
-		return err
-	}))
-	mux.HandleFunc("DELETE /v1/saf/{id}", itemOp(true, func(ctx context.Context, id store.QueueID, req adminRequest) error {
-		return st.Delete(ctx, id, req.Who, req.Reason)
-	}))
-	mux.HandleFunc("GET /v1/store/check", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := st.Check(r.Context())
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
+	return access.Request{Op: access.OpJournal}, nil
+}
+
+func (h *admin) serveJournal(w http.ResponseWriter, r *http.Request) {
+	saleID, one := r.URL.Query().Get("sale_id"), r.URL.Query().Has("sale_id")
+	recs := []store.Record{}
+	err := h.st.Records(r.Context(), func(rec store.Record) error {
+		if !one || rec.Intent.SaleID == saleID {
+			recs = append(recs, rec)
 		}
-		writeJSONTo(w, http.StatusOK, rep)
+		return nil
 	})
-	mux.HandleFunc("POST /v1/journal/find", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Who string `json:"who"`
-			PAN string `json:"pan"`
-		}
-		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			// The decoder's message may quote the body, which holds a PAN: not repeated.
-			jsonError(w, http.StatusBadRequest, errors.New(`body must be JSON {"who":..., "pan":...}`))
-			return
-		}
-		req.Who = strings.TrimSpace(req.Who)
-		if req.Who == "" || len(req.Who) > 64 {
-			jsonError(w, http.StatusBadRequest, errors.New("who: required (1 to 64 characters): the audit record names who searched"))
-			return
-		}
-		pan, err := card.ParsePAN(strings.TrimSpace(req.PAN))
-		if err != nil {
-			jsonError(w, http.StatusBadRequest, fmt.Errorf("pan: %w", err))
-			return
-		}
-		if panHash == nil {
-			jsonError(w, http.StatusConflict, errors.New("no PAN-hash key is configured (hsm.data, key \"pan-hash\"): records carry no hash to find"))
-			return
-		}
-		h, err := panHash(r.Context(), pan)
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
-		}
-		recs, err := st.FindByPANHash(r.Context(), h)
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
-		}
-		// Looking a card up is itself recorded: who looked, for which (masked) card.
-		if err := st.Audit(r.Context(), req.Who, "journal-find", fmt.Sprintf("card %s: %d records", pan.Masked(), len(recs))); err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
-		}
-		log.Info("operator searched the journal by card", "who", req.Who, "pan", pan, "records", len(recs))
-		writeJSONTo(w, http.StatusOK, recs)
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSONTo(w, http.StatusOK, recs)
+}
+
+func (h *admin) serveSAFList(w http.ResponseWriter, r *http.Request) {
+	items, err := h.st.List(r.Context())
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	views := make([]store.ItemView, 0, len(items))
+	for _, it := range items {
+		views = append(views, it.View())
+	}
+	writeJSONTo(w, http.StatusOK, views)
+}
+
+func (h *admin) serveSAFFlush(w http.ResponseWriter, r *http.Request) {
+	by, _, ok := readAdmin(w, r, false)
+	if !ok {
+		return
+	}
+	n, err := h.st.Reschedule(r.Context(), by)
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	stats, err := h.term.Forwarder().Drain(context.WithoutCancel(r.Context()), false)
+	resp := map[string]any{"rescheduled": n, "sent": stats.Sent, "acked": stats.Acked, "failed": stats.Failed, "parked": stats.Parked}
+	if err != nil {
+		resp["error"] = err.Error()
+	}
+	h.log.Info("operator flushed the queue", "who", by, "sent", stats.Sent, "acked", stats.Acked)
+	writeJSONTo(w, http.StatusOK, resp)
+}
+
+func (h *admin) serveSAFPark(w http.ResponseWriter, r *http.Request) {
+	h.itemOp(w, r, true, func(ctx context.Context, id store.QueueID, by, reason string) error {
+		return h.st.Park(ctx, id, by, reason)
 	})
-	mux.HandleFunc("GET /v1/audit", func(w http.ResponseWriter, r *http.Request) {
-		log, err := st.AuditLog(r.Context())
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err)
-			return
-		}
-		writeJSONTo(w, http.StatusOK, log)
-	})
-	mux.HandleFunc("GET /v1/audit/verify", auditVerifyHandler(st))
 }
 
 // AuditVerifyView is the answer of GET /v1/audit/verify (posctl audit verify).
@@ -210,26 +180,134 @@ func auditVerifyHandler(st *store.Store) http.HandlerFunc {
 	}
 }
 
-// readAdmin decodes an operator request; who is required, and so is confirm where the
-// action destroys or stops something.
-func readAdmin(w http.ResponseWriter, r *http.Request, needConfirm bool) (adminRequest, bool) {
+func (h *admin) serveSAFUnpark(w http.ResponseWriter, r *http.Request) {
+	h.itemOp(w, r, false, func(ctx context.Context, id store.QueueID, by, _ string) error {
+		err := h.st.Unpark(ctx, id, by)
+		h.term.Forwarder().Kick()
+		return err
+	})
+}
+
+func (h *admin) serveSAFDelete(w http.ResponseWriter, r *http.Request) {
+	h.itemOp(w, r, true, func(ctx context.Context, id store.QueueID, by, reason string) error {
+		return h.st.Delete(ctx, id, by, reason)
+	})
+}
+
+// itemOp runs op on the queue item the path names, for an operator request.
+func (h *admin) itemOp(w http.ResponseWriter, r *http.Request, confirm bool, op func(ctx context.Context, id store.QueueID, by, reason string) error) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 {
+		jsonError(w, http.StatusBadRequest, errors.New("queue id must be a positive number"))
+		return
+	}
+	by, req, ok := readAdmin(w, r, confirm)
+	if !ok {
+		return
+	}
+	err = op(r.Context(), store.QueueID(id), by, req.Reason)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		jsonError(w, http.StatusNotFound, err)
+	case errors.Is(err, store.ErrInvalid):
+		jsonError(w, http.StatusConflict, err)
+	case err != nil:
+		jsonError(w, http.StatusInternalServerError, err)
+	default:
+		h.log.Info("operator action on the queue", "action", r.Method+" "+r.URL.Path, "who", by, "reason", req.Reason)
+		writeJSONTo(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+func (h *admin) serveStoreCheck(w http.ResponseWriter, r *http.Request) {
+	rep, err := h.st.Check(r.Context())
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSONTo(w, http.StatusOK, rep)
+}
+
+func (h *admin) serveJournalFind(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Note string `json:"note"`
+		Who  string `json:"who"` // Deprecated: the note's old name
+		PAN  string `json:"pan"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		// The decoder's message may quote the body, which holds a PAN: not repeated.
+		jsonError(w, http.StatusBadRequest, errors.New(`body must be JSON {"note":..., "pan":...}`))
+		return
+	}
+	note, err := checkNote(cmp.Or(req.Note, req.Who))
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err)
+		return
+	}
+	by := who(r, note)
+	pan, err := card.ParsePAN(strings.TrimSpace(req.PAN))
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, fmt.Errorf("pan: %w", err))
+		return
+	}
+	if h.panHash == nil {
+		jsonError(w, http.StatusConflict, errors.New("no PAN-hash key is configured (hsm.data, key \"pan-hash\"): records carry no hash to find"))
+		return
+	}
+	hash, err := h.panHash(r.Context(), pan)
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	recs, err := h.st.FindByPANHash(r.Context(), hash)
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	// Looking a card up is itself recorded: who looked, for which (masked) card.
+	if err := h.st.Audit(r.Context(), by, "journal-find", fmt.Sprintf("card %s: %d records", pan.Masked(), len(recs))); err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	h.log.Info("operator searched the journal by card", "who", by, "pan", pan, "records", len(recs))
+	writeJSONTo(w, http.StatusOK, recs)
+}
+
+func (h *admin) serveAudit(w http.ResponseWriter, r *http.Request) {
+	entries, err := h.st.AuditLog(r.Context())
+	if err != nil {
+		jsonError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSONTo(w, http.StatusOK, entries)
+}
+
+// readAdmin decodes an operator request and returns who acts (the authenticated caller
+// and the note); confirm is required where the action destroys or stops something.
+func readAdmin(w http.ResponseWriter, r *http.Request, needConfirm bool) (string, adminRequest, bool) {
 	var req adminRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<10))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		jsonError(w, http.StatusBadRequest, errors.New("body must be JSON {\"who\":..., \"reason\":..., \"confirm\":...}: "+err.Error()))
-		return req, false
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		jsonError(w, http.StatusBadRequest, errors.New("body must be JSON {\"note\":..., \"reason\":..., \"confirm\":...}: "+err.Error()))
+		return "", req, false
 	}
-	req.Who = strings.TrimSpace(req.Who)
-	if req.Who == "" || len(req.Who) > 64 {
-		jsonError(w, http.StatusBadRequest, errors.New("who: required (1 to 64 characters): the audit record names who acted"))
-		return req, false
+	note, err := checkNote(cmp.Or(req.Note, req.Who))
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err)
+		return "", req, false
+	}
+	if len(req.Reason) > 256 {
+		jsonError(w, http.StatusBadRequest, errors.New("reason: at most 256 characters"))
+		return "", req, false
 	}
 	if needConfirm && !req.Confirm {
 		jsonError(w, http.StatusBadRequest, errors.New("confirm: required for this action"))
-		return req, false
+		return "", req, false
 	}
-	return req, true
+	return who(r, note), req, true
 }
 
 func jsonError(w http.ResponseWriter, code int, err error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,9 @@ func TestParseConfigDefaults(t *testing.T) {
 	if c.Terminal.Currency != "EUR" || c.Terminal.POIID != "POSD-T0000001" || c.Terminal.MerchantName == "" {
 		t.Errorf("terminal defaults: %+v", c.Terminal)
 	}
-	if c.API.Listen != "127.0.0.1:8765" || c.PINPad.Baud != 19200 || time.Duration(c.PINPad.ACKTimeout) != 2*time.Second {
+	if c.API.Listen != "unix:/run/posd/posd.sock" || c.API.SocketMode != "0660" || c.API.socketMode != 0o660 || c.API.socketGID != os.Getgid() ||
+		time.Duration(c.API.DualControlWindow) != 5*time.Minute || c.API.RatePerMinute != 30 || c.API.MaxConnections != 64 ||
+		time.Duration(c.API.ReadTimeout) != 10*time.Second || c.PINPad.Baud != 19200 || time.Duration(c.PINPad.ACKTimeout) != 2*time.Second {
 		t.Errorf("defaults: %+v %+v", c.API, c.PINPad)
 	}
 	if time.Duration(c.Acquirer.ResponseTimeout) != 20*time.Second || time.Duration(c.Acquirer.DialTimeout) != 5*time.Second || !*c.Acquirer.RequireAtStart {
@@ -139,4 +142,43 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("accepted a config missing a required key")
 		}
 	})
+}
+
+// TestAPIConfigRefusals: posd refuses to start on an unsafe or ambiguous api section, with
+// one line naming the key.
+func TestAPIConfigRefusals(t *testing.T) {
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	sticky := t.TempDir()
+	if err := os.Chmod(sticky, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	api := func(v string) string {
+		return strings.Replace(goodConfig, `"version": 1,`, `"version": 1, "api": `+v+`,`, 1)
+	}
+	for _, tc := range []struct{ name, cfg, want string }{
+		{"unknown role", api(`{"roles": {"manager": {"users": ["0"]}}}`), `api.roles.manager: unknown role "manager"`},
+		{"overlapping users", api(`{"roles": {"cashier": {"users": ["60001"]}, "supervisor": {"users": ["60001"]}}}`), "api.roles.supervisor.users[0]: user 60001 is already under role cashier: overlapping role maps"},
+		{"overlapping groups", api(`{"roles": {"cashier": {"groups": ["0"]}, "technician": {"groups": ["root"]}}}`), "api.roles.technician.groups[0]: group root is already under role cashier"},
+		{"overlapping subjects", api(`{"roles": {"cashier": {"subjects": ["till1"]}, "supervisor": {"subjects": ["CN=till1"]}}}`), "api.roles.supervisor.subjects[0]"},
+		{"unknown user", api(`{"roles": {"cashier": {"users": ["no-such-user-xyz"]}}}`), "api.roles.cashier.users[0]: \"no-such-user-xyz\" is not a known name"},
+		{"world-writable socket dir", api(`{"listen": "unix:` + open + `/posd.sock"}`), "api.listen: directory " + open + " is world-writable without the sticky bit"},
+		{"tcp without tls", api(`{"listen": "127.0.0.1:8765"}`), "api.listen: a TCP listener needs api.tls (mutual TLS)"},
+		{"non-loopback tls", api(`{"listen": "192.0.2.1:8765", "tls": {"cert_file": "c", "key_file": "k", "client_ca_file": "ca"}}`), "api.listen: 192.0.2.1 is not a loopback"},
+		{"tls without ca", api(`{"listen": "127.0.0.1:8765", "tls": {"cert_file": "c", "key_file": "k"}}`), "api.tls.client_ca_file: required"},
+		{"socket mode for all", api(`{"socket_mode": "0666"}`), "api.socket_mode: 0666 lets every local user connect"},
+		{"socket mode", api(`{"socket_mode": "rw"}`), "api.socket_mode"},
+		{"socket group", api(`{"socket_group": "no-such-group-xyz"}`), "api.socket_group"},
+	} {
+		_, err := ParseConfig([]byte(tc.cfg))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want one line with %q", tc.name, err, tc.want)
+		}
+	}
+	// A sticky world-writable directory (such as /tmp) cannot have its socket replaced.
+	if _, err := ParseConfig([]byte(api(`{"listen": "unix:` + sticky + `/posd.sock"}`))); err != nil {
+		t.Errorf("sticky socket directory: %v", err)
+	}
 }

@@ -120,14 +120,14 @@ func TestCrashKill(t *testing.T) {
 	cfg := fmt.Sprintf(`{
   "version": 1,
   "terminal": {"id": "CRASH001", "merchant_id": "CRASH-MERCHANT", "currency": "EUR", "card_timeout": "5s"},
-  "api": {"listen": "unix:%s"},
+  "api": {"listen": "unix:%s", "roles": {"supervisor": {"users": ["%d"]}}},
   "pinpad": {"port": %q, "ack_timeout": "500ms"},
   "acquirer": {"address": %q, "response_timeout": "300ms", "dial_timeout": "300ms", "require_at_start": false},
   "store": {"path": %q},
   "offline": {"enabled": true},
   "hsm": {"data": {"backend": "soft", "allow_soft": true, "key_file": %q}},
   "saf": {"window": 8, "max_attempts": 100000, "min_backoff": "10ms", "max_backoff": "100ms"}
-}`, sock, pair.A, ln.Addr().String(), dbPath, filepath.Join(dir, "soft-data.key"))
+}`, sock, os.Getuid(), pair.A, ln.Addr().String(), dbPath, filepath.Join(dir, "soft-data.key"))
 	cfgPath := filepath.Join(dir, "posd.json")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	client := unixClient(sock)

@@ -26,6 +26,7 @@ import (
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
+	"github.com/posd-dev/posd/terminal/access"
 	"github.com/posd-dev/posd/terminal/card"
 	"github.com/posd-dev/posd/terminal/magstripe"
 	"github.com/posd-dev/posd/terminal/money"
@@ -41,7 +42,7 @@ type daemon struct {
 	msr  *terminal.MagstripeDevice
 	acq  *iso8583.Client
 	term *terminal.Terminal
-	ln   net.Listener
+	lns  []net.Listener
 	srv  *http.Server
 	done chan error
 	// stopFwd stops the store-and-forward drain.
@@ -197,22 +198,34 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	d.stopFwd = fcancel
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
 
-	d.ln, err = listen(cfg.API.Listen)
+	// The API: every route registered with the operation the access policy knows it by.
+	g, err := access.New(access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
+		DualWindow: time.Duration(cfg.API.DualControlWindow), RatePerMinute: cfg.API.RatePerMinute})
 	if err != nil {
 		return nil, fmt.Errorf("till API: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, Journal: d.st, AuditHead: d.st.AuditHead,
+	if cfg.API.roles.Empty() {
+		log.Warn("api.roles maps no user, group or certificate to a role: every API request is refused")
+	}
+	till := nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, AuditHead: d.st.AuditHead,
+		Caller: func(ctx context.Context) string {
+			if c, ok := access.CallerFrom(ctx); ok {
+				return c.Who()
+			}
+			return ""
+		},
 		Devices: func() []terminal.DeviceStatus {
 			ds := []terminal.DeviceStatus{d.pad.Status()}
 			if d.msr != nil {
 				ds = append(ds, d.msr.Status())
 			}
 			return ds
-		}}))
-	adminRoutes(mux, d.st, d.term, d.panHash, log)
+		}})
+	g.HandleClassified("POST /nexo", classifyNexo, till)
+	g.Handle("GET /v1/status", access.OpStatus, till)
+	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log}).routes(g)
 	if fw != nil {
-		mux.Handle("/v1/firmware/", fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
+		g.HandleClassified("/v1/firmware/", classifyFirmware, firmwareWho(fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
 			Pad: func(ctx context.Context) (firmware.PadLink, func(context.Context) (firmware.PadLink, error), func(), error) {
 				release, err := d.term.Reserve() // no sales while the pad loads firmware
 				if err != nil {
@@ -224,7 +237,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 					return nil, nil, nil, err
 				}
 				return link, nil, release, nil
-			}}))
+			}})))
 		if err := copyFirmwareEvents(ctx, fw, d.st); err != nil {
 			log.Warn("copying firmware events to the journal", "reason", err)
 		}
@@ -241,31 +254,31 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			}
 		}()
 	}
-	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { d.done <- d.srv.Serve(d.ln) }()
+	d.lns, err = listenAPI(&cfg.API)
+	if err != nil {
+		return nil, fmt.Errorf("till API: %w", err)
+	}
+	// Requests must arrive whole within ReadTimeout; answers have no limit (a sale waits
+	// for the customer), and idle connections close.
+	d.srv = &http.Server{Handler: g, ConnContext: g.ConnContext, ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: time.Duration(cfg.API.ReadTimeout), IdleTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
+	for _, ln := range d.lns {
+		go func() { d.done <- d.srv.Serve(ln) }()
+	}
 	log.Info("posd ready", "api", d.addr(), "terminal", cfg.Terminal.ID, "pinpad", cfg.PINPad.Port, "acquirer", cfg.Acquirer.Address)
 	return d, nil
 }
 
-// addr is the till API's address as a URL base.
+// addr is the till API's first address: "unix:PATH" or "https://IP:PORT".
 func (d *daemon) addr() string {
-	if d.ln == nil {
+	if len(d.lns) == 0 {
 		return ""
 	}
-	if d.ln.Addr().Network() == "unix" {
-		return "unix:" + d.ln.Addr().String()
+	if a := d.lns[0].Addr(); a.Network() == "unix" {
+		return "unix:" + a.String()
+	} else {
+		return "https://" + a.String()
 	}
-	return "http://" + d.ln.Addr().String()
-}
-
-func listen(spec string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(spec, "unix:"); ok {
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(path) // a stale socket from an earlier run
-		}
-		return net.Listen("unix", path)
-	}
-	return net.Listen("tcp", spec)
 }
 
 // shutdown stops taking requests, lets a running sale finish (up to ctx), and closes
@@ -288,6 +301,9 @@ func (d *daemon) shutdown(ctx context.Context) error {
 func (d *daemon) close() {
 	if d.srv != nil {
 		_ = d.srv.Close()
+	}
+	for _, ln := range d.lns {
+		_ = ln.Close() // also when startDaemon failed before serving
 	}
 	if d.stopFwd != nil {
 		d.stopFwd()

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal/access"
 	"github.com/posd-dev/posd/terminal/money"
 	"github.com/posd-dev/posd/terminal/nexo"
 	"github.com/posd-dev/posd/terminal/padsim"
@@ -201,7 +203,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	cfg := &Config{
 		Version:  ConfigVersion,
 		Terminal: TerminalConfig{ID: "DEMO0001", MerchantID: "000000000000001", MerchantName: "POSD DEMO SHOP", Currency: "EUR"},
-		API:      APIConfig{Listen: "127.0.0.1:0"},
+		// The demo's till is this process: its user is the supervisor (the demo says so).
+		API: APIConfig{Listen: "unix:" + filepath.Join(dir, "posd.sock"),
+			Roles: access.RolesConfig{string(access.Supervisor): {Users: []string{strconv.Itoa(os.Getuid())}}}},
 		PINPad:   PINPadConfig{Port: pair.A, DUKPT: *kind},
 		Acquirer: AcquirerConfig{Address: *acqAddr, ResponseTimeout: Duration(15 * time.Second), Dialect: dialectPath},
 		Store:    StoreConfig{Path: filepath.Join(dir, "posd.db")},
@@ -223,8 +227,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	defer d.close()
 
+	say.printf("API on %s; uid %d (you) has the role supervisor (api.roles)", d.addr(), os.Getuid())
 	eur, _ := money.LookupCurrency("EUR")
-	client := &http.Client{Timeout: 60 * time.Second}
+	sock := strings.TrimPrefix(d.addr(), "unix:")
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", sock)
+		}}}
 	var failures []string
 	for i, s := range sales {
 		say.printf("")
@@ -236,7 +246,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		env := nexo.NewPaymentRequest("DEMO-TILL", fmt.Sprintf("%04d", i+1), cfg.Terminal.POIID, fmt.Sprintf("DEMO-%d", i+1), amt, time.Now())
 		body, _ := json.Marshal(env)
 		out("till->posd").printf("POST /nexo %s", body)
-		resp, err := client.Post(d.addr()+"/nexo", "application/json", bytes.NewReader(body))
+		resp, err := client.Post("http://posd/nexo", "application/json", bytes.NewReader(body))
 		if err != nil {
 			return fmt.Errorf("demo: sale %d: %w", i+1, err)
 		}

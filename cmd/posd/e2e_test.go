@@ -197,7 +197,7 @@ func (c *captured) runIn(t *testing.T, stdin, name string, args ...string) (int,
 func countAudit(entries []store.AuditEntry, who, action string) int {
 	n := 0
 	for _, e := range entries {
-		if e.Who == who && e.Action == action {
+		if (e.Who == who || strings.HasSuffix(e.Who, " note: "+who)) && e.Action == action {
 			n++
 		}
 	}
@@ -231,12 +231,12 @@ func writeTestConfig(t *testing.T, dir, padPort, acquirer string) (cfgPath, sock
 	cfg := fmt.Sprintf(`{
   "version": 1,
   "terminal": {"id": "E2E00001", "merchant_id": "E2E-MERCHANT-42", "currency": "EUR", "card_timeout": "10s"},
-  "api": {"listen": "unix:%s"},
+  "api": {"listen": "unix:%s", "roles": {"supervisor": {"users": ["%d", "%d"]}}},
   "pinpad": {"port": %q, "ack_timeout": "1s", "response_timeout": "2s"},
   "acquirer": {"address": %q, "response_timeout": "5s", "dial_timeout": "2s"},
   "store": {"path": %q},
   "hsm": {"data": {"backend": "soft", "allow_soft": true, "key_file": %q}}
-}`, sock, padPort, acquirer, filepath.Join(dir, "posd.db"), filepath.Join(dir, "data.key"))
+}`, sock, os.Getuid(), secondSupervisor, padPort, acquirer, filepath.Join(dir, "posd.db"), filepath.Join(dir, "data.key"))
 	cfgPath = filepath.Join(dir, "posd.json")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -341,8 +341,20 @@ func TestEndToEnd(t *testing.T) {
 	if code, out = c.run(t, "posctl", api, "store", "check"); code != 1 || !strings.Contains(out, "is parked") || !strings.Contains(out, "unpark") {
 		t.Errorf("store check with a parked item: exit %d\n%s", code, out)
 	}
-	if code, out = c.run(t, "posctl", api, "saf", "delete", id, "--reason", "reversed by phone with the acquirer", "--who", "alice", "--yes"); code != 0 {
-		t.Errorf("delete: exit %d\n%s", code, out)
+	// Deleting needs two people (dual control): the first request only asks.
+	code, out = c.run(t, "posctl", api, "saf", "delete", id, "--reason", "reversed by phone with the acquirer", "--who", "alice", "--yes")
+	approval := ""
+	if f := strings.Fields(out); code == 4 && len(f) > 1 && f[0] == "approval" {
+		approval = strings.TrimSuffix(f[1], ":")
+	} else {
+		t.Fatalf("delete, first person: exit %d, want 4 (pending)\n%s", code, out)
+	}
+	if code, out = c.run(t, "posctl", api, "saf", "delete", id, "--approve", approval, "--reason", "same person", "--yes"); code != 1 || !strings.Contains(out, "second, different person") {
+		t.Errorf("delete approved by the same person: exit %d\n%s", code, out)
+	}
+	shareDir(t, dir)
+	if code, out = c.runAs(t, secondSupervisor, 0, "", "posctl", api, "saf", "delete", id, "--approve", approval, "--reason", "reversed by phone with the acquirer", "--note", "bob", "--yes"); code != 0 {
+		t.Errorf("delete approved by a second supervisor: exit %d\n%s", code, out)
 	}
 	if code, out = c.run(t, "posctl", api, "saf", "list"); code != 0 || !strings.Contains(out, "queue is empty") {
 		t.Errorf("saf list after delete: exit %d\n%s", code, out)

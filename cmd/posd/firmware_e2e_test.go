@@ -79,6 +79,8 @@ func TestFirmwareEndToEnd(t *testing.T) {
 	cfgPath, sock := writeTestConfig(t, dir, pair.A, addr)
 	cfg, _ := os.ReadFile(cfgPath)
 	cfg = []byte(strings.Replace(string(cfg), `"version": 1,`, fmt.Sprintf(`"version": 1, "firmware": {"model": "POSD-E2E", "state_dir": %q},`, filepath.Join(dir, "fw")), 1))
+	// Firmware is the technician's: the test's group holds it, beside its user's supervisor.
+	cfg = []byte(strings.Replace(string(cfg), `"roles": {`, fmt.Sprintf(`"roles": {"technician": {"groups": ["%d"]}, `, os.Getgid()), 1))
 	os.WriteFile(cfgPath, cfg, 0o600)
 	api := "--api=unix:" + sock
 

@@ -131,14 +131,14 @@ func newXORig(t testing.TB) *xoRig {
 	cfg := fmt.Sprintf(`{
   "version": 1,
   "terminal": {"id": %q, "merchant_id": "XO-MERCHANT", "currency": "EUR", "card_timeout": "10s"},
-  "api": {"listen": "unix:%s"},
+  "api": {"listen": "unix:%s", "roles": {"supervisor": {"users": ["%d"]}}},
   "pinpad": {"port": %q, "ack_timeout": "500ms"},
   "acquirer": {"address": %q, "response_timeout": "3s", "dial_timeout": "300ms", "require_at_start": false},
   "store": {"path": %q},
   "offline": {"enabled": true},
   "hsm": {"data": {"backend": "soft", "allow_soft": true, "key_file": %q}},
   "saf": {"window": 8, "max_attempts": 100000, "min_backoff": "20ms", "max_backoff": "200ms"}
-}`, r.tid, r.sock, pair.A, r.hostAddr, r.db, filepath.Join(r.dir, "soft-data.key"))
+}`, r.tid, r.sock, os.Getuid(), pair.A, r.hostAddr, r.db, filepath.Join(r.dir, "soft-data.key"))
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,9 @@ type ServerOptions struct {
 	// Journal, when set, serves GET /v1/journal: the journal's records as JSON (masked PANs
 	// only, as the store keeps them).
 	Journal *store.Store
+	// Caller, when set, names the authenticated caller of a request (from its context);
+	// each void records it. Default: none.
+	Caller func(ctx context.Context) string
 	// Devices, when set, reports the devices' status in GET /v1/status.
 	Devices func() []terminal.DeviceStatus
 	// AuditHead, when set, reports the audit chain's head in GET /v1/status as audit_head
@@ -78,7 +81,7 @@ func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
 	}
 	switch Category(body) {
 	case "Reversal":
-		h.serveReversal(w, body)
+		h.serveReversal(w, r, body)
 	case "TransactionStatus":
 		h.serveTransactionStatus(w, r, body)
 	case "Abort":
@@ -257,7 +260,7 @@ func header(p Payment) MessageHeader {
 }
 
 // serveReversal voids an approved sale (a cancel after approval).
-func (h *handler) serveReversal(w http.ResponseWriter, body []byte) {
+func (h *handler) serveReversal(w http.ResponseWriter, r *http.Request, body []byte) {
 	rv, err := DecodeReversal(body, h.opts.POIID)
 	if err != nil {
 		h.log.Warn("till request refused", "reason", err)
@@ -268,8 +271,15 @@ func (h *handler) serveReversal(w http.ResponseWriter, body []byte) {
 	hd.MessageType = "Response"
 	rr := &ReversalResponse{}
 	rr.POIData.POITransactionID = TransactionID{TransactionID: rv.POITransactionID}
-	// A void runs to its end even if the till hangs up, as a sale does.
-	res, err := h.t.VoidOnce(context.Background(), hd.SaleID, hd.ServiceID, rv.POITransactionID, rv.Reason)
+	// A void runs to its end even if the till hangs up, as a sale does. The journal
+	// names the authenticated caller beside the till's reason.
+	reason := rv.Reason
+	if h.opts.Caller != nil {
+		if who := h.opts.Caller(r.Context()); who != "" {
+			reason += "; by " + who
+		}
+	}
+	res, err := h.t.VoidOnce(context.WithoutCancel(r.Context()), hd.SaleID, hd.ServiceID, rv.POITransactionID, reason)
 	var conflict *terminal.ConflictError
 	switch {
 	case errors.As(err, &conflict):
