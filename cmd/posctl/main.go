@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/posd-dev/posd/internal/tty"
 	"io"
 	"net"
 	"net/http"
@@ -71,6 +72,8 @@ commands:
                                            signed firmware updates (see posctl firmware -h)
 --api: unix:/run/posd/posd.sock (default), or https://127.0.0.1:PORT with --cert/--key/--ca
 --note: free text recorded after your identity in the audit (--who is its old name)
+--operator ID: send a supervisor's or technician's own id and password (asked for, or the
+  first line of stdin) for what your own role does not allow, e.g. a void at a cashier's till
 `
 
 var (
@@ -87,6 +90,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cert := fs.String("cert", "", "with https: your client certificate (PEM)")
 	key := fs.String("key", "", "with https: its private key (PEM)")
 	ca := fs.String("ca", "", "with https: the CA that issued posd's certificate (PEM)")
+	operator := fs.String("operator", "", "a supervisor's or technician's own operator id, sent with the request with its password (read from the terminal without echo, or the first line of stdin)")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		if err == nil {
 			fs.Usage()
@@ -94,6 +98,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c, err := newClient(*api, *cert, *key, *ca)
+	if err == nil && *operator != "" {
+		raw := stdin
+		var in *bufio.Reader
+		in, stdin = stdinReader(stdin)
+		err = c.withOperator(*operator, in, raw, stderr)
+	}
 	if err == nil {
 		switch cmd := fs.Arg(0); cmd {
 		case "status":
@@ -179,6 +189,69 @@ func newClient(api, cert, key, ca string) (*client, error) {
 		return nil, fmt.Errorf("--api %q: want unix:PATH or https://HOST:PORT (posd serves TCP only with mutual TLS)", api)
 	}
 	return c, nil
+}
+
+// stdinReader returns one buffered reader over stdin, for the password and whatever a
+// command reads after it.
+func stdinReader(stdin io.Reader) (*bufio.Reader, io.Reader) {
+	if b, ok := stdin.(*bufio.Reader); ok {
+		return b, b
+	}
+	b := bufio.NewReader(stdin)
+	return b, b
+}
+
+// withOperator sends operator id's own credential with every request (posd's
+// Posd-Operator headers): for what the role of the process running posctl does not allow,
+// such as a supervisor's void at a cashier's till. The password is read from the terminal
+// without echo, or from the first line of raw when stdin is not a terminal.
+func (c *client) withOperator(id string, in *bufio.Reader, raw io.Reader, stderr io.Writer) error {
+	var pw string
+	if f, ok := osStdin(raw); ok && tty.IsTerminal(f) {
+		restore, err := tty.EchoOff(f, "posctl: interrupted")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "password of operator %s: ", id)
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		restore()
+		fmt.Fprintln(stderr)
+		pw = line
+	} else {
+		line, err := in.ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the operator's password: %w", err)
+		}
+		pw = line
+	}
+	pw = strings.TrimRight(pw, "\r\n")
+	base := c.http.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.http.Transport = operatorTransport{base: base, id: id, pw: pw}
+	return nil
+}
+
+// osStdin returns stdin as a file when it is the process's own.
+func osStdin(r io.Reader) (*os.File, bool) {
+	if r == io.Reader(os.Stdin) {
+		return os.Stdin, true
+	}
+	return nil, false
+}
+
+// operatorTransport adds an operator's credential to each request.
+type operatorTransport struct {
+	base   http.RoundTripper
+	id, pw string
+}
+
+func (t operatorTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Posd-Operator", t.id)
+	r.Header.Set("Posd-Operator-Password", t.pw)
+	return t.base.RoundTrip(r)
 }
 
 func (c *client) get(path string, v any) error {

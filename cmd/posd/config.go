@@ -110,6 +110,11 @@ type APIConfig struct {
 	// ReadTimeout bounds reading a whole request, body included. Default 10s. (Answers
 	// have no time limit: a sale waits for the customer.)
 	ReadTimeout Duration `json:"read_timeout"`
+	// OperatorsFile is the file of operators (supervisors, technicians) whose own id and
+	// password a till may send with a request its process's role does not allow (posd
+	// operator add). Their passwords are checked under the "operator" key of hsm.data.
+	// Default "": off.
+	OperatorsFile string `json:"operators_file"`
 
 	roles      *access.Map
 	socketMode os.FileMode

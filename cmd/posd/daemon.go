@@ -199,8 +199,16 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
 
 	// The API: every route registered with the operation the access policy knows it by.
-	g, err := access.New(access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
-		DualWindow: time.Duration(cfg.API.DualControlWindow), RatePerMinute: cfg.API.RatePerMinute})
+	gopts := access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
+		DualWindow: time.Duration(cfg.API.DualControlWindow), RatePerMinute: cfg.API.RatePerMinute}
+	ops, err := openOperators(ctx, cfg, data)
+	if err != nil {
+		return nil, err
+	}
+	if ops != nil {
+		gopts.Credentials = access.OperatorCredentials{Store: ops}
+	}
+	g, err := access.New(gopts)
 	if err != nil {
 		return nil, fmt.Errorf("till API: %w", err)
 	}

@@ -47,6 +47,13 @@ func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (
 		if err != nil {
 			return nil, nil, fmt.Errorf("hsm.data: loading the soft PAN-hash key: %w", err)
 		}
+		// The operators' password key, derived likewise.
+		opKey := softDerivedKey(key, "operator")
+		_, err = m.LoadKey(ctx, hsm.LoadRequest{ID: operatorKeyID, Algorithm: hsm.AES256, Usage: hsm.UsageMAC, Components: [][]byte{opKey}})
+		clear(opKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: loading the soft operator key: %w", err)
+		}
 		// The audit chain's key, derived likewise.
 		auditKey := softAuditKey(key)
 		clear(key)

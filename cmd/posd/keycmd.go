@@ -18,15 +18,12 @@ import (
 	"flag"
 	"fmt"
 	"github.com/posd-dev/posd/internal/atomicfile"
+	"github.com/posd-dev/posd/internal/tty"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/soft"
@@ -365,7 +362,7 @@ func keyLoadKBPK(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 // ceremony. The components returned are the caller's to clear, on error too.
 func readComponents(in io.Reader, stdout, stderr io.Writer, alg hsm.Algorithm, n int) ([][]byte, error) {
 	f, _ := in.(*os.File)
-	term := f != nil && isTerminal(f)
+	term := f != nil && tty.IsTerminal(f)
 	var comps [][]byte
 	for i := 1; i <= n; i++ {
 		var c []byte
@@ -374,7 +371,7 @@ func readComponents(in io.Reader, stdout, stderr io.Writer, alg hsm.Algorithm, n
 			if term {
 				// Echo goes off before the prompt, so nothing typed after it shows.
 				var err error
-				if restore, err = echoOff(f); err != nil {
+				if restore, err = tty.EchoOff(f, "posd: interrupted; nothing was loaded"); err != nil {
 					return comps, fmt.Errorf("cannot turn off echo on the terminal to read component %d: %v", i, err)
 				}
 			}
@@ -476,45 +473,6 @@ func readLine(in io.Reader, maxLen int) ([]byte, error) {
 			return nil, err
 		}
 	}
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
-// echoOff turns off echo on the terminal f until restore is called; an interrupt while it
-// is off restores it before posd exits.
-func echoOff(f *os.File) (restore func(), err error) {
-	fd := int(f.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	t := *old
-	t.Lflag &^= unix.ECHO
-	t.Lflag |= unix.ICANON | unix.ISIG
-	t.Iflag |= unix.ICRNL
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &t); err != nil {
-		return nil, err
-	}
-	sig := make(chan os.Signal, 1)
-	done := make(chan struct{})
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		select {
-		case <-sig:
-			unix.IoctlSetTermios(fd, unix.TCSETS, old)
-			fmt.Fprintln(os.Stderr, "\nposd: interrupted; nothing was loaded")
-			os.Exit(130)
-		case <-done:
-		}
-	}()
-	return func() {
-		signal.Stop(sig)
-		close(done)
-		unix.IoctlSetTermios(fd, unix.TCSETS, old)
-	}, nil
 }
 
 // softStore is the soft backend's key store, for tests and demos: posd's data key in

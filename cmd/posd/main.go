@@ -46,6 +46,9 @@ const usage = `usage:
                                   stopped (exit 1: broken, naming the first broken link)
   posd key list|import|load-kbpk --config FILE ...
                                   load keys into posd's token (posd key help)
+  posd operator add|passwd|remove|unlock|list --config FILE [--id ID --role ROLE]
+                                  supervisors and technicians whose own password a till
+                                  may send (api.operators_file)
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdKey(args[1:], os.Stdin, stdout, stderr)
 	case "audit":
 		return cmdAudit(args[1:], stdout, stderr)
+	case "operator":
+		return cmdOperator(args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

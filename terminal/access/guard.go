@@ -188,9 +188,14 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, c, http.StatusForbidden, target, fmt.Sprintf("a cashier sees the journal of the SaleIDs it has sold under since posd started; %q is not one of them", quote32(req.SaleID)), []Role{Supervisor})
 		return
 	}
+	var credErr error
 	if !allowed && g.opts.Credentials != nil && len(need) > 0 {
-		if person, err := g.opts.Credentials.Verify(r.Context(), r, req.Op, need); err == nil {
+		person, err := g.opts.Credentials.Verify(r.Context(), r, req.Op, need)
+		switch {
+		case err == nil:
 			allowed, c.Person = true, person
+		case !errors.Is(err, ErrNoCredential):
+			credErr = err
 		}
 	}
 	if !allowed {
@@ -201,6 +206,9 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		msg := fmt.Sprintf("%s needs role %s; %s has %s", req.Op, strings.Join(names, " or "), id, rolesText(c.Roles))
 		if len(need) == 0 {
 			msg = fmt.Sprintf("%s: no role may do this", req.Op)
+		}
+		if credErr != nil {
+			msg += "; the operator credential it carried was refused: " + credErr.Error()
 		}
 		g.refuse(w, r, c, http.StatusForbidden, target, msg, need)
 		return
@@ -277,7 +285,12 @@ func (g *Guard) dual(w http.ResponseWriter, r *http.Request, c *Caller, target s
 		}
 	}
 	now := g.opts.Now()
+	// Two approvals are two people: two uids or certificates, or, through one till, two
+	// operators' own credentials.
 	person := c.Identity.Person()
+	if c.Person != "" {
+		person = "operator:" + c.Person
+	}
 	path := r.Method + " " + r.URL.Path
 	if approval == "" {
 		id, err := newApprovalID()
