@@ -210,7 +210,7 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 		if pad < 1 {
 			pad = 1
 		}
-		body = append(body, l+strings.Repeat(" ", pad)+rgt)
+		body = append(body, strings.TrimRight(l+strings.Repeat(" ", pad)+rgt, " "))
 	}
 	body = append(body, center(t.opts.MerchantName))
 	add("MID "+t.opts.MerchantID, "")
@@ -254,8 +254,7 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 		add("DECLINED", "CODE "+r.ResponseCode)
 		if r.Condition == CondWrongPIN {
 			body = append(body, center("INCORRECT PIN"))
-		}
-		if txt := iso8583.ResponseText(r.ResponseCode); txt != "unknown response code" {
+		} else if txt := iso8583.ResponseText(r.ResponseCode); txt != "unknown response code" {
 			cause = strings.ToUpper(txt)
 		}
 	default:
