@@ -45,6 +45,18 @@ type Intent struct {
 	Time       time.Time // when the transaction started
 	Chip       bool      // the card was read from its chip
 	PINEntered bool      // the customer entered a PIN (online PIN)
+	// What the sale's receipt prints of how the card was verified and of its chip, none of
+	// it card data: CVM is the cardholder verification ("OnlinePIN", "OfflinePIN", ""),
+	// Signature that a signature is required; AID, AppLabel, TVR and TSI are the chip
+	// application's (hex, label as printed), Cryptogram its type and first 8 hex digits
+	// ("ARQC 1A2B3C4D"). All "" or false in records of older releases and for swipes.
+	CVM        string
+	Signature  bool
+	AID        string
+	AppLabel   string
+	TVR        string
+	TSI        string
+	Cryptogram string
 }
 
 // State is the state of a journal record.
@@ -165,6 +177,13 @@ type (
 		Time              time.Time `json:"time"`
 		Chip              bool      `json:"chip,omitempty"`
 		PINEntered        bool      `json:"pin_entered,omitempty"`
+		CVM               string    `json:"cvm,omitempty"`
+		Signature         bool      `json:"signature,omitempty"`
+		AID               string    `json:"aid,omitempty"`
+		AppLabel          string    `json:"app_label,omitempty"`
+		TVR               string    `json:"tvr,omitempty"`
+		TSI               string    `json:"tsi,omitempty"`
+		Cryptogram        string    `json:"cryptogram,omitempty"`
 	}
 	jsonOutcome struct {
 		State           State       `json:"state"`

@@ -363,7 +363,7 @@ func (a ChipAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
 func (p *PINPad) GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error) {
 	greq := abecs.GoChipRequest{
 		AmountMinor: req.Amount.Minor, KeyIndex: req.KeyIndex, AES: req.AES, OfflineOnly: req.OfflineOnly,
-		Tags: emv.GoOnChipTags(), Timeout: waitFor(ctx),
+		Tags: append(emv.GoOnChipTags(), receiptTags...), Timeout: waitFor(ctx),
 	}
 	var res abecs.GoChipResult
 	err := p.run(func(c *abecs.Client) (err error) {

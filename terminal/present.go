@@ -104,6 +104,8 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 			p.entryMode = "801" // magnetic stripe fallback after a chip failure
 		}
 		res.MaskedPAN, res.EntryMode = p.pan.Masked(), p.entryMode
+		// A card whose service code asks for no PIN is a signature card.
+		res.SignatureRequired = !wantsPIN(p.sc)
 		log.Info("card swiped", "pan", p.pan, "expiry", p.expiry.String(), "service_code", string(p.sc), "fallback", isFallback)
 		if err := swipe.CheckSale(t.opts.Now(), isFallback); err != nil {
 			if errors.Is(err, card.ErrChipCard) && chipCapable && try < maxCardTries {
@@ -131,7 +133,7 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 				return presented{}, &r
 			}
 			p.pin = pin
-			res.PINEntered = true
+			res.PINEntered, res.CVM = true, CVMOnlinePIN
 			log.Info("PIN captured", "pan", p.pan, "pin", pin)
 		}
 		return p, nil
@@ -159,7 +161,10 @@ func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, req SaleReque
 		p.entryMode = "051"
 	}
 	res.MaskedPAN, res.EntryMode, res.PINEntered, res.Chip = p.pan.Masked(), p.entryMode, !p.pin.IsZero(), true
-	log.Info("chip card read", "pan", p.pan, "decision", auth.Decision, "online_pin", !p.pin.IsZero())
+	res.CVM, res.SignatureRequired = chipCVM(auth)
+	res.ChipData = chipDataOf(auth.Data)
+	log.Info("chip card read", "pan", p.pan, "decision", auth.Decision, "cvm", string(res.CVM), "signature", res.SignatureRequired,
+		"aid", res.ChipData.AID, "tvr", res.ChipData.TVR)
 	if p.expiry.Expired(t.opts.Now()) {
 		r := t.refuse(ctx, *res, fmt.Sprintf("card refused: expired (valid through %s)", p.expiry), "CARD EXPIRED")
 		return presented{}, &r

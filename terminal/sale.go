@@ -139,6 +139,9 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 		AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
 		MaskedPAN: p.pan.Masked(), PANHash: panHash, EntryMode: p.entryMode, Time: now,
 		Chip: p.chip, PINEntered: res.PINEntered,
+		// What the receipt prints, for the answers rebuilt from the journal.
+		CVM: string(res.CVM), Signature: res.SignatureRequired, AID: res.ChipData.AID, AppLabel: res.ChipData.AppLabel,
+		TVR: res.ChipData.TVR, TSI: res.ChipData.TSI, Cryptogram: res.ChipData.Cryptogram,
 	}
 	id, stan, err := t.st.BeginWithSTAN(ctx, in)
 	if err != nil {

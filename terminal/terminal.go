@@ -247,7 +247,15 @@ type SaleResult struct {
 	PINEntered      bool // the customer entered a PIN (online PIN)
 	Chip            bool // read from the chip (EMV)
 	ApprovedOffline bool // approved by posd within its offline policy; an advice is queued
-	Receipt         Receipt
+	// CVM is how the cardholder was verified; SignatureRequired that the card asks for a
+	// signature (a chip card's CVM, or a swiped card whose service code asks for no PIN).
+	CVM               CVM
+	SignatureRequired bool
+	ChipData          ChipData // of a chip card's application, for the receipt; zero for a swipe
+	Receipt           Receipt
+	// refusal is the short reason (the pad's closing message) of a sale refused before it
+	// went online, for the receipt; "" otherwise.
+	refusal string
 }
 
 // refuse ends a sale refused before going online: nothing is journaled because nothing was
@@ -255,6 +263,7 @@ type SaleResult struct {
 func (t *Terminal) refuse(ctx context.Context, res SaleResult, why, padMsg string) SaleResult {
 	res.Condition = CondRefusal
 	res.Message = why
+	res.refusal = padMsg
 	t.finishPad(ctx, t.log, padMsg)
 	res.Receipt = t.receipt(res)
 	return res

@@ -237,6 +237,11 @@ func (t *Terminal) answer(rec store.Record) SaleResult {
 		TxnID: rec.ID, POITransactionID: t.poiTxnID(rec.ID), Time: in.Time.Round(0).In(time.Local),
 		Amount: money.Amount{Minor: in.AmountMinor, Currency: cur}, STAN: in.STAN,
 		MaskedPAN: in.MaskedPAN, EntryMode: in.EntryMode, PINEntered: in.PINEntered, Chip: in.Chip,
+		CVM: CVM(in.CVM), SignatureRequired: in.Signature,
+		ChipData: ChipData{AID: in.AID, AppLabel: in.AppLabel, TVR: in.TVR, TSI: in.TSI, Cryptogram: in.Cryptogram},
+	}
+	if res.CVM == CVMNone && in.PINEntered { // a record of an older release
+		res.CVM = CVMOnlinePIN
 	}
 	out := rec.Outcome
 	if out == nil {

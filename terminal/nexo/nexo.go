@@ -222,10 +222,14 @@ type PaymentResult struct {
 	PaymentInstrumentData struct {
 		PaymentInstrumentType string `json:"PaymentInstrumentType"`
 		CardData              struct {
-			MaskedPan string   `json:"MaskedPan,omitempty"`
-			EntryMode []string `json:"EntryMode,omitempty"`
+			PaymentBrand string   `json:"PaymentBrand,omitempty"` // "Visa", "Mastercard", "Amex" when the BIN or AID tells
+			MaskedPan    string   `json:"MaskedPan,omitempty"`
+			EntryMode    []string `json:"EntryMode,omitempty"` // ["ICC"] chip, ["MagStripe"] swipe (fallback included)
 		} `json:"CardData"`
 	} `json:"PaymentInstrumentData"`
+	// AuthenticationMethod is how the cardholder was verified: "OnlinePIN" or "OfflinePIN",
+	// and "PaperSignature" when the card asks for a signature; absent when none.
+	AuthenticationMethod []string `json:"AuthenticationMethod,omitempty"`
 }
 
 // PaymentReceipt is one printable receipt.

@@ -341,7 +341,17 @@ func FromResult(p Payment, r terminal.SaleResult, merchantID string) *SaleToPOIR
 		res.PaymentAcquirerData.AcquirerTransactionID = TransactionID{TransactionID: r.RRN, TimeStamp: ts}
 		res.PaymentInstrumentData.PaymentInstrumentType = "Card"
 		res.PaymentInstrumentData.CardData.MaskedPan = r.MaskedPAN
+		res.PaymentInstrumentData.CardData.PaymentBrand = r.Brand()
 		res.PaymentInstrumentData.CardData.EntryMode = []string{"MagStripe"}
+		if r.Chip {
+			res.PaymentInstrumentData.CardData.EntryMode = []string{"ICC"}
+		}
+		if r.CVM != terminal.CVMNone {
+			res.AuthenticationMethod = append(res.AuthenticationMethod, string(r.CVM))
+		}
+		if r.SignatureRequired {
+			res.AuthenticationMethod = append(res.AuthenticationMethod, "PaperSignature")
+		}
 		pr.PaymentResult = res
 	}
 	for _, d := range []struct {
