@@ -128,7 +128,7 @@ type journaled struct {
 // beginIntent journals the intent of the card p's sale with its STAN, in one write, and
 // returns it with the authorization (MTI mti) it stands for.
 func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented, res SaleResult, mti string) (journaled, error) {
-	panHash, err := t.panHash(ctx, p.pan)
+	panHash, err := t.panHash(ctx, p.pan, p.expiry)
 	if err != nil {
 		return journaled{}, err
 	}

@@ -92,11 +92,13 @@ type Options struct {
 	// Forward configures the store-and-forward of reversals and advices; its Now and
 	// Logger default to the Terminal's.
 	Forward ForwardOptions
-	// PANHash, when set, makes the keyed hash of a card's PAN that its journal records carry
-	// (store.Intent.PANHash) for finding a card's sales; it must never return anything from
-	// which the PAN can be read back without its key. A failure stops the sale before
-	// anything is sent. Default nil: records carry no hash.
-	PANHash func(ctx context.Context, pan card.PAN) (string, error)
+	// PANHash, when set, makes the keyed hash of a card's PAN and expiry that its journal
+	// records carry (store.Intent.PANHash) for finding a card's sales; it must never return
+	// anything from which the PAN can be read back without its key. The expiry is in it so
+	// that whoever holds a masked PAN cannot find the card by trying its middle digits
+	// alone. A failure stops the sale before anything is sent. Default nil: records carry
+	// no hash.
+	PANHash func(ctx context.Context, pan card.PAN, expiry card.Expiry) (string, error)
 	Now     func() time.Time
 	Logger  *slog.Logger // default: discard
 	// Failpoint, when set, is called at named points of a sale ("after-intent",
@@ -106,12 +108,13 @@ type Options struct {
 	Failpoint func(name string)
 }
 
-// panHash returns the keyed hash of pan for the journal, "" when none is configured.
-func (t *Terminal) panHash(ctx context.Context, pan card.PAN) (string, error) {
+// panHash returns the keyed hash of pan and expiry for the journal, "" when none is
+// configured.
+func (t *Terminal) panHash(ctx context.Context, pan card.PAN, expiry card.Expiry) (string, error) {
 	if t.opts.PANHash == nil {
 		return "", nil
 	}
-	h, err := t.opts.PANHash(ctx, pan)
+	h, err := t.opts.PANHash(ctx, pan, expiry)
 	if err != nil {
 		return "", fmt.Errorf("terminal: the card's PAN hash for the journal: %w", err)
 	}

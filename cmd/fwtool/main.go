@@ -37,6 +37,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -434,17 +435,59 @@ func verify(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(state)
-	m, err := firmware.Open(state, &firmware.Options{TrustedRoot: rootFile, Model: *model, FactoryVersion: *installed, Now: func() time.Time { return now }})
+	fopts := &firmware.Options{TrustedRoot: rootFile, Model: *model, FactoryVersion: *installed, Now: func() time.Time { return now }}
+	if strings.HasPrefix(*src, "https://") {
+		fopts.AllowedURLs = []string{*src} // the one URL asked for
+	}
+	m, err := firmware.Open(state, fopts)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	res, err := m.Check(context.Background(), firmware.InstallRequest{Source: *src, Who: "fwtool"})
+	source := *src
+	if !strings.HasPrefix(source, "https://") {
+		// A terminal takes bundles from its inbox only: verify a copy there, as it would.
+		if source, err = copyIntoInbox(*src, filepath.Join(state, "inbox")); err != nil {
+			return err
+		}
+	}
+	res, err := m.Check(context.Background(), firmware.InstallRequest{Source: source, Who: "fwtool"})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "ok: %s\n%s %d bytes sha256 %s\n", res.Message, res.Target, res.Length, res.SHA256)
 	return nil
+}
+
+// copyIntoInbox copies the bundle file or directory src into inbox and returns the copy's
+// path.
+func copyIntoInbox(src, inbox string) (string, error) {
+	dst := filepath.Join(inbox, filepath.Base(filepath.Clean(src)))
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o600)
+	})
+	if err != nil {
+		return "", fmt.Errorf("--bundle: %w", err)
+	}
+	return dst, nil
 }
 
 func show(args []string, stdout, stderr io.Writer) error {

@@ -5,7 +5,7 @@
 //	posctl [--api URL] status [--sale-id ID (--service-id ID | --ref ID)]
 //	posctl [--api URL] sale --amount 12.50 [--currency EUR] [--ref ID] [--sale-id ID] [--service-id ID]
 //	posctl [--api URL] abort [--sale-id ID] --service-id ID
-//	posctl [--api URL] journal [--sale-id ID] [find [--note TEXT]]   (find reads the card number from stdin)
+//	posctl [--api URL] journal [--sale-id ID] [find [--note TEXT]]   (find reads the card number and expiry from stdin, or --last4 --date)
 //	posctl [--api URL] void POI-TRANSACTION-ID
 //	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--note TEXT] [--reason TEXT] [--yes] [--approve ID]
 //	posctl [--api URL] store check
@@ -58,7 +58,9 @@ commands:
   abort [--sale-id ID] --service-id ID     stop a running sale (nexo Abort)
   journal [--sale-id ID]                   list the journal (PANs masked); a cashier names
                                            its till's SaleID
-  journal find [--note TEXT]               a card's sales: reads the card number from stdin
+  journal find [--note TEXT]               a card's sales: reads the card number and its
+                                           expiry (YYMM) from stdin; or --last4 NNNN
+                                           --date YYYY-MM-DD
                                            (never an argument: it would show in ps); recorded
   void POI-TRANSACTION-ID                  cancel an approved sale (reversed at the acquirer)
   saf list                                 the store-and-forward queue (masked)
@@ -482,17 +484,28 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 		fs := flag.NewFlagSet("posctl journal find", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		note := noteFlags(fs)
-		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 {
-			fmt.Fprintln(stderr, "usage: posctl journal find [--note TEXT] < card-number")
+		last4 := fs.String("last4", "", "the card number's last 4 digits, with --date (instead of the card number)")
+		date := fs.String("date", "", "with --last4: the day of the sale, YYYY-MM-DD")
+		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 0 || (*last4 == "") != (*date == "") {
+			fmt.Fprintln(stderr, "usage: posctl journal find [--note TEXT] < card-number-and-expiry\n       posctl journal find [--note TEXT] --last4 NNNN --date YYYY-MM-DD")
 			return errUsage
 		}
-		fmt.Fprint(stderr, "card number: ")
-		line, err := bufio.NewReader(io.LimitReader(stdin, 256)).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("reading the card number: %w", err)
+		body := map[string]string{"note": *note, "last4": *last4, "date": *date}
+		if *last4 == "" {
+			in := bufio.NewReader(io.LimitReader(stdin, 512))
+			fmt.Fprint(stderr, "card number: ")
+			pan, err := in.ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("reading the card number: %w", err)
+			}
+			fmt.Fprint(stderr, "\nexpiry (YYMM): ")
+			exp, err := in.ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("reading the expiry: %w", err)
+			}
+			fmt.Fprintln(stderr)
+			body = map[string]string{"note": *note, "pan": strings.TrimSpace(pan), "expiry": strings.TrimSpace(exp)}
 		}
-		fmt.Fprintln(stderr)
-		body := map[string]string{"note": *note, "pan": strings.TrimSpace(line)}
 		if err := c.do(http.MethodPost, "/v1/journal/find", body, &recs); err != nil {
 			return err
 		}

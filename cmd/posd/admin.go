@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
@@ -37,7 +38,7 @@ type adminRequest struct {
 type admin struct {
 	st      *store.Store
 	term    *terminal.Terminal
-	panHash func(context.Context, card.PAN) (string, error)
+	panHash func(context.Context, card.PAN, card.Expiry) (string, error)
 	log     *slog.Logger
 }
 
@@ -228,17 +229,24 @@ func (h *admin) serveStoreCheck(w http.ResponseWriter, r *http.Request) {
 	writeJSONTo(w, http.StatusOK, rep)
 }
 
+// serveJournalFind finds a card's journal records: by its full PAN and expiry (the keyed
+// hash the records carry covers both, so that whoever holds a masked PAN cannot find the
+// card by trying its middle digits), or by the last 4 digits and the day of the sale (the
+// masked PANs of that day; no hash, nothing to guess against). Each search is audited.
 func (h *admin) serveJournalFind(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Note string `json:"note"`
-		Who  string `json:"who"` // Deprecated: the note's old name
-		PAN  string `json:"pan"`
+		Note   string `json:"note"`
+		Who    string `json:"who"` // Deprecated: the note's old name
+		PAN    string `json:"pan"`
+		Expiry string `json:"expiry"` // YYMM, with pan
+		Last4  string `json:"last4"`  // with date
+		Date   string `json:"date"`   // YYYY-MM-DD, the terminal's local day
 	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		// The decoder's message may quote the body, which holds a PAN: not repeated.
-		jsonError(w, http.StatusBadRequest, errors.New(`body must be JSON {"note":..., "pan":...}`))
+		jsonError(w, http.StatusBadRequest, errors.New(`body must be JSON {"note":..., "pan":..., "expiry":"YYMM"} or {"note":..., "last4":..., "date":"YYYY-MM-DD"}`))
 		return
 	}
 	note, err := checkNote(cmp.Or(req.Note, req.Who))
@@ -247,31 +255,69 @@ func (h *admin) serveJournalFind(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := who(r, note)
-	pan, err := card.ParsePAN(strings.TrimSpace(req.PAN))
-	if err != nil {
-		jsonError(w, http.StatusBadRequest, fmt.Errorf("pan: %w", err))
+	var recs []store.Record
+	var what string
+	switch {
+	case req.PAN != "" && req.Last4 == "":
+		pan, err := card.ParsePAN(strings.TrimSpace(req.PAN))
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, fmt.Errorf("pan: %w", err))
+			return
+		}
+		exp, err := card.ParseExpiry(strings.TrimSpace(req.Expiry))
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, errors.New("expiry: required with pan, YYMM as printed on the card: the card number alone does not find a card"))
+			return
+		}
+		if h.panHash == nil {
+			jsonError(w, http.StatusConflict, errors.New("no PAN-hash key is configured (hsm.data, key \"pan-hash\"): records carry no hash to find"))
+			return
+		}
+		hash, err := h.panHash(r.Context(), pan, exp)
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		if recs, err = h.st.FindByPANHash(r.Context(), hash); err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		what = "card " + pan.Masked()
+	case req.Last4 != "" && req.PAN == "":
+		day, err := time.ParseInLocation("2006-01-02", req.Date, time.Local)
+		if len(req.Last4) != 4 || strings.Trim(req.Last4, "0123456789") != "" {
+			jsonError(w, http.StatusBadRequest, errors.New("last4: the card number's last 4 digits"))
+			return
+		}
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, errors.New("date: required with last4, YYYY-MM-DD (the day of the sale)"))
+			return
+		}
+		err = h.st.Records(r.Context(), func(rec store.Record) error {
+			t := rec.Intent.Time.In(time.Local)
+			if strings.HasSuffix(rec.Intent.MaskedPAN, req.Last4) && !t.Before(day) && t.Before(day.AddDate(0, 0, 1)) {
+				recs = append(recs, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err)
+			return
+		}
+		what = "cards ending " + req.Last4 + " on " + req.Date
+	default:
+		jsonError(w, http.StatusBadRequest, errors.New("give pan with expiry, or last4 with date"))
 		return
 	}
-	if h.panHash == nil {
-		jsonError(w, http.StatusConflict, errors.New("no PAN-hash key is configured (hsm.data, key \"pan-hash\"): records carry no hash to find"))
-		return
-	}
-	hash, err := h.panHash(r.Context(), pan)
-	if err != nil {
-		jsonError(w, http.StatusInternalServerError, err)
-		return
-	}
-	recs, err := h.st.FindByPANHash(r.Context(), hash)
-	if err != nil {
-		jsonError(w, http.StatusInternalServerError, err)
-		return
+	if recs == nil {
+		recs = []store.Record{}
 	}
 	// Looking a card up is itself recorded: who looked, for which (masked) card.
-	if err := h.st.Audit(r.Context(), by, "journal-find", fmt.Sprintf("card %s: %d records", pan.Masked(), len(recs))); err != nil {
+	if err := h.st.Audit(r.Context(), by, "journal-find", fmt.Sprintf("%s: %d records", what, len(recs))); err != nil {
 		jsonError(w, http.StatusInternalServerError, err)
 		return
 	}
-	h.log.Info("operator searched the journal by card", "who", by, "pan", pan, "records", len(recs))
+	h.log.Info("operator searched the journal by card", "who", by, "search", what, "records", len(recs))
 	writeJSONTo(w, http.StatusOK, recs)
 }
 

@@ -105,6 +105,8 @@ type APIConfig struct {
 	// RatePerMinute bounds each caller's write requests (all but GETs, Payment and
 	// TransactionStatus) and the audit entries of its refusals. Default 30.
 	RatePerMinute int `json:"rate_per_minute"`
+	// SearchesPerMinute bounds each caller's card searches (posctl journal find). Default 10.
+	SearchesPerMinute int `json:"searches_per_minute"`
 	// MaxConnections caps the open API connections. Default 64.
 	MaxConnections int `json:"max_connections"`
 	// ReadTimeout bounds reading a whole request, body included. Default 10s. (Answers
@@ -808,6 +810,12 @@ func (a *APIConfig) fill() error {
 	}
 	if a.RatePerMinute == 0 {
 		a.RatePerMinute = 30
+	}
+	if a.SearchesPerMinute == 0 {
+		a.SearchesPerMinute = 10
+	}
+	if a.SearchesPerMinute < 1 || a.SearchesPerMinute > 1000 {
+		return &ConfigError{"api.searches_per_minute", "must be 1 to 1000"}
 	}
 	if a.RatePerMinute < 1 || a.RatePerMinute > 100000 {
 		return &ConfigError{"api.rate_per_minute", "must be 1 to 100000"}

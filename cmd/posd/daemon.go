@@ -50,7 +50,7 @@ type daemon struct {
 	// closeData releases the data key's backend.
 	closeData func()
 	// panHash makes the journal's keyed PAN hashes; nil without a pan-hash key.
-	panHash func(context.Context, card.PAN) (string, error)
+	panHash func(context.Context, card.PAN, card.Expiry) (string, error)
 }
 
 // startDaemon wires posd from cfg. Each failure is one clear error naming what could not be
@@ -200,7 +200,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 
 	// The API: every route registered with the operation the access policy knows it by.
 	gopts := access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
-		DualWindow: time.Duration(cfg.API.DualControlWindow), RatePerMinute: cfg.API.RatePerMinute}
+		DualWindow: time.Duration(cfg.API.DualControlWindow), RatePerMinute: cfg.API.RatePerMinute, SearchesPerMinute: cfg.API.SearchesPerMinute}
 	ops, err := openOperators(ctx, cfg, data)
 	if err != nil {
 		return nil, err

@@ -384,17 +384,28 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("a record was left half-recorded:\n%s", out)
 	}
 
-	// A card's sales, found by its keyed PAN hash: the number goes in on stdin, the answer
-	// is masked, and the search is in the audit log.
-	code, out = c.runIn(t, "4761739001010010\n", "posctl", api, "journal", "find", "--who", "carol")
+	// A card's sales, found by its keyed PAN hash over the number and the expiry: both go
+	// in on stdin, the answer is masked, and the search is in the audit log. The number
+	// alone does not find the card (a masked PAN and 10^5 guesses would); the last 4 digits
+	// and the day do, masked.
+	code, out = c.runIn(t, "4761739001010010\n3012\n", "posctl", api, "journal", "find", "--who", "carol")
 	if code != 0 || strings.Count(out, "476173******0010") != 3 {
 		t.Errorf("journal find: exit %d, want the 3 records of the card\n%s", code, out)
 	}
-	if code, out = c.runIn(t, "4000000000000002\n", "posctl", api, "journal", "find", "--who", "carol"); code != 0 || !strings.Contains(out, "no sales with that card") {
+	if code, out = c.runIn(t, "4761739001010010\n", "posctl", api, "journal", "find", "--who", "carol"); code != 1 || !strings.Contains(out, "expiry") {
+		t.Errorf("journal find without the expiry: exit %d\n%s", code, out)
+	}
+	if code, out = c.runIn(t, "4761739001010010\n2901\n", "posctl", api, "journal", "find", "--who", "carol"); code != 0 || !strings.Contains(out, "no sales with that card") {
+		t.Errorf("journal find under another expiry: exit %d\n%s", code, out)
+	}
+	if code, out = c.runIn(t, "4000000000000002\n3012\n", "posctl", api, "journal", "find", "--who", "carol"); code != 0 || !strings.Contains(out, "no sales with that card") {
 		t.Errorf("journal find of another card: exit %d\n%s", code, out)
 	}
-	if code, out = c.runIn(t, "4761739001010011\n", "posctl", api, "journal", "find"); code != 1 || !strings.Contains(out, "pan:") {
+	if code, out = c.runIn(t, "4761739001010011\n3012\n", "posctl", api, "journal", "find"); code != 1 || !strings.Contains(out, "pan:") {
 		t.Errorf("journal find with a bad card number: exit %d\n%s", code, out)
+	}
+	if code, out = c.run(t, "posctl", api, "journal", "find", "--who", "carol", "--last4", "0010", "--date", time.Now().Format("2006-01-02")); code != 0 || strings.Count(out, "476173******0010") != 3 {
+		t.Errorf("journal find by last 4 and day: exit %d, want the 3 records\n%s", code, out)
 	}
 	var audit []store.AuditEntry
 	if resp, err := unixClient(sock).Get("http://posd/v1/audit"); err != nil {
@@ -406,8 +417,8 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := countAudit(audit, "carol", "journal-find"); n != 2 {
-		t.Errorf("audit has %d journal-find entries by carol, want 2: %+v", n, audit)
+	if n := countAudit(audit, "carol", "journal-find"); n != 4 {
+		t.Errorf("audit has %d journal-find entries by carol, want 4: %+v", n, audit)
 	}
 
 	if code := posd.stop(t); code != 0 {

@@ -17,8 +17,9 @@ import (
 const panHashKeyID = "pan-hash"
 
 // panHashDomain separates posd's PAN hashes from any other MAC under the same key, and
-// names their version.
-const panHashDomain = "posd/pan-hash/1:"
+// names their version: 2 hashes the PAN and the expiry (version 1, the PAN alone, let
+// whoever held a masked PAN find the card by trying about 10^5 middles).
+const panHashDomain = "posd/pan-hash/2:"
 
 // softPANHashKey derives the soft backend's PAN-hash key from its data key file.
 func softPANHashKey(fileKey []byte) []byte {
@@ -28,12 +29,12 @@ func softPANHashKey(fileKey []byte) []byte {
 }
 
 // panHasher returns the function that makes a journal record's PAN hash: a CMAC of the PAN
-// under the pan-hash key, which never leaves the backend, so that the hash cannot be
+// and its expiry under the pan-hash key, which never leaves the backend, so that the hash cannot be
 // brute-forced from the masked PAN beside it (a masked PAN leaves about 10^5 candidates)
 // without the token. The hash is written with the letters a-p (one per hex digit, "h1."
 // first), so that nothing can take it for a card number. It returns nil, and says why at
 // warning level, when the backend has no such key: records then carry no hash.
-func panHasher(ctx context.Context, m *hsm.Module, log *slog.Logger) func(context.Context, card.PAN) (string, error) {
+func panHasher(ctx context.Context, m *hsm.Module, log *slog.Logger) func(context.Context, card.PAN, card.Expiry) (string, error) {
 	if m == nil {
 		return nil
 	}
@@ -41,11 +42,11 @@ func panHasher(ctx context.Context, m *hsm.Module, log *slog.Logger) func(contex
 		log.Warn("no PAN-hash key: journal records carry no keyed PAN hash, and posctl journal find cannot find a card's sales; load an AES key with MAC usage as \"pan-hash\" (posd key import)", "err", err)
 		return nil
 	}
-	return func(ctx context.Context, pan card.PAN) (string, error) {
-		if pan.IsZero() {
-			return "", errors.New("pan hash: no PAN")
+	return func(ctx context.Context, pan card.PAN, expiry card.Expiry) (string, error) {
+		if pan.IsZero() || expiry.YYMM() == "" {
+			return "", errors.New("pan hash: no PAN or expiry")
 		}
-		mac, err := m.MAC(ctx, panHashKeyID, []byte(panHashDomain+pan.Digits()))
+		mac, err := m.MAC(ctx, panHashKeyID, []byte(panHashDomain+pan.Digits()+"="+expiry.YYMM()))
 		if err != nil {
 			return "", fmt.Errorf("pan hash: %w", err)
 		}

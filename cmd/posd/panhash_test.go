@@ -27,14 +27,20 @@ func TestPANHasher(t *testing.T) {
 	}
 	a, _ := card.ParsePAN("4761739001010010")
 	b, _ := card.ParsePAN("4000000000000002")
-	ha, err := hash(ctx, a)
+	exp, _ := card.ParseExpiry("3012")
+	other, _ := card.ParseExpiry("2901")
+	ha, err := hash(ctx, a, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ha2, _ := hash(ctx, a)
-	hb, _ := hash(ctx, b)
+	ha2, _ := hash(ctx, a, exp)
+	hb, _ := hash(ctx, b, exp)
 	if ha != ha2 || ha == hb || !strings.HasPrefix(ha, "h1.") || len(ha) != 3+16 {
 		t.Errorf("hashes %q %q %q", ha, ha2, hb)
+	}
+	// The expiry is in the hash: the card number alone does not find the card.
+	if hx, _ := hash(ctx, a, other); hx == ha {
+		t.Error("the same hash under another expiry")
 	}
 	if strings.ContainsAny(ha[3:], "0123456789") {
 		t.Errorf("hash %q has digits", ha)
@@ -45,7 +51,7 @@ func TestPANHasher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer close2()
-	if h, _ := panHasher(ctx, m2, log)(ctx, a); h != ha {
+	if h, _ := panHasher(ctx, m2, log)(ctx, a, exp); h != ha {
 		t.Errorf("after a restart %q, before %q", h, ha)
 	}
 	m3, close3, err := openDataModule(ctx, &DataKeyConfig{Backend: "soft", AllowSoft: true, KeyFile: filepath.Join(t.TempDir(), "other.key")}, log)
@@ -53,7 +59,7 @@ func TestPANHasher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer close3()
-	if h, _ := panHasher(ctx, m3, log)(ctx, a); h == ha {
+	if h, _ := panHasher(ctx, m3, log)(ctx, a, exp); h == ha {
 		t.Error("two key files give the same hash: the hash is not keyed")
 	}
 	if panHasher(ctx, nil, log) != nil {

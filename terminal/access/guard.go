@@ -21,6 +21,8 @@ const ApprovalHeader = "Posd-Approval"
 
 // Request is what a Classifier finds in a request: the operation and, for till requests
 // and a till's journal, the SaleID it names.
+//
+// A plain value: safe for concurrent use when not modified.
 type Request struct {
 	Op     Op
 	SaleID string
@@ -29,6 +31,8 @@ type Request struct {
 // Classifier tells the operation of a request on a route whose operation depends on the
 // body (POST /nexo). It may read r.Body if it puts an equal one back. An error is the
 // request's fault: it is answered 400 with the error's text.
+//
+// Classifiers are called from the serving goroutines: they must be safe for concurrent use.
 type Classifier func(r *http.Request) (Request, error)
 
 // Credentials verifies a person's own credential carried by a request whose caller lacks
@@ -36,6 +40,8 @@ type Classifier func(r *http.Request) (Request, error)
 // cashier's till, or a code typed on the PIN pad. It returns the person's name for the
 // audit, or an error when the credential is absent or wrong. Implementations rate-limit
 // and lock out themselves. Not provided yet: see Options.Credentials.
+//
+// The Guard calls it from the serving goroutines: implementations must be safe for concurrent use.
 type Credentials interface {
 	Verify(ctx context.Context, r *http.Request, op Op, need []Role) (person string, err error)
 }
@@ -57,6 +63,10 @@ type Options struct {
 	// RatePerMinute bounds each person's write requests (all but GETs, Payment and
 	// TransactionStatus), and the audit entries of its refusals. Default 30.
 	RatePerMinute int
+	// SearchesPerMinute bounds each person's card searches (OpCardSearch), on top of
+	// RatePerMinute: a search answers whether a card was used here, which must not be
+	// asked fast enough to guess. Default 10.
+	SearchesPerMinute int
 	// MaxPending bounds the dual-control approvals waiting at once. Default 64.
 	MaxPending int
 	// Now is the clock. Default time.Now.
@@ -81,6 +91,7 @@ type Guard struct {
 
 	mu       sync.Mutex
 	writes   map[string]*bucket // person → write budget
+	searches map[string]*bucket // person → card search budget
 	refusals map[string]*bucket // person → refusal audit budget
 	pending  map[string]*pending
 	sales    map[string]map[string]bool // person → SaleIDs used (cashier journal)
@@ -105,6 +116,9 @@ func New(opts Options) (*Guard, error) {
 	if opts.RatePerMinute <= 0 {
 		opts.RatePerMinute = 30
 	}
+	if opts.SearchesPerMinute <= 0 {
+		opts.SearchesPerMinute = 10
+	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 64
 	}
@@ -116,7 +130,7 @@ func New(opts Options) (*Guard, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Guard{opts: opts, log: log, mux: http.NewServeMux(), rules: map[string]Classifier{},
-		writes: map[string]*bucket{}, refusals: map[string]*bucket{}, pending: map[string]*pending{},
+		writes: map[string]*bucket{}, searches: map[string]*bucket{}, refusals: map[string]*bucket{}, pending: map[string]*pending{},
 		sales: map[string]map[string]bool{}}, nil
 }
 
@@ -135,6 +149,8 @@ func (g *Guard) HandleClassified(pattern string, classify Classifier, h http.Han
 }
 
 // ErrorBody is the JSON body of a refusal.
+//
+// A plain value: safe for concurrent use when not modified.
 type ErrorBody struct {
 	Error string `json:"error"`
 	// Need names the roles the operation needs (403).
@@ -142,6 +158,8 @@ type ErrorBody struct {
 }
 
 // PendingBody is the 202 answer to the first request of a dual-control operation.
+//
+// A plain value: safe for concurrent use when not modified.
 type PendingBody struct {
 	Status   string    `json:"status"` // "pending"
 	Approval string    `json:"approval"`
@@ -214,10 +232,14 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !req.Op.unlimited() {
-		if !g.take(g.writes, id.Person()) {
+		if !g.take(g.writes, id.Person(), g.opts.RatePerMinute) {
 			g.refuse(w, r, c, http.StatusTooManyRequests, target, fmt.Sprintf("%s: more than %d write requests a minute from %s; try again shortly", req.Op, g.opts.RatePerMinute, id), nil)
 			return
 		}
+	}
+	if req.Op == OpCardSearch && !g.take(g.searches, id.Person(), g.opts.SearchesPerMinute) {
+		g.refuse(w, r, c, http.StatusTooManyRequests, target, fmt.Sprintf("%s: more than %d card searches a minute from %s; try again in a minute", req.Op, g.opts.SearchesPerMinute, id), nil)
+		return
 	}
 	if req.Op.Dual() {
 		done := g.dual(w, r, &c, target)
@@ -451,10 +473,10 @@ func (g *Guard) bucketOf(m map[string]*bucket, person string) *bucket {
 	return b
 }
 
-func (g *Guard) take(m map[string]*bucket, person string) bool {
+func (g *Guard) take(m map[string]*bucket, person string, perMinute int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.bucketOf(m, person).take(g.opts.Now(), g.opts.RatePerMinute)
+	return g.bucketOf(m, person).take(g.opts.Now(), perMinute)
 }
 
 func quote64(s string) string {

@@ -45,7 +45,7 @@ type rig struct {
 	ran   map[string]int
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, tweak ...func(*Options)) *rig {
 	t.Helper()
 	m, err := NewMap(RolesConfig{
 		"cashier":    {Users: []string{"60001"}},
@@ -56,11 +56,15 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{audit: &auditLog{}, now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), ran: map[string]int{}}
-	r.g, err = New(Options{Roles: m, Audit: r.audit.add, RatePerMinute: 5, Now: func() time.Time {
+	opts := Options{Roles: m, Audit: r.audit.add, RatePerMinute: 5, Now: func() time.Time {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.now
-	}})
+	}}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	r.g, err = New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,5 +314,26 @@ func TestNewMapRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// Card searches have a budget of their own (default 10 a minute), below the writes': a
+// search tells whether a card was used here, and must not be asked fast enough to guess.
+func TestCardSearchLimit(t *testing.T) {
+	r := newRig(t, func(o *Options) { o.RatePerMinute = 1000 })
+	sup := peer(60002)
+	for i := range 10 {
+		if w := r.do(sup, "POST", "/v1/journal/find", ""); w.Code != http.StatusOK {
+			t.Fatalf("search %d: HTTP %d", i+1, w.Code)
+		}
+	}
+	if w := r.do(sup, "POST", "/v1/journal/find", ""); w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "card searches") {
+		t.Errorf("eleventh search in a minute: HTTP %d %s", w.Code, w.Body)
+	}
+	if w := r.do(sup, "POST", "/v1/saf/flush", ""); w.Code == http.StatusTooManyRequests {
+		t.Errorf("a flush counted against the search budget")
+	}
+	if r.audit.count("card searches") != 1 {
+		t.Errorf("the refused search was not audited: %q", r.audit.entries)
 	}
 }

@@ -1,6 +1,8 @@
 package access
 
 // Op is one operation of posd's API, as the policy knows it.
+//
+// A plain value: safe for concurrent use when not modified.
 type Op string
 
 // The operations. Each comment names the roles that may run it.

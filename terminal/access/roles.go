@@ -10,6 +10,8 @@ import (
 )
 
 // Role is a set of operations a caller may run.
+//
+// A plain value: safe for concurrent use when not modified.
 type Role string
 
 // The roles, least privilege each.
@@ -28,6 +30,8 @@ var roles = [...]Role{Cashier, Supervisor, Technician}
 
 // RoleConfig lists who holds a role: users and groups by name or numeric id, and TLS
 // client certificate subjects (their CN, written "till1" or "CN=till1").
+//
+// A plain value: safe for concurrent use when not modified.
 type RoleConfig struct {
 	Users    []string `json:"users"`
 	Groups   []string `json:"groups"`
@@ -35,10 +39,14 @@ type RoleConfig struct {
 }
 
 // RolesConfig is the config's role map: role name → who holds it.
+//
+// A plain value: safe for concurrent use when not modified.
 type RolesConfig map[string]RoleConfig
 
 // KeyError is a role map that posd must not start with: Key is the config key (relative
 // to the roles map's own key, e.g. "supervisor.users"), Reason says what is wrong.
+//
+// A plain value: safe for concurrent use when not modified.
 type KeyError struct {
 	Key    string
 	Reason string

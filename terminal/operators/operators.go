@@ -52,6 +52,8 @@ var (
 )
 
 // MACer computes a MAC under a key that never leaves it; *hsm.Module implements it.
+//
+// The Store calls it with its lock held, from any goroutine: it must be safe for concurrent use.
 type MACer interface {
 	MAC(ctx context.Context, keyID string, data []byte) ([]byte, error)
 }
