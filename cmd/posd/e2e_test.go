@@ -438,6 +438,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	db = append(db, wal...)
 	assertNoCardData(t, string(db), demoPINBlocks(t))
+	checkAuditVerify(t, c, filepath.Join(dir, "posd.db"), cfg)
 	for _, b := range demoPINBlocks(t) {
 		raw, _ := hex.DecodeString(b)
 		if bytes.Contains(db, raw) {
