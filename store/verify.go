@@ -34,7 +34,7 @@ func ParseChainHead(s string) (ChainHead, error) {
 	seq, mac, ok := strings.Cut(s, ":")
 	n, err := strconv.ParseUint(seq, 10, 64)
 	if !ok || err != nil || n == 0 || len(mac) < 16 {
-		return ChainHead{}, fmt.Errorf("audit head %.32q: want SEQ:MAC, the sequence number and at least 16 hex digits of the MAC: %w", s, ErrInvalid)
+		return ChainHead{}, fmt.Errorf("audit head %.32q: want SEQ:MAC, the sequence number and at least 16 letters of the MAC: %w", s, ErrInvalid)
 	}
 	return ChainHead{Seq: n, MAC: strings.ToLower(mac)}, nil
 }
