@@ -83,6 +83,7 @@ var ruleTable = sync.OnceValue(func() map[string]rule {
 		MTIReversalRequest: reversal, MTIReversalRequestRepeat: reversal,
 		MTIReversalAdvice: reversal, MTIReversalAdviceRepeat: reversal,
 		MTIReconciliationRequest:    {mandatory: []int{7, 11, 41, 42, 50, fieldBatch, 74, 75, 76, 77, 86, 87, 88, 89, 97}},
+		MTIBatchUpload:              {[]int{3, 4, 7, 11, 39, 41, 42, 49, fieldBatch}, []int{2, 14, 35, 36, 45, 52, 55}},
 		MTINetworkManagementRequest: {mandatory: []int{7, 11, 70}},
 	}
 })
@@ -94,7 +95,8 @@ var ruleTable = sync.OnceValue(func() map[string]rule {
 //	0220, 0221         2 3 4 7 11 12 13 14 22 39 41 42 49; never 35 36 45 52
 //	0400, 0401,
 //	0420, 0421         3 4 7 11 39 41 42 49 90; never 35 36 45 52
-//	0500               7 11 41 42 50 60 74-77 86-89 97
+//	0500               7 11 41 42 50 60 74-77 86-89 97 (3 optional: 920000, 960000)
+//	0320               3 4 7 11 39 41 42 49 60; never 2 14 35 36 45 52 55
 //	0800               7 11 70
 //
 // Other MTIs (responses included) are refused with [ErrUnsupportedField] on field 0.
@@ -579,11 +581,15 @@ type Reconciliation struct {
 	MerchantID       string    // field 42; required
 	CurrencyNumeric  string    // field 50, currency of the amounts; required
 	Totals           Totals
+	// ProcessingCode is field 3: ProcSettlement for a first try, ProcSettlementAfterUpload
+	// after a batch upload. Default "": no field 3.
+	ProcessingCode string
 }
 
 // Message builds the 0500 on the [DefaultSpec] dialect and checks it.
 func (r Reconciliation) Message() (*Message, error) {
 	b := newBuilder(MTIReconciliationRequest)
+	b.opt(3, r.ProcessingCode)
 	b.transmission(r.TransmissionTime)
 	b.stan(r.STAN)
 	b.set(41, r.TerminalID)

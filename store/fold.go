@@ -114,6 +114,11 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 		if err := tx.Bucket(bucketOpen).Delete(op.Txn.key()); err != nil {
 			return err
 		}
+		if out.Batch != 0 {
+			if err := tx.Bucket(bucketBatchIdx).Put(batchIndexKey(out.Batch, op.Txn), nil); err != nil {
+				return err
+			}
+		}
 		for _, it := range op.Items {
 			if err := kindBucket(tx, it.Kind).Put(it.ID.key(), it.Value); err != nil {
 				return err

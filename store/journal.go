@@ -113,6 +113,10 @@ type Outcome struct {
 	// Undelivered is set when the till did not hear the answer (its connection closed
 	// first): the answer waits for a TransactionStatus request.
 	Undelivered *time.Time
+	// Batch is the batch the transaction belongs to: the batch that was open when its
+	// outcome was recorded (Store.FinishAndQueue sets it). 0 in records of older releases,
+	// which belong to no batch.
+	Batch uint64
 }
 
 // Void records who cancelled an approved transaction, when, and how it is undone.
@@ -199,6 +203,7 @@ type (
 		Message         string      `json:"message,omitempty"`
 		AuthorizedMinor int64       `json:"authorized_minor,omitempty"`
 		Undelivered     *time.Time  `json:"undelivered,omitempty"`
+		Batch           uint64      `json:"batch,omitempty"`
 	}
 )
 
@@ -369,6 +374,7 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	if !s.open[id] {
 		return nil, s.notOpen(name, id)
 	}
+	out.Batch = s.batch
 	o := jsonOutcome(out)
 	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
 	// The record as the fold will write it, for its link.

@@ -65,8 +65,10 @@ var (
 	bucketAudit    = []byte("audit")          // sequence -> link of the audit chain (audit.go)
 	bucketPANIndex = []byte("pan-index")      // PAN hash, 0, TxnID -> empty: a card's records
 	bucketTill     = []byte("till")           // till request key (tillKeys) -> TxnID
+	bucketBatches  = []byte("batches")        // batch number (8 bytes) -> close record JSON (batch.go)
+	bucketBatchIdx = []byte("batch-index")    // batch number (8 bytes), TxnID -> empty: a batch's records
 	// dataBuckets are the buckets besides meta that every store has.
-	dataBuckets = [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex, bucketTill}
+	dataBuckets = [][]byte{bucketCounters, bucketJournal, bucketOpen, bucketQueue, bucketQueueRev, bucketQueueAdv, bucketAudit, bucketPANIndex, bucketTill, bucketBatches, bucketBatchIdx}
 	keyFormat   = []byte("format")
 	keyVersion  = []byte("version")
 	keySTAN     = []byte("stan")
@@ -141,6 +143,7 @@ type Store struct {
 	auditSeq  uint64 // the audit chain's last link
 	auditHead string // its MAC
 	upgrade   bool   // the file is of an older layout: openLog upgrades it
+	batch     uint64 // the open batch: finished records are tagged with it (batch.go)
 }
 
 // Open opens the store at path, creating the file and its buckets if the
@@ -231,6 +234,7 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 		}
 		s.nextTxn = TxnID(tx.Bucket(bucketJournal).Sequence() + 1)
 		s.nextQueue = QueueID(tx.Bucket(bucketQueue).Sequence() + 1)
+		s.batch = openBatch(tx)
 		return tx.Bucket(bucketOpen).ForEach(func(k, _ []byte) error {
 			if len(k) != 8 {
 				return fmt.Errorf("open index key of %d bytes: %w", len(k), ErrCorrupt)

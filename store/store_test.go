@@ -151,6 +151,7 @@ func TestBeginFinishGet(t *testing.T) {
 	if err := s.Finish(ctx, id, out); err != nil {
 		t.Fatal(err)
 	}
+	out.Batch = 1 // the open batch of a new store, set by Finish
 	s = reopen(t, s)
 	rec, err = s.Get(ctx, id)
 	if err != nil {
@@ -219,6 +220,7 @@ func TestFinishErrors(t *testing.T) {
 	if err := s.Finish(ctx, id, first); err != nil {
 		t.Fatal(err)
 	}
+	first.Batch = 1 // the open batch, set by Finish
 	if err := s.Finish(ctx, id, Outcome{State: StateDeclined, ResponseCode: "05"}); !errors.Is(err, ErrFinished) {
 		t.Errorf("Finish twice: err = %v, want ErrFinished", err)
 	}

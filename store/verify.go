@@ -250,12 +250,17 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 	}
 	check("txn/", txnMark, &r.Records, tx.Bucket(bucketJournal))
 	check("queue/", queueMark, &r.Items, tx.Bucket(bucketQueueRev), tx.Bucket(bucketQueueAdv))
+	var batches int
+	check("batch/", 0, &batches, tx.Bucket(bucketBatches))
 	return r, nil
 }
 
 func noun(prefix string) string {
-	if prefix == "txn/" {
+	switch prefix {
+	case "txn/":
 		return "journal record"
+	case "batch/":
+		return "batch close record"
 	}
 	return "queue item"
 }

@@ -105,7 +105,12 @@ type Options struct {
 	// "after-response": the host answered, the outcome is not yet recorded) and of a drain
 	// ("mid-drain": sent and answered, not yet settled). Crash tests use it to kill posd
 	// exactly there. Default nil.
+	// Also "close-after-intent" (a close journaled, its 0500 not sent) and
+	// "close-after-0500" (answered, the outcome not journaled).
 	Failpoint func(name string)
+	// CloseDrainWait bounds how long a batch close waits for the store-and-forward queue to
+	// drain before it fails with the batch still open. Default 30s.
+	CloseDrainWait time.Duration
 }
 
 // panHash returns the keyed hash of pan and expiry for the journal, "" when none is

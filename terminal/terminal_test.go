@@ -133,6 +133,7 @@ type hostFaults struct {
 	override func(req *iso8583.Message) string
 	opts     func(*terminal.Options)
 	dual     bool // Options.DualMessage: 0100 authorizations, completed by 0220
+	lose     int  // the simulator's LoseEvery
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -173,7 +174,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	r.ctx = ctx
 	r.hopt = hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: faults.dialect, Logf: logf, Drop: func(m *iso8583.Message) bool {
 		return faults.drop || (faults.dropFn != nil && faults.dropFn(m))
-	}, Cards: faults.cards, Corrupt: faults.corrupt, Delay: faults.delay, Override: faults.override}
+	}, Cards: faults.cards, Corrupt: faults.corrupt, Delay: faults.delay, Override: faults.override, LoseEvery: faults.lose}
 	addr := faults.addr
 	switch {
 	case addr != "":

@@ -78,12 +78,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"local: terminal id, STAN and local date and time (fields 41, 11, 13, 12);\n"+
 		"transmission: terminal id, STAN and field 7 only (a resend with a new field 7 is charged again)")
 	dialectPath := fs.String("dialect", "", "dialect `FILE` (moov-io JSON spec format, see iso8583.ParseDialect)\n(default: posd's ISO 8583:1987 ASCII dialect, 2-byte binary length)")
+	loseEvery := fs.Int("lose-every", 0, "drop every `N`th approved transaction from the host's batch totals (0: none), so that\na batch close answers 95 and the batch upload and reconciliation report can be seen")
 	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
-			"                    [--cards FILE.json] [--dialect FILE.json] [--match-by local|transmission]\n"+
+			"                    [--cards FILE.json] [--dialect FILE.json] [--match-by local|transmission] [--lose-every N]\n"+
 			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]\n\n"+
 			"A simulated ISO 8583 acquirer host for posd tests and demos. Never use it with real cards.\n\n")
 		fs.PrintDefaults()
@@ -97,6 +98,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fail := func(format string, args ...any) int {
 		fmt.Fprintf(stderr, "acquirer-sim: "+format+"\n", args...)
 		return 1
+	}
+	if *loseEvery < 0 {
+		return fail("--lose-every: %d is negative (0 loses nothing)", *loseEvery)
 	}
 	if fs.NArg() > 0 {
 		return fail("unexpected argument %q", fs.Arg(0))
@@ -174,7 +178,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", args...)
 	}
-	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect, MatchBy: match})
+	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect, MatchBy: match, LoseEvery: *loseEvery})
 	clear(aesBDK)
 	if err != nil {
 		return fail("%v", err)

@@ -206,6 +206,7 @@ func (s *Server) reconcile(req *iso8583.Message) decision {
 	tid, _ := req.GetString(41)
 	tid = strings.TrimRight(tid, " ")
 	batch, _ := req.GetString(60)
+	afterUpload := func() bool { p, _ := req.GetString(3); return p == iso8583.ProcSettlementAfterUpload }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.batches[tid+"/"+batch] {
@@ -214,7 +215,11 @@ func (s *Server) reconcile(req *iso8583.Message) decision {
 	var ours iso8583.Totals
 	var open []*charge
 	for _, c := range s.charges {
-		if c.TerminalID != tid || c.Settled || !c.Approved || c.MTI == iso8583.MTIAuthorizationRequest {
+		if c.TerminalID != tid || c.Settled || !c.Approved || c.MTI == iso8583.MTIAuthorizationRequest || c.Lost {
+			continue
+		}
+		if afterUpload && !c.uploaded {
+			s.logf("hostsim: stan=%06d of %s not in the upload of batch %s: left for the next batch", c.STAN, tid, batch)
 			continue
 		}
 		open = append(open, c)
@@ -241,6 +246,11 @@ func (s *Server) reconcile(req *iso8583.Message) decision {
 	}
 	for _, c := range open {
 		c.Settled = true
+	}
+	for _, c := range s.charges {
+		if c.TerminalID == tid {
+			c.uploaded = false
+		}
 	}
 	s.batches[tid+"/"+batch] = true
 	return decision{rc: iso8583.RCApproved}

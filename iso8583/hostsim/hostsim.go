@@ -140,6 +140,12 @@ type Options struct {
 	// instead of answering (nothing is decided or changed). Default: never.
 	Hangup func(req *iso8583.Message) bool
 
+	// LoseEvery, when positive, drops every LoseEvery-th approved transaction from the
+	// host's reconciliation totals (it is still answered as approved, and a copy is still
+	// known): its batch close then answers 95 until a batch upload brings it back (0330
+	// answer 25). Use it to see the out-of-balance path. Default 0: nothing lost.
+	LoseEvery int
+
 	// MatchBy is how the host knows a copy of a message it has processed: see [MatchBy].
 	// Default "": MatchLocalTime.
 	MatchBy MatchBy
@@ -186,16 +192,17 @@ type Server struct {
 	logf        func(string, ...any)
 	tracing     bool
 
-	mu       sync.Mutex
-	cards    map[string]*Card // by PAN; balances change
-	charges  []*charge        // in the order processed
-	byTxn    map[txnKey]*charge
-	byOrig   map[origKey]*charge
-	orphans  map[origKey]bool // reversed before they arrived
-	batches  map[string]bool  // terminal id + batch number, settled
-	signedOn map[string]bool
-	revs     map[txnKey]decision // MatchTransmission: reversals answered, by their own key
-	seq      uint64
+	mu        sync.Mutex
+	cards     map[string]*Card // by PAN; balances change
+	charges   []*charge        // in the order processed
+	byTxn     map[txnKey]*charge
+	byOrig    map[origKey]*charge
+	orphans   map[origKey]bool // reversed before they arrived
+	batches   map[string]bool  // terminal id + batch number, settled
+	signedOn  map[string]bool
+	revs      map[txnKey]decision // MatchTransmission: reversals answered, by their own key
+	seq       uint64
+	approvedN int // approved transactions, for LoseEvery
 
 	ipekMu   sync.Mutex
 	ipeks    map[dukpt.KSN][]byte // TDES initial keys by KSN with a zero counter
@@ -329,6 +336,9 @@ func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
 	case iso8583.MTIReconciliationRequest:
 		decide = s.reconcile
 		echo = []int{7, 11, 41, 42, 50, 60}
+	case iso8583.MTIBatchUpload:
+		decide = s.upload
+		echo = []int{3, 4, 7, 11, 41, 42, 49, 60}
 	case iso8583.MTINetworkManagementRequest:
 		decide = s.network
 		echo = []int{7, 11, 41, 70}

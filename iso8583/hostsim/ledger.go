@@ -60,6 +60,7 @@ type Charge struct {
 	Reversed         bool // a reversal has since undone it
 	Completed        bool // an 0100 whose hold a completion (0220) has replaced
 	Settled          bool // counted in a reconciliation that balanced
+	Lost             bool // dropped from the totals by Options.LoseEvery, not yet uploaded
 	Times            int  // copies received: the first, then duplicates and repeats
 	Reversals        int  // reversal messages received for it
 	Time             time.Time
@@ -87,8 +88,9 @@ type origKey struct{ tid, stan, sent string }
 // charge is a Charge with what the host needs to answer copies and reversals.
 type charge struct {
 	Charge
-	pan   string // digits: the card table's key
-	asked int64  // the request's amount: AmountMinor, or more for a partial approval
+	pan      string // digits: the card table's key
+	asked    int64  // the request's amount: AmountMinor, or more for a partial approval
+	uploaded bool   // in the batch upload under way (0320), not settled yet
 }
 
 // Ledger returns the approved 0100s and 0200s so far, oldest first (reversed ones
@@ -222,6 +224,7 @@ func (s *Server) record(t txn, d decision, approved bool, now time.Time) *charge
 	if c.MTI == iso8583.MTIAdviceRepeat {
 		c.MTI = iso8583.MTIAdvice
 	}
+	s.lose(c)
 	s.charges = append(s.charges, c)
 	s.byTxn[t.key] = c
 	s.byOrig[t.orig] = c
