@@ -24,7 +24,7 @@ func (id TxnID) key() []byte { return binary.BigEndian.AppendUint64(nil, uint64(
 //
 // A plain value: safe for concurrent use when not modified.
 type Intent struct {
-	Kind              string // "sale" (later "refund", "void")
+	Kind              string // "sale", or "refund" (money to the cardholder; see Original)
 	MTI               string // ISO 8583 message type, e.g. "0200" or "0100"
 	STAN              uint32 // system trace audit number, field 11
 	TerminalID        string // field 41
@@ -57,6 +57,12 @@ type Intent struct {
 	TVR        string
 	TSI        string
 	Cryptogram string
+	// ProcessingCode is the ISO 8583 field 3 the request carried ("200000" for a refund);
+	// "" means the default purchase, "000000" (sales, and records of older releases).
+	ProcessingCode string
+	// Original is the sale a linked refund refunds (Kind "refund"); 0 for an unlinked
+	// refund and for everything else. Begin indexes it: see Store.RefundsOf.
+	Original TxnID
 }
 
 // State is the state of a journal record.
@@ -188,6 +194,8 @@ type (
 		TVR               string    `json:"tvr,omitempty"`
 		TSI               string    `json:"tsi,omitempty"`
 		Cryptogram        string    `json:"cryptogram,omitempty"`
+		ProcessingCode    string    `json:"processing_code,omitempty"`
+		Original          TxnID     `json:"original,omitempty"`
 	}
 	jsonOutcome struct {
 		State           State       `json:"state"`
@@ -312,7 +320,7 @@ func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uin
 	if err := s.roomForNew("begin"); err != nil {
 		return 0, 0, err
 	}
-	op := logOp{Op: opBegin, Txn: s.nextTxn, PANHash: in.PANHash, Till: tillKeys(in)}
+	op := logOp{Op: opBegin, Txn: s.nextTxn, PANHash: in.PANHash, Till: append(tillKeys(in), refundKeys(in, s.nextTxn)...)}
 	if takeSTAN {
 		op.STAN = s.peekSTAN()
 		in.STAN = op.STAN

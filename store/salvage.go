@@ -1131,7 +1131,7 @@ func (st *salvageState) plan(o SalvageOptions, rep *SalvageReport) *salvagePlan 
 		if h := r.rec.Intent.PANHash; h != "" {
 			pl.panIndex = append(pl.panIndex, boltElem{key: panIndexKey(h, id)})
 		}
-		for _, k := range tillKeys(r.rec.Intent) {
+		for _, k := range append(tillKeys(r.rec.Intent), refundKeys(r.rec.Intent, id)...) {
 			if !tillSeen[k] { // the first transaction keeps a key, as putTillKeys does
 				tillSeen[k] = true
 				pl.till = append(pl.till, boltElem{key: []byte(k), value: id.key()})

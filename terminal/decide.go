@@ -187,6 +187,8 @@ func clip(s string) string {
 // offlineAllowed says whether a sale the host did not answer may be approved offline.
 func (t *Terminal) offlineAllowed(ctx context.Context, req SaleRequest, p presented, aborted bool) (bool, string) {
 	switch {
+	case req.Refund:
+		return false, "a refund is never approved offline"
 	case aborted:
 		return false, "the till aborted the sale"
 	case p.chip:
@@ -222,7 +224,7 @@ func cannotComplete(ar iso8583.AuthResponse, asked money.Amount) string {
 // complete queues, with a dual-message sale's approved 0100, the 0220 that completes it for
 // amount (the 0100 only holds the funds; its completion collects them).
 func (d *decision) complete(t *Terminal, j journaled, p presented, amount int64, approvalCode string) {
-	if t.opts.DualMessage {
+	if j.auth.MTI == iso8583.MTIAuthorizationRequest {
 		d.items = append(d.items, t.completionItem(j.auth, p, amount, approvalCode))
 	}
 }

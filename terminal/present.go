@@ -57,7 +57,11 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 	}
 	fallback := false
 	for try := 1; try <= maxCardTries; try++ {
-		if err := t.display.Show(ctx, fitLine("SALE "+req.Amount.String()), prompt); err != nil {
+		label := "SALE "
+		if req.Refund {
+			label = "REFUND "
+		}
+		if err := t.display.Show(ctx, fitLine(label+req.Amount.String()), prompt); err != nil {
 			r := t.deviceFailure(ctx, *res, log, "PIN pad display", err)
 			return presented{}, &r
 		}

@@ -215,7 +215,11 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 	body = append(body, center(t.opts.MerchantName))
 	add("MID "+t.opts.MerchantID, "")
 	add("TID "+t.opts.TerminalID, r.Time.Format("2006-01-02 15:04"))
-	body = append(body, center("SALE"))
+	if r.Refund {
+		body = append(body, center("REFUND"))
+	} else {
+		body = append(body, center("SALE"))
+	}
 	if r.MaskedPAN != "" {
 		add("CARD", r.MaskedPAN)
 		add("ENTRY", entryLabel(r))

@@ -72,6 +72,7 @@ func receiptCases() []receiptCase {
 
 	return []receiptCase{
 		{"swipe_pin_approved", approved(pinned(swipe(sale(1250), "021"))), []string{"PIN VERIFIED", "NO SIGNATURE REQUIRED"}, []string{"\n" + center("SIGNATURE REQUIRED") + "\n", SignatureLine, "CHIP"}},
+		{"swipe_pin_refund_approved", func() SaleResult { r := approved(pinned(swipe(sale(1250), "021"))); r.Refund = true; return r }(), []string{"REFUND", "PIN VERIFIED"}, []string{"SALE"}},
 		{"swipe_signature_approved", approved(signed(swipe(sale(1250), "021"))), []string{"SIGNATURE REQUIRED", SignatureLine}, []string{"PIN VERIFIED"}},
 		{"chip_online_pin_approved", approved(pinned(chip(sale(2500)))), []string{"PIN VERIFIED", "NO SIGNATURE REQUIRED"}, []string{"SWIPE", SignatureLine}},
 		{"chip_offline_pin_signature_approved", approved(func() SaleResult { r := signed(chip(sale(2500))); r.CVM = CVMOfflinePIN; return r }()), []string{"OFFLINE PIN VERIFIED", "SIGNATURE REQUIRED", SignatureLine}, nil},

@@ -106,10 +106,19 @@ func (t *Terminal) queuedFromRecord(rec store.Record, reason string) (queued, er
 	}
 	return queued{
 		OrigMTI: rec.Intent.MTI, OrigSTAN: rec.Intent.STAN, OrigTransmission: rec.Intent.Time.UTC(), LocalTime: rec.Intent.Time,
-		AmountMinor: rec.Intent.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: "000000",
+		AmountMinor: rec.Intent.AmountMinor, CurrencyNumeric: cur.Numeric, ProcessingCode: processingCode(rec.Intent),
 		EntryMode: rec.Intent.EntryMode, TerminalID: rec.Intent.TerminalID, MerchantID: t.opts.MerchantID,
 		ReasonCode: reason,
 	}, nil
+}
+
+// processingCode is field 3 of the request a journal record stands for: a refund's
+// "200000" (the intent keeps it), a sale's default purchase code.
+func processingCode(in store.Intent) string {
+	if in.ProcessingCode != "" {
+		return in.ProcessingCode
+	}
+	return iso8583.DefaultProcessingCode
 }
 
 // reversalItem is the queue item of the reversal q describes, without card data, with a

@@ -46,8 +46,20 @@ func (t *Terminal) checkSale(req SaleRequest) error {
 
 // sale runs the steps of one admitted sale; t.mu is held.
 func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResult, error) {
-	res := SaleResult{Time: t.opts.Now(), Amount: req.Amount, Condition: CondNone}
+	res := SaleResult{Time: t.opts.Now(), Amount: req.Amount, Condition: CondNone, Refund: req.Refund}
 	log := t.log.With("sale", req.SaleTransactionID, "amount", req.Amount.String())
+	var orig *store.Record
+	if req.Refund {
+		log = log.With("refund", true, "original", req.Original)
+		o, why, err := t.refundAllowed(ctx, req)
+		if err != nil {
+			return SaleResult{}, err
+		}
+		if why != "" {
+			return t.notAllowed(ctx, res, why, log), nil
+		}
+		orig = o
+	}
 	log.Info("sale started")
 
 	// 1-3. The card: shown the amount, presented (swipe, chip or fallback), checked
@@ -57,6 +69,17 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		return *ended, nil
 	}
 	log = log.With("pan", p.pan)
+	if orig != nil {
+		why, err := t.sameCard(ctx, *orig, p)
+		if err != nil {
+			t.finishPad(ctx, log, "SYSTEM ERROR")
+			return SaleResult{}, err
+		}
+		if why != "" {
+			res.MaskedPAN, res.EntryMode = p.pan.Masked(), p.entryMode
+			return t.notAllowed(ctx, res, why, log), nil
+		}
+	}
 	if !r.goOnline() {
 		res.Condition = CondAborted
 		res.Message = "aborted by the till before going online; nothing was charged"
@@ -65,7 +88,7 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		res.Receipt = t.receipt(res)
 		return res, nil
 	}
-	if p.chipOffline {
+	if p.chipOffline && !req.Refund { // a refund goes online whatever the card said
 		return t.chipOfflineApproval(ctx, req, res, p, log)
 	}
 	// Reversals waiting from earlier transactions go before any new authorization.
@@ -73,7 +96,7 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 
 	// 4. Write-ahead intent, with the STAN taken in the same write.
 	mti := iso8583.MTIFinancialRequest
-	if t.opts.DualMessage {
+	if t.opts.DualMessage && !req.Refund { // a refund is a financial request (0200) in dual message too
 		mti = iso8583.MTIAuthorizationRequest
 	}
 	j, err := t.beginIntent(ctx, req, p, res, mti)
@@ -133,8 +156,17 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 		return journaled{}, err
 	}
 	now := t.opts.Now()
+	kind, pc, origID := "sale", iso8583.DefaultProcessingCode, store.TxnID(0)
+	if req.Refund {
+		kind, pc = store.KindRefund, ProcessingCodeRefund
+		if req.Original != "" {
+			if origID, err = t.TxnIDFromPOI(req.Original); err != nil {
+				return journaled{}, err
+			}
+		}
+	}
 	in := store.Intent{
-		Kind: "sale", MTI: mti, TerminalID: t.opts.TerminalID,
+		Kind: kind, MTI: mti, Original: origID, TerminalID: t.opts.TerminalID,
 		SaleID: req.SaleID, ServiceID: req.ServiceID, SaleTransactionID: req.SaleTransactionID,
 		AmountMinor: req.Amount.Minor, Currency: req.Amount.Currency.Code,
 		MaskedPAN: p.pan.Masked(), PANHash: panHash, EntryMode: p.entryMode, Time: now,
@@ -143,6 +175,9 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 		CVM: string(res.CVM), Signature: res.SignatureRequired, AID: res.ChipData.AID, AppLabel: res.ChipData.AppLabel,
 		TVR: res.ChipData.TVR, TSI: res.ChipData.TSI, Cryptogram: res.ChipData.Cryptogram,
 	}
+	if req.Refund {
+		in.ProcessingCode = pc
+	}
 	id, stan, err := t.st.BeginWithSTAN(ctx, in)
 	if err != nil {
 		return journaled{}, fmt.Errorf("terminal: journaling the intent: %w", err)
@@ -150,7 +185,7 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 	in.STAN = stan
 	auth := iso8583.Authorization{
 		MTI:              mti,
-		ProcessingCode:   iso8583.DefaultProcessingCode,
+		ProcessingCode:   pc,
 		AmountMinor:      req.Amount.Minor,
 		CurrencyNumeric:  req.Amount.Currency.Numeric,
 		STAN:             stan,
@@ -232,5 +267,10 @@ func (t *Terminal) finishIntent(ctx context.Context, j journaled, d *decision) e
 
 // poiTxnID is the POITransactionID of the journal record id.
 func (t *Terminal) poiTxnID(id store.TxnID) string {
-	return fmt.Sprintf("%s-%08d", t.opts.TerminalID, uint64(id))
+	return poiTxnID(t.opts.TerminalID, id)
+}
+
+// poiTxnID is the POITransactionID of the journal record id of terminal tid.
+func poiTxnID(tid string, id store.TxnID) string {
+	return fmt.Sprintf("%s-%08d", tid, uint64(id))
 }

@@ -89,6 +89,9 @@ type Options struct {
 	// earlier transactions before its own authorization may go out (reversals go first).
 	// When one is still pending after it, the sale does not go online. Default 10s.
 	ReversalWait time.Duration
+	// Refunds decides which refunds the terminal takes. Default: linked refunds only, of
+	// sales whose journal record carries the card's PAN hash.
+	Refunds RefundPolicy
 	// Forward configures the store-and-forward of reversals and advices; its Now and
 	// Logger default to the Terminal's.
 	Forward ForwardOptions
@@ -211,6 +214,12 @@ type SaleRequest struct {
 	ServiceID         string // the till's id of this request (nexo ServiceID); "" when none
 	SaleTransactionID string // the till's reference for this sale
 	Amount            money.Amount
+	// Refund makes the request a refund, money back to the card (Terminal.Refund); false:
+	// a sale.
+	Refund bool
+	// Original is the POITransactionID (as this terminal issued it) of the sale a linked
+	// refund refunds; "" for an unlinked refund, and for a sale.
+	Original string
 }
 
 // Condition says why a sale did not succeed, in the vocabulary of nexo's ErrorCondition so
@@ -260,6 +269,7 @@ type SaleResult struct {
 	CVM               CVM
 	SignatureRequired bool
 	ChipData          ChipData // of a chip card's application, for the receipt; zero for a swipe
+	Refund            bool     // the transaction is a refund (money to the cardholder)
 	Receipt           Receipt
 	// refusal is the short reason (the pad's closing message) of a sale refused before it
 	// went online, for the receipt; "" otherwise.

@@ -136,6 +136,10 @@ func differs(k store.TillKey, first, again SaleRequest) string {
 		return "amount"
 	case keyName(k) == "ServiceID" && first.SaleTransactionID != again.SaleTransactionID:
 		return "SaleTransactionID"
+	case first.Refund != again.Refund:
+		return "PaymentType"
+	case first.Original != again.Original:
+		return "OriginalPOITransactionID"
 	}
 	return ""
 }
@@ -143,8 +147,12 @@ func differs(k store.TillKey, first, again SaleRequest) string {
 // requestOf is the till request a journal record was begun for.
 func requestOf(rec store.Record) SaleRequest {
 	cur, _ := money.LookupCurrency(rec.Intent.Currency)
-	return SaleRequest{SaleID: rec.Intent.SaleID, ServiceID: rec.Intent.ServiceID, SaleTransactionID: rec.Intent.SaleTransactionID,
-		Amount: money.Amount{Minor: rec.Intent.AmountMinor, Currency: cur}}
+	req := SaleRequest{SaleID: rec.Intent.SaleID, ServiceID: rec.Intent.ServiceID, SaleTransactionID: rec.Intent.SaleTransactionID,
+		Amount: money.Amount{Minor: rec.Intent.AmountMinor, Currency: cur}, Refund: rec.Intent.Kind == store.KindRefund}
+	if rec.Intent.Original != 0 {
+		req.Original = poiTxnID(rec.Intent.TerminalID, rec.Intent.Original)
+	}
+	return req
 }
 
 // admit decides what a till request does: a new request gets a run (and t.mu, held until
@@ -239,6 +247,7 @@ func (t *Terminal) answer(rec store.Record) SaleResult {
 		MaskedPAN: in.MaskedPAN, EntryMode: in.EntryMode, PINEntered: in.PINEntered, Chip: in.Chip,
 		CVM: CVM(in.CVM), SignatureRequired: in.Signature,
 		ChipData: ChipData{AID: in.AID, AppLabel: in.AppLabel, TVR: in.TVR, TSI: in.TSI, Cryptogram: in.Cryptogram},
+		Refund:   in.Kind == store.KindRefund,
 	}
 	if res.CVM == CVMNone && in.PINEntered { // a record of an older release
 		res.CVM = CVMOnlinePIN

@@ -69,6 +69,15 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	if err != nil {
 		return VoidResult{}, err
 	}
+	if rec.Intent.Kind != store.KindRefund {
+		refunded, err := t.refundsCount(ctx, id)
+		if err != nil {
+			return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
+		}
+		if refunded {
+			return VoidResult{}, fmt.Errorf("terminal: void %d: %w: the sale has refunds; void them first or refund what remains", uint64(id), store.ErrNotVoidable)
+		}
+	}
 	q, err := t.queuedFromRecord(rec, iso8583.ReasonCustomerCancel)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)

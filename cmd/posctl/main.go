@@ -62,7 +62,10 @@ commands:
                                            expiry (YYMM) from stdin; or --last4 NNNN
                                            --date YYYY-MM-DD
                                            (never an argument: it would show in ps); recorded
-  void POI-TRANSACTION-ID                  cancel an approved sale (reversed at the acquirer)
+  void POI-TRANSACTION-ID                  cancel an approved sale or refund (reversed at the acquirer)
+  refund --amount 5.00 --original POI-TRANSACTION-ID | --unlinked [--ref REF]
+                                           money back to the card (supervisor); a linked refund
+                                           needs the sale's card and stays within what it captured
   saf list                                 the store-and-forward queue (masked)
   saf flush                                send everything queued now
   saf park|unpark|delete ID [--note TEXT] [--reason TEXT] [--yes]
@@ -118,6 +121,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = c.abort(fs.Args()[1:], stdout, stderr)
 		case "sale":
 			err = c.sale(fs.Args()[1:], stdout, stderr)
+		case "refund":
+			err = c.payment("refund", fs.Args()[1:], stdout, stderr)
 		case "journal":
 			err = c.journal(fs.Args()[1:], stdin, stdout, stderr)
 		case "void":
@@ -310,14 +315,29 @@ func (c *client) status(w io.Writer) error {
 }
 
 func (c *client) sale(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("posctl sale", flag.ContinueOnError)
+	return c.payment("sale", args, stdout, stderr)
+}
+
+// payment runs posctl sale or posctl refund (name).
+func (c *client) payment(name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("posctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	amount := fs.String("amount", "", "amount in major units, e.g. 12.50 (required)")
 	currency := fs.String("currency", "EUR", "ISO 4217 currency code")
 	ref := fs.String("ref", "", "the till's transaction reference (default: posctl-TIME)")
 	saleID := fs.String("sale-id", "POSCTL", "the till's id")
 	serviceID := fs.String("service-id", "", "the request's id, 1-10 characters (default: a new one)")
-	if err := fs.Parse(args); err != nil {
+	var original *string
+	var unlinked *bool
+	if name == "refund" {
+		original = fs.String("original", "", "the POI transaction id of the sale refunded (a linked refund)")
+		unlinked = fs.Bool("unlinked", false, "a refund that names no sale (if posd's refund.unlinked allows)")
+	}
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return errUsage
+	}
+	if name == "refund" && (*original == "") == !*unlinked {
+		fmt.Fprintln(stderr, "posctl refund: exactly one of --original POI-TRANSACTION-ID and --unlinked")
 		return errUsage
 	}
 	cur, err := money.LookupCurrency(*currency)
@@ -325,7 +345,7 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--currency: %w", err)
 	}
 	if *amount == "" {
-		fmt.Fprintln(stderr, "posctl sale: --amount is required")
+		fmt.Fprintf(stderr, "posctl %s: --amount is required\n", name)
 		return errUsage
 	}
 	amt, err := money.ParseDecimal(*amount, cur)
@@ -343,7 +363,11 @@ func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	if *serviceID == "" {
 		*serviceID = newServiceID()
 	}
-	env, err := c.nexo(nexo.NewPaymentRequest(*saleID, *serviceID, poiid, *ref, amt, now), "sale")
+	req := nexo.NewPaymentRequest(*saleID, *serviceID, poiid, *ref, amt, now)
+	if name == "refund" {
+		req = nexo.NewRefundRequest(*saleID, *serviceID, poiid, *ref, *original, amt, now)
+	}
+	env, err := c.nexo(req, name)
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,9 @@ func classifyNexo(r *http.Request) (access.Request, error) {
 		req.Op = access.OpAbort
 	default: // Payment, and what the handler refuses as a malformed payment
 		req.Op = access.OpPayment
+		if nexo.IsRefund(body) {
+			req.Op = access.OpRefund // money back: the supervisor's
+		}
 	}
 	return req, nil
 }

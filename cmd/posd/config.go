@@ -33,6 +33,7 @@ type Config struct {
 	Acquirer AcquirerConfig `json:"acquirer"`
 	Store    StoreConfig    `json:"store"`
 	Offline  OfflineConfig  `json:"offline"`
+	Refund   RefundConfig   `json:"refund"`
 	SAF      SAFConfig      `json:"saf"`
 	HSM      HSMConfig      `json:"hsm"`
 	Firmware FirmwareConfig `json:"firmware"`
@@ -226,6 +227,20 @@ type OfflineConfig struct {
 	MaxCount        *int     `json:"max_count"`         // offline approvals waiting for the host; default 100
 	MaxTotalMinor   *int64   `json:"max_total_minor"`   // their sum; default 50000
 	MaxAge          Duration `json:"max_age"`           // of the oldest waiting; default 48h
+}
+
+// RefundConfig decides which refunds posd takes (nexo PaymentType "Refund", posctl
+// refund; the supervisor role). Money is in integer minor units.
+type RefundConfig struct {
+	Enabled *bool `json:"enabled"` // default true; false refuses every refund
+	// AllowUnhashed takes a linked refund of a sale journaled without a PAN hash (no
+	// hsm.pan_hash_key then), whose card cannot be checked. Default false.
+	AllowUnhashed bool `json:"allow_unhashed"`
+	// Unlinked takes refunds that name no original sale. Default false; when true,
+	// max_minor and daily_max_minor are required.
+	Unlinked      bool  `json:"unlinked"`
+	MaxMinor      int64 `json:"max_minor"`       // one unlinked refund; default 0 (required with unlinked)
+	DailyMaxMinor int64 `json:"daily_max_minor"` // unlinked refunds of one local day; default 0 (required with unlinked)
 }
 
 // SAFConfig tunes the store-and-forward of reversals and advices.
@@ -602,6 +617,21 @@ func (c *Config) fill() error {
 		return &ConfigError{"offline.max_count", "must not be negative"}
 	case *o.MaxTotalMinor < 0:
 		return &ConfigError{"offline.max_total_minor", "must not be negative"}
+	}
+	rf := &c.Refund
+	if rf.Enabled == nil {
+		on := true
+		rf.Enabled = &on
+	}
+	switch {
+	case rf.MaxMinor < 0:
+		return &ConfigError{"refund.max_minor", "must not be negative"}
+	case rf.DailyMaxMinor < 0:
+		return &ConfigError{"refund.daily_max_minor", "must not be negative"}
+	case rf.Unlinked && rf.MaxMinor == 0:
+		return &ConfigError{"refund.max_minor", "required (above 0) when refund.unlinked is on"}
+	case rf.Unlinked && rf.DailyMaxMinor == 0:
+		return &ConfigError{"refund.daily_max_minor", "required (above 0) when refund.unlinked is on"}
 	}
 	f := &c.SAF
 	if f.Window == 0 {

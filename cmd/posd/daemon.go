@@ -179,6 +179,10 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			Enabled: cfg.Offline.Enabled, FloorLimitMinor: *cfg.Offline.FloorLimitMinor, MaxCount: *cfg.Offline.MaxCount,
 			MaxTotalMinor: *cfg.Offline.MaxTotalMinor, MaxAge: time.Duration(cfg.Offline.MaxAge),
 		},
+		Refunds: terminal.RefundPolicy{
+			Disabled: !*cfg.Refund.Enabled, AllowUnhashed: cfg.Refund.AllowUnhashed,
+			Unlinked: cfg.Refund.Unlinked, MaxMinor: cfg.Refund.MaxMinor, DailyMaxMinor: cfg.Refund.DailyMaxMinor,
+		},
 		Failpoint: failpointFromEnv(log),
 		PANHash:   d.panHash,
 		Forward: terminal.ForwardOptions{

@@ -16,7 +16,7 @@ const (
 	OpJournalOwn       Op = "journal of one till"
 	OpJournal          Op = "journal"           // supervisor
 	OpVoid             Op = "void"              // supervisor
-	OpRefund           Op = "refund"            // supervisor (no route yet)
+	OpRefund           Op = "refund"            // supervisor: a nexo PaymentRequest with PaymentType Refund
 	OpReconcile        Op = "reconciliation"    // supervisor (no route yet)
 	OpCardSearch       Op = "card search"       // supervisor
 	OpSAFList          Op = "saf list"          // supervisor

@@ -22,6 +22,22 @@ func NewPaymentRequest(saleID, serviceID, poiid, saleTransactionID string, amoun
 	}}
 }
 
+// NewRefundRequest builds the envelope a till sends for a refund of amount: linked to the
+// sale original (its POITransactionID), or unlinked when original is "".
+func NewRefundRequest(saleID, serviceID, poiid, saleTransactionID, original string, amount money.Amount, now time.Time) Envelope {
+	env := NewPaymentRequest(saleID, serviceID, poiid, saleTransactionID, amount, now)
+	pr := env.Request.PaymentRequest
+	pr.PaymentData = &struct {
+		PaymentType string `json:"PaymentType,omitempty"`
+	}{PaymentType: "Refund"}
+	if original != "" {
+		pr.PaymentTransaction.OriginalPOITransaction = &struct {
+			POITransactionID TransactionID `json:"POITransactionID"`
+		}{POITransactionID: TransactionID{TransactionID: original}}
+	}
+	return env
+}
+
 // NewReversalRequest builds the envelope a till sends to void the payment poiTxnID.
 func NewReversalRequest(saleID, serviceID, poiid, poiTxnID, reason string) Envelope {
 	rr := &ReversalRequest{ReversalReason: reason}

@@ -160,9 +160,14 @@ type PaymentRequest struct {
 			Currency        string      `json:"Currency"`
 			RequestedAmount json.Number `json:"RequestedAmount"`
 		} `json:"AmountsReq"`
+		// OriginalPOITransaction names the sale a linked refund refunds; absent for a sale
+		// and for an unlinked refund.
+		OriginalPOITransaction *struct {
+			POITransactionID TransactionID `json:"POITransactionID"`
+		} `json:"OriginalPOITransaction,omitempty"`
 	} `json:"PaymentTransaction"`
 	PaymentData *struct {
-		PaymentType string `json:"PaymentType,omitempty"` // "Normal" (default); others not supported yet
+		PaymentType string `json:"PaymentType,omitempty"` // "Normal" (default) or "Refund"
 	} `json:"PaymentData,omitempty"`
 }
 
@@ -267,6 +272,10 @@ type Payment struct {
 	Header            MessageHeader // its ServiceID keys the request, with its SaleID
 	SaleTransactionID TransactionID
 	Amount            money.Amount
+	// Refund: PaymentType "Refund". Original is the POITransactionID of the sale a linked
+	// refund refunds (PaymentTransaction.OriginalPOITransaction); "" for an unlinked one.
+	Refund   bool
+	Original string
 }
 
 // decodeRequest decodes a till's JSON body and checks its header for category.
@@ -306,6 +315,23 @@ func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, erro
 		return nil, &FieldError{"MessageHeader.POIID", fmt.Sprintf("%q is not this terminal (%s)", clip(h.POIID), poiid)}
 	}
 	return req, nil
+}
+
+// IsRefund reports whether body is a PaymentRequest whose PaymentType is "Refund", without
+// validating the rest (DecodePayment does): for telling a refund's role before it runs.
+func IsRefund(body []byte) bool {
+	var env struct {
+		SaleToPOIRequest struct {
+			PaymentRequest *struct {
+				PaymentData *struct{ PaymentType string }
+			}
+		}
+	}
+	if json.Unmarshal(body, &env) != nil {
+		return false
+	}
+	pr := env.SaleToPOIRequest.PaymentRequest
+	return pr != nil && pr.PaymentData != nil && pr.PaymentData.PaymentType == "Refund"
 }
 
 // Category returns the MessageCategory of a till's request body, or "" if it has none.
@@ -365,8 +391,26 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 	if pr == nil {
 		return Payment{}, &FieldError{"PaymentRequest", "missing"}
 	}
-	if pr.PaymentData != nil && pr.PaymentData.PaymentType != "" && pr.PaymentData.PaymentType != "Normal" {
-		return Payment{}, &FieldError{"PaymentRequest.PaymentData.PaymentType", fmt.Sprintf("%q not supported yet (Normal is)", clip(pr.PaymentData.PaymentType))}
+	refund := false
+	if pr.PaymentData != nil {
+		switch pr.PaymentData.PaymentType {
+		case "", "Normal":
+		case "Refund":
+			refund = true
+		default:
+			return Payment{}, &FieldError{"PaymentRequest.PaymentData.PaymentType", fmt.Sprintf("%q not supported (Normal and Refund are)", clip(pr.PaymentData.PaymentType))}
+		}
+	}
+	var original string
+	if o := pr.PaymentTransaction.OriginalPOITransaction; o != nil {
+		const origField = "PaymentRequest.PaymentTransaction.OriginalPOITransaction.POITransactionID.TransactionID"
+		if !refund {
+			return Payment{}, &FieldError{"PaymentRequest.PaymentTransaction.OriginalPOITransaction", "only a Refund (PaymentData.PaymentType) names an original transaction"}
+		}
+		if !validID(o.POITransactionID.TransactionID, 64) {
+			return Payment{}, &FieldError{origField, idRule64}
+		}
+		original = o.POITransactionID.TransactionID
 	}
 	st := pr.SaleData.SaleTransactionID
 	if !validID(st.TransactionID, 64) {
@@ -393,7 +437,7 @@ func DecodePayment(body []byte, poiid string) (Payment, error) {
 	if amt.Minor == 0 {
 		return Payment{}, &FieldError{amountField, "must be greater than zero"}
 	}
-	return Payment{Header: h, SaleTransactionID: st, Amount: amt}, nil
+	return Payment{Header: h, SaleTransactionID: st, Amount: amt, Refund: refund, Original: original}, nil
 }
 
 // validID reports whether id, a till's identifier, is 1 to max printable ASCII characters

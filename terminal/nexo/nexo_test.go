@@ -84,7 +84,7 @@ func TestDecodePaymentRefusals(t *testing.T) {
 		{amt + "RequestedAmount", json.Number("1e3"), "RequestedAmount"},
 		{amt + "RequestedAmount", json.Number("99999999999"), "RequestedAmount"},
 		{amt + "RequestedAmount", true, "RequestedAmount"},
-		{"SaleToPOIRequest.PaymentRequest.PaymentData", map[string]any{"PaymentType": "Refund"}, "PaymentType"},
+		{"SaleToPOIRequest.PaymentRequest.PaymentData", map[string]any{"PaymentType": "PaidOut"}, "PaymentType"},
 	} {
 		m := validBody(t)
 		set(m, tc.path, tc.value)

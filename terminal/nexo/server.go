@@ -98,12 +98,17 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	h.log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String())
+	h.log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String(), "refund", p.Refund, "original", p.Original)
 	// The sale runs to its end even if the till hangs up: the journal and the customer
 	// need an outcome either way, and the till finds the answer with TransactionStatus.
 	ctx := context.WithoutCancel(r.Context())
-	res, err := h.t.Sale(ctx, terminal.SaleRequest{SaleID: p.Header.SaleID, ServiceID: p.Header.ServiceID,
-		SaleTransactionID: p.SaleTransactionID.TransactionID, Amount: p.Amount})
+	req := terminal.SaleRequest{SaleID: p.Header.SaleID, ServiceID: p.Header.ServiceID,
+		SaleTransactionID: p.SaleTransactionID.TransactionID, Amount: p.Amount, Refund: p.Refund, Original: p.Original}
+	run := h.t.Sale
+	if p.Refund {
+		run = h.t.Refund
+	}
+	res, err := run(ctx, req)
 	var resp *SaleToPOIResponse
 	var conflict *terminal.ConflictError
 	switch {
@@ -136,10 +141,12 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 // conflictText names, in the till's JSON terms, what differs from the first request.
 func conflictText(c *terminal.ConflictError) string {
 	field := map[string]string{
-		"amount":            "PaymentRequest.PaymentTransaction.AmountsReq.RequestedAmount",
-		"currency":          "PaymentRequest.PaymentTransaction.AmountsReq.Currency",
-		"SaleTransactionID": "PaymentRequest.SaleData.SaleTransactionID.TransactionID",
-		"POITransactionID":  "ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID",
+		"amount":                   "PaymentRequest.PaymentTransaction.AmountsReq.RequestedAmount",
+		"currency":                 "PaymentRequest.PaymentTransaction.AmountsReq.Currency",
+		"SaleTransactionID":        "PaymentRequest.SaleData.SaleTransactionID.TransactionID",
+		"POITransactionID":         "ReversalRequest.OriginalPOITransaction.POITransactionID.TransactionID",
+		"PaymentType":              "PaymentRequest.PaymentData.PaymentType",
+		"OriginalPOITransactionID": "PaymentRequest.PaymentTransaction.OriginalPOITransaction.POITransactionID.TransactionID",
 	}[c.Field]
 	if field == "" {
 		field = c.Field
@@ -174,7 +181,8 @@ func (h *handler) serveTransactionStatus(w http.ResponseWriter, r *http.Request,
 	default:
 		p := Payment{Header: MessageHeader{ProtocolVersion: hd.ProtocolVersion, MessageClass: "Service", MessageCategory: "Payment",
 			SaleID: st.Request.SaleID, ServiceID: st.Request.ServiceID, POIID: h.opts.POIID},
-			SaleTransactionID: TransactionID{TransactionID: st.Request.SaleTransactionID}, Amount: st.Request.Amount}
+			SaleTransactionID: TransactionID{TransactionID: st.Request.SaleTransactionID}, Amount: st.Request.Amount,
+			Refund: st.Request.Refund, Original: st.Request.Original}
 		pr := FromResult(p, st.Result, h.opts.MerchantID)
 		rep := &RepeatedMessageResponse{MessageHeader: pr.MessageHeader}
 		rep.RepeatedResponseMessageBody.PaymentResponse = pr.PaymentResponse
@@ -321,6 +329,9 @@ func FromResult(p Payment, r terminal.SaleResult, merchantID string) *SaleToPOIR
 	}
 	if r.MaskedPAN != "" {
 		res := &PaymentResult{PaymentType: "Normal"}
+		if r.Refund {
+			res.PaymentType = "Refund"
+		}
 		res.AmountsResp.Currency = r.Amount.Currency.Code
 		authorized := "0"
 		switch {
