@@ -1,11 +1,16 @@
 package terminal_test
 
 import (
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
+	"github.com/posd-dev/posd/terminal/emvparams"
 	"github.com/posd-dev/posd/terminal/padsim"
 )
 
@@ -138,4 +143,67 @@ func TestTableVersionMismatchReloadsAndRetries(t *testing.T) {
 	if strings.Count(log, `the pad has "0000000000" -> 020`) != 1 || !strings.Contains(log, "TLE -> 000") {
 		t.Errorf("pad log does not show one 020 and a load:\n%s", log)
 	}
+}
+
+// TestLoadFullTableSet loads 50 AID and 40 CAPK records (TLI, TLR, TLE, then GTS) and
+// reports the time. POSD_THROTTLE=1920 throttles the simulated pad to 19200 baud.
+func TestLoadFullTableSet(t *testing.T) {
+	rate := 0
+	if v := os.Getenv("POSD_THROTTLE"); v != "" {
+		rate, _ = strconv.Atoi(v)
+	}
+	r := newRig(t, nil, hostFaults{pad: func(o *padsim.Options) { o.Contactless, o.BytesPerSecond = true, rate }})
+	var recs [][]byte
+	for i := range 50 {
+		rec, err := abecs.AIDRecord{
+			Acquirer: 1, Index: fmt.Sprintf("%02d", i+1), AID: fmt.Sprintf("A00000000310%02d", i), AppType: 1, Label: "VISA", AppVersion: "008C",
+			Country: "250", Currency: "978", CurrExp: 2, MCC: "5999", TermCaps: "E0F8C8", AddCaps: "F000F0A001", TermType: "22",
+			TACDefault: "DC4000A800", TACDenial: "0010000000", TACOnline: "DC4004F800", CtlsMode: '2', CtlsTxnLimit: 10000, CtlsCVMLimit: 5000,
+			CtlsTACDefault: "DC4000A800", CtlsTACDenial: "0010000000", CtlsTACOnline: "DC4004F800", CtlsTermCaps: "E068C8",
+		}.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	mod := strings.Repeat("C3", 248)
+	for i := range 40 {
+		sum := emvparams.Checksum("A000000003", fmt.Sprintf("%02X", i), mod, "03")
+		rec, err := abecs.CAPKRecord{Acquirer: 1, Index: fmt.Sprintf("%02d", i+1), RID: "A000000003", KeyIndex: fmt.Sprintf("%02X", i), Exponent: "03", Modulus: mod, Checksum: sum}.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	n := 0
+	for _, rec := range recs {
+		n += len(rec)
+	}
+	start := time.Now()
+	if err := r.pp.LoadEMVTables(r.ctx, "0000000042", recs); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if v, n := r.pad.TableVersion(), r.pad.TableRecords(); v != "0000000042" || n != 90 {
+		t.Fatalf("pad holds version %q, %d records", v, n)
+	}
+	t.Logf("loaded %d records (%d bytes) in %v (pad throttled to %d bytes/s; 0 = unthrottled pty)", len(recs), n, took, rate)
+}
+
+// TestTapAndChipLinkBytes reports the pad link's bytes and commands for a tap sale and a
+// chip sale (online, no PIN), from a pad that already answered GIN.
+func TestTapAndChipLinkBytes(t *testing.T) {
+	measure := func(ev padsim.Event) padsim.LinkStats {
+		r := newRig(t, []padsim.Event{ev}, hostFaults{pad: ctlsPad})
+		if res := r.sale(t, 2500); !res.Approved {
+			t.Fatalf("result = %+v", res)
+		}
+		return r.pad.LinkStats()
+	}
+	tp, ch := measure(tap(padsim.Tap{})), measure(insert(padsim.Chip{}))
+	if tp.Commands == 0 || ch.Commands == 0 {
+		t.Fatalf("tap %+v chip %+v", tp, ch)
+	}
+	t.Logf("tap sale: %d bytes to the pad, %d from it, %d commands; chip sale: %d, %d, %d",
+		tp.BytesIn, tp.BytesOut, tp.Commands, ch.BytesIn, ch.BytesOut, ch.Commands)
 }

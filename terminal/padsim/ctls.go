@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/posd-dev/posd/internal/atomicfile"
@@ -266,4 +267,33 @@ func (t throttled) Read(b []byte) (int, error) {
 func (t throttled) Write(b []byte) (int, error) {
 	t.wait(len(b))
 	return t.rw.Write(b)
+}
+
+// LinkStats are the bytes the pad read and wrote on its link and the commands it
+// handled, since New.
+type LinkStats struct {
+	BytesIn, BytesOut, Commands int64
+}
+
+// LinkStats returns the pad's link counters. Safe to call concurrently with Serve.
+func (p *Pad) LinkStats() LinkStats {
+	return LinkStats{BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), Commands: p.commands.Load()}
+}
+
+// counting counts the bytes through a port.
+type counting struct {
+	rw      io.ReadWriter
+	in, out *atomic.Int64
+}
+
+func (c counting) Read(b []byte) (int, error) {
+	n, err := c.rw.Read(b)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c counting) Write(b []byte) (int, error) {
+	n, err := c.rw.Write(b)
+	c.out.Add(int64(n))
+	return n, err
 }

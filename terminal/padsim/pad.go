@@ -175,6 +175,9 @@ type Pad struct {
 	firmware  *Firmware
 	ctls      bool
 	rate      int
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	commands  atomic.Int64
 	// pendingGCR is the GCR answered 020, which a bare GCR resumes; only
 	// the serving goroutine touches it.
 	pendingGCR *abecs.CardRequest
@@ -414,6 +417,7 @@ func (p *Pad) serve(ctx context.Context, port io.ReadWriter, device bool) error 
 	if p.rate > 0 {
 		port = throttled{rw: port, rate: p.rate}
 	}
+	port = counting{rw: port, in: &p.bytesIn, out: &p.bytesOut}
 	s := &session{pad: p, port: port, device: device, events: make(chan abecs.Event), readErr: make(chan error, 1), stop: make(chan struct{})}
 	defer close(s.stop)
 	go s.read()
@@ -725,6 +729,7 @@ func (p *Pad) consume() {
 func status(id string, code int) abecs.Response { return abecs.Response{ID: id, Status: code} }
 
 func (p *Pad) handle(cmd abecs.Command) abecs.Response {
+	p.commands.Add(1)
 	switch cmd.ID {
 	case abecs.CmdOpen:
 		if len(cmd.Blocks) != 0 {
