@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/posd-dev/posd/hsm"
@@ -33,6 +34,11 @@ var (
 	// amount or currency the card signed differ from the sale's (the pad's
 	// EMV tables are for another currency).
 	ErrChipData = errors.New("terminal: chip data unusable")
+	// ErrChangeInterface: the tap cannot go on (ABECS 082-085, 087: the
+	// amount is at or above the contactless transaction limit, or the card
+	// asks for another interface). The customer inserts or swipes; the pad's
+	// next GCR in this session has contactless off.
+	ErrChangeInterface = errors.New("terminal: contactless not possible here: insert or swipe the card")
 )
 
 // PINPad adapts an ABECS PIN pad to what the sale needs: its card reader
@@ -45,6 +51,77 @@ var (
 type PINPad struct {
 	fixed *abecs.Client
 	dev   *PadDevice
+
+	mu         sync.Mutex
+	ctlsClient *abecs.Client // the link ctls was learnt on (GIN)
+	ctls       bool          // the pad has a contactless reader
+	ctlsOff    bool          // a tap was refused in this session: GCR with contactless off
+	tabVer     string        // the EMV table version posd loaded ("" none)
+	tabRecs    [][]byte      // its records, to reload after a 020
+	tapped     bool          // the last card ReadCardAny returned was tapped
+}
+
+// SetEMVTables gives the pad adapter the EMV tables posd holds: GCR then
+// names version, and a pad that answers 020 (another version) gets records
+// loaded (TLI, TLR, TLE) once before the GCR is resumed. An empty version
+// means none (GCR names "0000000000").
+func (p *PINPad) SetEMVTables(version string, records [][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tabVer, p.tabRecs = version, records
+}
+
+// LoadEMVTables loads records into the pad under version (TLI, TLR, TLE)
+// and checks with GTS that the pad holds that version; on success GCR names
+// it from then on (SetEMVTables).
+func (p *PINPad) LoadEMVTables(ctx context.Context, version string, records [][]byte) error {
+	err := p.run(func(c *abecs.Client) error {
+		if err := c.LoadTables(ctx, 0, version, records); err != nil {
+			return err
+		}
+		got, err := c.TableVersion(ctx, 0)
+		if err != nil {
+			return err
+		}
+		if got != version {
+			return fmt.Errorf("terminal: the pad reports table version %q after loading %q", got, version)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.SetEMVTables(version, records)
+	return nil
+}
+
+// PadTableVersion asks the pad which EMV table version it holds (GTS).
+func (p *PINPad) PadTableVersion(ctx context.Context) (string, error) {
+	var v string
+	err := p.run(func(c *abecs.Client) (err error) {
+		v, err = c.TableVersion(ctx, 0)
+		return err
+	})
+	return v, err
+}
+
+// contactless reports whether the pad on c has a contactless reader (GIN,
+// asked once per link).
+func (p *PINPad) contactless(ctx context.Context, c *abecs.Client) bool {
+	p.mu.Lock()
+	known, ctls := p.ctlsClient == c, p.ctls
+	p.mu.Unlock()
+	if known {
+		return ctls
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.ctlsClient, p.ctls = c, info.Contactless
+	p.mu.Unlock()
+	return info.Contactless
 }
 
 // NewPINPad returns the adapter over c, a link that is not reconnected.
@@ -129,8 +206,13 @@ type PresentedCard struct {
 	cd abecs.CardData
 }
 
-// Chip reports whether the card was inserted (EMV contact chip).
-func (c PresentedCard) Chip() bool { return c.cd.Chip() }
+// Chip reports whether the card continues as an EMV chip card (GoOnChip,
+// FinishChip): inserted (contact chip) or tapped in EMV mode.
+func (c PresentedCard) Chip() bool { return c.cd.Chip() || c.cd.Type() == abecs.CardTypeCtlsChip }
+
+// Contactless reports whether the card was tapped (EMV or magnetic stripe
+// mode).
+func (c PresentedCard) Contactless() bool { return c.cd.Contactless() }
 
 // Fallback reports whether a swipe follows a failed chip read (the pad says
 // so): the sale goes with POS entry mode 801, and a chip card's service code
@@ -143,9 +225,14 @@ func (c PresentedCard) Fallback() bool { return c.cd.Fallback() }
 func (c PresentedCard) Tracks() (track1, track2 string) { return c.cd.Track1(), c.cd.Track2() }
 
 // EntryMode returns ISO 8583 field 22 for the card as read by a terminal
-// that accepts PINs: "051" chip, "801" fallback swipe, "021" swipe.
+// that accepts PINs: "051" chip, "071" contactless EMV, "911" contactless
+// magnetic stripe, "801" fallback swipe, "021" swipe.
 func (c PresentedCard) EntryMode() string {
 	switch {
+	case c.cd.Type() == abecs.CardTypeCtlsChip:
+		return "071"
+	case c.cd.Type() == abecs.CardTypeCtlsMag:
+		return "911"
 	case c.cd.Chip():
 		return "051"
 	case c.cd.Fallback():
@@ -171,19 +258,58 @@ func (c PresentedCard) LogValue() slog.Value { return slog.StringValue(c.cd.Stri
 // ErrChipFallback (076: ask for a swipe, which will be a fallback),
 // ErrCardUnreadable (mute chip, stripe read error: ask to try again),
 // ErrDeviceCancel, ErrDeviceTimeout or ErrDeviceUnavailable.
+//
+// On a pad with a contactless reader GCR takes taps too (card type 06 goes on
+// as a chip card, 05 as a swipe), unless a tap was refused earlier in the
+// session. A tap the pad cannot take (ABECS 082-085, 087, or a second 081)
+// returns ErrChangeInterface; 080 and a first 081 ask for the tap again, 086
+// shows "SEE PHONE" and asks again. A 020 (the pad's EMV tables are another
+// version) reloads the tables of SetEMVTables once and resumes with a bare
+// GCR.
 func (p *PINPad) ReadCardAny(ctx context.Context, amount money.Amount) (PresentedCard, error) {
-	req := abecs.CardRequest{AmountMinor: amount.Minor, Timeout: waitFor(ctx)}
+	p.mu.Lock()
+	ver, recs, off := p.tabVer, p.tabRecs, p.ctlsOff
+	p.mu.Unlock()
+	req := abecs.CardRequest{AmountMinor: amount.Minor, Timeout: waitFor(ctx), TableVersion: ver}
 	var cd abecs.CardData
 	err := p.run(func(c *abecs.Client) (err error) {
-		cd, err = c.GetCard(ctx, req)
-		return err
+		req.Contactless = !off && p.contactless(ctx, c)
+		reloaded, again := false, 0
+		for {
+			cd, err = c.GetCard(ctx, req)
+			if errors.Is(err, abecs.ErrTableVersion) && len(recs) > 0 && !reloaded {
+				reloaded = true
+				if lerr := c.LoadTables(ctx, 0, ver, recs); lerr != nil {
+					return fmt.Errorf("the pad's EMV tables are another version and reloading them failed: %w", lerr)
+				}
+				cd, err = c.ResumeCard(ctx, req.Timeout)
+			}
+			switch {
+			case errors.Is(err, abecs.ErrCtlsAgain) && again < 1:
+				again++
+				continue
+			case errors.Is(err, abecs.ErrCtlsSeePhone) && again < 2:
+				again++
+				if derr := c.Display(ctx, "SEE PHONE", "TAP AGAIN"); derr != nil {
+					return derr
+				}
+				continue
+			}
+			return err
+		}
 	})
+	if errors.Is(err, abecs.ErrCtlsOtherInterface) || errors.Is(err, abecs.ErrCtlsAgain) || errors.Is(err, abecs.ErrCtlsSeePhone) {
+		p.mu.Lock()
+		p.ctlsOff = true
+		p.mu.Unlock()
+		return PresentedCard{}, fmt.Errorf("%w: %w", ErrChangeInterface, err)
+	}
 	if err != nil {
 		return PresentedCard{}, padError(err)
 	}
 	switch {
-	case cd.Magstripe():
-	case cd.Chip():
+	case cd.Magstripe(), cd.Type() == abecs.CardTypeCtlsMag:
+	case cd.Chip(), cd.Type() == abecs.CardTypeCtlsChip:
 		t2 := cd.Track2()
 		if cd.PAN() == "" || (t2 != "" && !strings.HasPrefix(t2, cd.PAN()+"=") && !strings.HasPrefix(t2, cd.PAN()+"D")) {
 			return PresentedCard{}, fmt.Errorf("%w: the pad's chip card data has no PAN, or a track 2 with another PAN", ErrCardUnreadable)
@@ -191,6 +317,9 @@ func (p *PINPad) ReadCardAny(ctx context.Context, amount money.Amount) (Presente
 	default:
 		return PresentedCard{}, fmt.Errorf("%w: the pad reported card type %s, which posd does not take", ErrCardUnreadable, cd.Type())
 	}
+	p.mu.Lock()
+	p.tapped = cd.Contactless()
+	p.mu.Unlock()
 	return PresentedCard{cd: cd}, nil
 }
 
@@ -200,8 +329,11 @@ func (p *PINPad) Show(ctx context.Context, line1, line2 string) error {
 }
 
 // Finish implements Display (CLO): it ends the pad's session, chip included,
-// leaving msg on the display.
+// leaving msg on the display. The next session may take taps again.
 func (p *PINPad) Finish(ctx context.Context, msg string) error {
+	p.mu.Lock()
+	p.ctlsOff = false
+	p.mu.Unlock()
 	return padError(p.run(func(c *abecs.Client) error { return c.Finish(ctx, msg) }))
 }
 
@@ -332,10 +464,18 @@ type ChipAuth struct {
 	PIN hsm.EncryptedPIN
 	// SignatureRequired: the card's CVM asks for a signature.
 	SignatureRequired bool
+	// Contactless: the card was tapped (EMV mode), not inserted. Set by the
+	// caller from PresentedCard.Contactless.
+	Contactless bool
 }
 
-// EntryMode returns field 22 for a chip card: "051".
-func (a ChipAuth) EntryMode() string { return "051" }
+// EntryMode returns field 22 for a chip card: "051", or "071" tapped.
+func (a ChipAuth) EntryMode() string {
+	if a.Contactless {
+		return "071"
+	}
+	return "051"
+}
 
 // String describes the answer with the PAN masked.
 func (a ChipAuth) String() string {
@@ -361,9 +501,16 @@ func (a ChipAuth) LogValue() slog.Value { return slog.StringValue(a.String()) }
 // ErrCardRemoved, ErrDeviceUnavailable, or ErrChipData when the card's data
 // cannot be sent (then end the session with Finish; nothing went online).
 func (p *PINPad) GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error) {
+	tags := append(emv.GoOnChipTags(), receiptTags...)
+	p.mu.Lock()
+	tapped := p.tapped
+	p.mu.Unlock()
+	if tapped {
+		tags = append(tags, emv.ContactlessTags()...)
+	}
 	greq := abecs.GoChipRequest{
 		AmountMinor: req.Amount.Minor, KeyIndex: req.KeyIndex, AES: req.AES, OfflineOnly: req.OfflineOnly,
-		Tags: append(emv.GoOnChipTags(), receiptTags...), Timeout: waitFor(ctx),
+		Tags: tags, Timeout: waitFor(ctx),
 	}
 	var res abecs.GoChipResult
 	err := p.run(func(c *abecs.Client) (err error) {
@@ -377,7 +524,7 @@ func (p *PINPad) GoOnChip(ctx context.Context, req ChipRequest) (ChipAuth, error
 	if err != nil {
 		return ChipAuth{}, fmt.Errorf("%w: %w", ErrChipData, err)
 	}
-	a := ChipAuth{Data: data, SignatureRequired: res.SignatureRequired}
+	a := ChipAuth{Data: data, SignatureRequired: res.SignatureRequired, Contactless: tapped}
 	switch res.Decision {
 	case abecs.DecisionOnline:
 		a.Decision = ChipOnline

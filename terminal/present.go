@@ -77,6 +77,10 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 		}
 		cancel()
 		switch {
+		case errors.Is(err, ErrChangeInterface) && try < maxCardTries:
+			log.Info("the tap cannot go on: asking for the chip or a swipe", "reason", err)
+			prompt = "INSERT OR SWIPE"
+			continue
 		case errors.Is(err, ErrChipFallback):
 			log.Info("chip could not be read: magnetic stripe fallback allowed")
 			prompt, fallback = "SWIPE CARD", true
@@ -89,7 +93,7 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 			return presented{}, &r
 		}
 		if chipCapable && pc.Chip() {
-			return t.presentChip(ctx, cr, req, res, log)
+			return t.presentChip(ctx, cr, pc.Contactless(), req, res, log)
 		}
 
 		// A swipe.
@@ -111,7 +115,9 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 		// A card whose service code asks for no PIN is a signature card.
 		res.SignatureRequired = !wantsPIN(p.sc)
 		log.Info("card swiped", "pan", p.pan, "expiry", p.expiry.String(), "service_code", string(p.sc), "fallback", isFallback)
-		if err := swipe.CheckSale(t.opts.Now(), isFallback); err != nil {
+		// A magnetic stripe tap (911) comes from the card's contactless chip:
+		// its chip service code is expected.
+		if err := swipe.CheckSale(t.opts.Now(), isFallback || pc.Contactless()); err != nil {
 			if errors.Is(err, card.ErrChipCard) && chipCapable && try < maxCardTries {
 				log.Info("chip card swiped: asking for the chip")
 				prompt = "INSERT CARD"
@@ -148,12 +154,13 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 
 // presentChip runs the chip card's first part (GOC): the card decides to go online, or
 // approves or declines offline, and asks for the PIN itself when it wants one.
-func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, req SaleRequest, res *SaleResult, log *slog.Logger) (presented, *SaleResult) {
+func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, tapped bool, req SaleRequest, res *SaleResult, log *slog.Logger) (presented, *SaleResult) {
 	auth, err := cr.GoOnChip(ctx, ChipRequest{Amount: req.Amount, KeyIndex: t.opts.PINKeyIndex, AES: t.opts.PINKeyAES})
 	if err != nil {
 		r := t.deviceFailure(ctx, *res, log, "chip", err)
 		return presented{}, &r
 	}
+	auth.Contactless = tapped
 	p := presented{pan: auth.Card.PAN(), expiry: auth.Card.Expiry(), entryMode: auth.EntryMode(), pin: auth.PIN, chip: true, field55: auth.DE55}
 	if tr := auth.Card.Track2(); !tr.IsZero() {
 		p.track2 = tr.Equivalent()

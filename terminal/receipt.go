@@ -39,9 +39,10 @@ type CVM string
 
 // Cardholder verification methods.
 const (
-	CVMNone       CVM = ""           // no PIN: the card asked for none, or a signature only
-	CVMOnlinePIN  CVM = "OnlinePIN"  // a PIN for the issuer, checked with the authorization
-	CVMOfflinePIN CVM = "OfflinePIN" // a PIN the chip card checked itself (its CVM results, 9F34)
+	CVMNone       CVM = ""               // no PIN: the card asked for none, or a signature only
+	CVMOnlinePIN  CVM = "OnlinePIN"      // a PIN for the issuer, checked with the authorization
+	CVMOfflinePIN CVM = "OfflinePIN"     // a PIN the chip card checked itself (its CVM results, 9F34)
+	CVMDevice     CVM = "ConsumerDevice" // a tap verified on the cardholder's phone or watch (CDCVM)
 )
 
 // ChipData is what a chip sale's receipt prints of the card's application, read from the
@@ -120,6 +121,8 @@ func chipCVM(a ChipAuth) (CVM, bool) {
 		code, result := v[0]&0x3F, v[2]
 		switch {
 		case result == failed:
+		case a.Contactless && code == 0x01 && result == successful && cvm == CVMNone:
+			cvm = CVMDevice // a tap's CDCVM (kernel CVM results 010002)
 		case code == 0x1E: // signature (paper)
 			sig = true
 		case code == 0x03 || code == 0x05: // offline PIN (plaintext, enciphered) and signature
@@ -169,12 +172,12 @@ func (r SaleResult) Brand() string {
 // entryLabel says how the card was read, for the receipt.
 func entryLabel(r SaleResult) string {
 	switch {
+	case strings.HasPrefix(r.EntryMode, "07") || strings.HasPrefix(r.EntryMode, "91"):
+		return "CONTACTLESS"
 	case r.Chip || strings.HasPrefix(r.EntryMode, "05"):
 		return "CHIP"
 	case strings.HasPrefix(r.EntryMode, "80"):
 		return "FALLBACK SWIPE"
-	case strings.HasPrefix(r.EntryMode, "07") || strings.HasPrefix(r.EntryMode, "91"):
-		return "CONTACTLESS"
 	}
 	return "SWIPE"
 }
@@ -290,6 +293,8 @@ func verification(r SaleResult) []string {
 		lines = append(lines, center("PIN NOT VERIFIED"))
 	case r.CVM == CVMOfflinePIN:
 		lines, pin = append(lines, center("OFFLINE PIN VERIFIED")), true
+	case r.CVM == CVMDevice:
+		lines, pin = append(lines, center("VERIFIED ON DEVICE")), true
 	}
 	switch {
 	case r.SignatureRequired:

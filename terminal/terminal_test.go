@@ -64,6 +64,7 @@ type rig struct {
 	topts terminal.Options
 	pp    *terminal.PINPad
 	pins  *hsm.Module
+	pad   *padsim.Pad
 }
 
 // recorder is the acquirer link with a record of every request sent through it.
@@ -134,6 +135,8 @@ type hostFaults struct {
 	opts     func(*terminal.Options)
 	dual     bool // Options.DualMessage: 0100 authorizations, completed by 0220
 	lose     int  // the simulator's LoseEvery
+	// pad changes the simulated pad's options (a contactless reader, its limits).
+	pad func(*padsim.Options)
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -160,6 +163,9 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 		aesKSN, _ := dukpt.ParseAESKSN(testAESKSN)
 		padOpts = &padsim.Options{BDK: aesBDK, KeyType: dukpt.KeyAES128, AESKSN: aesKSN, Logf: logf}
 	}
+	if faults.pad != nil {
+		faults.pad(padOpts)
+	}
 	pad, err := padsim.New(&padsim.Script{Events: events}, padOpts)
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +176,7 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 	}
 	t.Cleanup(func() { padPort.Close() })
 	go pad.Serve(ctx, padPort)
+	r.pad = pad
 
 	r.ctx = ctx
 	r.hopt = hostsim.Options{BDK: bdk, AESBDK: aesBDK, Dialect: faults.dialect, Logf: logf, Drop: func(m *iso8583.Message) bool {

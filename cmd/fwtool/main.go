@@ -47,6 +47,7 @@ import (
 
 	"github.com/posd-dev/posd/firmware"
 	"github.com/posd-dev/posd/firmware/release"
+	"github.com/posd-dev/posd/terminal/emvparams"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -61,6 +62,7 @@ commands:
   bundle             write the bundle file a technician installs
   verify             verify a bundle as a terminal would
   show               print the repository's metadata: versions, keys, expiry
+  sign-params        sign an EMV parameter file with the targets key (posctl params install)
 'fwtool COMMAND -h' shows a command's flags.
 `
 
@@ -74,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"keygen": keygen, "root": root, "sign-root": signRoot, "release": publish,
 		"resign": resign, "bundle": bundle, "verify": verify, "show": show,
+		"sign-params": signParams,
 	}
 	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
@@ -281,6 +284,39 @@ func signRoot(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "signed %s\n", path)
+	return nil
+}
+
+// signParams wraps an EMV parameter file (JSON, checked first) in a metadata envelope
+// signed by the keys given: the targets role keys of the firmware root posd trusts.
+func signParams(args []string, stdout, stderr io.Writer) error {
+	fs := flags("sign-params", stderr)
+	in := fs.String("in", "", "parameter file, JSON (required)")
+	out := fs.String("out", "", "signed file to write (required)")
+	sign := fs.String("sign", "", "private keys of the targets role (required)")
+	if err := parse(fs, args, "in", "out", "sign"); err != nil {
+		return err
+	}
+	body, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	p, err := emvparams.Parse(body)
+	if err != nil {
+		return err
+	}
+	keys, err := privateKeys(*sign)
+	if err != nil {
+		return err
+	}
+	signed, err := release.SignRaw(body, keys...)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, signed, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "signed %s: %s version %d, %d AIDs, %d CA keys, %d revoked\n", *out, p.Acquirer, p.Version, len(p.AIDs), len(p.CAPKs), len(p.Revoked))
 	return nil
 }
 

@@ -88,6 +88,9 @@ type config struct {
 	fwModel   string
 	fwVersion string
 	fwDrop    int
+	ctls      bool
+	ctlsLim   padsim.CtlsLimits
+	rate      int
 }
 
 func parseFlags(args []string, stdout io.Writer) (*config, error) {
@@ -105,6 +108,11 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	serial := fs.String("serial", "PADSIM0001", "the pad's serial number (GIN), at most 20 characters")
 	fwModel := fs.String("fw-model", "", "answer the firmware loading commands (FWI/FWS/FWB/FWE) as a pad of this model (default: no loader, ERR010)")
 	fwVersion := fs.String("fw-version", "1.0.0", "with --fw-model: the pad's firmware version before an image is applied")
+	ctls := fs.Bool("contactless", false, "the pad has a contactless reader: GIN says so and GCR takes tap events")
+	ctlsTxn := fs.Int64("ctls-limit", 0, "contactless transaction limit in minor units for AIDs without a loaded table record (default 0: none)")
+	ctlsCVM := fs.Int64("ctls-cvm-limit", 0, "contactless CVM limit in minor units for AIDs without a loaded table record (default 0: none)")
+	ctlsFloor := fs.Int64("ctls-floor-limit", 0, "contactless floor limit in minor units for AIDs without a loaded table record (default 0)")
+	rate := fs.Int("throttle", 0, "bytes per second each way, as a real line (1920: 19200 baud); default 0: as fast as the pty goes")
 	fwDropAfter := fs.Int("fw-drop-after", 0, "with --fw-model: drop the line once after this many firmware blocks (the host must resume)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -127,6 +135,7 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 		port: *port, script: *script, baud: *baud, statePath: *state,
 		currency: *currency, country: *country, serial: *serial,
 		fwModel: *fwModel, fwVersion: *fwVersion, fwDrop: *fwDropAfter,
+		ctls: *ctls, ctlsLim: padsim.CtlsLimits{Transaction: *ctlsTxn, CVM: *ctlsCVM, Floor: *ctlsFloor}, rate: *rate,
 	}
 	if *kind != "tdes" {
 		kt, err := dukpt.ParseKeyType(*kind)
@@ -221,6 +230,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pad, err := padsim.New(script, &padsim.Options{
 		BDK: cfg.bdk, KSN: cfg.ksn, KeyType: cfg.keyType, AESKSN: cfg.aesKSN, Logf: logf, StatePath: cfg.statePath,
 		Currency: cfg.currency, Country: cfg.country, Serial: cfg.serial, Firmware: fw,
+		Contactless: cfg.ctls, CtlsLimits: cfg.ctlsLim, BytesPerSecond: cfg.rate,
 	})
 	clear(cfg.bdk)
 	if err != nil {

@@ -10,6 +10,7 @@
 //	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--note TEXT] [--reason TEXT] [--yes] [--approve ID]
 //	posctl [--api URL] store check
 //	posctl [--api URL] firmware status | install SOURCE | pinpad SOURCE | rollback | log
+//	posctl [--api URL] params install FILE | status
 //
 // --api is unix:/run/posd/posd.sock by default (posd knows the caller from the socket), or
 // https://127.0.0.1:PORT with --cert, --key and --ca (mutual TLS: the certificate's CN is
@@ -75,6 +76,7 @@ commands:
   audit verify [--head SEQ:MAC]            verify the audit chain (exit 1: broken, first broken link named)
   firmware status|install SOURCE|pinpad SOURCE|rollback|log
                                            signed firmware updates (see posctl firmware -h)
+  params install FILE|status               the acquirer's signed EMV parameter file (technician)
 --api: unix:/run/posd/posd.sock (default), or https://127.0.0.1:PORT with --cert/--key/--ca
 --note: free text recorded after your identity in the audit (--who is its old name)
 --operator ID: send a supervisor's or technician's own id and password (asked for, or the
@@ -131,6 +133,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = c.saf(fs.Args()[1:], stdin, stdout, stderr)
 		case "firmware":
 			err = cmdFirmware(c, fs.Args()[1:], stdout, stderr)
+		case "params":
+			err = c.params(fs.Args()[1:], stdout, stderr)
 		case "audit":
 			err = c.audit(fs.Args()[1:], stdout, stderr)
 		case "store":

@@ -103,6 +103,10 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		return nil, fmt.Errorf("PIN pad on %s does not answer: %w", cfg.PINPad.Port, err)
 	}
 	pad := terminal.NewPINPadDevice(d.pad)
+	params, err := openEMVParams(cfg, pad, log)
+	if err != nil {
+		return nil, err
+	}
 	var reader terminal.CardReader = pad
 	if cfg.Reader.Source == "serial" {
 		d.msr, err = terminal.OpenMagstripeDevice(terminal.MagstripeDeviceOptions{Path: cfg.Reader.Port,
@@ -236,6 +240,8 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	g.Handle("GET /v1/status", access.OpStatus, till)
 	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log}).routes(g)
+	params.term = d.term
+	params.routes(g)
 	if fw != nil {
 		g.HandleClassified("/v1/firmware/", classifyFirmware, firmwareWho(fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
 			Pad: func(ctx context.Context) (firmware.PadLink, func(context.Context) (firmware.PadLink, error), func(), error) {

@@ -73,8 +73,32 @@ func demoSales() []demoSale {
 			events: []padsim.Event{swipe("B5413330089020011^DEMO/EXPIRED^2212101000000000000", "5413330089020011=22121010000000000")},
 			result: "Failure", condition: "Refusal", online: false,
 		},
+		{
+			title: "tap under the contactless CVM limit (50.00): no PIN", amount: "9.90",
+			events: []padsim.Event{tap(padsim.Tap{FormFactor: "20700000"})},
+			result: "Success", online: true,
+		},
+		{
+			title: "tap above the CVM limit: online PIN", amount: "75.00",
+			events: []padsim.Event{tap(padsim.Tap{}), pin("1234")},
+			result: "Success", online: true,
+		},
+		{
+			title: "tap above the contactless limit (100.00): the pad says insert, the chip pays", amount: "150.00",
+			events: []padsim.Event{tap(padsim.Tap{}), {Insert: &padsim.Chip{PAN: "4761739001010010"}}},
+			result: "Success", online: true,
+		},
 	}
 }
+
+// tap is a contactless tap of the demo's approving card.
+func tap(t padsim.Tap) padsim.Event {
+	t.PAN = "4761739001010010"
+	return padsim.Event{Tap: &t}
+}
+
+// demoCtlsLimits are the simulated pad's contactless limits in the demo, in cents.
+var demoCtlsLimits = padsim.CtlsLimits{Transaction: 100_00, CVM: 50_00}
 
 // lineWriter prefixes each line written to it and serialises writers.
 type lineWriter struct {
@@ -135,7 +159,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for _, s := range sales {
 		events = append(events, s.events...)
 	}
-	padOpts := &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf}
+	padOpts := &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf, Contactless: true, CtlsLimits: demoCtlsLimits}
 	aesBDK, _ := hex.DecodeString(demoAESBDK)
 	if *kind == DUKPTAES {
 		aesKSN, err := dukpt.ParseAESKSN(demoAESKSN)

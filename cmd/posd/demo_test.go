@@ -13,7 +13,9 @@ import (
 )
 
 // TestDemo runs `posd demo` in-process: it must exit 0 (every outcome as expected), show
-// the three outcomes and the fields by name, and print no card data.
+// the outcomes (three swipes, then a tap without PIN, a tap with an online PIN and a tap
+// above the contactless limit finished by chip) and the fields by name, and print no card
+// data.
 func TestDemo(t *testing.T) {
 	out := runDemo(t, []string{"demo"},
 		"Success approved",
@@ -21,7 +23,9 @@ func TestDemo(t *testing.T) {
 		"Failure (Refusal) card refused: expired",
 		"35 track 2 data",
 		"52 personal identification number data        [hidden]",
-		"all 3 sales ended as expected",
+		"| ENTRY                CONTACTLESS |",
+		"-> 087",
+		"all 6 sales ended as expected",
 	)
 	assertNoCardData(t, out, demoPINBlocks(t))
 }
@@ -55,10 +59,11 @@ func TestDemoAES(t *testing.T) {
 		"Success approved",
 		"Failure (WrongPIN)",
 		"52 PIN data, ISO 9564 format 4 (16 bytes)     [hidden]",
-		"all 3 sales ended as expected",
+		"all 6 sales ended as expected",
 	)
-	if ksns := regexp.MustCompile(`62 reserved, private \(KSN\) +[0-9A-F]{24}\n`).FindAllString(out, -1); len(ksns) != 2 {
-		t.Errorf("%d AES KSNs (24 hex digits) in field 62, want 2:\n%s", len(ksns), out)
+	// Two swipes and the tap above the CVM limit go with a PIN.
+	if ksns := regexp.MustCompile(`62 reserved, private \(KSN\) +[0-9A-F]{24}\n`).FindAllString(out, -1); len(ksns) != 3 {
+		t.Errorf("%d AES KSNs (24 hex digits) in field 62, want 3:\n%s", len(ksns), out)
 	}
 	assertNoCardData(t, out, nil)
 

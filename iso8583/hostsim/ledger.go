@@ -64,6 +64,10 @@ type Charge struct {
 	Times            int  // copies received: the first, then duplicates and repeats
 	Reversals        int  // reversal messages received for it
 	Time             time.Time
+	// EntryMode is field 22 as received ("051" chip, "071" contactless chip, "911"
+	// contactless magnetic stripe...), and ChipData whether field 55 came with it.
+	EntryMode string
+	ChipData  bool
 }
 
 // Charged reports whether the transaction's amount stands: approved, not reversed, and not
@@ -141,6 +145,8 @@ type txn struct {
 	pan      card.PAN
 	exp      card.Expiry
 	local    string
+	entry    string
+	chip     bool
 }
 
 // readTxn reads the common fields of an 0100, 0200 or 0220 that CheckMandatory accepted.
@@ -168,6 +174,16 @@ func (s *Server) readTxn(req *iso8583.Message) (txn, decision, bool) {
 	t.orig = origKey{t.tid, get(11), get(7)}
 	t.currency = get(49)
 	t.credit = strings.HasPrefix(get(3), "20")
+	t.entry = get(22)
+	if b, _ := req.GetBytes(55); len(b) > 0 {
+		t.chip = true
+	}
+	// A chip or contactless chip authorization (05x, 07x) carries the card's data and
+	// cryptogram in field 55; without it the issuer cannot check the card.
+	if (strings.HasPrefix(t.entry, "05") || strings.HasPrefix(t.entry, "07")) && !t.chip && t.mti != iso8583.MTIAdvice && t.mti != iso8583.MTIAdviceRepeat {
+		s.logf("hostsim: entry mode %s without field 55: format error", t.entry)
+		return t, formatError, false
+	}
 	if t2 := get(35); t2 != "" {
 		tr, err := card.ParseTrack2(t2)
 		switch {
@@ -220,6 +236,7 @@ func (s *Server) record(t txn, d decision, approved bool, now time.Time) *charge
 		TerminalID: t.tid, STAN: t.stan, TransmissionTime: t.orig.sent, LocalTime: t.local, MTI: t.mti,
 		MaskedPAN: t.pan.Masked(), AmountMinor: t.amount, Currency: t.currency, Credit: t.credit,
 		ResponseCode: d.rc, ApprovalCode: d.approval, RRN: d.rrn, Approved: approved, Times: 1, Time: now,
+		EntryMode: t.entry, ChipData: t.chip,
 	}}
 	if c.MTI == iso8583.MTIAdviceRepeat {
 		c.MTI = iso8583.MTIAdvice

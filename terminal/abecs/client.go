@@ -241,14 +241,7 @@ func (c *Client) GetCard(ctx context.Context, req CardRequest) (CardData, error)
 	if err != nil {
 		return CardData{}, err
 	}
-	if len(resp.Blocks) != 1 {
-		return CardData{}, cmdErrorf(CmdGetCard, "response has %d blocks, want 1: %w", len(resp.Blocks), ErrBadResponse)
-	}
-	cd, err := ParseCardData(resp.Blocks[0])
-	if err != nil {
-		return CardData{}, cmdErrorf(CmdGetCard, "%w: %w", ErrBadResponse, err)
-	}
-	return cd, nil
+	return parseCardResponse(resp)
 }
 
 // GetPIN asks the cardholder for the PIN (GPN, method 3: DUKPT TDES) and

@@ -111,6 +111,13 @@ type CardRequest struct {
 	// client cancels the command (CAN) and returns an error matching
 	// ErrPadTimeout. It is not sent to the pad. Default DefaultCardTimeout.
 	Timeout time.Duration
+	// TableVersion is GCR_TABVER, the EMV table version the host loaded (10
+	// printable characters). Default "0000000000": none. A pad whose tables
+	// are another version answers 020 (ErrTableVersion).
+	TableVersion string
+	// Contactless is GCR_CTLSON: "1" lets the pad take a tap, "0" (the
+	// default, false) asks for an insert or a swipe only.
+	Contactless bool
 }
 
 // AppendCardRequest appends the GCR command block for req, dated now.
@@ -121,28 +128,48 @@ func AppendCardRequest(dst []byte, req CardRequest, now time.Time) ([]byte, erro
 	dst = append(dst, "0000"...) // acquirer index, application type: all
 	dst = appendNum64(dst, req.AmountMinor, 12)
 	dst = append(dst, now.Format("060102150405")...)
-	dst = append(dst, "0000000000"...) // EMV table version
-	dst = append(dst, "00"...)         // no listed applications
-	dst = append(dst, '0')             // contactless off
+	tv := req.TableVersion
+	if tv == "" {
+		tv = "0000000000"
+	}
+	if len(tv) != 10 || !printable(tv) {
+		return dst, fmt.Errorf("abecs: GCR: table version must be 10 printable characters")
+	}
+	dst = append(dst, tv...)
+	dst = append(dst, "00"...) // no listed applications
+	dst = append(dst, bit(req.Contactless))
 	return dst, nil
 }
 
-// ParseCardRequest parses a GCR command block. Only the amount is kept.
+// ParseCardRequest parses a GCR command block: the amount, the table version
+// and the contactless flag (absent: off).
 func ParseCardRequest(block []byte) (CardRequest, error) {
-	if len(block) < cardRequestLen {
+	if len(block) < cardRequestLen-1 {
 		return CardRequest{}, fmt.Errorf("%w: GCR block is %d bytes, want %d", ErrFormat, len(block), cardRequestLen)
 	}
 	if !allDigits(block[:28]) {
 		return CardRequest{}, fmt.Errorf("%w: GCR indexes, amount, date and time must be digits", ErrFormat)
 	}
 	amount, _ := parseNum64(block[4:16])
-	return CardRequest{AmountMinor: amount}, nil
+	r := CardRequest{AmountMinor: amount, TableVersion: string(block[28:38])}
+	if len(block) >= cardRequestLen {
+		switch block[40] {
+		case '0':
+		case '1':
+			r.Contactless = true
+		default:
+			return CardRequest{}, fmt.Errorf("%w: GCR contactless flag is not 0 or 1", ErrFormat)
+		}
+	}
+	return r, nil
 }
 
 // Card types of the GCR response.
 const (
 	CardTypeMagstripe = "00" // magnetic stripe
 	CardTypeChip      = "03" // EMV chip, contact
+	CardTypeCtlsMag   = "05" // contactless, magnetic stripe mode (processed like a swipe)
+	CardTypeCtlsChip  = "06" // contactless, EMV mode (continues with GOC and FNC like a chip)
 )
 
 // CardData is what the pad read from a card (GCR response): a magnetic stripe
@@ -223,6 +250,23 @@ func NewChipCard(f ChipFields) CardData {
 	}
 }
 
+// NewContactlessCard returns the data of a tapped card: in EMV mode (card
+// type 06) from f, or in magnetic stripe mode (05) with f.Track2 as its
+// track 2 data.
+func NewContactlessCard(f ChipFields, emvMode bool) CardData {
+	c := NewChipCard(f)
+	c.cardType = CardTypeCtlsChip
+	if !emvMode {
+		c.cardType = CardTypeCtlsMag
+	}
+	return c
+}
+
+// Contactless reports whether the card was tapped (card type 05 or 06).
+func (c CardData) Contactless() bool {
+	return c.cardType == CardTypeCtlsMag || c.cardType == CardTypeCtlsChip
+}
+
 // Type returns the 2-digit card type (CardTypeMagstripe, CardTypeChip or
 // another the pad reported).
 func (c CardData) Type() string { return c.cardType }
@@ -286,6 +330,10 @@ func (c CardData) String() string {
 		kind = "magstripe fallback"
 	case c.Chip():
 		kind = "chip"
+	case c.cardType == CardTypeCtlsChip:
+		kind = "contactless EMV"
+	case c.cardType == CardTypeCtlsMag:
+		kind = "contactless magstripe"
 	case !c.Magstripe():
 		kind = "type " + c.cardType
 	}

@@ -17,6 +17,10 @@ const (
 	CmdEvent   = "CKE" // wait for a key, a swipe, or a chip card inserted or removed
 	CmdGoChip  = "GOC" // run the chip card's risk management, PIN and first cryptogram
 	CmdFinChip = "FNC" // give the card the host's answer; the card's final decision
+	CmdTabVer  = "GTS" // the version of the EMV tables loaded for an acquirer
+	CmdTabInit = "TLI" // start loading EMV tables under a version
+	CmdTabRec  = "TLR" // EMV table records (held until TLE)
+	CmdTabEnd  = "TLE" // commit the loaded tables and their version
 	CmdError   = "ERR" // the id of the response to an unknown command
 )
 
@@ -34,6 +38,16 @@ const (
 	StatusNoCard           = 43 // no card present, or the chip card was removed
 	StatusMuteCard         = 60 // chip card does not answer
 	StatusFallback         = 76 // chip error that allows magnetic stripe fallback
+	StatusTableVersion     = 20 // ST_TABVERDIF: the EMV table version differs (GCR; TLI: load started)
+	StatusTableError       = 21 // ST_TABERR: the pad could not store the tables
+	StatusCtlsMultiple     = 80 // more than one contactless card in the field: tap again
+	StatusCtlsCommError    = 81 // antenna-card communication error: tap again (twice: another interface)
+	StatusCtlsInvalidated  = 82 // contactless card invalidated: use another interface
+	StatusCtlsProblems     = 83 // the contactless card misbehaves: use another interface
+	StatusCtlsNoApp        = 84 // no contactless application for the conditions
+	StatusCtlsAppNotHere   = 85 // the selected application cannot be used here
+	StatusCtlsSeePhone     = 86 // the cardholder must act on the phone and tap again
+	StatusCtlsChange       = 87 // ST_CTLSIFCHG: the card asks for another interface (insert or swipe)
 )
 
 // Sentinels that errors.Is matches against a *StatusError with the
@@ -54,6 +68,18 @@ var (
 	ErrNoCard          = errors.New("abecs: no card")
 	ErrMuteCard        = errors.New("abecs: mute chip card")
 	ErrFallbackAllowed = errors.New("abecs: chip error, fallback allowed")
+	// ErrTableVersion (020): the pad's EMV tables are not the version the
+	// host named; load them (TLI, TLR, TLE) and resume with a bare GCR.
+	ErrTableVersion = errors.New("abecs: EMV table version differs")
+	// ErrTableStore (021): the pad could not store the tables.
+	ErrTableStore = errors.New("abecs: EMV tables could not be stored")
+	// ErrCtlsAgain (080, 081): tap again.
+	ErrCtlsAgain = errors.New("abecs: contactless read failed, tap again")
+	// ErrCtlsOtherInterface (082-085, 087): the contactless transaction cannot go on;
+	// the card is to be inserted or swiped (GCR again with contactless off).
+	ErrCtlsOtherInterface = errors.New("abecs: contactless not possible, insert or swipe")
+	// ErrCtlsSeePhone (086): the cardholder must follow the phone's instructions and tap again.
+	ErrCtlsSeePhone = errors.New("abecs: see phone, then tap again")
 )
 
 // ErrFormat is wrapped by the errors of ParseCommand, ParseResponse and the
@@ -83,6 +109,16 @@ func statusSentinel(code int) error {
 		return ErrMuteCard
 	case StatusFallback:
 		return ErrFallbackAllowed
+	case StatusTableVersion:
+		return ErrTableVersion
+	case StatusTableError:
+		return ErrTableStore
+	case StatusCtlsMultiple, StatusCtlsCommError:
+		return ErrCtlsAgain
+	case StatusCtlsInvalidated, StatusCtlsProblems, StatusCtlsNoApp, StatusCtlsAppNotHere, StatusCtlsChange:
+		return ErrCtlsOtherInterface
+	case StatusCtlsSeePhone:
+		return ErrCtlsSeePhone
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ const (
 	OpKeys             Op = "keys"              // technician (no route yet)
 	OpFirmware         Op = "firmware"          // technician
 	OpFirmwareRollback Op = "firmware rollback" // technician, dual control
+	OpParams           Op = "emv parameters"    // technician
 )
 
 // Roles returns the roles that may run o; nil for an operation the policy does not know,
@@ -46,7 +47,7 @@ func (o Op) Roles() []Role {
 		return []Role{Supervisor}
 	case OpAuditVerify, OpStoreCheck:
 		return []Role{Supervisor, Technician}
-	case OpConfigCheck, OpKeys, OpFirmware, OpFirmwareRollback:
+	case OpConfigCheck, OpKeys, OpFirmware, OpFirmwareRollback, OpParams:
 		return []Role{Technician}
 	}
 	return nil

@@ -19,6 +19,15 @@ var de55Required = map[string]bool{
 	"95": true, "9A": true, "9C": true, "9F02": true, "5F2A": true, "9F1A": true,
 }
 
+// contactlessTags are what a tap adds to field 55 when the card gives them:
+// the TTQ (9F66), the form factor indicator / third party data (9F6E) and
+// the customer exclusive / merchant custom data (9F7C).
+var contactlessTags = [...]string{"9F66", "9F6E", "9F7C"}
+
+// ContactlessTags returns the tags a tap adds to field 55 where present:
+// 9F66, 9F6E, 9F7C. GoOnChip asks for them for a tapped card only.
+func ContactlessTags() []string { return append([]string(nil), contactlessTags[:]...) }
+
 // DE55Tags returns the tags field 55 carries with an ARQC, in order: 9F26,
 // 9F27, 9F10, 9F36, 82, 84, 5F34, 9F37, 95, 9A, 9C, 9F02, 9F03, 5F2A, 9F1A,
 // 9F33, 9F34, 9F35, 9F09, 9F1E, 9F41.
@@ -55,6 +64,11 @@ func BuildDE55(d Data) ([]byte, error) {
 			continue
 		}
 		out = append(out, t)
+	}
+	for _, tag := range contactlessTags {
+		if t, ok := d.find(tag); ok {
+			out = append(out, t)
+		}
 	}
 	b, err := bertlv.Encode(out)
 	if err != nil {

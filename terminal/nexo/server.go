@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/posd-dev/posd/store"
@@ -354,7 +355,12 @@ func FromResult(p Payment, r terminal.SaleResult, merchantID string) *SaleToPOIR
 		res.PaymentInstrumentData.CardData.MaskedPan = r.MaskedPAN
 		res.PaymentInstrumentData.CardData.PaymentBrand = r.Brand()
 		res.PaymentInstrumentData.CardData.EntryMode = []string{"MagStripe"}
-		if r.Chip {
+		switch {
+		case strings.HasPrefix(r.EntryMode, "07"):
+			res.PaymentInstrumentData.CardData.EntryMode = []string{"Contactless"}
+		case strings.HasPrefix(r.EntryMode, "91"):
+			res.PaymentInstrumentData.CardData.EntryMode = []string{"Tapped"}
+		case r.Chip:
 			res.PaymentInstrumentData.CardData.EntryMode = []string{"ICC"}
 		}
 		if r.CVM != terminal.CVMNone {

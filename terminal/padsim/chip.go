@@ -15,7 +15,10 @@ import (
 // chipState is the pad's card session; guarded by Pad.mu.
 type chipState struct {
 	card     *Chip // the chip card in the reader, or nil
-	reported bool  // GCR has returned its data
+	tap      *Tap  // the card was tapped (EMV mode): card is &tap.Chip
+	limits   CtlsLimits
+	cdcvm    bool // the tap verified its holder on the device
+	reported bool // GCR has returned its data
 	stage    chipStage
 	fallback bool // a chip read failed: the next swipe is a fallback
 	atc      uint16
@@ -54,7 +57,7 @@ func (p *Pad) insertedCard() *Chip {
 func (p *Pad) insert(c *Chip) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.chip.card, p.chip.reported, p.chip.stage = c, false, stageIdle
+	p.chip.card, p.chip.tap, p.chip.reported, p.chip.stage = c, nil, false, stageIdle
 }
 
 func (p *Pad) removeCard() {
@@ -118,7 +121,7 @@ func (p *Pad) chipCardData(id, what string, c *Chip) abecs.Response {
 		return status(id, abecs.StatusInternal)
 	}
 	p.mu.Lock()
-	p.chip.card, p.chip.reported, p.chip.stage, p.chip.fallback = c, true, stageRead, false
+	p.chip.card, p.chip.tap, p.chip.reported, p.chip.stage, p.chip.fallback = c, nil, true, stageRead, false
 	p.mu.Unlock()
 	p.logf("%s: insert %v -> 000", what, c)
 	return abecs.Response{ID: id, Status: abecs.StatusOK, Blocks: [][]byte{block}}
@@ -136,7 +139,7 @@ func (p *Pad) info(cmd abecs.Command) abecs.Response {
 	}
 	block, err := abecs.AppendInfo(nil, abecs.Info{
 		Manufacturer: "POSD", Model: "PADSIM", Firmware: "1.0", SpecVersion: "1.08",
-		AppVersion: "padsim", Serial: p.serial,
+		AppVersion: "padsim", Serial: p.serial, Contactless: p.ctls,
 	})
 	if err != nil {
 		p.logf("GIN: %v -> 040", err)
@@ -244,11 +247,22 @@ func (p *Pad) goChip(cmd abecs.Command) abecs.Response {
 	case DecisionDecline:
 		decision = abecs.DecisionDeclinedOffline
 	}
+	p.mu.Lock()
+	tap, lim := p.chip.tap, p.chip.limits
+	p.mu.Unlock()
+	askPIN, cdcvm := c.OnlinePIN, false
+	if tap != nil {
+		if decision == abecs.DecisionApprovedOffline && req.AmountMinor > lim.Floor {
+			decision = abecs.DecisionOnline // above the contactless floor limit
+		}
+		cvmRequired := lim.CVM > 0 && req.AmountMinor >= lim.CVM
+		askPIN, cdcvm = cvmRequired && !tap.CDCVM, cvmRequired && tap.CDCVM
+	}
 	if decision == abecs.DecisionOnline && req.OfflineOnly {
 		decision = abecs.DecisionDeclinedOffline
 	}
 	res := abecs.GoChipResult{Decision: decision, AES: req.AES} // the response's layout follows the method asked
-	if decision == abecs.DecisionOnline && c.OnlinePIN {
+	if decision == abecs.DecisionOnline && askPIN {
 		if aes := p.aesOrig != nil; req.AES != aes {
 			p.logf("%s: online PIN under DUKPT %s asked, the pad's key is %s -> 042", what, dukptName(req.AES), dukptName(aes))
 			return status(cmd.ID, abecs.StatusKeyMissing)
@@ -268,6 +282,7 @@ func (p *Pad) goChip(cmd abecs.Command) abecs.Response {
 	p.mu.Lock()
 	p.chip.atc++
 	p.chip.amount, p.chip.cashback, p.chip.decision, p.chip.pin = req.AmountMinor, req.CashbackMinor, decision, res.OnlinePIN
+	p.chip.cdcvm = cdcvm
 	rand.Read(p.chip.un[:])
 	p.chip.stage = stageDone
 	if decision == abecs.DecisionOnline {
@@ -398,11 +413,14 @@ func (p *Pad) chipData(tags []string, c *Chip, cid byte, arc string) ([]byte, er
 	var atc [2]byte
 	binary.BigEndian.PutUint16(atc[:], st.atc)
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%d|%d|%x|%x|%02x|%s", c.PAN, st.amount, st.atc, st.un, p.serial, cid, arc)
+	fmt.Fprintf(h, "%s|%d|%d|%x|%x|%02x|%s|%t", c.PAN, st.amount, st.atc, st.un, p.serial, cid, arc, st.tap != nil)
 	crypto := h.Sum(nil)[:8]
 	cvm := "1F0302" // no CVM performed
-	if st.pin {
+	switch {
+	case st.pin:
 		cvm = "420300" // enciphered PIN verified online
+	case st.cdcvm:
+		cvm = "010002" // verified on the cardholder's device (CDCVM)
 	}
 	tvr := "0000000000"
 	if st.decision == abecs.DecisionOnline {
@@ -474,6 +492,22 @@ func (p *Pad) chipData(tags []string, c *Chip, cid byte, arc string) ([]byte, er
 			v = bcd(fmt.Sprint(st.atc), 4)
 		case "9B":
 			v = []byte{0xE8, 0x00}
+		case "9F6E":
+			if st.tap == nil || st.tap.FormFactor == "" {
+				continue
+			}
+			v = mustHex(st.tap.FormFactor)
+		case "9F66":
+			if st.tap == nil {
+				continue
+			}
+			v = []byte{0x36, 0x00, 0x40, 0x00} // EMV mode, contact chip, online PIN, signature; CDCVM
+			if st.limits.CVM > 0 && st.amount >= st.limits.CVM {
+				v[1] |= 0x40 // CVM required
+			}
+			if st.amount > st.limits.Floor {
+				v[1] |= 0x80 // online cryptogram required
+			}
 		case "8A":
 			if arc == "" {
 				continue

@@ -144,6 +144,17 @@ type Options struct {
 	Serial string
 	// Now gives the date of the chip data (tag 9A). Default time.Now.
 	Now func() time.Time
+	// Contactless gives the pad a contactless reader: GIN reports it ("C"),
+	// and a GCR with contactless on takes tap events. Default false: a tap
+	// event answers 040 (the script does not match the pad).
+	Contactless bool
+	// CtlsLimits apply to a tap whose AID has no record in the pad's loaded
+	// EMV tables. Default: no limits.
+	CtlsLimits CtlsLimits
+	// BytesPerSecond throttles the pad's side of the link to that many bytes
+	// a second each way (1920 models 19200 baud 8N1). Default 0: as fast as
+	// the port goes (a pty ignores baud rates).
+	BytesPerSecond int
 	// Firmware answers the firmware loading commands (FWI, FWS, FWB, FWE). Default nil:
 	// they answer ERR010, as on a pad without a loader.
 	Firmware *Firmware
@@ -162,13 +173,23 @@ type Pad struct {
 	serving   atomic.Bool
 	silent    atomic.Bool
 	firmware  *Firmware
+	ctls      bool
+	rate      int
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	commands  atomic.Int64
+	// pendingGCR is the GCR answered 020, which a bare GCR resumes; only
+	// the serving goroutine touches it.
+	pendingGCR *abecs.CardRequest
 
-	mu      sync.Mutex
-	events  []Event
-	orig    *dukpt.Originator    // TDES key; nil with an AES one
-	aesOrig *dukpt.AESOriginator // AES key; nil with a TDES one
-	chip    chipState
-	faults  faultState
+	mu         sync.Mutex
+	tables     tables
+	ctlsLimits CtlsLimits
+	events     []Event
+	orig       *dukpt.Originator    // TDES key; nil with an AES one
+	aesOrig    *dukpt.AESOriginator // AES key; nil with a TDES one
+	chip       chipState
+	faults     faultState
 }
 
 // faultState is what fault events left to do; guarded by Pad.mu.
@@ -266,10 +287,15 @@ func New(script *Script, opts *Options) (*Pad, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Pad{
+	p := &Pad{
 		logf: logf, keyIndex: opts.KeyIndex, statePath: opts.StatePath, currency: cur, country: country,
 		serial: serial, now: now, events: events, orig: orig, aesOrig: aesOrig, firmware: opts.Firmware,
-	}, nil
+		ctls: opts.Contactless, rate: opts.BytesPerSecond, ctlsLimits: opts.CtlsLimits,
+	}
+	if p.tables, err = loadTables(p.tablesPath()); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // KSN returns the KSN of the last TDES PIN key used, or the initial KSN if
@@ -388,6 +414,10 @@ type unplugged struct{ d time.Duration }
 func (u *unplugged) Error() string { return fmt.Sprintf("padsim: unplugged for %v", u.d) }
 
 func (p *Pad) serve(ctx context.Context, port io.ReadWriter, device bool) error {
+	if p.rate > 0 {
+		port = throttled{rw: port, rate: p.rate}
+	}
+	port = counting{rw: port, in: &p.bytesIn, out: &p.bytesOut}
 	s := &session{pad: p, port: port, device: device, events: make(chan abecs.Event), readErr: make(chan error, 1), stop: make(chan struct{})}
 	defer close(s.stop)
 	go s.read()
@@ -699,6 +729,7 @@ func (p *Pad) consume() {
 func status(id string, code int) abecs.Response { return abecs.Response{ID: id, Status: code} }
 
 func (p *Pad) handle(cmd abecs.Command) abecs.Response {
+	p.commands.Add(1)
 	switch cmd.ID {
 	case abecs.CmdOpen:
 		if len(cmd.Blocks) != 0 {
@@ -735,6 +766,9 @@ func (p *Pad) handle(cmd abecs.Command) abecs.Response {
 	case abecs.CmdFinChip:
 		return p.finishChip(cmd)
 	}
+	if r, ok := p.tableCommand(cmd); ok {
+		return r
+	}
 	if p.firmware != nil {
 		if r, ok := p.firmware.Handle(cmd); ok {
 			return r
@@ -764,16 +798,30 @@ func (p *Pad) cardholder(id, what string, ev Event, have bool) (abecs.Response, 
 }
 
 func (p *Pad) getCard(cmd abecs.Command) abecs.Response {
-	if len(cmd.Blocks) != 1 {
+	var req abecs.CardRequest
+	switch {
+	case len(cmd.Blocks) == 0 && p.pendingGCR != nil:
+		req = *p.pendingGCR // the bare GCR that resumes after 020
+	case len(cmd.Blocks) != 1:
 		p.logf("GCR with %d blocks -> 011", len(cmd.Blocks))
 		return status(cmd.ID, abecs.StatusInvalidParameter)
+	default:
+		var err error
+		if req, err = abecs.ParseCardRequest(cmd.Blocks[0]); err != nil {
+			p.logf("GCR: %v -> 011", strings.TrimPrefix(err.Error(), "abecs: "))
+			return status(cmd.ID, abecs.StatusInvalidParameter)
+		}
 	}
-	req, err := abecs.ParseCardRequest(cmd.Blocks[0])
-	if err != nil {
-		p.logf("GCR: %v -> 011", strings.TrimPrefix(err.Error(), "abecs: "))
-		return status(cmd.ID, abecs.StatusInvalidParameter)
-	}
+	p.pendingGCR = nil
 	what := fmt.Sprintf("GCR amount %d", req.AmountMinor)
+	if req.Contactless && p.ctls {
+		what += " ctls"
+	}
+	if v := p.TableVersion(); req.TableVersion != v {
+		p.pendingGCR = &req
+		p.logf("%s: table version %q, the pad has %q -> 020", what, req.TableVersion, v)
+		return status(cmd.ID, abecs.StatusTableVersion)
+	}
 	if c := p.insertedCard(); c != nil {
 		return p.chipCardData(cmd.ID, what, c)
 	}
@@ -782,6 +830,9 @@ func (p *Pad) getCard(cmd abecs.Command) abecs.Response {
 		return resp
 	}
 	switch {
+	case ev.Tap != nil && req.Contactless && p.ctls:
+		p.consume()
+		return p.tapCard(cmd.ID, what, ev.Tap, req.AmountMinor)
 	case ev.Insert != nil:
 		p.consume()
 		p.insert(ev.Insert)

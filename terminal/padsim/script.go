@@ -31,7 +31,9 @@ import (
 //	  {"key": "enter"},
 //	  {"remove": true},
 //	  {"timeout": true},
-//	  {"fault": {"kind": "nak", "count": 3}}
+//	  {"fault": {"kind": "nak", "count": 3}},
+//	  {"tap": {"pan": "4761739001010010", "mode": "emv", "aid": "A0000000031010",
+//	           "cdcvm": false, "form_factor": "20700000"}}
 //	]}
 //
 // See the package documentation for what each event answers.
@@ -81,6 +83,9 @@ type Event struct {
 	// Fault is a fault of the pad's link, applied to the next command packet
 	// (see Fault).
 	Fault *Fault
+	// Tap is a contactless card tapped, answering a GCR with contactless on
+	// on a pad with a contactless reader (see Tap).
+	Tap *Tap
 }
 
 // Chip faults.
@@ -331,6 +336,8 @@ func (e Event) String() string {
 		return "timeout"
 	case e.Fault != nil:
 		return e.Fault.String()
+	case e.Tap != nil:
+		return e.Tap.String()
 	}
 	return "empty event"
 }
@@ -375,6 +382,8 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		v = map[string]bool{"timeout": true}
 	case e.Fault != nil:
 		v = map[string]*Fault{"fault": e.Fault}
+	case e.Tap != nil:
+		v = map[string]*Tap{"tap": e.Tap}
 	default:
 		v = map[string]string{"delay": e.Delay.String()}
 	}
@@ -435,6 +444,12 @@ func (e Event) validate() error {
 			return err
 		}
 	}
+	if e.Tap != nil {
+		n++
+		if err := e.Tap.validate(); err != nil {
+			return err
+		}
+	}
 	switch n {
 	case 0:
 		return errors.New("empty event: want one of " + eventNames)
@@ -444,7 +459,7 @@ func (e Event) validate() error {
 	return errors.New("more than one of " + eventNames + " in one event")
 }
 
-const eventNames = "swipe, pin, cancel, delay, insert, chip_fault, key, remove, timeout, fault"
+const eventNames = "swipe, pin, cancel, delay, insert, chip_fault, key, remove, timeout, fault, tap"
 
 func (s *Swipe) validate() error {
 	if s.Track1 == "" && s.Track2 == "" {
@@ -533,6 +548,7 @@ func parseEvent(b []byte) (Event, error) {
 		Key       *string `json:"key"`
 		Remove    *bool   `json:"remove"`
 		Timeout   *bool   `json:"timeout"`
+		Tap       *Tap    `json:"tap"`
 		Fault     *struct {
 			Kind  string  `json:"kind"`
 			Count int     `json:"count"`
@@ -576,6 +592,10 @@ func parseEvent(b []byte) (Event, error) {
 	if raw.Insert != nil {
 		n++
 		e.Insert = raw.Insert
+	}
+	if raw.Tap != nil {
+		n++
+		e.Tap = raw.Tap
 	}
 	if raw.ChipFault != nil {
 		n++
