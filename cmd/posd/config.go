@@ -34,6 +34,7 @@ type Config struct {
 	Store    StoreConfig    `json:"store"`
 	Offline  OfflineConfig  `json:"offline"`
 	SAF      SAFConfig      `json:"saf"`
+	Close    CloseConfig    `json:"close"`
 	HSM      HSMConfig      `json:"hsm"`
 	Firmware FirmwareConfig `json:"firmware"`
 	Log      LogConfig      `json:"log"`
@@ -623,6 +624,9 @@ func (c *Config) fill() error {
 		return &ConfigError{"saf.max_attempts", "must be at least 1"}
 	case f.MaxBackoff < f.MinBackoff:
 		return &ConfigError{"saf.max_backoff", "must not be shorter than saf.min_backoff"}
+	}
+	if err := c.Close.fill(); err != nil {
+		return err
 	}
 	if c.HSM.Backend == "" {
 		c.HSM.Backend = BackendPINPad
