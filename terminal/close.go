@@ -193,3 +193,7 @@ func (t *Terminal) upload(ctx context.Context, b store.Batch, bt BatchTotals) ([
 	}
 	return diffs, nil
 }
+
+// POITransactionID is the id the till knows journal record id by (a PaymentResponse's
+// POIData.POITransactionID).
+func (t *Terminal) POITransactionID(id store.TxnID) string { return t.poiTxnID(id) }

@@ -180,3 +180,8 @@ func (bt BatchTotals) Summary() string {
 		t.DebitsCount, t.DebitsAmount, t.CreditsCount, t.CreditsAmount, t.DebitReversalsCount, t.DebitReversalsAmount,
 		t.CreditReversalsCount, t.CreditReversalsAmount, bt.NetMinor, bt.Currency)
 }
+
+// OpenTotals returns the totals of the open batch (its number in BatchTotals.Batch).
+func (t *Terminal) OpenTotals(ctx context.Context) (BatchTotals, error) {
+	return t.Totals(ctx, t.st.OpenBatch())
+}

@@ -9,6 +9,7 @@
 //	posctl [--api URL] void POI-TRANSACTION-ID
 //	posctl [--api URL] saf list | flush | park ID | unpark ID | delete ID [--note TEXT] [--reason TEXT] [--yes] [--approve ID]
 //	posctl [--api URL] store check
+//	posctl [--api URL] totals | close
 //	posctl [--api URL] firmware status | install SOURCE | pinpad SOURCE | rollback | log
 //	posctl [--api URL] params install FILE | status
 //
@@ -72,6 +73,9 @@ commands:
   saf park|unpark|delete ID [--note TEXT] [--reason TEXT] [--yes]
                                            operator actions on a queued message (confirmed, recorded)
   saf delete ID --approve APPROVAL         the second person of a delete (dual control)
+  totals                                   the open batch's totals, per type and card brand
+  close                                    close the batch with the acquirer (supervisor) and
+                                           print the report (exit 3: the close failed)
   store check                              verify the journal file and its invariants
   audit verify [--head SEQ:MAC]            verify the audit chain (exit 1: broken, first broken link named)
   firmware status|install SOURCE|pinpad SOURCE|rollback|log
@@ -137,6 +141,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = c.params(fs.Args()[1:], stdout, stderr)
 		case "audit":
 			err = c.audit(fs.Args()[1:], stdout, stderr)
+		case "totals":
+			err = c.totals(fs.Args()[1:], stdout, stderr)
+		case "close":
+			err = c.closeBatch(fs.Args()[1:], stdout, stderr)
 		case "store":
 			if fs.NArg() != 2 || fs.Arg(1) != "check" {
 				fmt.Fprintln(stderr, "usage: posctl store check")

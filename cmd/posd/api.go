@@ -83,6 +83,10 @@ func classifyNexo(r *http.Request) (access.Request, error) {
 		req.Op = access.OpTransactionStatus
 	case "Abort":
 		req.Op = access.OpAbort
+	case "GetTotals":
+		req.Op = access.OpTotals
+	case "Reconciliation":
+		req.Op = access.OpReconcile
 	default: // Payment, and what the handler refuses as a malformed payment
 		req.Op = access.OpPayment
 		if nexo.IsRefund(body) {

@@ -35,6 +35,7 @@ type Config struct {
 	Offline  OfflineConfig  `json:"offline"`
 	Refund   RefundConfig   `json:"refund"`
 	SAF      SAFConfig      `json:"saf"`
+	Close    CloseConfig    `json:"close"`
 	HSM      HSMConfig      `json:"hsm"`
 	Firmware FirmwareConfig `json:"firmware"`
 	Log      LogConfig      `json:"log"`
@@ -653,6 +654,9 @@ func (c *Config) fill() error {
 		return &ConfigError{"saf.max_attempts", "must be at least 1"}
 	case f.MaxBackoff < f.MinBackoff:
 		return &ConfigError{"saf.max_backoff", "must not be shorter than saf.min_backoff"}
+	}
+	if err := c.Close.fill(); err != nil {
+		return err
 	}
 	if c.HSM.Backend == "" {
 		c.HSM.Backend = BackendPINPad

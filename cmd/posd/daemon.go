@@ -187,8 +187,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			Disabled: !*cfg.Refund.Enabled, AllowUnhashed: cfg.Refund.AllowUnhashed,
 			Unlinked: cfg.Refund.Unlinked, MaxMinor: cfg.Refund.MaxMinor, DailyMaxMinor: cfg.Refund.DailyMaxMinor,
 		},
-		Failpoint: failpointFromEnv(log),
-		PANHash:   d.panHash,
+		Failpoint:      failpointFromEnv(log),
+		CloseDrainWait: time.Duration(cfg.Close.DrainWait),
+		PANHash:        d.panHash,
 		Forward: terminal.ForwardOptions{
 			Window: cfg.SAF.Window, MaxAttempts: cfg.SAF.MaxAttempts,
 			MinBackoff: time.Duration(cfg.SAF.MinBackoff), MaxBackoff: time.Duration(cfg.SAF.MaxBackoff),
@@ -205,6 +206,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopFwd = fcancel
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
+	if at := cfg.Close.at; at != nil {
+		go autoClose(fctx, *at, d.term.Close, time.Now, log)
+	}
 
 	// The API: every route registered with the operation the access policy knows it by.
 	gopts := access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,

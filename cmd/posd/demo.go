@@ -346,6 +346,15 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// The day's close: a Reconciliation from the till, which the host balances.
+	say.printf("")
+	say.printf("=== batch close (nexo Reconciliation, AcquirerReconciliation)")
+	if line, err := demoClose(client, cfg.Terminal.POIID, out); err != nil {
+		failures = append(failures, "batch close: "+err.Error())
+	} else {
+		say.printf("%s", line)
+	}
+
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	_ = d.shutdown(sctx)
@@ -361,4 +370,36 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	say.printf("all %d sales ended as expected", len(sales))
 	return nil
+}
+
+// demoClose closes the batch through the till API and prints the totals report; it fails
+// unless the host balanced the batch (00, no upload).
+func demoClose(client *http.Client, poiid string, out func(string) lineWriter) (string, error) {
+	body, _ := json.Marshal(nexo.NewReconciliationRequest("DEMO-TILL", "CLOSE1", poiid))
+	out("till->posd").printf("POST /nexo %s", body)
+	resp, err := client.Post("http://posd/nexo", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	rb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ans nexo.ReconcileEnvelope
+	if err := json.Unmarshal(rb, &ans); err != nil || ans.Response == nil || ans.Response.ReconciliationResponse == nil {
+		return "", fmt.Errorf("HTTP %d, unreadable answer: %s", resp.StatusCode, rb)
+	}
+	rr := ans.Response.ReconciliationResponse
+	out("till<-posd").printf("%s %s %s", rr.Response.Result, rr.Response.ErrorCondition, strings.TrimPrefix(rr.Response.AdditionalResponse, "message="))
+	for _, tt := range rr.TransactionTotals {
+		for _, pt := range tt.PaymentTotals {
+			out("totals").printf("%-10s %-14s %3d  %s %s", tt.CardBrand, pt.TransactionType, pt.TransactionCount, pt.TransactionAmount, tt.PaymentCurrency)
+		}
+	}
+	rep := rr.Report
+	if rr.Response.Result != "Success" || rep == nil {
+		return "", fmt.Errorf("%s/%s: %s", rr.Response.Result, rr.Response.ErrorCondition, rr.Response.AdditionalResponse)
+	}
+	if rep.ResponseCode != "00" || rep.Uploaded || len(rep.Differences) != 0 {
+		return "", fmt.Errorf("batch %d not balanced at once: response %s, uploaded %t, %d difference(s)", rep.Batch, rep.ResponseCode, rep.Uploaded, len(rep.Differences))
+	}
+	return fmt.Sprintf("batch %d closed in balance (0510 response 00), audit head %d", rep.Batch, rep.AuditSeq), nil
 }

@@ -17,7 +17,8 @@ const (
 	OpJournal          Op = "journal"           // supervisor
 	OpVoid             Op = "void"              // supervisor
 	OpRefund           Op = "refund"            // supervisor: a nexo PaymentRequest with PaymentType Refund
-	OpReconcile        Op = "reconciliation"    // supervisor (no route yet)
+	OpReconcile        Op = "reconciliation"    // supervisor: the batch close
+	OpTotals           Op = "totals"            // cashier, supervisor: the open batch's totals
 	OpCardSearch       Op = "card search"       // supervisor
 	OpSAFList          Op = "saf list"          // supervisor
 	OpSAFFlush         Op = "saf flush"         // supervisor
@@ -38,7 +39,7 @@ const (
 // which no one may run.
 func (o Op) Roles() []Role {
 	switch o {
-	case OpPayment, OpAbort, OpTransactionStatus, OpJournalOwn:
+	case OpPayment, OpAbort, OpTransactionStatus, OpJournalOwn, OpTotals:
 		return []Role{Cashier, Supervisor}
 	case OpStatus:
 		return []Role{Cashier, Supervisor, Technician}

@@ -87,6 +87,10 @@ func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
 		h.serveTransactionStatus(w, r, body)
 	case "Abort":
 		h.serveAbort(w, r, body)
+	case "GetTotals":
+		h.serveGetTotals(w, r, body)
+	case "Reconciliation":
+		h.serveReconciliation(w, r, body)
 	default:
 		h.servePayment(w, r, body)
 	}
