@@ -65,7 +65,9 @@ type jsonLink struct {
 	Txn   uint64 `json:"txn,omitempty"`
 	Queue uint64 `json:"queue,omitempty"`
 	Key   string `json:"key,omitempty"` // the Auditor's key id; "" an unkeyed SHA-256
-	Prev  string `json:"prev"`
+	// Archive: what an archive run moved out of the live file (archive.go).
+	Archive *archiveRange `json:"archive,omitempty"`
+	Prev    string        `json:"prev"`
 	MAC   string `json:"mac,omitempty"`
 }
 
