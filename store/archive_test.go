@@ -19,7 +19,7 @@ type archClock struct {
 	t  time.Time
 }
 
-func (c *archClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *archClock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *archClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 var archDay0 = time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)

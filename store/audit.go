@@ -68,7 +68,7 @@ type jsonLink struct {
 	// Archive: what an archive run moved out of the live file (archive.go).
 	Archive *archiveRange `json:"archive,omitempty"`
 	Prev    string        `json:"prev"`
-	MAC   string `json:"mac,omitempty"`
+	MAC     string        `json:"mac,omitempty"`
 }
 
 // AuditEntry is one operator or system action in the audit chain (an entry with a Who:
