@@ -201,6 +201,10 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopFwd = fcancel
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
+	// The journal stays bounded: closed batches older than store.keep go to the archive,
+	// now and hourly after (a close's batch leaves once it is old enough).
+	d.archive(ctx)
+	go d.archiveLoop(fctx, time.Hour)
 
 	// The API: every route registered with the operation the access policy knows it by.
 	gopts := access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
@@ -235,7 +239,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		}})
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	g.Handle("GET /v1/status", access.OpStatus, till)
-	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log}).routes(g)
+	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log, archiveDir: cfg.Store.ArchiveDir}).routes(g)
 	if fw != nil {
 		g.HandleClassified("/v1/firmware/", classifyFirmware, firmwareWho(fwapi.NewHandler(fw, &fwapi.HandlerOptions{Logger: log,
 			Pad: func(ctx context.Context) (firmware.PadLink, func(context.Context) (firmware.PadLink, error), func(), error) {
