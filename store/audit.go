@@ -65,8 +65,10 @@ type jsonLink struct {
 	Txn   uint64 `json:"txn,omitempty"`
 	Queue uint64 `json:"queue,omitempty"`
 	Key   string `json:"key,omitempty"` // the Auditor's key id; "" an unkeyed SHA-256
-	Prev  string `json:"prev"`
-	MAC   string `json:"mac,omitempty"`
+	// Archive: what an archive run moved out of the live file (archive.go).
+	Archive *archiveRange `json:"archive,omitempty"`
+	Prev    string        `json:"prev"`
+	MAC     string        `json:"mac,omitempty"`
 }
 
 // AuditEntry is one operator or system action in the audit chain (an entry with a Who:

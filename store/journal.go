@@ -495,6 +495,9 @@ func (s *Store) Get(ctx context.Context, id TxnID) (Record, error) {
 	var rec Record
 	err := s.view(ctx, fmt.Sprintf("get %d", id), func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketJournal).Get(id.key())
+		if v == nil && archivedID(tx, id) {
+			return fmt.Errorf("%w: %w: it left the live file with its batch (store.keep); posctl journal --archived shows it, and it can no longer be refunded or voided", ErrNotFound, ErrArchived)
+		}
 		if v == nil {
 			return ErrNotFound
 		}

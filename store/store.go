@@ -150,11 +150,28 @@ type Store struct {
 // file does not exist or is empty. A file of another layout is refused with
 // [ErrLayout] and left unchanged; a file locked by another Store is refused
 // with [ErrLocked] after opts.Timeout.
+//
+// A file more than half of which is free pages (after an archive run removed many records)
+// is compacted first: see [Compact].
 func Open(path string, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
+	s, err := open(path, o)
+	if err != nil || !s.wantsCompact() {
+		return s, err
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	if _, err := Compact(path, &o); err != nil {
+		return nil, err
+	}
+	return open(path, o)
+}
+
+func open(path string, o Options) (*Store, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = time.Second
 	}

@@ -66,6 +66,11 @@ type AuditReport struct {
 	// Records and Items are how many journal records and queued items were checked against
 	// their latest link.
 	Records, Items int
+	// Archived counts records and batches named by a live link that an archive link moved
+	// out of the file (Store.Archive): gone legitimately. Base is the last link of the
+	// chain's archived prefix (0: none); the live chain starts after it.
+	Archived int
+	Base     uint64
 	// Broken is the first broken link (the lowest sequence number among all problems), nil
 	// when the chain verifies. Problems counts every problem found.
 	Broken   *BrokenLink
@@ -131,6 +136,17 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 	var want uint64 = 1
 	prev, keyed := "", false
 	macs := map[uint64]string{}
+	// A chain whose prefix was archived starts from its base (archive.go).
+	_, base, err := readHead(tx)
+	if err != nil {
+		return r, err
+	}
+	if base.Seq > 0 {
+		want, prev, keyed = base.Seq+1, base.MAC, base.Key != ""
+		txnMark, queueMark, r.KeyID, r.Base = base.Txn, base.Queue, base.Key, base.Seq
+		macs[base.Seq] = base.MAC
+	}
+	var archives []*archiveRange
 	c := tx.Bucket(bucketAudit).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if err := ctx.Err(); err != nil {
@@ -197,6 +213,18 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 		if l.Ref != "" {
 			refs[l.Ref] = latest{seq, l.Sum}
 		}
+		if l.Kind == linkArchive && l.Archive != nil {
+			archives = append(archives, l.Archive)
+		}
+	}
+	// Records and batches an archive link moved out are gone legitimately.
+	wasArchived := func(prefix string, id uint64) bool {
+		for _, a := range archives {
+			if prefix == "txn/" && a.hasTxn(TxnID(id)) || prefix == "batch/" && slices.Contains(a.Batches, id) {
+				return true
+			}
+		}
+		return false
 	}
 	r.Head = ChainHead{Seq: want - 1, MAC: prev}
 	if r.Links == 0 {
@@ -208,6 +236,8 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 	for _, h := range printed {
 		mac, ok := macs[h.Seq]
 		switch {
+		case !ok && h.Seq < r.Base:
+			// In the archived prefix: VerifyArchive checks it there.
 		case !ok && h.Seq > r.Head.Seq:
 			broken(r.Head.Seq+1, "the head printed earlier, %s, is past the chain's end (link %d): its tail was cut", h, r.Head.Seq)
 		case !ok:
@@ -244,6 +274,10 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 		}
 		for ref, l := range refs {
 			if strings.HasPrefix(ref, prefix) && l.sum != "" && !seen[ref] {
+				if id, err := strconv.ParseUint(strings.TrimPrefix(ref, prefix), 10, 64); err == nil && wasArchived(prefix, id) {
+					r.Archived++
+					continue
+				}
 				broken(l.seq, "%s %s, written by link %d, is not in the file (deleted)", noun(prefix), strings.TrimPrefix(ref, prefix), l.seq)
 			}
 		}

@@ -79,6 +79,9 @@ func (t *Terminal) refundAllowed(ctx context.Context, req SaleRequest) (*store.R
 		return nil, fmt.Sprintf("original transaction %q is not a transaction of this terminal", clip(req.Original)), nil
 	}
 	rec, err := t.st.Get(ctx, id)
+	if errors.Is(err, store.ErrArchived) {
+		return nil, fmt.Sprintf("original transaction %s is archived (its batch closed longer ago than store.keep): it can no longer be refunded linked", req.Original), nil
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Sprintf("original transaction %s is unknown on this terminal", req.Original), nil
 	}

@@ -58,7 +58,8 @@ commands:
                                            the same --service-id or --ref again gets the
                                            first answer, never a second sale
   abort [--sale-id ID] --service-id ID     stop a running sale (nexo Abort)
-  journal [--sale-id ID]                   list the journal (PANs masked); a cashier names
+  journal [--sale-id ID] [--archived]      list the journal (PANs masked; --archived: the
+                                           archived records too, first); a cashier names
                                            its till's SaleID
   journal find [--note TEXT]               a card's sales: reads the card number and its
                                            expiry (YYMM) from stdin; or --last4 NNNN
@@ -505,13 +506,21 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 		fs := flag.NewFlagSet("posctl journal", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		saleID := fs.String("sale-id", "", "only this till's records (all a cashier may see)")
+		archived := fs.Bool("archived", false, "the archived records too (closed batches older than store.keep), first")
 		if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
-			fmt.Fprintln(stderr, "usage: posctl journal [--sale-id ID]")
+			fmt.Fprintln(stderr, "usage: posctl journal [--sale-id ID] [--archived]")
 			return errUsage
 		}
-		path := "/v1/journal"
+		q := url.Values{}
 		if *saleID != "" {
-			path += "?sale_id=" + url.QueryEscape(*saleID)
+			q.Set("sale_id", *saleID)
+		}
+		if *archived {
+			q.Set("archived", "1")
+		}
+		path := "/v1/journal"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
 		}
 		if err := c.get(path, &recs); err != nil {
 			return err

@@ -40,12 +40,15 @@ type admin struct {
 	term    *terminal.Terminal
 	panHash func(context.Context, card.PAN, card.Expiry) (string, error)
 	log     *slog.Logger
+	// archiveDir is store.archive_dir: GET /v1/journal?archived=1 reads it.
+	archiveDir string
 }
 
 // routes adds the operator API to g, each route with the operation the access policy
 // knows it by:
 //
-//	GET    /v1/journal          the journal (PANs masked); ?sale_id=ID: one till's records
+//	GET    /v1/journal          the journal (PANs masked); ?sale_id=ID: one till's records;
+//	                            ?archived=1: the archived records first, then the live ones
 //	POST   /v1/journal/find     a card's journal records, by its keyed PAN hash (body: note, pan)
 //	GET    /v1/saf              the queue (masked)
 //	POST   /v1/saf/flush        send everything due now
@@ -84,12 +87,25 @@ func classifyJournal(r *http.Request) (access.Request, error) {
 func (h *admin) serveJournal(w http.ResponseWriter, r *http.Request) {
 	saleID, one := r.URL.Query().Get("sale_id"), r.URL.Query().Has("sale_id")
 	recs := []store.Record{}
-	err := h.st.Records(r.Context(), func(rec store.Record) error {
+	keep := func(rec store.Record) error {
 		if !one || rec.Intent.SaleID == saleID {
 			recs = append(recs, rec)
 		}
 		return nil
-	})
+	}
+	var err error
+	switch a := r.URL.Query().Get("archived"); a {
+	case "", "0":
+	case "1":
+		// Archived records first (closed batches older than store.keep), then the live ones.
+		err = h.st.ArchivedRecords(r.Context(), h.archiveDir, keep)
+	default:
+		jsonError(w, http.StatusBadRequest, fmt.Errorf("archived=%.16q: want 1 or 0", a))
+		return
+	}
+	if err == nil {
+		err = h.st.Records(r.Context(), keep)
+	}
 	if err != nil {
 		jsonError(w, http.StatusInternalServerError, err)
 		return

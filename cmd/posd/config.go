@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/access"
 	"github.com/posd-dev/posd/terminal/money"
 )
@@ -219,6 +220,13 @@ type StoreConfig struct {
 	// MaxSizeMiB caps the file, as a partition would; when it is reached new sales fail
 	// with a clear reason and everything queued is kept. Default 0: no cap.
 	MaxSizeMiB int `json:"max_size_mib"`
+	// Keep is how long a closed batch stays in the live file after its close; older
+	// closed batches are archived (see ArchiveDir). Default 30 days ("720h"); the newest
+	// closed batch is always kept.
+	Keep Duration `json:"keep"`
+	// ArchiveDir is where archived batches go, one sealed file per month. Default: the
+	// store file's directory + "/archive".
+	ArchiveDir string `json:"archive_dir"`
 }
 
 // OfflineConfig is the offline approval policy. Money is in integer minor units.
@@ -594,6 +602,15 @@ func (c *Config) fill() error {
 	}
 	if c.Store.MaxSizeMiB < 0 {
 		return &ConfigError{"store.max_size_mib", "must not be negative"}
+	}
+	switch {
+	case c.Store.Keep < 0:
+		return &ConfigError{"store.keep", "must not be negative"}
+	case c.Store.Keep == 0:
+		c.Store.Keep = Duration(30 * 24 * time.Hour)
+	}
+	if c.Store.ArchiveDir == "" {
+		c.Store.ArchiveDir = store.ArchiveDir(c.Store.Path)
 	}
 	o := &c.Offline
 	def := int64(5000)

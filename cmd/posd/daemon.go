@@ -209,6 +209,10 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if at := cfg.Close.at; at != nil {
 		go autoClose(fctx, *at, d.term.Close, time.Now, log)
 	}
+	// The journal stays bounded: closed batches older than store.keep go to the archive,
+	// now and hourly after (a close's batch leaves once it is old enough).
+	d.archive(ctx)
+	go d.archiveLoop(fctx, time.Hour)
 
 	// The API: every route registered with the operation the access policy knows it by.
 	gopts := access.Options{Roles: cfg.API.roles, Audit: d.st.Audit, Logger: log,
@@ -243,7 +247,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		}})
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	g.Handle("GET /v1/status", access.OpStatus, till)
-	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log}).routes(g)
+	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log, archiveDir: cfg.Store.ArchiveDir}).routes(g)
 	params.term = d.term
 	params.routes(g)
 	if fw != nil {

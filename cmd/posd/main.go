@@ -37,7 +37,8 @@ const usage = `usage:
   posd run --config FILE          run the daemon
   posd check-config --config FILE check a config file and print it with defaults filled in
   posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
-  posd store check --path FILE    check a journal file while posd is stopped
+  posd store check --path FILE [--archive DIR]   check a journal file (and its archive) while posd is stopped
+  posd store compact --path FILE  give a journal file's free pages back, with posd stopped
   posd store salvage --path FILE --out NEWFILE
                                   copy what is readable of a damaged journal file into a
                                   new one (exit 3: something was lost, listed)
@@ -161,6 +162,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 // invariants, the queue and the audit chain, each problem with what to do. It changes
 // nothing. Exit 1 when it finds a problem or cannot open the file.
 func cmdStore(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "compact" {
+		return cmdStoreCompact(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "check" {
 		fmt.Fprint(stderr, storeUsage)
 		return errUsage
@@ -168,6 +172,7 @@ func cmdStore(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("posd store check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("path", "", "the journal file (store.path in the config)")
+	archive := fs.String("archive", "", "also verify the archive files in this directory (store.archive_dir) against the journal file")
 	if err := fs.Parse(args[1:]); err != nil || *path == "" {
 		fmt.Fprint(stderr, storeUsage)
 		return errUsage
@@ -185,6 +190,13 @@ func cmdStore(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("store check: %w", err)
 	}
 	fmt.Fprintf(stdout, "journal: %d records (%d open); queue: %d (%d parked); audit chain: %d entries\n", rep.Records, rep.Open, rep.Queued, rep.Parked, rep.AuditEntries)
+	if *archive != "" {
+		problems, err := checkArchive(st, *archive, stdout)
+		if err != nil {
+			return fmt.Errorf("store check: %w", err)
+		}
+		rep.Problems = append(rep.Problems, problems...)
+	}
 	if rep.OK() {
 		fmt.Fprintln(stdout, "store check: ok")
 		return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"time"
 
 	"github.com/posd-dev/posd/store"
 )
@@ -21,7 +22,11 @@ const (
 )
 
 const storeUsage = `usage:
-  posd store check --path FILE                  check a journal file while posd is stopped
+  posd store check --path FILE [--archive DIR]  check a journal file while posd is stopped, and
+                                                the archive files in DIR against it
+  posd store compact --path FILE                rewrite a journal file without its free pages
+                                                (posd stopped; posd also does it at start when
+                                                more than half of the file is free)
   posd store salvage --path FILE --out NEWFILE  copy what is readable of a damaged journal
                                                 file into a new one; FILE is only read
 `
@@ -104,4 +109,39 @@ func printSalvage(w io.Writer, rep store.SalvageReport) {
 	if !rep.Complete() {
 		fmt.Fprintln(w, "  4. settle with the acquirer what is listed as LOST above.")
 	}
+}
+
+// checkArchive verifies the archive files in dir against the open store and prints a line
+// of counts; it returns the problems found.
+func checkArchive(st *store.Store, dir string, w io.Writer) ([]store.Problem, error) {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("archive directory %s: not a directory (%v)", dir, err)
+	}
+	c, err := st.VerifyArchive(context.Background(), dir)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(w, "archive %s: %d file(s), %d lines: %d records, %d batch closes, %d audit links", dir, c.Files, c.Lines, c.Records, c.Batches, c.Links)
+	if c.Uncommitted > 0 {
+		fmt.Fprintf(w, "; %d line(s) written by an archive run that did not finish (posd commits them at its next run)", c.Uncommitted)
+	}
+	fmt.Fprintln(w)
+	return c.Problems, nil
+}
+
+// cmdStoreCompact rewrites a stopped posd's journal file without its free pages.
+func cmdStoreCompact(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("posd store compact", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("path", "", "the journal file (store.path in the config); posd must be stopped")
+	if err := fs.Parse(args); err != nil || *path == "" || fs.NArg() > 0 {
+		fmt.Fprint(stderr, storeUsage)
+		return errUsage
+	}
+	rep, err := store.Compact(*path, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "compacted %s: %d bytes -> %d bytes in %v\n", *path, rep.Before, rep.After, rep.Took.Round(time.Millisecond))
+	return nil
 }
