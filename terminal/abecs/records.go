@@ -41,6 +41,8 @@ type AIDRecord struct {
 
 // CAPKRecord is an ABECS CA public key record (§4.1.2, 611 bytes). The
 // checksum is SHA-1 over RID, index, modulus and exponent. Plain data.
+//
+// A plain value: safe for concurrent use when not modified.
 type CAPKRecord struct {
 	Acquirer int    // TAB_ACQ, 0-99 (0: shared keys)
 	Index    string // TAB_RECIDX
@@ -52,6 +54,8 @@ type CAPKRecord struct {
 }
 
 // RevokedRecord is an ABECS revoked certificate record (§4.1.3, 26 bytes).
+//
+// A plain value: safe for concurrent use when not modified.
 type RevokedRecord struct {
 	Acquirer int
 	Index    string

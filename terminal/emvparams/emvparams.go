@@ -54,6 +54,8 @@ var (
 )
 
 // TAC is a set of terminal action codes, 5 bytes in hex each.
+//
+// A plain value: safe for concurrent use when not modified.
 type TAC struct {
 	Default string `json:"default"`
 	Denial  string `json:"denial"`
@@ -61,6 +63,8 @@ type TAC struct {
 }
 
 // Contactless are an AID's contactless parameters. Amounts are minor units.
+//
+// A plain value: safe for concurrent use when not modified.
 type Contactless struct {
 	TransactionLimit int64  `json:"transaction_limit"`     // at or above: try another interface (ABECS 087)
 	CVMLimit         int64  `json:"cvm_limit"`             // at or above: CVM required (online PIN or CDCVM)
@@ -71,6 +75,8 @@ type Contactless struct {
 }
 
 // AID is one application the terminal accepts.
+//
+// A plain value: safe for concurrent use when not modified.
 type AID struct {
 	AID        string      `json:"aid"`
 	Label      string      `json:"label"`
@@ -84,6 +90,8 @@ type AID struct {
 }
 
 // CAPK is a certification authority public key.
+//
+// A plain value: safe for concurrent use when not modified.
 type CAPK struct {
 	RID      string `json:"rid"`
 	Index    string `json:"index"`
@@ -94,6 +102,8 @@ type CAPK struct {
 }
 
 // Revoked is a revoked issuer public key certificate.
+//
+// A plain value: safe for concurrent use when not modified.
 type Revoked struct {
 	RID    string `json:"rid"`
 	Index  string `json:"index"`
@@ -101,6 +111,8 @@ type Revoked struct {
 }
 
 // Terminal is the terminal data every AID record repeats.
+//
+// A plain value: safe for concurrent use when not modified.
 type Terminal struct {
 	Country          string `json:"country"`
 	Currency         string `json:"currency"`

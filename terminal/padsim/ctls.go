@@ -68,6 +68,8 @@ func (t *Tap) validate() error {
 // CtlsLimits are the contactless limits a pad applies to a tap whose AID has
 // no record in its loaded tables, in minor units. Zero means no limit (for
 // the floor limit: every amount above zero goes online).
+//
+// A plain value: safe for concurrent use when not modified.
 type CtlsLimits struct {
 	Transaction, CVM, Floor int64
 }
@@ -271,6 +273,8 @@ func (t throttled) Write(b []byte) (int, error) {
 
 // LinkStats are the bytes the pad read and wrote on its link and the commands it
 // handled, since New.
+//
+// A plain value: safe for concurrent use when not modified.
 type LinkStats struct {
 	BytesIn, BytesOut, Commands int64
 }
