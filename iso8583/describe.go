@@ -48,6 +48,12 @@ func displayValue(id int, f field.Field) string {
 			return "B" + card.MaskPAN(pan) + "^****"
 		}
 		return hidden
+	case 90:
+		// The original data elements as their parts (MTI, STAN, field 7, the two
+		// institution ids): 42 digits in one run would read as a card number to any scanner.
+		if len(s) == 42 {
+			return s[0:4] + " " + s[4:10] + " " + s[10:20] + " " + s[20:31] + " " + s[31:42]
+		}
 	}
 	return s
 }

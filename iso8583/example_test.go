@@ -41,7 +41,7 @@ func ExampleReversal() {
 	//  41 card acceptor terminal identification      TERM0001
 	//  42 card acceptor identification code          MERCHANT0000001
 	//  49 currency code, transaction                 978
-	//  90 original data elements                     020000004203141509260000000000000000000000
+	//  90 original data elements                     0200 000042 0314150926 00000000000 00000000000
 }
 
 // An acquirer's dialect comes from a file in moov-io's JSON spec format, with its framing.

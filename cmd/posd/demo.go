@@ -159,6 +159,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for _, s := range sales {
 		events = append(events, s.events...)
 	}
+	// After the sales, the refund's card: the tap sale's card again (same number and expiry).
+	events = append(events, tap(padsim.Tap{}))
 	padOpts := &padsim.Options{BDK: bdk, KSN: ksn, Logf: out("pinpad-sim").printf, Contactless: true, CtlsLimits: demoCtlsLimits}
 	aesBDK, _ := hex.DecodeString(demoAESBDK)
 	if *kind == DUKPTAES {
@@ -233,6 +235,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		PINPad:   PINPadConfig{Port: pair.A, DUKPT: *kind},
 		Acquirer: AcquirerConfig{Address: *acqAddr, ResponseTimeout: Duration(15 * time.Second), Dialect: dialectPath},
 		Store:    StoreConfig{Path: filepath.Join(dir, "posd.db")},
+		// A soft data key (the demo's only): it keys the journal's card hashes, which a
+		// linked refund checks the card by, and the audit chain.
+		HSM: HSMConfig{Data: &DataKeyConfig{Backend: "soft", AllowSoft: true, KeyFile: filepath.Join(dir, "data.key")}},
 	}
 	if err := cfg.fill(); err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -260,6 +265,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			return dl.DialContext(ctx, "unix", sock)
 		}}}
 	var failures []string
+	pois := make([]string, len(sales)) // each sale's POITransactionID
 	for i, s := range sales {
 		say.printf("")
 		say.printf("=== sale %d of %d: %s EUR, expecting %s", i+1, len(sales), s.amount, s.title)
@@ -281,6 +287,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("demo: sale %d: HTTP %d, unreadable answer: %s", i+1, resp.StatusCode, rb)
 		}
 		pr := ans.Response.PaymentResponse
+		pois[i] = pr.POIData.POITransactionID.TransactionID
 		line := pr.Response.Result
 		if pr.Response.ErrorCondition != "" {
 			line += " (" + pr.Response.ErrorCondition + ")"
@@ -346,6 +353,24 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// A refund of part of the first tap (the same card, tapped again) and a void of the
+	// first sale: a supervisor's work (the demo's user is one).
+	say.printf("")
+	say.printf("=== refund of 5.00 of sale 4 (linked to %s; the card is tapped again)", pois[3])
+	five, _ := money.ParseDecimal("5.00", eur)
+	if line, err := demoPost(client, nexo.NewRefundRequest("DEMO-TILL", "R001", cfg.Terminal.POIID, "DEMO-R1", pois[3], five, time.Now()), out); err != nil {
+		failures = append(failures, "refund: "+err.Error())
+	} else {
+		out("till<-posd").printf("%s", line)
+	}
+	say.printf("")
+	say.printf("=== void of sale 1 (%s): reversed at the acquirer before the close", pois[0])
+	if line, err := demoPost(client, nexo.NewReversalRequest("DEMO-TILL", "V001", cfg.Terminal.POIID, pois[0], "MerchantCancel"), out); err != nil {
+		failures = append(failures, "void: "+err.Error())
+	} else {
+		out("till<-posd").printf("%s", line)
+	}
+
 	// The day's close: a Reconciliation from the till, which the host balances.
 	say.printf("")
 	say.printf("=== batch close (nexo Reconciliation, AcquirerReconciliation)")
@@ -370,6 +395,44 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	say.printf("all %d sales ended as expected", len(sales))
 	return nil
+}
+
+// demoPost sends a till request that must succeed (a refund or a void), prints the
+// customer's receipt when there is one, and returns the answer on one line.
+func demoPost(client *http.Client, env nexo.Envelope, out func(string) lineWriter) (string, error) {
+	body, _ := json.Marshal(env)
+	out("till->posd").printf("POST /nexo %s", body)
+	resp, err := client.Post("http://posd/nexo", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	rb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var ans nexo.Envelope
+	if err := json.Unmarshal(rb, &ans); err != nil || ans.Response == nil {
+		return "", fmt.Errorf("HTTP %d, unreadable answer: %s", resp.StatusCode, rb)
+	}
+	var r nexo.Response
+	switch {
+	case ans.Response.PaymentResponse != nil:
+		r = ans.Response.PaymentResponse.Response
+		for _, rc := range ans.Response.PaymentResponse.PaymentReceipt {
+			if rc.DocumentQualifier == "CustomerReceipt" {
+				for _, t := range rc.OutputContent.OutputText {
+					out("receipt").printf("| %-32s |", t.Text)
+				}
+			}
+		}
+	case ans.Response.ReversalResponse != nil:
+		r = ans.Response.ReversalResponse.Response
+	default:
+		return "", fmt.Errorf("answer without a payment or reversal response: %s", rb)
+	}
+	line := r.Result + " " + strings.TrimPrefix(r.AdditionalResponse, "message=")
+	if r.Result != "Success" {
+		return "", fmt.Errorf("%s (%s) %s", r.Result, r.ErrorCondition, line)
+	}
+	return line, nil
 }
 
 // demoClose closes the batch through the till API and prints the totals report; it fails

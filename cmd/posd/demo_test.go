@@ -28,6 +28,9 @@ func TestDemo(t *testing.T) {
 		"all 6 sales ended as expected",
 		"batch 1 closed in balance (0510 response 00)",
 		"Visa       Debit            4  247.40 EUR",
+		"Visa       Credit           1  5.00 EUR",
+		"Visa       ReverseDebit     1  12.50 EUR",
+		"|              REFUND              |",
 	)
 	assertNoCardData(t, out, demoPINBlocks(t))
 }
