@@ -57,6 +57,10 @@ type Intent struct {
 	TVR        string
 	TSI        string
 	Cryptogram string
+	// FormFactor is a tap's tag 9F6E in upper-case hex as the receipt prints it (Visa form
+	// factor indicator, Mastercard third party data); "" for other cards and in records of
+	// older releases.
+	FormFactor string
 	// ProcessingCode is the ISO 8583 field 3 the request carried ("200000" for a refund);
 	// "" means the default purchase, "000000" (sales, and records of older releases).
 	ProcessingCode string
@@ -194,6 +198,7 @@ type (
 		TVR               string    `json:"tvr,omitempty"`
 		TSI               string    `json:"tsi,omitempty"`
 		Cryptogram        string    `json:"cryptogram,omitempty"`
+		FormFactor        string    `json:"form_factor,omitempty"`
 		ProcessingCode    string    `json:"processing_code,omitempty"`
 		Original          TxnID     `json:"original,omitempty"`
 	}

@@ -1,13 +1,16 @@
 package terminal_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
 	"github.com/posd-dev/posd/terminal/emvparams"
@@ -44,6 +47,18 @@ func TestTapUnderCVMLimitNoPIN(t *testing.T) {
 	}
 	if rc := res.Receipt; !strings.Contains(strings.Join(rc.Customer, "\n"), "CONTACTLESS") {
 		t.Errorf("receipt has no CONTACTLESS line:\n%s", strings.Join(rc.Customer, "\n"))
+	}
+	// The tap's form factor (9F6E) is on the receipt and in the journal, so the answer
+	// rebuilt from the journal carries it too.
+	if res.ChipData.FormFactor != "20700000" || !strings.Contains(strings.Join(res.Receipt.Merchant, "\n"), "FORM FACTOR             20700000") {
+		t.Errorf("form factor %q, receipt:\n%s", res.ChipData.FormFactor, strings.Join(res.Receipt.Merchant, "\n"))
+	}
+	if in := r.records(t)[0].Intent; in.FormFactor != "20700000" {
+		t.Errorf("journal intent form factor = %q", in.FormFactor)
+	}
+	st, err := r.term.TransactionStatus(context.Background(), store.SaleTxnKey("TILL", t.Name()+"-1"))
+	if err != nil || !reflect.DeepEqual(st.Result, res) {
+		t.Errorf("status = %+v, %v\nwant %+v", st.Result, err, res)
 	}
 	r.checkNoCardData(t)
 }

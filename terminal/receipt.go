@@ -18,8 +18,8 @@ const ReceiptWidth = 32
 const SignatureLine = "X______________________________"
 
 // Receipt holds the printed lines of a sale for the customer and for the merchant. The PAN
-// appears masked; of the card's chip only its application's identifier, label, TVR, TSI and
-// the first half of its cryptogram are printed. Neither copy carries internal error text:
+// appears masked; of the card's chip only its application's identifier, label, TVR, TSI, the
+// first half of its cryptogram and a tap's form factor (9F6E, in hex) are printed. Neither copy carries internal error text:
 // a sale that did not complete says so with a short reason ("DECLINED", "NOT COMPLETED -
 // NO CONNECTION"); the details are in the log and SaleResult.Message.
 //
@@ -56,6 +56,10 @@ type ChipData struct {
 	TVR        string // terminal verification results in hex (95), 10 hex digits
 	TSI        string // transaction status information in hex (9B), 4 hex digits
 	Cryptogram string // the cryptogram's type (9F27) and first 8 hex digits (9F26): "ARQC 1A2B3C4D"
+	// FormFactor is a tap's 9F6E in hex (1 to 32 bytes): Visa's form factor indicator
+	// ("20700000": version 1, a card), Mastercard's third party data. Printed as it is,
+	// since its meaning depends on the scheme.
+	FormFactor string
 }
 
 // receiptTags are the tags the receipt needs that the DE 55 set does not ask the card for.
@@ -85,6 +89,7 @@ func chipDataOf(d emv.Data) ChipData {
 	}
 	c.TVR = hexOf("95", 5, 5)
 	c.TSI = hexOf("9B", 2, 2)
+	c.FormFactor = hexOf("9F6E", 1, 32)
 	if typ, ok := d.CryptogramType(); ok && typ != emv.RFU {
 		if ac := hexOf("9F26", 8, 8); ac != "" {
 			c.Cryptogram = typ.String() + " " + ac[:8]
@@ -234,6 +239,16 @@ func (t *Terminal) receipt(r SaleResult) Receipt {
 		}
 		if typ, ac, ok := strings.Cut(c.Cryptogram, " "); ok {
 			add(typ, ac)
+		}
+		switch ff := c.FormFactor; {
+		case ff == "":
+		case len(ff) <= ReceiptWidth-len("FORM FACTOR "):
+			add("FORM FACTOR", ff)
+		default: // Mastercard's third party data: up to 64 hex digits, on lines of their own
+			add("FORM FACTOR", "")
+			for ; ff != ""; ff = ff[min(len(ff), ReceiptWidth):] {
+				body = append(body, ff[:min(len(ff), ReceiptWidth)])
+			}
 		}
 	}
 	if r.AuthorizedMinor > 0 && r.AuthorizedMinor < r.Amount.Minor {

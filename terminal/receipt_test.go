@@ -43,6 +43,11 @@ func receiptCases() []receiptCase {
 		r.ChipData = ChipData{AID: "A0000000041010", AppLabel: "MASTERCARD", TVR: "0000008000", TSI: "E800", Cryptogram: "ARQC 1A2B3C4D"}
 		return r
 	}
+	tapped := func(r SaleResult, ff string) SaleResult {
+		r.MaskedPAN, r.EntryMode, r.Chip = "476173******0010", "071", true
+		r.ChipData = ChipData{AID: "A0000000031010", AppLabel: "VISA CREDIT", TVR: "0000000000", TSI: "0000", Cryptogram: "ARQC 5E6F7A8B", FormFactor: ff}
+		return r
+	}
 	pinned := func(r SaleResult) SaleResult { r.PINEntered, r.CVM = true, CVMOnlinePIN; return r }
 	signed := func(r SaleResult) SaleResult { r.SignatureRequired = true; return r }
 
@@ -76,6 +81,8 @@ func receiptCases() []receiptCase {
 		{"swipe_signature_approved", approved(signed(swipe(sale(1250), "021"))), []string{"SIGNATURE REQUIRED", SignatureLine}, []string{"PIN VERIFIED"}},
 		{"chip_online_pin_approved", approved(pinned(chip(sale(2500)))), []string{"PIN VERIFIED", "NO SIGNATURE REQUIRED"}, []string{"SWIPE", SignatureLine}},
 		{"chip_offline_pin_signature_approved", approved(func() SaleResult { r := signed(chip(sale(2500))); r.CVM = CVMOfflinePIN; return r }()), []string{"OFFLINE PIN VERIFIED", "SIGNATURE REQUIRED", SignatureLine}, nil},
+		{"tap_form_factor_approved", approved(tapped(sale(1250), "20700000")), []string{"CONTACTLESS", "FORM FACTOR             20700000", "NO CVM"}, []string{"CHIP", "PIN VERIFIED", SignatureLine}},
+		{"tap_third_party_data_approved", approved(tapped(sale(1250), strings.Repeat("0123456789ABCDEF", 4))), []string{"FORM FACTOR\n0123456789ABCDEF0123456789ABCDEF\n0123456789ABCDEF0123456789ABCDEF\n"}, nil},
 		{"chip_no_cvm_approved", approved(chip(sale(800))), []string{"NO CVM"}, []string{"PIN VERIFIED", SignatureLine}},
 		{"chip_declined", chipDeclined, []string{"DO NOT HONOUR"}, []string{chipDeclined.Message, "PIN VERIFIED", "APPROVED"}},
 		{"fallback_swipe_approved", approved(signed(swipe(sale(1100), "801"))), []string{"SIGNATURE REQUIRED", SignatureLine}, []string{"PIN VERIFIED"}},

@@ -173,7 +173,7 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 		Chip: p.chip, PINEntered: res.PINEntered,
 		// What the receipt prints, for the answers rebuilt from the journal.
 		CVM: string(res.CVM), Signature: res.SignatureRequired, AID: res.ChipData.AID, AppLabel: res.ChipData.AppLabel,
-		TVR: res.ChipData.TVR, TSI: res.ChipData.TSI, Cryptogram: res.ChipData.Cryptogram,
+		TVR: res.ChipData.TVR, TSI: res.ChipData.TSI, Cryptogram: res.ChipData.Cryptogram, FormFactor: res.ChipData.FormFactor,
 	}
 	if req.Refund {
 		in.ProcessingCode = pc

@@ -246,7 +246,7 @@ func (t *Terminal) answer(rec store.Record) SaleResult {
 		Amount: money.Amount{Minor: in.AmountMinor, Currency: cur}, STAN: in.STAN,
 		MaskedPAN: in.MaskedPAN, EntryMode: in.EntryMode, PINEntered: in.PINEntered, Chip: in.Chip,
 		CVM: CVM(in.CVM), SignatureRequired: in.Signature,
-		ChipData: ChipData{AID: in.AID, AppLabel: in.AppLabel, TVR: in.TVR, TSI: in.TSI, Cryptogram: in.Cryptogram},
+		ChipData: ChipData{AID: in.AID, AppLabel: in.AppLabel, TVR: in.TVR, TSI: in.TSI, Cryptogram: in.Cryptogram, FormFactor: in.FormFactor},
 		Refund:   in.Kind == store.KindRefund,
 	}
 	if res.CVM == CVMNone && in.PINEntered { // a record of an older release

@@ -230,6 +230,9 @@ type PaymentResult struct {
 			PaymentBrand string   `json:"PaymentBrand,omitempty"` // "Visa", "Mastercard", "Amex" when the BIN or AID tells
 			MaskedPan    string   `json:"MaskedPan,omitempty"`
 			EntryMode    []string `json:"EntryMode,omitempty"` // ["ICC"] chip, ["MagStripe"] swipe (fallback included)
+			// FormFactor is posd's addition: a tap's tag 9F6E in hex (Visa form factor
+			// indicator, Mastercard third party data), as the receipt prints it.
+			FormFactor string `json:"FormFactor,omitempty"`
 		} `json:"CardData"`
 	} `json:"PaymentInstrumentData"`
 	// AuthenticationMethod is how the cardholder was verified: "OnlinePIN" or "OfflinePIN",

@@ -24,26 +24,35 @@ func TestFromResultCardData(t *testing.T) {
 		entry  []string
 		auth   []string
 		brand  string
-		noAuth bool // AuthenticationMethod absent from the JSON
+		noAuth bool   // AuthenticationMethod absent from the JSON
+		ff     string // CardData.FormFactor, posd's addition
 	}{
 		{"chip online PIN, Mastercard by AID", func(r *terminal.SaleResult) {
 			r.MaskedPAN, r.Chip, r.EntryMode, r.CVM, r.PINEntered = "601100******0004", true, "051", terminal.CVMOnlinePIN, true
 			r.ChipData = terminal.ChipData{AID: "A0000000041010"}
-		}, []string{"ICC"}, []string{"OnlinePIN"}, "Mastercard", false},
+		}, []string{"ICC"}, []string{"OnlinePIN"}, "Mastercard", false, ""},
 		{"chip offline PIN and signature, Visa", func(r *terminal.SaleResult) {
 			r.MaskedPAN, r.Chip, r.EntryMode, r.CVM, r.SignatureRequired = "476173******0010", true, "051", terminal.CVMOfflinePIN, true
 			r.ChipData = terminal.ChipData{AID: "A0000000031010"}
-		}, []string{"ICC"}, []string{"OfflinePIN", "PaperSignature"}, "Visa", false},
+		}, []string{"ICC"}, []string{"OfflinePIN", "PaperSignature"}, "Visa", false, ""},
 		{"swipe signature card, Amex by BIN", func(r *terminal.SaleResult) {
 			r.MaskedPAN, r.EntryMode, r.SignatureRequired = "371449******8431", "021", true
-		}, []string{"MagStripe"}, []string{"PaperSignature"}, "Amex", false},
+		}, []string{"MagStripe"}, []string{"PaperSignature"}, "Amex", false, ""},
 		{"fallback swipe with PIN, Mastercard 2-series", func(r *terminal.SaleResult) {
 			r.MaskedPAN, r.EntryMode, r.CVM, r.PINEntered = "222100******0009", "801", terminal.CVMOnlinePIN, true
-		}, []string{"MagStripe"}, []string{"OnlinePIN"}, "Mastercard", false},
+		}, []string{"MagStripe"}, []string{"OnlinePIN"}, "Mastercard", false, ""},
 		{"chip without CVM, brand unknown", func(r *terminal.SaleResult) {
 			r.MaskedPAN, r.Chip, r.EntryMode = "601100******0004", true, "051"
 			r.ChipData = terminal.ChipData{AID: "A0000001523010"}
-		}, []string{"ICC"}, nil, "", true},
+		}, []string{"ICC"}, nil, "", true, ""},
+		{"tap with a form factor, Visa", func(r *terminal.SaleResult) {
+			r.MaskedPAN, r.Chip, r.EntryMode = "476173******0010", true, "071"
+			r.ChipData = terminal.ChipData{AID: "A0000000031010", FormFactor: "20700000"}
+		}, []string{"Contactless"}, nil, "Visa", true, "20700000"},
+		{"chip card with a 9F6E is no tap: no form factor", func(r *terminal.SaleResult) {
+			r.MaskedPAN, r.Chip, r.EntryMode = "476173******0010", true, "051"
+			r.ChipData = terminal.ChipData{AID: "A0000000031010", FormFactor: "20700000"}
+		}, []string{"ICC"}, nil, "Visa", true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := base
@@ -63,6 +72,9 @@ func TestFromResultCardData(t *testing.T) {
 			}
 			if got := strings.Contains(string(b), `"AuthenticationMethod"`); got == tc.noAuth {
 				t.Errorf("AuthenticationMethod in the JSON: %v, want %v: %s", got, !tc.noAuth, b)
+			}
+			if cd.FormFactor != tc.ff || (tc.ff == "") == strings.Contains(string(b), `"FormFactor"`) {
+				t.Errorf("FormFactor %q, want %q: %s", cd.FormFactor, tc.ff, b)
 			}
 			if tc.brand == "" && strings.Contains(string(b), `"PaymentBrand"`) {
 				t.Errorf("PaymentBrand sent though unknown: %s", b)

@@ -362,6 +362,7 @@ func FromResult(p Payment, r terminal.SaleResult, merchantID string) *SaleToPOIR
 		switch {
 		case strings.HasPrefix(r.EntryMode, "07"):
 			res.PaymentInstrumentData.CardData.EntryMode = []string{"Contactless"}
+			res.PaymentInstrumentData.CardData.FormFactor = r.ChipData.FormFactor
 		case strings.HasPrefix(r.EntryMode, "91"):
 			res.PaymentInstrumentData.CardData.EntryMode = []string{"Tapped"}
 		case r.Chip:
