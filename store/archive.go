@@ -13,8 +13,9 @@ package store
 //	batch:  a batch's close record, as the live file held it
 //	link:   a link of the audit chain, as the live file held it
 //
-// An archive run (Store.Archive) writes and fsyncs its lines first, then removes what they
-// hold from the live file in one bbolt commit, with an "archive" link in the audit chain
+// An archive run (Store.Archive) goes in chunks (archive_write.go): one batch, then up to
+// 10,000 audit links, each under one hold of the write lock. A chunk writes and fsyncs its
+// lines first, then removes what they hold from the live file in one bbolt commit, with an "archive" link in the audit chain
 // that names the lines (first, last, the last line's hash), the records' ids and the
 // batches; the same commit records the archive's head (file, sequence, hash, size) in the
 // meta bucket. A crash between the two leaves the lines written and the records still in
