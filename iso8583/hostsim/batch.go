@@ -4,6 +4,7 @@ package hostsim
 // batchupload.go for the dialect's definition.
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,4 +71,51 @@ func (s *Server) upload(req *iso8583.Message) decision {
 		s.logf("hostsim: upload stan=%06d tid=%s: %s, now as uploaded", stan, tid, rc)
 	}
 	return decision{rc: rc}
+}
+
+// ClosedBatch is a batch an 0500 reconciled at the host: the terminal, the batch number as
+// field 60 carried it, the totals the host accepted, and how many 0500s named the batch
+// (the first, the closing one after an upload, and every repeat of a close cut short). A
+// plain value, safe for concurrent use if not modified.
+type ClosedBatch struct {
+	TerminalID string
+	Batch      string
+	Totals     iso8583.Totals // of the 0500 the host answered 00 first
+	Requests   int            // 0500s received for the batch, those answered 95 included
+	Closed     bool           // an 0500 balanced; false: every one so far was out of balance
+	order      int
+}
+
+// ClosedBatches returns every batch an 0500 named, in the order of their first 0500. A test
+// checks with it that a close repeated after a crash closed the batch once, with the
+// terminal's totals.
+func (s *Server) ClosedBatches() []ClosedBatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ClosedBatch, 0, len(s.closes))
+	for _, c := range s.closes {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b ClosedBatch) int { return a.order - b.order })
+	for i := range out {
+		out[i].order = 0
+	}
+	return out
+}
+
+// count0500 counts an 0500 for the batch. The caller holds s.mu.
+func (s *Server) count0500(tid, batch string) {
+	c := s.closes[tid+"/"+batch]
+	if c == nil {
+		c = &ClosedBatch{TerminalID: tid, Batch: batch, order: len(s.closes) + 1}
+		s.closes[tid+"/"+batch] = c
+	}
+	c.Requests++
+}
+
+// closedBatch records the totals a batch balanced with. The caller holds s.mu.
+func (s *Server) closedBatch(tid, batch string, t iso8583.Totals) {
+	if c := s.closes[tid+"/"+batch]; c != nil && !c.Closed {
+		c.Closed, c.Totals = true, t
+	}
 }

@@ -209,6 +209,7 @@ func (s *Server) reconcile(req *iso8583.Message) decision {
 	afterUpload := func() bool { p, _ := req.GetString(3); return p == iso8583.ProcSettlementAfterUpload }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.count0500(tid, batch)
 	if s.batches[tid+"/"+batch] {
 		return decision{rc: iso8583.RCApproved} // a copy of a reconciliation that balanced
 	}
@@ -253,6 +254,7 @@ func (s *Server) reconcile(req *iso8583.Message) decision {
 		}
 	}
 	s.batches[tid+"/"+batch] = true
+	s.closedBatch(tid, batch, theirs)
 	return decision{rc: iso8583.RCApproved}
 }
 

@@ -197,8 +197,9 @@ type Server struct {
 	charges   []*charge        // in the order processed
 	byTxn     map[txnKey]*charge
 	byOrig    map[origKey]*charge
-	orphans   map[origKey]bool // reversed before they arrived
-	batches   map[string]bool  // terminal id + batch number, settled
+	orphans   map[origKey]bool        // reversed before they arrived
+	batches   map[string]bool         // terminal id + batch number, settled
+	closes    map[string]*ClosedBatch // terminal id + batch number: every batch an 0500 named
 	signedOn  map[string]bool
 	revs      map[txnKey]decision // MatchTransmission: reversals answered, by their own key
 	seq       uint64
@@ -258,6 +259,7 @@ func NewServer(opts Options) (*Server, error) {
 		byOrig:   make(map[origKey]*charge),
 		orphans:  make(map[origKey]bool),
 		batches:  make(map[string]bool),
+		closes:   make(map[string]*ClosedBatch),
 		signedOn: make(map[string]bool),
 		revs:     make(map[txnKey]decision),
 		ipeks:    make(map[dukpt.KSN][]byte),

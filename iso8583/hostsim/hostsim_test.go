@@ -634,6 +634,16 @@ func TestReconciliation(t *testing.T) {
 	if bal, _ := s.Balance("4761739001010010"); bal != 1_000_000_00-10_00+5_00 {
 		t.Errorf("balance %d", bal)
 	}
+	// Batch 1: three 0500s (95, 00, the copy), closed with the balanced totals; batch 2: one.
+	got := s.ClosedBatches()
+	want := []hostsim.ClosedBatch{
+		{TerminalID: "TERM0001", Batch: "000001", Totals: iso8583.Totals{DebitsCount: 2, DebitsAmount: 30_00, DebitReversalsCount: 1,
+			DebitReversalsAmount: 20_00, CreditsCount: 1, CreditsAmount: 5_00}, Requests: 3, Closed: true},
+		{TerminalID: "TERM0001", Batch: "000002", Requests: 1, Closed: true},
+	}
+	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+		t.Errorf("ClosedBatches:\n got %+v\nwant %+v", got, want)
+	}
 }
 
 func TestNetworkManagement(t *testing.T) {
