@@ -12,7 +12,8 @@ import (
 )
 
 // Message type indicators of the sale spine. The rest of the message set (advices,
-// reversals, reconciliation, network management) is in messages.go; all follow the same
+// reversals, reconciliation, network management) is in advice.go, reversal.go,
+// reconciliation.go and network.go, built and checked by messages.go; all follow the same
 // request/response rule ([ResponseMTI]).
 const (
 	MTIAuthorizationRequest  = "0100"

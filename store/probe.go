@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/posd-dev/posd/store/internal/boltpage"
 )
 
 // probePages walks the page tree of the file at path, as bbolt would when it rebuilds its
@@ -27,41 +29,13 @@ func probePages(ctx context.Context, path string) error {
 	if err != nil || fi.Size() == 0 {
 		return err
 	}
-	// The newest valid meta page, as bbolt picks it. Each meta page sits at the start of
-	// one of the first two pages; the page size is in the meta page itself.
-	var m boltMeta
-	found := false
-	page := make([]byte, boltPageHeader+boltMetaSize)
-	for _, off := range []int64{0, -1} {
-		if off < 0 {
-			if !found {
-				// The second meta page is a page size further; without the first one's page
-				// size, try the common ones.
-				for _, ps := range []int64{4096, 8192, 16384, 65536} {
-					if _, err := f.ReadAt(page, ps); err == nil {
-						if mm, err := parseBoltMeta(page); err == nil && int64(mm.pageSize) == ps {
-							m, found = mm, true
-							break
-						}
-					}
-				}
-				continue
-			}
-			off = int64(m.pageSize)
-		}
-		if _, err := f.ReadAt(page, off); err != nil {
-			continue
-		}
-		mm, err := parseBoltMeta(page)
-		if err != nil || (found && mm.txid <= m.txid) || (found && mm.pageSize != m.pageSize) {
-			continue
-		}
-		m, found = mm, true
-	}
-	if !found {
+	// The newest valid meta page, as bbolt picks it; the page size is in the meta page itself.
+	ms := boltpage.ReadMetas(f, 0)
+	use := ms.Newest()
+	if use < 0 {
 		return nil // bbolt's open says what is wrong with the meta pages
 	}
-	buckets, _, err := salvageTrees(ctx, f, fi.Size(), uint64(m.pageSize), m, false)
+	buckets, _, err := boltpage.Walk(ctx, f, fi.Size(), ms.Meta[use], salvageBuckets, false)
 	if err != nil {
 		return err
 	}
@@ -71,8 +45,8 @@ func probePages(ctx context.Context, path string) error {
 		if t == nil {
 			continue // a new or foreign file: initLayout decides
 		}
-		for _, r := range salvageMerge(t.lost) {
-			bad = append(bad, fmt.Sprintf("bucket %q: %s", b, r.why))
+		for _, r := range boltpage.Merge(t.Lost) {
+			bad = append(bad, fmt.Sprintf("bucket %q: %s", b, r.Why))
 		}
 	}
 	if len(bad) == 0 {

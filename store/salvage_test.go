@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posd-dev/posd/store/internal/boltpage"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -198,7 +199,7 @@ func salvPageSize(t testing.TB, path string) int64 {
 	if err != nil || len(b) < 64 {
 		t.Fatal("reading page size", err)
 	}
-	return int64(binary.NativeEndian.Uint32(b[boltPageHeader+8:]))
+	return int64(binary.NativeEndian.Uint32(b[boltpage.PageHeader+8:]))
 }
 
 // salvPagesWith returns the pages of the file holding marker. Only the page in use and free
@@ -975,17 +976,17 @@ func TestSalvageReadsPreviousCommit(t *testing.T) {
 func TestSalvageProbe(t *testing.T) {
 	fx := salvBuild(t, 80)
 	ctx := context.Background()
-	if p, err := salvageProbe(ctx, fx.path, time.Second); err != nil || len(p) != 0 {
-		t.Errorf("healthy store: %v %+v", err, p)
+	if err := probePages(ctx, fx.path); err != nil {
+		t.Errorf("healthy store: %v", err)
 	}
 	src := fx.copyTo(t)
 	live := salvLivePage(t, src, salvPagesWith(t, src, `"sale_id":"SALE-0042"`))
 	ps := salvPageSize(t, src)
 	salvWriteAt(t, src, live*ps, bytes.Repeat([]byte{0x5A}, int(ps)))
 	before := salvHash(t, src)
-	p, err := salvageProbe(ctx, src, time.Second)
-	if err != nil || len(p) != 1 || !strings.Contains(p[0].What, fmt.Sprintf("page %d", live)) || !strings.Contains(p[0].Do, "posd store salvage --path "+src) {
-		t.Errorf("damaged store: %v %+v", err, p)
+	err := probePages(ctx, src)
+	if !errors.Is(err, ErrCorrupt) || strings.Count(err.Error(), "bucket ") != 1 || !strings.Contains(err.Error(), fmt.Sprintf("page %d", live)) || !strings.Contains(err.Error(), "posd store salvage --path "+src) {
+		t.Errorf("damaged store: %v", err)
 	}
 	if salvHash(t, src) != before {
 		t.Error("the probe changed the file")
@@ -1006,19 +1007,19 @@ func FuzzSalvagePage(f *testing.F) {
 	}
 	f.Add(make([]byte, 16), []byte{1}, []byte{0})
 	f.Fuzz(func(t *testing.T, page, lo, hi []byte) {
-		leaf, elems, err := parseBoltPage(page, lo, hi)
+		leaf, elems, err := boltpage.ParsePage(page, lo, hi)
 		if err != nil {
 			return
 		}
 		var prev []byte
 		for i, e := range elems {
-			if len(e.key) == 0 || (lo != nil && bytes.Compare(e.key, lo) < 0) || (hi != nil && bytes.Compare(e.key, hi) >= 0) || (i > 0 && bytes.Compare(e.key, prev) <= 0) {
-				t.Fatalf("element %d: key %x accepted out of order or bounds [%x, %x)", i, e.key, lo, hi)
+			if len(e.Key) == 0 || (lo != nil && bytes.Compare(e.Key, lo) < 0) || (hi != nil && bytes.Compare(e.Key, hi) >= 0) || (i > 0 && bytes.Compare(e.Key, prev) <= 0) {
+				t.Fatalf("element %d: key %x accepted out of order or bounds [%x, %x)", i, e.Key, lo, hi)
 			}
-			if !leaf && e.value != nil && len(e.value) != 0 {
+			if !leaf && e.Value != nil && len(e.Value) != 0 {
 				t.Fatalf("branch element %d has a value", i)
 			}
-			prev = e.key
+			prev = e.Key
 		}
 	})
 }

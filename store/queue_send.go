@@ -1,0 +1,275 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Due returns up to limit pending items whose NextAttempt is not after now and that no
+// other item holds back (Item.After): all due reversals first, then advices, each in queue
+// order, with their sensitive data opened. An
+// item whose data cannot be opened is parked (by "posd", with the reason) and not returned.
+//
+// kinds, when given, limits the result to those kinds; the other kind's bucket is not read,
+// nor its items unsealed.
+func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind) ([]Item, error) {
+	want := func(k Kind) bool {
+		if len(kinds) == 0 {
+			return true
+		}
+		for _, w := range kinds {
+			if w == k {
+				return true
+			}
+		}
+		return false
+	}
+	type raw struct {
+		it     Item
+		sealed []byte
+	}
+	var due []raw
+	err := s.view(ctx, "due", func(tx *bolt.Tx) error {
+		for _, kind := range []Kind{KindReversal, KindAdvice} {
+			if !want(kind) {
+				continue
+			}
+			c := kindBucket(tx, kind).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if limit > 0 && len(due) >= limit {
+					return nil
+				}
+				if len(k) != 8 {
+					return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
+				}
+				p, err := peekItem(k, v)
+				if err != nil {
+					return err
+				}
+				if p.NextAttempt.After(now) || !p.waiting(tx) {
+					continue // not decoded: most items wait while the host is away
+				}
+				it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
+				if err != nil {
+					return err
+				}
+				due = append(due, raw{it, sealed})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []Item
+	for _, r := range due {
+		if len(r.sealed) > 0 {
+			if s.sealer == nil {
+				return nil, fmt.Errorf("store: due: item %d: %w", r.it.ID, ErrNoSealer)
+			}
+			clear, err := s.sealer.Open(ctx, s.sealKeyID, r.sealed, aad(r.it.ID, r.it.TxnID))
+			if err != nil {
+				perr := s.Park(ctx, r.it.ID, "posd", fmt.Sprintf("%v: %v", ErrUnseal, err))
+				if perr != nil {
+					return nil, perr
+				}
+				continue
+			}
+			r.it.Sensitive = clear
+		}
+		out = append(out, r.it)
+	}
+	return out, nil
+}
+
+// NextDue returns the earliest NextAttempt of the pending items not held by another (see
+// Item.After), and false when there is none. It reads the queue without collecting or sorting it, for a forwarder that waits
+// between drains.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var next time.Time
+	found := false
+	err := s.view(ctx, "next due", func(tx *bolt.Tx) error {
+		return forEachQueued(tx, func(k, v []byte) error {
+			p, err := peekItem(k, v)
+			if err != nil {
+				return err
+			}
+			if p.waiting(tx) && (!found || p.NextAttempt.Before(next)) {
+				next, found = p.NextAttempt, true
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return next, found, nil
+}
+
+// PendingReversals counts the reversals still to be sent (not parked, and not held back
+// by the advice they undo: that advice must go first). It reads the reversal bucket only,
+// which is small, so a drain may ask before every window.
+func (s *Store) PendingReversals(ctx context.Context) (int, error) {
+	n := 0
+	err := s.view(ctx, "pending reversals", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
+			p, err := peekItem(k, v)
+			if err != nil {
+				return err
+			}
+			if p.waiting(tx) {
+				n++
+			}
+			return nil
+		})
+	})
+	return n, err
+}
+
+// Result is what happened to one send of a queued item, applied by Settle.
+//
+// A plain value: safe for concurrent use when not modified.
+type Result struct {
+	ID QueueID
+	// Acked: the host answered. The item leaves the queue with its sealed data, and its
+	// journal record notes the acknowledgement.
+	Acked        bool
+	ResponseCode string
+	// Otherwise the attempt failed: Reached says whether the message may have reached the
+	// host (it counts as an attempt, and the next send is a repeat), Err why, and Next when
+	// to try again. Park parks it instead (retries exhausted).
+	Reached bool
+	Err     string
+	Next    time.Time
+	Park    bool
+	Time    time.Time
+}
+
+// MarkSending records, in one commit for the whole batch (group commit), that items are
+// about to be sent with transmission time at, before any of their bytes go out: a crash
+// after this may have sent them, and the next send is then a repeat. An item's first mark
+// sets its FirstSent to at; later sends keep the first one. An item still marked from a
+// send that was never settled (posd stopped mid-send) has that send counted as an attempt
+// (Attempts+1) first.
+//
+// It returns the items it marked, as marked, with the Sensitive data of the argument's:
+// an item that left the queue since it was read (acknowledged, withdrawn by a void,
+// deleted), was parked, or is held back (Item.After) is left out and must not be sent.
+func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]Item, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	var marked []Item
+	err := s.update(ctx, "mark sending", func(tx *bolt.Tx) error {
+		marked = marked[:0]
+		for _, in := range items {
+			q, it, sealed, err := findItem(tx, in.ID)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if it.State != QueuePending || held(tx, it.After) {
+				continue
+			}
+			if it.Sending {
+				it.Attempts++ // the unsettled send of a process that stopped may have arrived
+			}
+			it.Sending = true
+			if it.FirstSent.IsZero() {
+				it.FirstSent = at
+			}
+			nv, err := encodeItem(it, sealed)
+			if err != nil {
+				return err
+			}
+			if err := s.putLinked(ctx, tx, q, it.ID.key(), nv, jsonLink{Kind: "sending", Ref: queueRef(it.ID)}); err != nil {
+				return err
+			}
+			it.Sensitive = in.Sensitive
+			marked = append(marked, it)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return marked, nil
+}
+
+// Settle applies the results of a batch of sends in one commit (group commit): one fsync
+// for the whole window, not one per message.
+func (s *Store) Settle(ctx context.Context, results []Result) error {
+	if len(results) == 0 {
+		return nil
+	}
+	return s.update(ctx, "settle queue", func(tx *bolt.Tx) error {
+		for _, r := range results {
+			q, it, sealed, err := findItem(tx, r.ID)
+			if errors.Is(err, ErrNotFound) {
+				// Settled already (a duplicate answer, or an operator deleted it).
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if r.Acked {
+				if err := s.deleteLinked(ctx, tx, q, r.ID.key(), jsonLink{Kind: "acked", Ref: queueRef(r.ID)}); err != nil {
+					return err
+				}
+				if err := s.noteSettled(ctx, tx, it, r); err != nil {
+					return err
+				}
+				continue
+			}
+			if r.Reached {
+				it.Attempts++
+			}
+			it.Sending = false
+			it.LastError = r.Err
+			it.NextAttempt = r.Next
+			kind := "retry"
+			if r.Park {
+				it.State, it.ParkedBy, it.ParkReason = QueueParked, "posd", "retries exhausted: "+r.Err
+				kind = "park"
+			}
+			nv, err := encodeItem(it, sealed)
+			if err != nil {
+				return err
+			}
+			if err := s.putLinked(ctx, tx, q, r.ID.key(), nv, jsonLink{Kind: kind, Ref: queueRef(r.ID)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// noteSettled records on the journal record that its reversal or advice was acknowledged.
+func (s *Store) noteSettled(ctx context.Context, tx *bolt.Tx, it Item, r Result) error {
+	rec, err := getRecord(tx, it.TxnID)
+	if errors.Is(err, ErrNotFound) {
+		return nil // the record is gone; nothing to note (Check reports it)
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Outcome == nil {
+		return nil
+	}
+	switch it.Kind {
+	case KindReversal:
+		rec.Outcome.Reversed = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN}
+	case KindAdvice:
+		// The advice as sent (its STAN and first field 7): what the reversal of a void
+		// names in field 90.
+		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent}
+	}
+	return s.putRecord(ctx, tx, rec, jsonLink{Kind: "settle " + string(it.Kind)})
+}
