@@ -26,11 +26,11 @@ vet:
 # The race detector needs cgo and a C compiler; without them the tests run without it.
 unit:
 	@if [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v gcc >/dev/null 2>&1; then \
-		echo "$(GO) test -race -count=1 -timeout 10m $(PKGS)"; \
-		$(GO) test -race -count=1 -timeout 10m $(PKGS); \
+		echo "$(GO) test -race -count=1 -timeout 20m $(PKGS)"; \
+		$(GO) test -race -count=1 -timeout 20m $(PKGS); \
 	else \
 		echo "unit: no C compiler for the race detector; running the tests without -race"; \
-		$(GO) test -count=1 -timeout 10m $(PKGS); \
+		$(GO) test -count=1 -timeout 20m $(PKGS); \
 	fi
 
 # The PKCS#11 backend (cgo, build tag pkcs11), and posd key with it, against SoftHSM2; the

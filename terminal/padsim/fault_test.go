@@ -67,11 +67,13 @@ func TestLinkFaults(t *testing.T) {
 // A slow ACK beyond all the tries: the host gives up (not sent), and the
 // pad's late ACK and answer do not confuse the next command.
 func TestSlowACKBeyondTimeouts(t *testing.T) {
-	r := newRig(t, `{"events":[`+fault(`{"kind":"slow_ack","delay":"600ms"}`)+`]}`, rigOpts{clientOpts: shortOpts()})
+	// 3 tries of 150 ms end at about 450 ms; the ACK comes at 1.2 s, far enough beyond
+	// for a loaded machine's late timers (at 600 ms it was once taken in time).
+	r := newRig(t, `{"events":[`+fault(`{"kind":"slow_ack","delay":"1200ms"}`)+`]}`, rigOpts{clientOpts: shortOpts()})
 	if err := r.client.Open(context.Background()); !errors.Is(err, abecs.ErrNoACK) {
 		t.Fatalf("Open: %v, want ErrNoACK", err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1000 * time.Millisecond)
 	if err := r.client.Display(context.Background(), "AGAIN", ""); err != nil {
 		t.Fatalf("Display: %v", err)
 	}
