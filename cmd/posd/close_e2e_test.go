@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,14 +23,7 @@ func startCloseRig(t *testing.T, c *captured, n int, acqArgs ...string) (api str
 	line := acq.waitFor(t, "listening on ")
 	addr := strings.Fields(strings.TrimSpace(line[strings.Index(line, "listening on ")+len("listening on "):]))[0]
 	cfgPath, sock := writeTestConfig(t, dir, pair.A, addr)
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.Replace(string(b), `"roles": {"supervisor": {"users": [`, `"roles": {"cashier": {"users": ["60001"]}, "supervisor": {"users": [`, 1)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addCashier(t, cfgPath)
 	posd := c.start(t, "posd", "run", "--config", cfgPath)
 	posd.waitFor(t, "posd ready")
 	shareDir(t, dir)

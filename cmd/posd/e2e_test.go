@@ -116,7 +116,13 @@ func (c *captured) all() string {
 
 func (c *captured) start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(binaries(t), name), args...), out: new(syncBuffer), done: make(chan error, 1)}
+	return c.startBinary(t, name, filepath.Join(binaries(t), name), args...)
+}
+
+// startBinary is start for a binary at path (such as a posd built with a test root).
+func (c *captured) startBinary(t *testing.T, name, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(path, args...), out: new(syncBuffer), done: make(chan error, 1)}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {
@@ -132,6 +138,20 @@ func (c *captured) start(t *testing.T, name string, args ...string) *proc {
 		p.done <- nil
 	})
 	return p
+}
+
+// addCashier maps uid 60001 to the cashier role in the test config at cfgPath (made by
+// writeTestConfig, whose supervisors are the test's uid and secondSupervisor).
+func addCashier(t *testing.T, cfgPath string) {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), `"roles": {"supervisor": {"users": [`, `"roles": {"cashier": {"users": ["60001"]}, "supervisor": {"users": [`, 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stop sends SIGTERM and waits for the exit code.

@@ -205,24 +205,3 @@ func TestParamsEndToEnd(t *testing.T) {
 		}
 	}
 }
-
-// startBinary is start for a binary at path (such as a posd built with a test root).
-func (c *captured) startBinary(t *testing.T, name, path string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(path, args...), out: new(syncBuffer), done: make(chan error, 1)}
-	p.cmd.Stdout = p.out
-	p.cmd.Stderr = p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		p.done <- nil
-	})
-	return p
-}
