@@ -31,7 +31,11 @@ type WaitRequest struct {
 	// (the optional 4th flag CKE_CTLS = "1"): the pad answers EventTapped when
 	// one is in the field, EventNoTap when none came within 2 minutes. The
 	// card is not read: a GCR with contactless on reads it. Only for a pad
-	// with a contactless reader (Info.Contactless); default false.
+	// with a contactless reader (Info.Contactless); default false. posd's
+	// sale does not use it: it waits for a card with GCR, contactless on,
+	// which reads the tap in the same command. It is for a host that
+	// watches the reader before it knows the amount (an idle screen that
+	// starts a sale on a tap, then GCR), as CKE with Insert is for a chip.
 	Contactless bool
 	// Timeout is how long the client waits. When it elapses the client
 	// cancels the command (CAN) and returns an error matching ErrPadTimeout.
