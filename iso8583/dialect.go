@@ -39,8 +39,46 @@ type Dialect struct {
 	// Framer frames messages on the stream, terminal side. A host answering in this
 	// dialect writes with [HostFramer](Framer).
 	Framer Framer
+	// EntryModes are the file's "entry_modes": field 22 of the cards whose POS entry
+	// mode the acquirer writes its own way. Empty values: the file does not say (posd
+	// uses its defaults).
+	EntryModes EntryModes
 
 	messages *messageRules // the file's "messages"; nil: none
+}
+
+// EntryModes are a dialect's POS entry modes (ISO 8583 field 22) for taps, each exactly 3
+// digits when set. The zero value says nothing: the terminal uses "071" and "911".
+type EntryModes struct {
+	ContactlessEMV       string // "contactless_emv": a tap in EMV mode; "" not set
+	ContactlessMagstripe string // "contactless_magstripe": a tap in magnetic stripe mode; "" not set
+}
+
+// parseEntryModes reads a dialect file's "entry_modes" object.
+func parseEntryModes(raw json.RawMessage) (EntryModes, error) {
+	var f struct {
+		EMV       *string `json:"contactless_emv"`
+		Magstripe *string `json:"contactless_magstripe"`
+	}
+	if err := decodeStrict(raw, &f); err != nil {
+		return EntryModes{}, &DialectError{Setting: "entry_modes", Err: err}
+	}
+	var m EntryModes
+	for _, e := range []struct {
+		key string
+		v   *string
+		to  *string
+	}{{"contactless_emv", f.EMV, &m.ContactlessEMV}, {"contactless_magstripe", f.Magstripe, &m.ContactlessMagstripe}} {
+		if e.v == nil {
+			continue
+		}
+		v := *e.v
+		if len(v) != 3 || strings.Trim(v, "0123456789") != "" {
+			return EntryModes{}, &DialectError{Setting: "entry_modes." + e.key, Err: fmt.Errorf("%q: must be exactly 3 digits", v)}
+		}
+		*e.to = v
+	}
+	return m, nil
 }
 
 // DefaultDialect returns the default dialect: [DefaultSpec] (one shared, read-only copy)
@@ -113,7 +151,9 @@ func LoadDialect(path string) (*Dialect, error) {
 // ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
 // specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
 // keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig]),
-// a "messages" object (below) and, in each field, an optional "class" (n, an, ans, z, x+n,
+// a "messages" object (below), an "entry_modes" object ([EntryModes]: field 22 of taps,
+// e.g. {"contactless_emv": "072", "contactless_magstripe": "912"}, each exactly 3 digits
+// and optional; unknown keys are errors) and, in each field, an optional "class" (n, an, ans, z, x+n,
 // b) and "prefix_unit"; all are ignored by moov's own loader (specs.ImportJSON of v0.26.1
 // decodes only "name" and "fields", without refusing other keys), so a file stays
 // readable by moov's tools.
@@ -194,6 +234,7 @@ func ParseDialect(data []byte) (*Dialect, error) {
 	var file struct {
 		Name     string                     `json:"name"`
 		Framing  *FramingConfig             `json:"framing"`
+		Entry    json.RawMessage            `json:"entry_modes"`
 		Messages map[string]json.RawMessage `json:"messages"`
 		Fields   map[string]json.RawMessage `json:"fields"`
 	}
@@ -242,6 +283,13 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		}
 	}
 	d.Spec = spec
+	if file.Entry != nil {
+		m, err := parseEntryModes(file.Entry)
+		if err != nil {
+			return nil, err
+		}
+		d.EntryModes = m
+	}
 	rules, err := parseMessages(file.Messages, spec)
 	if err != nil {
 		return nil, err

@@ -255,10 +255,45 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 		{"bad TPDU", edit(`"tpdu": "6000010000"`, `"tpdu": "60000100"`), "framing.tpdu"},
 		{"unknown framing key", edit(`"tpdu": "6000010000"`, `"tpdu": "6000010000", "speed": 9600`), ""},
 		{"trailing data", string(good) + "{}", ""},
+		{"entry mode of 2 digits", edit(`"name"`, `"entry_modes": {"contactless_emv": "07"}, "name"`), "entry_modes.contactless_emv"},
+		{"entry mode with a letter", edit(`"name"`, `"entry_modes": {"contactless_emv": "072", "contactless_magstripe": "91a"}, "name"`), "entry_modes.contactless_magstripe"},
+		{"entry mode of 4 digits", edit(`"name"`, `"entry_modes": {"contactless_emv": "0712"}, "name"`), "entry_modes.contactless_emv"},
+		{"unknown entry mode", edit(`"name"`, `"entry_modes": {"chip": "051"}, "name"`), "entry_modes"},
+		{"entry mode a number", edit(`"name"`, `"entry_modes": {"contactless_emv": 71}, "name"`), "entry_modes"},
 	}
 	dialectErrorsNameTheSetting(t, tests)
 	if _, err := iso8583.LoadDialect(filepath.Join(t.TempDir(), "missing.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: err = %v", err)
+	}
+}
+
+// A dialect's entry_modes are read into Dialect.EntryModes; a file without them leaves
+// them empty (the terminal's defaults apply).
+func TestDialectEntryModes(t *testing.T) {
+	good, err := os.ReadFile(bcdDialectFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := iso8583.ParseDialect(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.EntryModes != (iso8583.EntryModes{}) {
+		t.Errorf("no entry_modes: EntryModes = %+v, want zero", d.EntryModes)
+	}
+	s := strings.Replace(string(good), `"name"`, `"entry_modes": {"contactless_emv": "072", "contactless_magstripe": "912"}, "name"`, 1)
+	if d, err = iso8583.ParseDialect([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if want := (iso8583.EntryModes{ContactlessEMV: "072", ContactlessMagstripe: "912"}); d.EntryModes != want {
+		t.Errorf("EntryModes = %+v, want %+v", d.EntryModes, want)
+	}
+	s = strings.Replace(string(good), `"name"`, `"entry_modes": {"contactless_magstripe": "912"}, "name"`, 1)
+	if d, err = iso8583.ParseDialect([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if want := (iso8583.EntryModes{ContactlessMagstripe: "912"}); d.EntryModes != want {
+		t.Errorf("magstripe only: EntryModes = %+v, want %+v", d.EntryModes, want)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
@@ -221,4 +222,44 @@ func TestTapAndChipLinkBytes(t *testing.T) {
 	}
 	t.Logf("tap sale: %d bytes to the pad, %d from it, %d commands; chip sale: %d, %d, %d",
 		tp.BytesIn, tp.BytesOut, tp.Commands, ch.BytesIn, ch.BytesOut, ch.Commands)
+}
+
+// A dialect whose entry_modes say 072/912 gets them in field 22 of taps, as posd wires
+// it (Options.CtlsEntryModes from Dialect.EntryModes); chip and swipe modes are untouched.
+func TestTapEntryModesFromDialect(t *testing.T) {
+	raw, err := os.ReadFile("../iso8583/dialects/pos-conditions.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(raw), `"name"`, `"entry_modes": {"contactless_emv": "072", "contactless_magstripe": "912"}, "name"`, 1)
+	d, err := iso8583.ParseDialect([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := []padsim.Event{tap(padsim.Tap{}), tap(padsim.Tap{Mode: padsim.TapMagstripe})}
+	r := newRig(t, events, hostFaults{pad: ctlsPad, dialect: d, opts: func(o *terminal.Options) {
+		o.CtlsEntryModes = terminal.CtlsEntryModes{EMV: d.EntryModes.ContactlessEMV, Magstripe: d.EntryModes.ContactlessMagstripe}
+	}})
+	res := r.sale(t, 2500)
+	if !res.Approved || res.EntryMode != "072" {
+		t.Fatalf("EMV tap: result = %+v", res)
+	}
+	if f22 := r.sent.field(t, 0, 22); f22 != "072" {
+		t.Errorf("EMV tap: field 22 = %q, want 072", f22)
+	}
+	res = r.sale(t, 2600)
+	if !res.Approved || res.EntryMode != "912" {
+		t.Fatalf("magstripe tap: result = %+v", res)
+	}
+	if f22 := r.sent.field(t, 1, 22); f22 != "912" {
+		t.Errorf("magstripe tap: field 22 = %q, want 912", f22)
+	}
+	// New refuses a contactless entry mode that is not 3 digits.
+	for _, m := range []terminal.CtlsEntryModes{{EMV: "07"}, {Magstripe: "91x"}} {
+		o := r.topts
+		o.CtlsEntryModes = m
+		if _, err := terminal.New(r.pp, r.pp, r.pins, r.sent, r.st, o); err == nil || !strings.Contains(err.Error(), "CtlsEntryModes") {
+			t.Errorf("%+v: err = %v", m, err)
+		}
+	}
 }

@@ -226,7 +226,8 @@ func (c PresentedCard) Tracks() (track1, track2 string) { return c.cd.Track1(), 
 
 // EntryMode returns ISO 8583 field 22 for the card as read by a terminal
 // that accepts PINs: "051" chip, "071" contactless EMV, "911" contactless
-// magnetic stripe, "801" fallback swipe, "021" swipe.
+// magnetic stripe, "801" fallback swipe, "021" swipe. A Terminal replaces the
+// contactless ones with its Options.CtlsEntryModes (the acquirer dialect's).
 func (c PresentedCard) EntryMode() string {
 	switch {
 	case c.cd.Type() == abecs.CardTypeCtlsChip:
@@ -469,7 +470,8 @@ type ChipAuth struct {
 	Contactless bool
 }
 
-// EntryMode returns field 22 for a chip card: "051", or "071" tapped.
+// EntryMode returns field 22 for a chip card: "051", or "071" tapped. A
+// Terminal replaces "071" with its Options.CtlsEntryModes.EMV.
 func (a ChipAuth) EntryMode() string {
 	if a.Contactless {
 		return "071"

@@ -107,6 +107,9 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 		p := presented{pan: swipe.PAN(), expiry: swipe.Track2.Expiry(), sc: swipe.Track2.ServiceCode(), track2: swipe.Track2.Equivalent(), entryMode: "021"}
 		if chipCapable {
 			p.entryMode = pc.EntryMode()
+			if pc.Contactless() {
+				p.entryMode = t.opts.CtlsEntryModes.Magstripe // the dialect's "911"
+			}
 		}
 		if isFallback {
 			p.entryMode = "801" // magnetic stripe fallback after a chip failure
@@ -170,6 +173,9 @@ func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, tapped bool, 
 	}
 	if p.entryMode == "" {
 		p.entryMode = "051"
+	}
+	if tapped {
+		p.entryMode = t.opts.CtlsEntryModes.EMV // the dialect's "071"
 	}
 	res.MaskedPAN, res.EntryMode, res.PINEntered, res.Chip = p.pan.Masked(), p.entryMode, !p.pin.IsZero(), true
 	res.CVM, res.SignatureRequired = chipCVM(auth)

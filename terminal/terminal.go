@@ -114,6 +114,21 @@ type Options struct {
 	// CloseDrainWait bounds how long a batch close waits for the store-and-forward queue to
 	// drain before it fails with the batch still open. Default 30s.
 	CloseDrainWait time.Duration
+	// CtlsEntryModes are ISO 8583 field 22 for a tap, as the acquirer's dialect wants
+	// them. Each empty one defaults: EMV "071", Magstripe "911". A value that is not
+	// exactly 3 digits is refused by New.
+	CtlsEntryModes CtlsEntryModes
+}
+
+// CtlsEntryModes are the POS entry modes (ISO 8583 field 22) of contactless cards.
+type CtlsEntryModes struct {
+	EMV       string // a tap in EMV mode (card type 06); default "071"
+	Magstripe string // a tap in magnetic stripe mode (card type 05); default "911"
+}
+
+// threeDigits reports whether s is exactly 3 ASCII digits.
+func threeDigits(s string) bool {
+	return len(s) == 3 && s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9'
 }
 
 // panHash returns the keyed hash of pan and expiry for the journal, "" when none is
@@ -161,6 +176,17 @@ func New(reader CardReader, display Display, pins *hsm.Module, acq Acquirer, st 
 	if opts.DualMessage && !st.CanSeal() {
 		// A completion advice carries the card's PAN and expiry, kept only sealed.
 		return nil, errors.New("terminal: dual message needs a data key: the completion (0220) of each authorization carries card data that is kept only encrypted")
+	}
+	if opts.CtlsEntryModes.EMV == "" {
+		opts.CtlsEntryModes.EMV = "071"
+	}
+	if opts.CtlsEntryModes.Magstripe == "" {
+		opts.CtlsEntryModes.Magstripe = "911"
+	}
+	for _, m := range []struct{ name, v string }{{"EMV", opts.CtlsEntryModes.EMV}, {"Magstripe", opts.CtlsEntryModes.Magstripe}} {
+		if !threeDigits(m.v) {
+			return nil, fmt.Errorf("terminal: CtlsEntryModes.%s %q: must be 3 digits", m.name, m.v)
+		}
 	}
 	if opts.MerchantName == "" {
 		opts.MerchantName = "POSD MERCHANT"

@@ -162,23 +162,26 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	// Sales are built on the link's dialect, so that a PIN block that does not fit its
 	// field 52 is refused before anything is sent.
 	var spec *iso8583.MessageSpec
+	var ctlsModes terminal.CtlsEntryModes // taps' field 22: the dialect's, else 071/911
 	if aopts.Dialect != nil {
 		spec = aopts.Dialect.Spec
+		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
 	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
-		TerminalID:    cfg.Terminal.ID,
-		MerchantID:    cfg.Terminal.MerchantID,
-		MerchantName:  cfg.Terminal.MerchantName,
-		Currency:      cur,
-		DualMessage:   cfg.Terminal.DualMessage,
-		CardTimeout:   time.Duration(cfg.Terminal.CardTimeout),
-		PINKeyIndex:   cfg.PINPad.PINKeyIndex,
-		PINKeyAES:     cfg.PINPad.DUKPT == DUKPTAES,
-		Spec:          spec,
-		HostTimeout:   time.Duration(cfg.Acquirer.ResponseTimeout),
-		ReversalWait:  time.Duration(cfg.Acquirer.ReversalWait),
-		RefusePartial: !*cfg.Terminal.PartialApproval,
-		Logger:        log,
+		TerminalID:     cfg.Terminal.ID,
+		MerchantID:     cfg.Terminal.MerchantID,
+		MerchantName:   cfg.Terminal.MerchantName,
+		Currency:       cur,
+		DualMessage:    cfg.Terminal.DualMessage,
+		CardTimeout:    time.Duration(cfg.Terminal.CardTimeout),
+		PINKeyIndex:    cfg.PINPad.PINKeyIndex,
+		PINKeyAES:      cfg.PINPad.DUKPT == DUKPTAES,
+		Spec:           spec,
+		CtlsEntryModes: ctlsModes,
+		HostTimeout:    time.Duration(cfg.Acquirer.ResponseTimeout),
+		ReversalWait:   time.Duration(cfg.Acquirer.ReversalWait),
+		RefusePartial:  !*cfg.Terminal.PartialApproval,
+		Logger:         log,
 		Offline: terminal.OfflinePolicy{
 			Enabled: cfg.Offline.Enabled, FloorLimitMinor: *cfg.Offline.FloorLimitMinor, MaxCount: *cfg.Offline.MaxCount,
 			MaxTotalMinor: *cfg.Offline.MaxTotalMinor, MaxAge: time.Duration(cfg.Offline.MaxAge),

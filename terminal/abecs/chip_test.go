@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/posd-dev/posd/terminal/abecs"
@@ -48,6 +49,8 @@ func TestWaitLayout(t *testing.T) {
 		{abecs.WaitRequest{Keys: true}, "1000"},
 		{abecs.WaitRequest{Swipe: true, Insert: true}, "0110"},
 		{abecs.WaitRequest{Remove: true}, "0020"},
+		{abecs.WaitRequest{Contactless: true}, "0001"},
+		{abecs.WaitRequest{Keys: true, Swipe: true, Insert: true, Contactless: true}, "1111"},
 	} {
 		b, err := abecs.AppendWaitRequest(nil, c.req)
 		if err != nil || string(b) != c.want {
@@ -63,7 +66,11 @@ func TestWaitLayout(t *testing.T) {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
-	for _, bad := range []string{"0000", "0030", "2000", "000", "10000"} {
+	// CKE_CTLS is optional: 3 flags mean contactless off.
+	if r, err := abecs.ParseWaitRequest([]byte("110")); err != nil || r != (abecs.WaitRequest{Keys: true, Swipe: true}) {
+		t.Errorf("3 flags: %+v %v", r, err)
+	}
+	for _, bad := range []string{"0000", "0030", "2000", "000", "10000", "0002", "10", "100x"} {
 		if _, err := abecs.ParseWaitRequest([]byte(bad)); !errors.Is(err, abecs.ErrFormat) {
 			t.Errorf("%q: %v", bad, err)
 		}
@@ -71,7 +78,7 @@ func TestWaitLayout(t *testing.T) {
 
 	ev := abecs.PadEvent{Kind: abecs.EventSwipe, Card: abecs.NewMagstripeCard(testTrack1, testTrack2)}
 	b, err := abecs.AppendPadEvent(nil, ev)
-	if err != nil || len(b) != 227 || b[0] != '1' || string(b[1:3]) != "00" || string(b[81:83]) != "37" {
+	if err != nil || len(b) != 229 || b[0] != '1' || string(b[1:3]) != "00" || string(b[81:83]) != "37" {
 		t.Fatalf("swipe event %q %v", b, err)
 	}
 	back, err := abecs.ParsePadEvent(b)
@@ -324,7 +331,7 @@ func TestInfoAndWaitOverPTY(t *testing.T) {
 	}
 	pad.write(abecs.ACK)
 	b, _ = abecs.AppendPadEvent(nil, abecs.PadEvent{Kind: abecs.EventInserted})
-	pad.send("CKE000227" + string(b))
+	pad.send(fmt.Sprintf("CKE000%03d", len(b)) + string(b))
 	if err := wait(t, done); err != nil || ev.Kind != abecs.EventInserted {
 		t.Fatalf("WaitEvent: %v %v", ev, err)
 	}
@@ -454,4 +461,59 @@ func FuzzChipBlocks(f *testing.F) {
 		abecs.ParseFinishChip([][]byte{in, []byte("9F27")})
 		abecs.ParseWaitRequest(in)
 	})
+}
+
+// The ICC and contactless events on the wire: CKE_EVENT "2" with CKE_ICCSTAT, "3" with
+// CKE_CTLSSTAT (ABECS §3.3.3), each read back through the frame decoder a byte at a time.
+func TestPadEventICCAndContactless(t *testing.T) {
+	for _, c := range []struct {
+		kind           abecs.PadEventKind
+		event, iccStat byte
+		ctlsStat       byte
+	}{
+		{abecs.EventInserted, '2', '1', '0'},
+		{abecs.EventRemoved, '2', '0', '0'},
+		{abecs.EventTapped, '3', '0', '1'},
+		{abecs.EventNoTap, '3', '0', '0'},
+	} {
+		b, err := abecs.AppendPadEvent(nil, abecs.PadEvent{Kind: c.kind})
+		if err != nil || len(b) != 229 || b[0] != c.event || b[227] != c.iccStat || b[228] != c.ctlsStat {
+			t.Fatalf("%v: %q %v", c.kind, b, err)
+		}
+		data, err := abecs.Response{ID: abecs.CmdEvent, Status: abecs.StatusOK, Blocks: [][]byte{b}}.Append(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame, err := abecs.AppendFrame(nil, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := abecs.NewDecoder(iotest.OneByteReader(bytes.NewReader(frame))).Next()
+		if err != nil || ev.Err != nil {
+			t.Fatalf("%v: decode %v %v", c.kind, err, ev.Err)
+		}
+		resp, err := abecs.ParseResponse(ev.Data)
+		if err != nil || len(resp.Blocks) != 1 {
+			t.Fatalf("%v: response %+v %v", c.kind, resp, err)
+		}
+		back, err := abecs.ParsePadEvent(resp.Blocks[0])
+		if err != nil || back.Kind != c.kind {
+			t.Fatalf("%v: parsed %v %v", c.kind, back, err)
+		}
+	}
+	b, _ := abecs.AppendPadEvent(nil, abecs.PadEvent{Kind: abecs.EventTapped})
+	for name, bad := range map[string][]byte{
+		"no statuses":      b[:227],
+		"CTLS status 2":    append(append([]byte(nil), b[:228]...), '2'),
+		"ICC status x":     append(append([]byte{'2'}, b[1:227]...), 'x', '0'),
+		"event 4 on wire":  append([]byte{'4'}, b[1:]...),
+		"short of a track": b[:100],
+	} {
+		if _, err := abecs.ParsePadEvent(bad); !errors.Is(err, abecs.ErrFormat) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := abecs.AppendPadEvent(nil, abecs.PadEvent{Kind: 6}); err == nil {
+		t.Error("kind 6 accepted")
+	}
 }

@@ -163,7 +163,7 @@ func (p *Pad) waitEvent(cmd abecs.Command) abecs.Response {
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{req.Keys, "keys"}, {req.Swipe, "swipe"}, {req.Insert, "insert"}, {req.Remove, "remove"}} {
+	}{{req.Keys, "keys"}, {req.Swipe, "swipe"}, {req.Insert, "insert"}, {req.Remove, "remove"}, {req.Contactless, "ctls"}} {
 		if f.on {
 			parts = append(parts, f.name)
 		}
@@ -181,21 +181,33 @@ func (p *Pad) waitEvent(cmd abecs.Command) abecs.Response {
 	p.mu.Lock()
 	cardIn := p.chip.card != nil
 	p.mu.Unlock()
+	// CKE_CTLS on a pad without a contactless reader is ignored, as GCR_CTLSON is: the
+	// antenna it would power is not there (ABECS says no more; a real pad may differ).
+	ctls := req.Contactless && p.ctls
 	ev, ok := p.peek()
 	switch {
 	case req.Remove && !cardIn:
 		return answer(abecs.PadEvent{Kind: abecs.EventRemoved})
-	case req.Remove && (!ok || (ev.Remove || !(ev.Cancel || ev.Timeout || (ev.Key != "" && req.Keys) || (ev.Swipe != nil && req.Swipe)))):
+	case req.Remove && (!ok || (ev.Remove || !(ev.Cancel || ev.Timeout || (ev.Key != "" && req.Keys) || (ev.Swipe != nil && req.Swipe) || (ev.Tap != nil && ctls)))):
 		if ok && ev.Remove {
 			p.consume()
 		}
 		p.removeCard()
 		return answer(abecs.PadEvent{Kind: abecs.EventRemoved})
 	}
+	if ok && ev.Timeout && ctls {
+		// The antenna was on and nothing came: CKE_EVENT 3, CKE_CTLSSTAT 0.
+		p.consume()
+		return answer(abecs.PadEvent{Kind: abecs.EventNoTap})
+	}
 	if resp, ok := p.cardholder(cmd.ID, what, ev, ok); !ok {
 		return resp
 	}
 	switch {
+	case ev.Tap != nil && ctls:
+		// CKE_EVENT 3, CKE_CTLSSTAT 1. The card stays in the field: the script
+		// event is left for the GCR with contactless on that reads it.
+		return answer(abecs.PadEvent{Kind: abecs.EventTapped})
 	case ev.Key != "" && req.Keys:
 		p.consume()
 		return answer(abecs.PadEvent{Kind: abecs.EventKey, Key: keyCodes[ev.Key]})

@@ -305,3 +305,38 @@ func TestChipOptions(t *testing.T) {
 func padsimOpts(t *testing.T, currency, country string) padsim.Options {
 	return padsim.Options{BDK: bdk(t), KSN: ksn0(t), Currency: currency, Country: country}
 }
+
+// CKE with contactless on: a tap answers event 3 with CKE_CTLSSTAT 1 and stays for the GCR
+// that reads it; a cardholder who does not act answers event 3 with CKE_CTLSSTAT 0. A pad
+// without a reader ignores the flag: the tap is not an event it can report.
+func TestWaitEventContactless(t *testing.T) {
+	script := `{"events":[{"tap":` + chipCard + `},{"timeout":true},{"timeout":true}]}`
+	r := newRig(t, script, rigOpts{padOpts: padsim.Options{Contactless: true}})
+	ctx := context.Background()
+	wait := func(r *rig, req abecs.WaitRequest) (abecs.PadEvent, error) {
+		req.Timeout = 2 * time.Second
+		return r.client.WaitEvent(ctx, req)
+	}
+	if ev, err := wait(r, abecs.WaitRequest{Keys: true, Insert: true, Contactless: true}); err != nil || ev.Kind != abecs.EventTapped {
+		t.Fatalf("tap: %v %v", ev, err)
+	}
+	cd, err := r.client.GetCard(ctx, abecs.CardRequest{AmountMinor: 1000, Contactless: true, Timeout: 2 * time.Second})
+	if err != nil || cd.Type() != abecs.CardTypeCtlsChip {
+		t.Fatalf("GCR after the CKE tap: %v %v", cd, err)
+	}
+	if ev, err := wait(r, abecs.WaitRequest{Keys: true, Contactless: true}); err != nil || ev.Kind != abecs.EventNoTap {
+		t.Fatalf("no tap: %v %v", ev, err)
+	}
+	// Contactless off: the same cardholder times out (012).
+	if _, err := wait(r, abecs.WaitRequest{Keys: true}); !errors.Is(err, abecs.ErrPadTimeout) {
+		t.Fatalf("timeout with contactless off: %v", err)
+	}
+	if !strings.Contains(r.log.String(), "CKE keys,insert,ctls") {
+		t.Errorf("log does not name the contactless wait:\n%s", r.log.String())
+	}
+
+	plain := newRig(t, `{"events":[{"tap":`+chipCard+`}]}`, rigOpts{})
+	if _, err := wait(plain, abecs.WaitRequest{Keys: true, Contactless: true}); !errors.Is(err, abecs.ErrInternal) {
+		t.Fatalf("tap on a pad without a reader: %v", err)
+	}
+}

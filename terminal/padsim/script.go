@@ -78,13 +78,16 @@ type Event struct {
 	// mid-transaction).
 	Remove bool
 	// Timeout is a cardholder who does not act: GCR, GPN, GOC (PIN entry) or
-	// CKE answers 012.
+	// CKE answers 012; a CKE with contactless on (on a pad with a reader)
+	// answers event 3 with CKE_CTLSSTAT 0 (no card in 2 minutes) instead.
 	Timeout bool
 	// Fault is a fault of the pad's link, applied to the next command packet
 	// (see Fault).
 	Fault *Fault
 	// Tap is a contactless card tapped, answering a GCR with contactless on
-	// on a pad with a contactless reader (see Tap).
+	// on a pad with a contactless reader (see Tap). A CKE with contactless on
+	// answers it as event 3, CKE_CTLSSTAT 1, and leaves it for that GCR. A pad
+	// without a reader ignores the contactless flag of GCR and CKE alike.
 	Tap *Tap
 }
 
