@@ -49,6 +49,8 @@ type Dialect struct {
 
 // EntryModes are a dialect's POS entry modes (ISO 8583 field 22) for taps, each exactly 3
 // digits when set. The zero value says nothing: the terminal uses "071" and "911".
+//
+// A plain value: safe for concurrent use when not modified.
 type EntryModes struct {
 	ContactlessEMV       string // "contactless_emv": a tap in EMV mode; "" not set
 	ContactlessMagstripe string // "contactless_magstripe": a tap in magnetic stripe mode; "" not set

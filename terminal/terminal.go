@@ -121,6 +121,8 @@ type Options struct {
 }
 
 // CtlsEntryModes are the POS entry modes (ISO 8583 field 22) of contactless cards.
+//
+// A plain value: safe for concurrent use when not modified.
 type CtlsEntryModes struct {
 	EMV       string // a tap in EMV mode (card type 06); default "071"
 	Magstripe string // a tap in magnetic stripe mode (card type 05); default "911"
