@@ -571,6 +571,13 @@ func (c *client) journal(args []string, stdin io.Reader, w, stderr io.Writer) er
 				out += " " + r.Outcome.ResponseCode
 			}
 		}
+		if r.Intent.Kind == store.KindRefund {
+			prefix := "REFUND"
+			if r.Intent.Original != 0 {
+				prefix += fmt.Sprintf(" of txn %d", uint64(r.Intent.Original))
+			}
+			out = prefix + ", " + out
+		}
 		amt := formatAmount(r.Intent.AmountMinor, r.Intent.Currency)
 		if r.Outcome != nil && r.Outcome.Voided != nil {
 			out += ", voided by " + r.Outcome.Voided.By
