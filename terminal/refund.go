@@ -33,6 +33,10 @@ type RefundPolicy struct {
 	// DailyMaxMinor bounds the unlinked refunds of one local day (time.Local), approved or
 	// whose outcome is not known yet, in minor units. Default 0: no bound.
 	DailyMaxMinor int64
+	// AfterClose takes a linked refund of a sale whose batch is closed (settled with the
+	// acquirer): the acquirer's rules say whether it may. Default false: refused, the sale
+	// settled; an unlinked refund is the way.
+	AfterClose bool
 }
 
 // Refund runs one refund to its end: the card is presented as for a sale and a financial
@@ -69,8 +73,6 @@ func (t *Terminal) refundAllowed(ctx context.Context, req SaleRequest) (*store.R
 	if pol.Disabled {
 		return nil, "refunds are turned off on this terminal (refund.enabled)", nil
 	}
-	// Hook for batches: a refund of a sale in a closed batch is refused here once batches
-	// exist (unless the dialect allows it).
 	if req.Original == "" {
 		return nil, t.unlinkedAllowed(ctx, req.Amount, pol), nil
 	}
@@ -91,6 +93,9 @@ func (t *Terminal) refundAllowed(ctx context.Context, req SaleRequest) (*store.R
 	captured, why := capturedOf(rec)
 	if why != "" {
 		return nil, fmt.Sprintf("original transaction %s %s", req.Original, why), nil
+	}
+	if b := rec.Outcome.Batch; b != 0 && b < t.st.OpenBatch() && !pol.AfterClose {
+		return nil, fmt.Sprintf("original transaction %s is in batch %d, which is closed (settled with the acquirer): refund.after_close is off", req.Original, b), nil
 	}
 	if rec.Intent.Currency != req.Amount.Currency.Code {
 		return nil, fmt.Sprintf("original transaction %s is in %s, not %s", req.Original, rec.Intent.Currency, req.Amount.Currency.Code), nil

@@ -311,3 +311,31 @@ func TestRefundRepeatGetsTheFirstAnswer(t *testing.T) {
 		t.Errorf("%d financial requests, want 2", n)
 	}
 }
+
+// A linked refund of a sale whose batch is closed (settled with the acquirer) is refused
+// unless RefundPolicy.AfterClose: the "in a closed batch (unless allowed)".
+func TestRefundAfterTheClose(t *testing.T) {
+	ev := []padsim.Event{swipe(goodT1, goodT2), pin("1234"), swipe(goodT1, goodT2), pin("1234")}
+	r := newRig(t, ev, hostFaults{opts: withRefunds(terminal.RefundPolicy{})})
+	sale := r.sale(t, 3000)
+	if !sale.Approved {
+		t.Fatalf("sale = %+v", sale)
+	}
+	if _, err := r.term.Close(context.Background(), "test"); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	res, err := r.term.Refund(context.Background(), terminal.SaleRequest{SaleID: "TILL", SaleTransactionID: "REF-1",
+		Original: sale.POITransactionID, Refund: true, Amount: money.Amount{Minor: 1000, Currency: eur}})
+	if err != nil || res.Approved || !strings.Contains(res.Message, "closed") {
+		t.Fatalf("refund after the close = %+v, %v; want refused naming the closed batch", res, err)
+	}
+
+	r2 := newRig(t, ev, hostFaults{opts: withRefunds(terminal.RefundPolicy{AfterClose: true})})
+	sale = r2.sale(t, 3000)
+	if _, err := r2.term.Close(context.Background(), "test"); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if res := r2.refund(t, sale.POITransactionID, 1000); !res.Approved {
+		t.Errorf("refund after the close with AfterClose = %+v", res)
+	}
+}

@@ -42,6 +42,9 @@ type RefundConfig struct {
 	Unlinked      bool  `json:"unlinked"`
 	MaxMinor      int64 `json:"max_minor"`       // one unlinked refund; default 0 (required with unlinked)
 	DailyMaxMinor int64 `json:"daily_max_minor"` // unlinked refunds of one local day; default 0 (required with unlinked)
+	// AfterClose takes a linked refund of a sale whose batch is closed, where the
+	// acquirer's rules allow it. Default false: refused (an unlinked refund is the way).
+	AfterClose bool `json:"after_close"`
 }
 
 // SAFConfig tunes the store-and-forward of reversals and advices.

@@ -189,6 +189,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		Refunds: terminal.RefundPolicy{
 			Disabled: !*cfg.Refund.Enabled, AllowUnhashed: cfg.Refund.AllowUnhashed,
 			Unlinked: cfg.Refund.Unlinked, MaxMinor: cfg.Refund.MaxMinor, DailyMaxMinor: cfg.Refund.DailyMaxMinor,
+			AfterClose: cfg.Refund.AfterClose,
 		},
 		Failpoint:      failpointFromEnv(log),
 		CloseDrainWait: time.Duration(cfg.Close.DrainWait),
