@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -323,6 +324,10 @@ func TestRefundAfterTheClose(t *testing.T) {
 	}
 	if _, err := r.term.Close(context.Background(), "test"); err != nil {
 		t.Fatalf("close: %v", err)
+	}
+	// Nor can it be voided: it is settled; a refund is the way.
+	if _, err := r.term.Void(context.Background(), sale.POITransactionID, "test"); !errors.Is(err, store.ErrNotVoidable) || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("void after the close: %v, want ErrNotVoidable naming the closed batch", err)
 	}
 	res, err := r.term.Refund(context.Background(), terminal.SaleRequest{SaleID: "TILL", SaleTransactionID: "REF-1",
 		Original: sale.POITransactionID, Refund: true, Amount: money.Amount{Minor: 1000, Currency: eur}})

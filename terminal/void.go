@@ -69,6 +69,10 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	if err != nil {
 		return VoidResult{}, err
 	}
+	if out := rec.Outcome; out != nil && out.Batch != 0 && out.Batch < t.st.OpenBatch() {
+		// Settled with the acquirer at the close: a reversal no longer undoes it.
+		return VoidResult{}, fmt.Errorf("terminal: void %d: %w: it is in batch %d, which is closed: refund it instead", uint64(id), store.ErrNotVoidable, out.Batch)
+	}
 	if rec.Intent.Kind != store.KindRefund {
 		refunded, err := t.refundsCount(ctx, id)
 		if err != nil {
