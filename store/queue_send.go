@@ -112,11 +112,29 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 }
 
 // PendingReversals counts the reversals still to be sent (not parked, and not held back
-// by the advice they undo: that advice must go first). It reads the reversal bucket only,
-// which is small, so a drain may ask before every window.
+// by the advice they undo: that advice must go first). It reads the reversal bucket, which
+// is small, and the write-ahead log's records not yet folded, without folding them: a
+// sale asks before every authorization, and its path must not write. (The log only ever
+// adds queued items, with an outcome; every other change to the queue is a direct commit,
+// which folds the log first. So the two together are exactly what is queued.)
 func (s *Store) PendingReversals(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store: pending reversals: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("store: pending reversals: %w", ErrClosed)
+	}
 	n := 0
-	err := s.view(ctx, "pending reversals", func(tx *bolt.Tx) error {
+	for _, e := range s.pending {
+		for _, it := range e.op.Items {
+			if it.Kind == KindReversal {
+				n++ // queued with an outcome: pending, held by nothing
+			}
+		}
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
 			p, err := peekItem(k, v)
 			if err != nil {
@@ -128,7 +146,7 @@ func (s *Store) PendingReversals(ctx context.Context) (int, error) {
 			return nil
 		})
 	})
-	return n, err
+	return n, s.wrap("pending reversals", err)
 }
 
 // Result is what happened to one send of a queued item, applied by Settle.
