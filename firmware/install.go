@@ -224,17 +224,24 @@ func (m *Manager) Install(ctx context.Context, req InstallRequest) (Result, erro
 	}
 	defer m.end()
 	res, err := m.install(ctx, req)
+	ev := Event{Kind: EventInstall, Who: req.Who, Source: sourceName(req.Source), Slot: res.Slot, Version: res.Version, From: res.From}
+	return res, m.recordEnd(ev, res, err, "install "+sourceName(req.Source))
+}
+
+// recordEnd completes ev with how an install ended (err, or res's message), records it in
+// the event log, and returns err naming what was done.
+func (m *Manager) recordEnd(ev Event, res Result, err error, what string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ev := Event{Kind: EventInstall, Who: req.Who, OK: err == nil, Source: sourceName(req.Source), Slot: res.Slot, Version: res.Version, From: res.From}
+	ev.OK = err == nil
 	if err != nil {
 		ev.Detail = err.Error()
-		err = fmt.Errorf("firmware: install %s: %w", sourceName(req.Source), err)
+		err = fmt.Errorf("firmware: %s: %w", what, err)
 	} else {
 		ev.Detail = res.Message
 	}
 	m.record(ev)
-	return res, err
+	return err
 }
 
 func (m *Manager) install(ctx context.Context, req InstallRequest) (Result, error) {

@@ -220,17 +220,8 @@ func (m *Manager) InstallPad(ctx context.Context, req PadInstallRequest) (Result
 	}
 	defer m.end()
 	res, err := m.installPad(ctx, req)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ev := Event{Kind: EventPINPad, Who: req.Who, OK: err == nil, Source: sourceName(req.Source), Version: res.Version, From: res.From}
-	if err != nil {
-		ev.Detail = err.Error()
-		err = fmt.Errorf("firmware: pinpad install %s: %w", sourceName(req.Source), err)
-	} else {
-		ev.Detail = res.Message
-	}
-	m.record(ev)
-	return res, err
+	ev := Event{Kind: EventPINPad, Who: req.Who, Source: sourceName(req.Source), Version: res.Version, From: res.From}
+	return res, m.recordEnd(ev, res, err, "pinpad install "+sourceName(req.Source))
 }
 
 func (m *Manager) installPad(ctx context.Context, req PadInstallRequest) (Result, error) {
