@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/posd-dev/posd/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -35,21 +36,7 @@ func writeFileAtomic(path string, data []byte, hook func(string)) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir fsyncs a directory so that renames and creations in it are on
-// disk.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // readJSONFile decodes path strictly into v. It reports whether the file

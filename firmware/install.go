@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"github.com/posd-dev/posd/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -327,7 +328,7 @@ func (m *Manager) install(ctx context.Context, req InstallRequest) (Result, erro
 		os.Remove(tmp)
 		return res, m.abandonSlot(target, err)
 	}
-	if err := syncDir(m.dir); err != nil {
+	if err := atomicfile.SyncDir(m.dir); err != nil {
 		return res, m.abandonSlot(target, err)
 	}
 	m.failpoint("image-renamed")
