@@ -400,17 +400,13 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 // demoPost sends a till request that must succeed (a refund or a void), prints the
 // customer's receipt when there is one, and returns the answer on one line.
 func demoPost(client *http.Client, env nexo.Envelope, out func(string) lineWriter) (string, error) {
-	body, _ := json.Marshal(env)
-	out("till->posd").printf("POST /nexo %s", body)
-	resp, err := client.Post("http://posd/nexo", "application/json", bytes.NewReader(body))
+	var ans nexo.Envelope
+	rb, err := demoExchange(client, env, &ans, out)
 	if err != nil {
 		return "", err
 	}
-	rb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var ans nexo.Envelope
-	if err := json.Unmarshal(rb, &ans); err != nil || ans.Response == nil {
-		return "", fmt.Errorf("HTTP %d, unreadable answer: %s", resp.StatusCode, rb)
+	if ans.Response == nil {
+		return "", fmt.Errorf("answer without a SaleToPOIResponse: %s", rb)
 	}
 	var r nexo.Response
 	switch {
@@ -435,20 +431,33 @@ func demoPost(client *http.Client, env nexo.Envelope, out func(string) lineWrite
 	return line, nil
 }
 
-// demoClose closes the batch through the till API and prints the totals report; it fails
-// unless the host balanced the batch (00, no upload).
-func demoClose(client *http.Client, poiid string, out func(string) lineWriter) (string, error) {
-	body, _ := json.Marshal(nexo.NewReconciliationRequest("DEMO-TILL", "CLOSE1", poiid))
+// demoExchange posts req to the till API, printing it, and decodes the answer into ans; it
+// returns the answer's body for errors.
+func demoExchange(client *http.Client, req, ans any, out func(string) lineWriter) ([]byte, error) {
+	body, _ := json.Marshal(req)
 	out("till->posd").printf("POST /nexo %s", body)
 	resp, err := client.Post("http://posd/nexo", "application/json", bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	rb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err := json.Unmarshal(rb, ans); err != nil {
+		return rb, fmt.Errorf("HTTP %d, unreadable answer: %s", resp.StatusCode, rb)
+	}
+	return rb, nil
+}
+
+// demoClose closes the batch through the till API and prints the totals report; it fails
+// unless the host balanced the batch (00, no upload).
+func demoClose(client *http.Client, poiid string, out func(string) lineWriter) (string, error) {
 	var ans nexo.ReconcileEnvelope
-	if err := json.Unmarshal(rb, &ans); err != nil || ans.Response == nil || ans.Response.ReconciliationResponse == nil {
-		return "", fmt.Errorf("HTTP %d, unreadable answer: %s", resp.StatusCode, rb)
+	rb, err := demoExchange(client, nexo.NewReconciliationRequest("DEMO-TILL", "CLOSE1", poiid), &ans, out)
+	if err != nil {
+		return "", err
+	}
+	if ans.Response == nil || ans.Response.ReconciliationResponse == nil {
+		return "", fmt.Errorf("answer without a ReconciliationResponse: %s", rb)
 	}
 	rr := ans.Response.ReconciliationResponse
 	out("till<-posd").printf("%s %s %s", rr.Response.Result, rr.Response.ErrorCondition, strings.TrimPrefix(rr.Response.AdditionalResponse, "message="))
