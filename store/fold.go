@@ -18,7 +18,7 @@ import (
 type logOp struct {
 	Op      string          `json:"op"` // "begin", "finish" or "stan"
 	Txn     TxnID           `json:"txn,omitempty"`
-	STAN    uint32          `json:"stan,omitempty"`     // begin (when it took one) and stan: the counter's new value
+	STAN    uint32          `json:"stan,omitempty"`     // begin (when it took one), finish (when its items took some) and stan: the counter's new value
 	Record  json.RawMessage `json:"record,omitempty"`   // begin: the journal record as the journal bucket holds it
 	PANHash string          `json:"pan_hash,omitempty"` // begin: the record's, for the pan index
 	Till    []string        `json:"till,omitempty"`     // begin: the till request's keys (tillKeys)
@@ -127,6 +127,9 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 				return err
 			}
 		}
+		if op.STAN != 0 { // the items' STANs were taken in this write
+			return putSTAN(tx, op.STAN)
+		}
 		return nil
 	}
 	return fmt.Errorf("log operation %q: %w", op.Op, ErrCorrupt)
@@ -165,6 +168,9 @@ func (s *Store) note(op logOp) {
 		delete(s.open, op.Txn)
 		for _, it := range op.Items {
 			s.nextQueue = max(s.nextQueue, it.ID+1)
+		}
+		if op.STAN != 0 {
+			s.stan = op.STAN
 		}
 	}
 }

@@ -362,7 +362,9 @@ func (s *Store) Finish(ctx context.Context, id TxnID, out Outcome) error {
 // FinishAndQueue records the outcome of the transaction id and queues items (its reversal,
 // or the advice of an offline approval) in the same write, so that a crash can never leave
 // an outcome without the message that settles it, or the reverse. Each item's TxnID is set
-// to id. Errors are those of [Store.Finish] and [Store.Enqueue].
+// to id; an item without a STAN takes the next ones of the counter in the same write (as
+// NextSTAN would, without a write of its own). Errors are those of [Store.Finish] and
+// [Store.Enqueue].
 func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items ...Item) ([]QueueID, error) {
 	if !out.State.final() {
 		return nil, fmt.Errorf("store: finish %d: state %q is not a final state: %w", id, out.State, ErrInvalid)
@@ -403,7 +405,18 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	op.Links = append(op.Links, l)
 	ids := make([]QueueID, 0, len(items))
+	stan := s.stan
 	for _, it := range items {
+		if it.STAN == 0 {
+			// Each reversal or advice is a message of its own: its STAN is taken here, in
+			// the outcome's own write (no fdatasync of its own on the till's path).
+			if stan >= maxSTAN {
+				stan = 1
+			} else {
+				stan++
+			}
+			it.STAN, op.STAN = stan, stan
+		}
 		qid := s.nextQueue
 		s.nextQueue++ // an id lost to a failed write leaves a gap, never a reuse
 		v, err := s.sealItem(ctx, qid, it, out.Time)

@@ -251,16 +251,9 @@ func (t *Terminal) send(ctx context.Context, msg *moov.Message, blocked error) (
 }
 
 // finishIntent journals d's outcome and queues its items in one write, each item with a
-// STAN of its own, and wakes the forwarder.
+// STAN of its own taken in that write (the original STAN travels in field 90 of a
+// reversal, or stays in the journal), and wakes the forwarder.
 func (t *Terminal) finishIntent(ctx context.Context, j journaled, d *decision) error {
-	for i := range d.items {
-		// Each reversal or advice is a message of its own, with its own STAN; the original
-		// STAN travels in field 90 (reversals) or stays in the journal.
-		var err error
-		if d.items[i].STAN, err = t.st.NextSTAN(ctx); err != nil {
-			return fmt.Errorf("terminal: taking a STAN for the %s of transaction %d: %w", d.items[i].Kind, uint64(j.id), err)
-		}
-	}
 	if _, err := t.st.FinishAndQueue(ctx, j.id, d.out, d.items...); err != nil {
 		return fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(j.id), err)
 	}

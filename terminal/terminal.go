@@ -387,7 +387,7 @@ func (t *Terminal) queueItem(kind store.Kind, auth iso8583.Authorization, p pres
 	}
 	cur := t.opts.Currency.Code
 	return store.Item{
-		Kind: kind, STAN: auth.STAN, AmountMinor: auth.AmountMinor, Currency: cur,
+		Kind: kind, AmountMinor: auth.AmountMinor, Currency: cur, // its STAN: the store's, in the outcome's write
 		MaskedPAN: p.pan.Masked(), Payload: payload, Sensitive: sensitive,
 	}
 }
