@@ -27,7 +27,7 @@ type Boot struct {
 // An unconfirmed slot's image is hashed in full at each of its starts; a
 // confirmed slot's only has its length checked.
 func (m *Manager) BootAttempt(ctx context.Context) (Boot, error) {
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return Boot{}, err
 	}
 	m.mu.Lock()
@@ -108,7 +108,7 @@ func (m *Manager) fallBack(nb *bootState, who, reason string) (Boot, error) {
 // for a slot already confirmed, or when this process runs another slot than
 // the active one.
 func (m *Manager) Confirm(ctx context.Context, who string) error {
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -140,7 +140,7 @@ func (m *Manager) Confirm(ctx context.Context, who string) error {
 // other slot becomes active, and posd should exit so that its supervisor
 // starts it again. It reports whether it switched.
 func (m *Manager) MarkBad(ctx context.Context, reason string) (bool, error) {
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return false, err
 	}
 	m.mu.Lock()

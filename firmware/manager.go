@@ -393,7 +393,7 @@ func (m *Manager) Close() error {
 
 // Status returns the slots, versions and trust state.
 func (m *Manager) Status(ctx context.Context) (Status, error) {
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return Status{}, err
 	}
 	m.mu.Lock()
@@ -436,7 +436,7 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 // all). With a broken hash chain it returns the records it could read and an
 // error wrapping ErrTampered.
 func (m *Manager) Events(ctx context.Context, after uint64) ([]Event, error) {
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()

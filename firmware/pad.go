@@ -115,7 +115,7 @@ func PushPadImage(ctx context.Context, link PadLink, img io.ReaderAt, info PadIm
 			if res.Resumes >= o.MaxResumes {
 				return fmt.Errorf("firmware: pad: gave up after %d resumes: %w", res.Resumes, cause)
 			}
-			if err := ctx.Err(); err != nil {
+			if err := context.Cause(ctx); err != nil {
 				return err
 			}
 			res.Resumes++
@@ -152,7 +152,7 @@ func PushPadImage(ctx context.Context, link PadLink, img io.ReaderAt, info PadIm
 			res.Blocks++
 			if err != nil {
 				if ctx.Err() != nil {
-					return res, ctx.Err()
+					return res, context.Cause(ctx)
 				}
 				if err := resume(err); err != nil {
 					return res, err
@@ -177,7 +177,7 @@ func PushPadImage(ctx context.Context, link PadLink, img io.ReaderAt, info PadIm
 		sum, err := link.FirmwareFinish(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return res, ctx.Err()
+				return res, context.Cause(ctx)
 			}
 			if err := resume(err); err != nil {
 				return res, err

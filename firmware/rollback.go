@@ -14,7 +14,7 @@ func (m *Manager) Rollback(ctx context.Context, who string) (Result, error) {
 	if strings.TrimSpace(who) == "" {
 		return Result{}, fmt.Errorf("firmware: rollback: %w", ErrNoWho)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := context.Cause(ctx); err != nil {
 		return Result{}, err
 	}
 	m.mu.Lock()

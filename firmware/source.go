@@ -141,7 +141,7 @@ func (s *tarSource) next() (*tar.Header, error) {
 func (s *tarSource) metadata(ctx context.Context) (*bundleMeta, error) {
 	m := &bundleMeta{}
 	for {
-		if err := ctx.Err(); err != nil {
+		if err := context.Cause(ctx); err != nil {
 			return nil, err
 		}
 		h, err := s.next()
@@ -171,7 +171,7 @@ func (s *tarSource) metadata(ctx context.Context) (*bundleMeta, error) {
 func (s *tarSource) open(ctx context.Context, name string, length int64, listed map[string]int64) (io.Reader, error) {
 	want := targetsDir + name
 	for {
-		if err := ctx.Err(); err != nil {
+		if err := context.Cause(ctx); err != nil {
 			return nil, err
 		}
 		h := s.pending
@@ -229,7 +229,7 @@ func (s *dirSource) metadata(ctx context.Context) (*bundleMeta, error) {
 	}
 	m := &bundleMeta{}
 	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
+		if err := context.Cause(ctx); err != nil {
 			return nil, err
 		}
 		n := e.Name()
@@ -346,7 +346,7 @@ func copyVerified(ctx context.Context, w io.Writer, r io.Reader, name string, le
 	h := sha256.New()
 	var n int64
 	for {
-		if err := ctx.Err(); err != nil {
+		if err := context.Cause(ctx); err != nil {
 			return err
 		}
 		want := int64(len(buf))
