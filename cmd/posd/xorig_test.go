@@ -270,10 +270,13 @@ func (r *xoRig) pad(t testing.TB, events []padsim.Event) {
 	r.padStop = func() { cancel(); <-done; port.Close() }
 }
 
-// quietPort is the pad's end of the line, noting when a byte last passed.
+// quietPort is the pad's end of the line, noting when a byte last passed and how often the
+// line turned from the host's turn to the pad's (each turn is one round trip on the line).
 type quietPort struct {
-	rw   io.ReadWriter
-	last atomic.Int64 // unix nanoseconds
+	rw      io.ReadWriter
+	last    atomic.Int64 // unix nanoseconds
+	turns   atomic.Int64 // pad writes that followed a read: the line's round trips
+	padTurn atomic.Bool  // the pad wrote last
 }
 
 func (q *quietPort) touch() { q.last.Store(time.Now().UnixNano()) }
@@ -282,12 +285,16 @@ func (q *quietPort) Read(p []byte) (int, error) {
 	n, err := q.rw.Read(p)
 	if n > 0 {
 		q.touch()
+		q.padTurn.Store(false)
 	}
 	return n, err
 }
 
 func (q *quietPort) Write(p []byte) (int, error) {
 	q.touch()
+	if !q.padTurn.Swap(true) {
+		q.turns.Add(1)
+	}
 	return q.rw.Write(p)
 }
 

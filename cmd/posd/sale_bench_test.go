@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.bug.st/serial"
+
+	"github.com/posd-dev/posd/terminal/ptypair"
+)
+
+// BenchmarkSaleVsMinimum measures a whole sale on the real daemon (the built posd binary,
+// a till on its unix socket, a scripted pad over a pty, the strict host simulator over
+// loopback TCP, a bbolt store on the test's file system) against the physical minimum of a
+// sale measured in the same run, pair by pair (A B A B): two 4 KiB writes each followed by
+// fdatasync on the store's file system, one framed request/response echo over loopback TCP
+// (the acquirer's round trip), and the pad's share: as many raw pty round trips as the sale
+// turned the pad's line around. Each b.N is one pair; run it with -benchtime 12x or more.
+//
+// It reports the medians: sale-ms, min-ms (2 fdatasyncs + echo), pad-ms, pad-turns, and
+// x-min-pad, the median over pairs of sale / (min + pad): the daemon's own cost over the
+// minimum (issue 16's target: ≤ 1.25).
+func BenchmarkSaleVsMinimum(b *testing.B) {
+	r := newXORig(b)
+	r.pad(b, xoSwipes(b.N+1))
+	if !r.start(b) {
+		b.Fatalf("posd exited at start:\n%s", tail(r.logs.String()))
+	}
+	b.Cleanup(func() { r.stop(b) })
+	till := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", r.sock)
+		},
+	}}
+	// One sale first: connections, the sign-on and the first pages are not the subject.
+	if x, err := r.try(till, r.paymentBody(r.svc(), "WARM", "1.00")); err != nil || x.payment(b).Response.Result != "Success" {
+		b.Fatalf("warm-up sale: %v %s", err, x.Body)
+	}
+	sync := newSyncProbe(b, r.dir)
+	echo := newEchoProbe(b)
+	pty := newPTYProbe(b)
+
+	var sale, minimum, pad, turns, ratio []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := r.line.turns.Load()
+		start := time.Now()
+		x, err := r.try(till, r.paymentBody(r.svc(), fmt.Sprintf("BENCH-%d", i), "1.00"))
+		d := time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if p := x.payment(b); p.Response.Result != "Success" {
+			b.Fatalf("sale %d: %v", i, p.Response)
+		}
+		n := r.line.turns.Load() - t0
+		m := sync.two() + echo.roundTrip()
+		p := time.Duration(n) * pty.roundTrip()
+		sale, minimum, pad, turns = append(sale, ms(d)), append(minimum, ms(m)), append(pad, ms(p)), append(turns, float64(n))
+		ratio = append(ratio, float64(d)/float64(m+p))
+	}
+	b.StopTimer()
+	b.ReportMetric(median(sale), "sale-ms")
+	b.ReportMetric(median(minimum), "min-ms")
+	b.ReportMetric(median(pad), "pad-ms")
+	b.ReportMetric(median(turns), "pad-turns")
+	b.ReportMetric(median(ratio), "x-min-pad")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// syncProbe times a 4 KiB write + fdatasync, twice (a sale's two durable writes).
+type syncProbe struct {
+	f   *os.File
+	buf []byte
+}
+
+func newSyncProbe(t testing.TB, dir string) *syncProbe {
+	f, err := os.OpenFile(filepath.Join(dir, "fsync-probe"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &syncProbe{f: f, buf: make([]byte, 4096)}
+}
+
+func (s *syncProbe) two() time.Duration {
+	start := time.Now()
+	for i := range 2 {
+		s.buf[0] = byte(i)
+		if _, err := s.f.WriteAt(s.buf, 0); err != nil {
+			panic(err)
+		}
+		if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+			panic(err)
+		}
+	}
+	return time.Since(start)
+}
+
+// echoProbe is a framed echo over loopback TCP: a 2-byte length and a request the size of
+// a sale's 0200 out, the same frame back.
+type echoProbe struct {
+	c   net.Conn
+	out []byte
+	in  []byte
+}
+
+func newEchoProbe(t testing.TB) *echoProbe {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1<<16)
+		for {
+			if _, err := io.ReadFull(c, buf[:2]); err != nil {
+				return
+			}
+			n := int(binary.BigEndian.Uint16(buf))
+			if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:2+n]); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e := &echoProbe{c: c, out: make([]byte, 2+220), in: make([]byte, 2+220)}
+	binary.BigEndian.PutUint16(e.out, 220)
+	return e
+}
+
+func (e *echoProbe) roundTrip() time.Duration {
+	start := time.Now()
+	if _, err := e.c.Write(e.out); err != nil {
+		panic(err)
+	}
+	if _, err := io.ReadFull(e.c, e.in); err != nil {
+		panic(err)
+	}
+	return time.Since(start)
+}
+
+// ptyProbe is a raw round trip over a pty pair, as the pad's line is: 64 bytes out, the
+// same back.
+type ptyProbe struct {
+	host    serial.Port
+	out, in []byte
+}
+
+func newPTYProbe(t testing.TB) *ptyProbe {
+	pair, err := ptypair.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	host, err := serial.Open(pair.A, &serial.Mode{BaudRate: 19200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close() })
+	dev, err := serial.Open(pair.B, &serial.Mode{BaudRate: 19200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(dev, buf); err != nil {
+				return
+			}
+			if _, err := dev.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return &ptyProbe{host: host, out: make([]byte, 64), in: make([]byte, 64)}
+}
+
+func (p *ptyProbe) roundTrip() time.Duration {
+	start := time.Now()
+	if _, err := p.host.Write(p.out); err != nil {
+		panic(err)
+	}
+	if _, err := io.ReadFull(p.host, p.in); err != nil {
+		panic(err)
+	}
+	return time.Since(start)
+}
