@@ -1,0 +1,247 @@
+// Command bench-compare runs, in one run, every benchmark behind issue 16's targets and
+// prints each measure as a ratio or a figure with its target, in Markdown (the body of
+// docs/BENCHMARKS.md). Run it with `make bench-compare` from the module root.
+//
+// Comparisons are made inside one run, pair by pair: a benchmark either interleaves its two
+// sides itself (A B A B) and reports the ratio per pair, or its sides are sub-benchmarks
+// that `go test -count N` runs in turn, so that repetition i of A is paired with
+// repetition i of B. Every figure is the median over at least 6 pairs, with the range.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// result is one benchmark line: its name without the -GOMAXPROCS suffix, and its metrics
+// by unit ("ns/op", "allocs/op", "x-min-pad", ...).
+type result struct {
+	name    string
+	metrics map[string]float64
+}
+
+var lineRE = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+\d+\s+(.*)$`)
+
+func parse(out []byte) []result {
+	var rs []result
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := lineRE.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		f := strings.Fields(m[3])
+		r := result{name: m[1], metrics: map[string]float64{}}
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				r.metrics[f[i+1]] = v
+			}
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// series returns the metric unit of every result named name, in run order.
+func series(rs []result, name, unit string) []float64 {
+	var v []float64
+	for _, r := range rs {
+		if r.name == name {
+			if x, ok := r.metrics[unit]; ok {
+				v = append(v, x)
+			}
+		}
+	}
+	return v
+}
+
+// ratios pairs a[i] with b[i].
+func ratios(a, b []float64) []float64 {
+	n := min(len(a), len(b))
+	v := make([]float64, n)
+	for i := range n {
+		v[i] = a[i] / b[i]
+	}
+	return v
+}
+
+type stat struct{ med, lo, hi float64 }
+
+func summarise(v []float64) (stat, bool) {
+	if len(v) == 0 {
+		return stat{}, false
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return stat{med: s[len(s)/2], lo: s[0], hi: s[len(s)-1]}, true
+}
+
+// row is one line of the table.
+type row struct {
+	measure string
+	unit    string // how the figure reads: "x", "ms", "MB", "/s"
+	target  string // e.g. "<= 1.25"; "" reports only
+	values  []float64
+	note    string
+}
+
+func (r row) meets() string {
+	s, ok := summarise(r.values)
+	if !ok {
+		return "not measured"
+	}
+	if r.target == "" {
+		return "reported"
+	}
+	op, lim, _ := strings.Cut(r.target, " ")
+	l, err := strconv.ParseFloat(strings.ReplaceAll(lim, ",", ""), 64)
+	if err != nil {
+		return "?"
+	}
+	ok = false
+	switch op {
+	case "<=":
+		ok = s.med <= l
+	case ">=":
+		ok = s.med >= l
+	case "==":
+		ok = s.med == l && s.lo == l && s.hi == l
+	}
+	if ok {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+func fmtv(v float64, unit string) string {
+	switch {
+	case unit == "/s":
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
+
+// bench runs go test -bench on one package and returns the parsed lines.
+func bench(pkg, pattern string, extra ...string) []result {
+	args := append([]string{"test", "-run", "^$", "-bench", pattern, "-benchmem"}, extra...)
+	args = append(args, pkg)
+	fmt.Fprintf(os.Stderr, "bench-compare: go %s\n", strings.Join(args, " "))
+	cmd := exec.Command("go", args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-compare: %s %s: %v\n%s", pkg, pattern, err, out)
+	}
+	return parse(out)
+}
+
+// burn starts n busy processes, so that a benchmark runs on a loaded machine; stop ends them.
+func burn(n int) (stop func()) {
+	var cmds []*exec.Cmd
+	for range n {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		if c.Start() == nil {
+			cmds = append(cmds, c)
+		}
+	}
+	return func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func main() {
+	pairs := flag.Int("pairs", 6, "pairs (repetitions) per comparison; at least 6")
+	flag.Parse()
+	n := max(*pairs, 6)
+	count := "-count=" + strconv.Itoa(n)
+	start := time.Now()
+	loadStart := loadavg()
+	var rows []row
+
+	// A sale on the real daemon against 2 fdatasyncs + the acquirer's round trip + the pad.
+	rs := bench("./cmd/posd", "^BenchmarkSaleVsMinimum$", "-benchtime="+strconv.Itoa(2*n)+"x", "-count=1")
+	rows = append(rows,
+		row{measure: "per sale, over 2 fdatasyncs + RTT + pad time", unit: "x", target: "<= 1.25", values: series(rs, "BenchmarkSaleVsMinimum", "x-min-pad"),
+			note: "median of per-pair ratios (one sale, then its minimum)"},
+		row{measure: "per sale, wall time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "sale-ms")},
+		row{measure: "per sale, 2 fdatasyncs + RTT", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "min-ms")},
+		row{measure: "per sale, pad time (line turns x raw pty round trip)", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "pad-ms")},
+	)
+
+	// The journal's two writes against two raw fdatasyncs.
+	rs = bench("./store", "^BenchmarkSaleJournal$/^sale$", count)
+	rows = append(rows, row{measure: "journal (intent + outcome) over 2 fdatasyncs", unit: "x", target: "<= 1.25",
+		values: series(rs, "BenchmarkSaleJournal/sale", "x2fsync")})
+
+	// ISO 8583 codec against moov-io's Spec87ASCII, same fields.
+	rs = bench("./iso8583", "^BenchmarkPackUnpack0200$", count)
+	posd, moov := "BenchmarkPackUnpack0200/posd", "BenchmarkPackUnpack0200/moov-spec87ascii"
+	rows = append(rows,
+		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, time", unit: "x", target: "<= 0.7",
+			values: ratios(series(rs, posd, "ns/op"), series(rs, moov, "ns/op"))},
+		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, allocs", unit: "x", target: "<= 0.5",
+			values: ratios(series(rs, posd, "allocs/op"), series(rs, moov, "allocs/op"))},
+	)
+
+	// Store-and-forward drain of 10,000 advices on a loaded machine.
+	stop := burn(runtime.NumCPU())
+	time.Sleep(2 * time.Second)
+	rs = bench("./terminal", "^BenchmarkDrain10k$", "-benchtime=1x", count)
+	load := loadavg()
+	stop()
+	rows = append(rows, row{measure: "SAF drain of 10k advices, machine loaded", unit: "/s", target: ">= 5000",
+		values: series(rs, "BenchmarkDrain10k", "advices/s"), note: fmt.Sprintf("%d busy processes beside it; load average at its end %s", runtime.NumCPU(), load)})
+
+	for _, f := range extra {
+		rows = append(rows, f(n)...)
+	}
+
+	fmt.Printf("# Benchmarks\n\n")
+	fmt.Printf("Output of `make bench-compare` (scripts/bench-compare), %s, on %s/%s with %d CPUs, %s.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Printf("Load average at the start %s, at the end %s; the run took %s.\n", loadStart, loadavg(), time.Since(start).Round(time.Second))
+	fmt.Printf("Each figure is the median over %d or more pairs measured in this run, with the range.\n\n", n)
+	fmt.Printf("| measure | median | range | target | | how |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		s, ok := summarise(r.values)
+		med, rng := "-", "-"
+		if ok {
+			med = fmtv(s.med, r.unit) + " " + r.unit
+			rng = fmtv(s.lo, r.unit) + "-" + fmtv(s.hi, r.unit)
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", r.measure, med, rng, r.target, r.meets(), r.note)
+	}
+}
+
+// extra holds the measures added by the other files of this command.
+var extra []func(pairs int) []row
