@@ -141,6 +141,14 @@ type ClientOptions struct {
 	// dialect's largest message is treated the same way as soon as the header is read.
 	// Set it to the requests' response timeout. An idle link is not affected. Default: 30s.
 	FrameTimeout time.Duration
+	// MAC computes and checks the MACs of a dialect that declares them ([Dialect].MAC):
+	// every request the dialect MACs is MACed under MACKeyID before it is sent, and its
+	// response must carry a MAC that verifies, else Send fails with [ErrOutcomeUnknown]
+	// and [ErrMACMissing] or [ErrMACInvalid]. An *hsm.Module serves; the key stays in its
+	// backend. Required when the dialect declares a MAC; refused otherwise. Default nil.
+	MAC MACer
+	// MACKeyID is the key id passed to MAC. Default "" (the Module's own default, "mac").
+	MACKeyID string
 	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
 	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
 	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
@@ -163,6 +171,7 @@ type Stats struct {
 	Echoes       uint64 // echo requests sent
 	DeadLinks    uint64 // connections closed as dead
 	OutOfStep    uint64 // connections dropped for a frame that could not be read (ErrOutOfStep)
+	BadMACs      uint64 // responses whose MAC was missing or did not verify
 	InFlight     int    // requests waiting now
 	Connected    bool   // whether a connection is up now
 }
@@ -181,7 +190,10 @@ type Client struct {
 	framer       Framer
 	readFramer   Framer        // framer, its maximum lowered to the dialect's largest message
 	messages     *messageRules // the dialect's message rules; nil: none
-	dialectName  string        // names the dialect in errors
+	mac          *MACSpec      // the dialect's MAC; nil: none
+	macer        MACer
+	macKey       string
+	dialectName  string // names the dialect in errors
 	tls          *tls.Config
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	dialTimeout  time.Duration
@@ -223,7 +235,7 @@ type Client struct {
 	stats struct {
 		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64
 		connects, reconnects, dialFailures, echoes, deadLinks       atomic.Uint64
-		outOfStep                                                   atomic.Uint64
+		outOfStep, badMACs                                          atomic.Uint64
 	}
 }
 
@@ -271,6 +283,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.framer = d.Framer
 	}
 	c.messages, c.dialectName = d.messages, d.displayName()
+	c.mac, c.macer, c.macKey = d.MAC, opts.MAC, opts.MACKeyID
+	switch {
+	case c.mac != nil && c.macer == nil:
+		return nil, fmt.Errorf("iso8583: client: dialect %s MACs its messages (%v): MAC is required", c.dialectName, c.mac)
+	case c.mac == nil && c.macer != nil:
+		return nil, fmt.Errorf("iso8583: client: MAC is set but dialect %s declares no MAC", c.dialectName)
+	}
 	if c.spec == nil {
 		c.spec = defaultSpec()
 	}
@@ -378,7 +397,7 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	if err != nil {
 		return nil, notSent(err)
 	}
-	b, err := Pack(wire)
+	b, err := c.pack(ctx, wire)
 	if err != nil {
 		return nil, notSent(err)
 	}
@@ -409,9 +428,8 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 
 // prepare returns req as it goes on the wire: converted to the client's spec, with the
 // dialect's fixed values added and its message rules checked. This is the last step before
-// packing: anything computed over the packed message (a MAC in field 64 or 128, should a
-// dialect need one) must come after it, so that it covers the fixed values. Dialects cannot
-// set fields 64 and 128.
+// packing: the MAC (field 64 or 128, [Client.pack]) is computed over the packed message
+// after it, so that it covers the fixed values. Dialects cannot set fields 64 and 128.
 func (c *Client) prepare(req *Message) (*Message, error) {
 	wire, err := Convert(req, c.spec)
 	if err != nil {
@@ -488,7 +506,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	defer c.endWait(l)
 	select {
 	case r := <-p.ch:
-		return r.msg, r.err
+		return c.received(ctx, r)
 	case <-ctx.Done():
 		if c.forget(key, p, true) {
 			c.logf("iso8583: no response for %s: %v", key, ctx.Err())
@@ -501,8 +519,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	}
 	// The reader took the entry to deliver while this request gave up: the result is in
 	// the channel now or in a moment.
-	r := <-p.ch
-	return r.msg, r.err
+	return c.received(ctx, <-p.ch)
 }
 
 func notSent(err error) error { return fmt.Errorf("%w: %w", ErrNotSent, err) }
@@ -579,6 +596,7 @@ func (c *Client) Stats() Stats {
 		Echoes:       c.stats.echoes.Load(),
 		DeadLinks:    c.stats.deadLinks.Load(),
 		OutOfStep:    c.stats.outOfStep.Load(),
+		BadMACs:      c.stats.badMACs.Load(),
 		InFlight:     inFlight,
 		Connected:    connected,
 	}

@@ -62,7 +62,7 @@ func (c *Client) network(ctx context.Context, l *link, code string) (Response, e
 	if err != nil {
 		return Response{}, err
 	}
-	b, err := Pack(wire)
+	b, err := c.pack(ctx, wire)
 	if err != nil {
 		return Response{}, err
 	}

@@ -31,6 +31,7 @@ func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" +
 
 type result struct {
 	msg *Message
+	raw []byte // msg as it came (without framing), for its MAC; never reused
 	err error
 }
 
@@ -99,7 +100,7 @@ func (c *Client) readLoop(l *link) {
 			c.failMalformed(msg, err)
 			continue
 		}
-		c.deliver(l, msg)
+		c.deliver(l, msg, b)
 	}
 }
 
@@ -263,7 +264,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	}
 }
 
-func (c *Client) deliver(l *link, msg *Message) {
+func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 	mti, _ := msg.GetMTI()
 	if _, err := ResponseMTI(mti); err == nil {
 		if mti == MTINetworkManagementRequest {
@@ -291,7 +292,7 @@ func (c *Client) deliver(l *link, msg *Message) {
 		if c.tracing {
 			c.logf("iso8583: recv %s", Masked{msg})
 		}
-		p.ch <- result{msg: msg}
+		p.ch <- result{msg: msg, raw: raw}
 		return
 	case known && answered:
 		c.stats.duplicates.Add(1)

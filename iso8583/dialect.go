@@ -43,6 +43,9 @@ type Dialect struct {
 	// mode the acquirer writes its own way. Empty values: the file does not say (posd
 	// uses its defaults).
 	EntryModes EntryModes
+	// MAC is the file's "mac" object: the field, algorithm and coverage of the messages'
+	// MACs ([MACSpec]). nil: messages carry no MAC.
+	MAC *MACSpec
 
 	messages *messageRules // the file's "messages"; nil: none
 }
@@ -227,6 +230,23 @@ func LoadDialect(path string) (*Dialect, error) {
 // forbidden, or set and forbidden) or the built-in rules (forbidding a field the MTI always
 // needs, requiring track or PIN data after authorization) is refused.
 //
+// The optional "mac" object declares the messages' MAC ([MACSpec]):
+//
+//	"mac": {"field": 64, "algorithm": "retail", "length": 8, "covers": "message",
+//	        "mtis": ["0200", "0400"], "failure_code": "A0"}
+//
+// Its keys:
+//
+//   - field: 64 or 128, defined in "fields" as a fixed-length binary field of length bytes;
+//     with 64, messages with a secondary bitmap carry the MAC in 128 (define it alike).
+//   - algorithm: "retail" (ISO 9797-1 MAC algorithm 3, ANSI X9.19; "x9.19" is the same)
+//     under a double-length TDES key, or "aes-cmac" (NIST SP 800-38B) under an AES key.
+//   - length: bytes of MAC, default 8 (4 for DUKPT MACs).
+//   - covers: "message" (the default: the packed message up to the MAC field), or a list of
+//     field numbers whose packed values are MACed, in order.
+//   - mtis: the requests that carry a MAC (their responses must carry one); default all.
+//   - failure_code: what a host answers a bad MAC with; default "96".
+//
 // A [Client] adds the fixed values to, and checks the rules on, every request it sends, its
 // own sign-on, echo and sign-off included ([Dialect.PrepareRequest]); a request that fails is
 // refused before anything is sent, with a [*FieldError] naming the field, the MTI and the
@@ -237,6 +257,7 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		Name     string                     `json:"name"`
 		Framing  *FramingConfig             `json:"framing"`
 		Entry    json.RawMessage            `json:"entry_modes"`
+		MAC      json.RawMessage            `json:"mac"`
 		Messages map[string]json.RawMessage `json:"messages"`
 		Fields   map[string]json.RawMessage `json:"fields"`
 	}
@@ -297,6 +318,11 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		return nil, err
 	}
 	d.messages = rules
+	if file.MAC != nil {
+		if d.MAC, err = parseMAC(file.MAC, spec); err != nil {
+			return nil, err
+		}
+	}
 	return d, nil
 }
 

@@ -30,6 +30,12 @@
 // The default BDKs are the public test keys of ANSI X9.24-1 (TDES) and of the X9.24-3-2017
 // supplement (AES-128): anyone can decrypt PIN blocks made under them. Never use them, or
 // this program, with real cards. --aes-bdk "" turns AES PIN blocks off (they get 30).
+//
+// A --dialect with a "mac" object (such as iso8583/dialects/mac-retail.json) needs
+// --mac-key-file, the MAC key as hexadecimal digits: requests whose MAC is missing or does
+// not verify are answered with the dialect's failure code (default 96) and logged, answers
+// are MACed, and the final report counts the MACs verified and failed. --tamper-mac corrupts
+// the MACs of the answers to 0100 and 0200, so that a terminal's refusal can be seen.
 package main
 
 import (
@@ -44,10 +50,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/hsm/soft"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 )
@@ -82,10 +91,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	certPath := fs.String("tls-cert", "", "PEM certificate `FILE` of the host: serve TLS (with --tls-key)")
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
+	macKeyFile := fs.String("mac-key-file", "", "`FILE` holding the MAC key of a --dialect that declares a \"mac\", as hexadecimal digits:\n32 for \"retail\" (double-length TDES), 32, 48 or 64 for \"aes-cmac\". Every request's MAC is checked\n(a bad one is answered with the dialect's failure code and logged) and every answer MACed")
+	tamperMAC := fs.Bool("tamper-mac", false, "corrupt the MAC of every answer to an 0100 or 0200 (with --mac-key-file), to see a terminal refuse it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
 			"                    [--cards FILE.json] [--dialect FILE.json] [--match-by local|transmission] [--lose-every N]\n"+
-			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]\n\n"+
+			"                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--mac-key-file FILE [--tamper-mac]]\n\n"+
 			"A simulated ISO 8583 acquirer host for posd tests and demos. Never use it with real cards.\n\n")
 		fs.PrintDefaults()
 	}
@@ -149,6 +160,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail("--dialect: %v", err)
 		}
 	}
+	hopts := hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Dialect: dialect, MatchBy: match, LoseEvery: *loseEvery}
+	switch {
+	case dialect.MAC != nil && *macKeyFile == "":
+		return fail("--dialect %s declares a MAC (%v): --mac-key-file is required", *dialectPath, dialect.MAC)
+	case dialect.MAC == nil && *macKeyFile != "":
+		return fail("--mac-key-file: the dialect declares no MAC (a \"mac\" object in --dialect)")
+	case *tamperMAC && *macKeyFile == "":
+		return fail("--tamper-mac needs --mac-key-file")
+	case *macKeyFile != "":
+		m, err := macModule(ctx, *macKeyFile, dialect.MAC)
+		if err != nil {
+			return fail("--mac-key-file: %v", err)
+		}
+		hopts.MAC = m
+		if *tamperMAC {
+			hopts.TamperMAC = func(req *iso8583.Message) bool {
+				mti, _ := req.GetMTI()
+				return mti == iso8583.MTIAuthorizationRequest || mti == iso8583.MTIFinancialRequest
+			}
+		}
+	}
 	var tlsConf *tls.Config
 	switch {
 	case *certPath != "" || *keyPath != "":
@@ -178,7 +210,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, format+"\n", args...)
 	}
-	srv, err := hostsim.NewServer(hostsim.Options{BDK: bdk, AESBDK: aesBDK, AESPINKeyType: aesPINType, Cards: cards, Logf: say, Dialect: dialect, MatchBy: match, LoseEvery: *loseEvery})
+	hopts.Logf = say
+	srv, err := hostsim.NewServer(hopts)
 	clear(aesBDK)
 	if err != nil {
 		return fail("%v", err)
@@ -205,6 +238,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			standing++
 		}
 	}
+	if dialect.MAC != nil {
+		good, bad := srv.MACStats()
+		say("request MACs: %d verified, %d failed", good, bad)
+	}
 	say("transactions: %d, standing charges: %d", len(charges), standing)
 	for _, c := range charges {
 		say("  %s", c)
@@ -213,4 +250,41 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail("%v", serveErr)
 	}
 	return 0
+}
+
+// macModule returns an hsm Module over the soft backend holding the MAC key of file as
+// "mac", of the type alg needs.
+func macModule(ctx context.Context, file string, spec *iso8583.MACSpec) (*hsm.Module, error) {
+	alg := spec.Algorithm
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	defer clear(key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not hexadecimal digits", file)
+	}
+	var a hsm.Algorithm
+	switch {
+	case alg == iso8583.MACRetail && len(key) == 16:
+		a = hsm.TDES2
+	case alg == iso8583.MACAESCMAC && len(key) == 16:
+		a = hsm.AES128
+	case alg == iso8583.MACAESCMAC && len(key) == 24:
+		a = hsm.AES192
+	case alg == iso8583.MACAESCMAC && len(key) == 32:
+		a = hsm.AES256
+	default:
+		return nil, fmt.Errorf("%s: a %d-byte key does not fit the dialect's %s MAC (retail: 16 bytes; aes-cmac: 16, 24 or 32)", file, len(key), alg)
+	}
+	m, err := hsm.New(soft.New(nil), &hsm.Options{MACLength: max(8, spec.Length)})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: "mac", Algorithm: a, Usage: hsm.UsageMAC, Components: [][]byte{key}}); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return m, nil
 }

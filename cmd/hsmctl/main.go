@@ -18,6 +18,10 @@
 //	hsmctl kcv --key HEX [--aes] [--cmac]
 //	hsmctl tr31 unwrap --kbpk HEX --block STRING
 //	hsmctl tr31 wrap --kbpk HEX --key HEX --header HEADER [--ks HEX] [--ik HEX]
+//	hsmctl mac --alg retail|x9.19|aes-cmac|dukpt-request|dukpt-response --key-file FILE [--ksn HEX] (--data-hex HEX | --file FILE) [--length N]
+//
+// hsmctl mac reads its key from a file, never from the command line; hsmctl mac -h prints
+// its usage.
 //
 // The DUKPT variant follows from the KSN: 20 hex digits for TDES, 24 for AES. For AES DUKPT
 // the working key's type defaults to the BDK's and --key-type (aes128, aes192, aes256,
@@ -45,6 +49,8 @@ const usage = `usage: hsmctl COMMAND ...
   kcv               --key HEX [--aes] [--cmac]
   tr31 unwrap       --kbpk HEX --block STRING
   tr31 wrap         --kbpk HEX --key HEX --header HEADER [--ks HEX] [--ik HEX]
+  mac               --alg retail|aes-cmac|dukpt-request|dukpt-response --key-file FILE
+                    [--ksn HEX] (--data-hex HEX | --file FILE) [--length N]   (hsmctl mac -h)
 `
 
 // exit statuses
@@ -86,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		lines, err = pinblockCmd(sub, args[2:])
 	case cmd == "kcv":
 		lines, err = kcvCmd(args[1:])
+	case cmd == "mac":
+		lines, err = macCmd(args[1:])
 	case cmd == "tr31" && len(args) > 1:
 		lines, err = tr31Cmd(sub, args[2:])
 	default:

@@ -164,6 +164,16 @@ func TestBadInput(t *testing.T) {
 		{[]string{"pinblock", "encode", "--format", "3", "--pin", "1234", "--pan", "4012345678909", "--fill", "ABCDE1ABCD"}, "A to F"},
 		{[]string{"pinblock", "decode", "--format", "0", "--block", "041274EDCBA9876F00", "--pan", "4012345678909"}, "want 16"},
 		{[]string{"tr31", "unwrap", "--kbpk", "89E88CF7931444F334BD7547FC3F380C", "--block", "A0073P0TE00E0000"}, "--block"},
+		{[]string{"mac", "--alg", "retail", "--data-hex", "00"}, "--key-file is required"},
+		{[]string{"mac", "--alg", "retail", "--key-file", "testdata/aes128.key"}, "exactly one of --data-hex and --file"},
+		{[]string{"mac", "--alg", "aes-cmac", "--key-file", "testdata/retail.key", "--data-hex", "0"}, "odd number"},
+		{[]string{"mac", "--alg", "x9.9", "--key-file", "testdata/retail.key", "--data-hex", "00"}, "--alg \"x9.9\""},
+		{[]string{"mac", "--alg", "retail", "--key-file", "testdata/nosuch.key", "--data-hex", "00"}, "--key-file"},
+		{[]string{"mac", "--alg", "retail", "--key-file", "testdata/now.txt", "--data-hex", "00"}, "not hexadecimal digits"},
+		{[]string{"mac", "--alg", "dukpt-request", "--key-file", "testdata/bdk.key", "--data-hex", "00"}, "--ksn is required"},
+		{[]string{"mac", "--alg", "retail", "--key-file", "testdata/retail.key", "--ksn", "FFFF9876543210E00001", "--data-hex", "00"}, "--ksn goes with"},
+		{[]string{"mac", "--alg", "retail", "--key-file", "testdata/retail.key", "--data-hex", "00", "--length", "9"}, "--length 9"},
+		{[]string{"mac", "--alg", "retail", "--key", "0123456789ABCDEFFEDCBA9876543210", "--data-hex", "00"}, "flag provided but not defined"},
 		{[]string{}, "usage"},
 	}
 	for _, tc := range tests {
@@ -209,8 +219,12 @@ func TestWrapUnwrap(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	code, _, errs := hsmctl("help")
-	if code != 0 || !strings.Contains(errs, "dukpt encrypt-pin") {
+	if code != 0 || !strings.Contains(errs, "dukpt encrypt-pin") || !strings.Contains(errs, "mac ") {
 		t.Errorf("help = %d %q", code, errs)
+	}
+	code, out, _ := hsmctl("mac", "-h")
+	if code != 0 || !strings.Contains(out, "dukpt-response") || !strings.Contains(out, "--key-file") {
+		t.Errorf("mac -h = %d %q", code, out)
 	}
 }
 

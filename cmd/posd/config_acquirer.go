@@ -36,6 +36,11 @@ type AcquirerConfig struct {
 	DeadLinkTimeout Duration `json:"dead_link_timeout"`
 	// MaxInFlight bounds the requests waiting for answers at once. Default 64.
 	MaxInFlight int `json:"max_in_flight"`
+	// MACKey is the id of the MAC key, in the token (or soft key store) of hsm.data, that
+	// MACs requests and verifies responses when the dialect declares a "mac". Its type must
+	// fit the dialect's algorithm: double-length TDES for "retail", AES for "aes-cmac".
+	// Load it with posd key import --id mac. Default "mac".
+	MACKey string `json:"mac_key"`
 	// ReversalWait bounds how long a sale spends sending reversals still pending before
 	// its own authorization may go out; with one still pending after it, the sale does
 	// not go online. Default 10s.
@@ -105,6 +110,9 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 	}
 	if a.MaxInFlight == 0 {
 		a.MaxInFlight = 64
+	}
+	if a.MACKey == "" {
+		a.MACKey = "mac"
 	}
 	if a.ReversalWait == 0 {
 		a.ReversalWait = Duration(10 * time.Second)

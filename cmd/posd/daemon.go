@@ -141,6 +141,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
 	}
+	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
+		return nil, err
+	}
 	d.acq, err = iso8583.NewClient(aopts)
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)

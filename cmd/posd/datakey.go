@@ -62,6 +62,10 @@ func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (
 		if err != nil {
 			return nil, nil, fmt.Errorf("hsm.data: loading the soft audit key: %w", err)
 		}
+		// The keys posd key imported beside it (key_file + ".keys"), such as the MAC key.
+		if err := loadSoftOthers(ctx, m, cfg.KeyFile); err != nil {
+			return nil, nil, fmt.Errorf("hsm.data: %w", err)
+		}
 		return m, func() {}, nil
 	case "pkcs11":
 		drv, closeFn, err := openPKCS11(cfg.PKCS11)
@@ -115,4 +119,20 @@ func softKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("hsm.data.key_file %s: not a 64-hex-digit key; it must not be edited (queued card data is sealed under it)", path)
 	}
 	return key, nil
+}
+
+// loadSoftOthers loads into m the keys of the soft key store's second file, key_file +
+// ".keys", which posd key writes (none when it does not exist).
+func loadSoftOthers(ctx context.Context, m *hsm.Module, keyFile string) error {
+	s := &softStore{dataFile: keyFile, otherFile: keyFile + ".keys", entries: map[string]*softEntry{}}
+	defer s.clear()
+	if err := s.readOthers(); err != nil {
+		return err
+	}
+	for id, e := range s.entries {
+		if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: id, Algorithm: e.alg, Usage: e.usage, Components: [][]byte{e.value}, KSN: e.ksn}); err != nil {
+			return fmt.Errorf("soft key file %s: key %q: %w", s.otherFile, id, err)
+		}
+	}
+	return nil
 }

@@ -78,6 +78,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	moov "github.com/moov-io/iso8583"
@@ -149,6 +150,19 @@ type Options struct {
 	// MatchBy is how the host knows a copy of a message it has processed: see [MatchBy].
 	// Default "": MatchLocalTime.
 	MatchBy MatchBy
+
+	// MAC checks and computes the MACs of a dialect that declares them (Dialect.MAC): a
+	// request whose MAC is missing or does not verify is answered with the dialect's
+	// failure code (nothing is decided) and logged; every answer to a MACed request is
+	// MACed. An *hsm.Module over the soft backend serves. Required when the dialect
+	// declares a MAC. Default nil.
+	MAC iso8583.MACer
+	// MACKeyID is the key id passed to MAC. Default "" (the Module's default, "mac").
+	MACKeyID string
+	// TamperMAC, when set, is asked for each MACed answer whether to corrupt its MAC (one
+	// character of the MAC field changed), so that a test sees the terminal refuse it.
+	// Default: never.
+	TamperMAC func(req *iso8583.Message) bool
 }
 
 // MatchBy says which fields identify an original message (0100, 0200, 0220, 0400, 0420
@@ -209,6 +223,9 @@ type Server struct {
 	ipeks    map[dukpt.KSN][]byte // TDES initial keys by KSN with a zero counter
 	aesIKs   map[[8]byte][]byte   // AES initial keys by initial key ID
 	aesPINKT dukpt.KeyType        // the AES PIN working key's type
+
+	mac             *iso8583.MACSpec // the dialect's MAC; nil: none
+	macGood, macBad atomic.Uint64    // requests whose MAC verified, or did not
 }
 
 // NewServer checks opts and returns a server.
@@ -283,6 +300,14 @@ func NewServer(opts Options) (*Server, error) {
 	if s.spec == nil {
 		s.spec = iso8583.DefaultDialect().Spec
 	}
+	if s.dialect != nil && s.dialect.MAC != nil {
+		if opts.MAC == nil {
+			return nil, fmt.Errorf("hostsim: the dialect MACs its messages (%v): MAC is required", s.dialect.MAC)
+		}
+		s.mac = s.dialect.MAC
+	} else if opts.MAC != nil {
+		return nil, errors.New("hostsim: MAC is set but the dialect declares no MAC")
+	}
 	if err := s.spec.Validate(); err != nil {
 		return nil, fmt.Errorf("hostsim: invalid spec: %w", err)
 	}
@@ -312,6 +337,12 @@ func (s *Server) SignedOn(tid string) bool {
 // not a request, or has no STAN to match). It changes balances and the ledger like a
 // request over the network, without the fault injection hooks other than Override.
 func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
+	return s.respond(req, nil)
+}
+
+// respond is Respond for a request whose MAC check failed with macErr (nil: passed or none):
+// such a request is answered with the dialect's MAC failure code, nothing decided.
+func (s *Server) respond(req *iso8583.Message, macErr error) *iso8583.Message {
 	mti, _ := req.GetMTI()
 	respMTI, err := iso8583.ResponseMTI(mti)
 	if err != nil {
@@ -348,7 +379,10 @@ func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
 		decide = func(*iso8583.Message) decision { return decision{rc: iso8583.RCInvalidTxn} } // not simulated
 	}
 	var d decision
-	if err := s.dialect.CheckRequest(req); err != nil {
+	if macErr != nil {
+		s.logf("hostsim: %s -> %s: %v", iso8583.Masked{Msg: req}, s.mac.FailureCode, macErr)
+		d.rc = s.mac.FailureCode
+	} else if err := s.dialect.CheckRequest(req); err != nil {
 		// The dialect's own rules, checked like a real acquirer of the dialect would:
 		// nothing is decided or recorded.
 		s.logf("hostsim: format error: %v", err)

@@ -89,7 +89,7 @@ func (s *Server) handle(ctx context.Context, b []byte, w *connWriter, hangup fun
 		s.logf("hostsim: %s -> no answer (dropped on purpose)", iso8583.Masked{Msg: req})
 		return
 	}
-	resp := s.Respond(req)
+	resp := s.respond(req, s.checkMAC(ctx, req, b))
 	if resp == nil {
 		return
 	}
@@ -104,7 +104,7 @@ func (s *Server) handle(ctx context.Context, b []byte, w *connWriter, hangup fun
 			}
 		}
 	}
-	out, err := iso8583.Pack(resp)
+	out, err := s.pack(ctx, req, resp)
 	if err != nil {
 		s.logf("hostsim: cannot pack the answer to %s: %v", iso8583.Masked{Msg: req}, err)
 		return
