@@ -281,3 +281,15 @@ func (c *Client) connected() bool {
 	defer c.mu.Unlock()
 	return c.conn != nil
 }
+
+// dialAhead starts a background redial unless a connection is up or one runs already.
+func (c *Client) dialAhead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil || c.closed || c.draining || c.redialing {
+		return
+	}
+	c.redialing = true
+	c.bg.Add(1)
+	go c.redial()
+}

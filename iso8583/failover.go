@@ -260,18 +260,19 @@ func (f *Failover) RouteTo(origin string, reversal bool) string {
 
 // SendTo sends req to the host at addr and returns its response, with the errors of
 // [Client.Send]. It never moves to another host: a request that cannot go to addr fails
-// with [ErrNotSent]. When addr is not the active host and its next dial is not due yet
-// after a failed one, it fails at once ([ErrLinkDown]) rather than wait.
+// with [ErrNotSent]. When addr is not the active host and is not connected, it fails at
+// once ([ErrLinkDown]) rather than wait, and the host is dialled in the background.
 func (f *Failover) SendTo(ctx context.Context, addr string, req *Message) (*Message, error) {
 	i := f.index(addr)
 	if i < 0 {
 		return nil, notSent(fmt.Errorf("%w: %q", ErrUnknownHost, addr))
 	}
 	c := f.hosts[i]
-	if addr != f.ActiveAddr() {
-		if wait := c.backoffLeft(); wait > 0 {
-			return nil, notSent(fmt.Errorf("%w: next dial to %s in %v", ErrLinkDown, addr, wait.Round(time.Millisecond)))
-		}
+	if addr != f.ActiveAddr() && !c.connected() {
+		// Not the active host and not connected: dial it in the background (its redial
+		// backoff applies) rather than hold the caller, a queue drain in front of a sale.
+		c.dialAhead()
+		return nil, notSent(fmt.Errorf("%w: %s is not connected; dialling it in the background", ErrLinkDown, addr))
 	}
 	return c.Send(ctx, req)
 }
