@@ -231,6 +231,8 @@ type Client struct {
 	redialing bool
 	failures  int
 	nextDial  time.Time
+	// lastDialErr: why the last dial (or sign-on) failed; nil after one succeeds.
+	lastDialErr error
 
 	stats struct {
 		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64

@@ -116,6 +116,7 @@ func (c *Client) dialFailed(err error) error {
 	}
 	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 	c.nextDial = time.Now().Add(d)
+	c.lastDialErr = err
 	c.mu.Unlock()
 	c.logf("iso8583: connecting to %s failed: %v; next attempt in %v", c.addr, err, d.Round(time.Millisecond))
 	return err
@@ -185,6 +186,7 @@ func (c *Client) dialLink(ctx context.Context) (*link, error) {
 		return nil, ErrClosed
 	}
 	c.conn = l
+	c.lastDialErr = nil
 	again := c.everUp
 	c.everUp = true
 	c.failures = 0
@@ -241,4 +243,53 @@ func (c *Client) redial() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// ActiveAddr returns the host:port the client sends to (ClientOptions.Addr); a [Failover]
+// has the same method, returning its active host's.
+func (c *Client) ActiveAddr() string { return c.addr }
+
+// backoffLeft returns how long until the next dial is due after a failed one, 0 when a
+// dial may go now (or the client is connected).
+func (c *Client) backoffLeft() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil || c.failures == 0 {
+		return 0
+	}
+	return max(time.Until(c.nextDial), 0)
+}
+
+// unusable says why a [Failover] should move its next transaction away from this host: its
+// last dial or sign-on failed and no connection is up, or a link to it was declared dead
+// since its Stats.DeadLinks was deadBefore. "" when neither.
+func (c *Client) unusable(deadBefore uint64) string {
+	if n := c.stats.deadLinks.Load(); n > deadBefore {
+		return fmt.Sprintf("the link to %s was declared dead (nothing came from the host while a request or an echo waited)", c.addr)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil && c.failures > 0 {
+		return fmt.Sprintf("%s does not answer: %v", c.addr, c.lastDialErr)
+	}
+	return ""
+}
+
+// connected reports whether a connection is up.
+func (c *Client) connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil
+}
+
+// dialAhead starts a background redial unless a connection is up or one runs already.
+func (c *Client) dialAhead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil || c.closed || c.draining || c.redialing {
+		return
+	}
+	c.redialing = true
+	c.bg.Add(1)
+	go c.redial()
 }

@@ -46,6 +46,11 @@ type Dialect struct {
 	// MAC is the file's "mac" object: the field, algorithm and coverage of the messages'
 	// MACs ([MACSpec]). nil: messages carry no MAC.
 	MAC *MACSpec
+	// ReversalTo is the file's "reversal_to": where a reversal goes when the terminal has
+	// backup hosts ([Failover]). [ReversalToOrigin] (the default, also when the file does
+	// not say): the host that got the request it undoes; [ReversalToAny]: the active host,
+	// the network passing reversals between its hosts.
+	ReversalTo string
 
 	messages *messageRules // the file's "messages"; nil: none
 }
@@ -90,7 +95,7 @@ func parseEntryModes(raw json.RawMessage) (EntryModes, error) {
 // framed by a [BinaryLengthFramer].
 func DefaultDialect() *Dialect {
 	s := defaultSpec()
-	return &Dialect{Name: s.Name, Spec: s, Framer: BinaryLengthFramer{}}
+	return &Dialect{Name: s.Name, Spec: s, Framer: BinaryLengthFramer{}, ReversalTo: ReversalToOrigin}
 }
 
 // DialectError reports a dialect file or setting that cannot be used. Setting names what is
@@ -260,14 +265,22 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		MAC      json.RawMessage            `json:"mac"`
 		Messages map[string]json.RawMessage `json:"messages"`
 		Fields   map[string]json.RawMessage `json:"fields"`
+		Reversal string                     `json:"reversal_to"`
 	}
 	if err := decodeStrict(data, &file); err != nil {
 		return nil, &DialectError{Err: err}
 	}
+	switch file.Reversal {
+	case "":
+		file.Reversal = ReversalToOrigin
+	case ReversalToOrigin, ReversalToAny:
+	default:
+		return nil, &DialectError{Setting: "reversal_to", Err: fmt.Errorf("%.40q: must be %q (the host that got the original, the default) or %q (any host)", file.Reversal, ReversalToOrigin, ReversalToAny)}
+	}
 	if len(file.Fields) == 0 {
 		return nil, &DialectError{Setting: "fields", Err: errors.New("no fields defined")}
 	}
-	d := &Dialect{Name: file.Name}
+	d := &Dialect{Name: file.Name, ReversalTo: file.Reversal}
 	if file.Framing != nil {
 		fr, err := file.Framing.Framer()
 		if err != nil {

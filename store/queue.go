@@ -106,6 +106,11 @@ type Item struct {
 	// or deleted): Store.Void sets it on the reversal of an advice that may be on its way, so
 	// that the reversal never reaches the host before the advice it undoes. Zero: not held.
 	After QueueID
+	// Host is the acquirer host (host:port) the message must go to when the terminal has
+	// backup hosts: the host that got the original request (a reversal, a completion), or
+	// the one the item's first send went to (recorded by Settle from Result.Host), so that
+	// its repeats go there too. "" : not recorded, any host.
+	Host string
 }
 
 // Sent names a message as it was first sent: what field 90 of its reversal carries.

@@ -34,6 +34,7 @@ type jsonItem struct {
 	Sending     bool       `json:"sending,omitempty"`
 	Reverses    *Sent      `json:"reverses,omitempty"`
 	After       QueueID    `json:"after,omitempty"`
+	Host        string     `json:"host,omitempty"`
 }
 
 func decodeItem(id QueueID, v []byte) (Item, []byte, error) {
@@ -49,7 +50,7 @@ func decodeItem(id QueueID, v []byte) (Item, []byte, error) {
 	it := Item{ID: id, TxnID: j.TxnID, Kind: j.Kind, STAN: j.STAN, State: j.State, Attempts: j.Attempts,
 		Created: j.Created, NextAttempt: j.NextAttempt, LastError: j.LastError, ParkedBy: j.ParkedBy,
 		ParkReason: j.ParkReason, AmountMinor: j.AmountMinor, Currency: j.Currency, MaskedPAN: j.MaskedPAN, Payload: j.Payload,
-		FirstSent: j.FirstSent, Sending: j.Sending, Reverses: j.Reverses, After: j.After}
+		FirstSent: j.FirstSent, Sending: j.Sending, Reverses: j.Reverses, After: j.After, Host: j.Host}
 	return it, j.Sealed, nil
 }
 
@@ -58,7 +59,7 @@ func encodeItem(it Item, sealed []byte) ([]byte, error) {
 		Attempts: it.Attempts, Created: it.Created, NextAttempt: it.NextAttempt, LastError: redactDigitRuns(it.LastError),
 		ParkedBy: it.ParkedBy, ParkReason: redactDigitRuns(it.ParkReason), AmountMinor: it.AmountMinor, Currency: it.Currency,
 		MaskedPAN: it.MaskedPAN, Payload: it.Payload, Sealed: sealed, FirstSent: it.FirstSent, Sending: it.Sending,
-		Reverses: it.Reverses, After: it.After})
+		Reverses: it.Reverses, After: it.After, Host: it.Host})
 }
 
 // peeked is what peekItem reads of a queued item.

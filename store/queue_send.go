@@ -166,6 +166,9 @@ type Result struct {
 	Next    time.Time
 	Park    bool
 	Time    time.Time
+	// Host is the acquirer host the attempt went to. Settle records it on an item that
+	// has none and was reached, so that its repeats go to the same host. Default "".
+	Host string
 }
 
 // MarkSending records, in one commit for the whole batch (group commit), that items are
@@ -248,6 +251,9 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			}
 			if r.Reached {
 				it.Attempts++
+				if it.Host == "" {
+					it.Host = r.Host
+				}
 			}
 			it.Sending = false
 			it.LastError = r.Err

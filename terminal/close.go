@@ -143,7 +143,7 @@ func (t *Terminal) sendReconciliation(ctx context.Context, b store.Batch, stan u
 
 // exchange sends msg and reads the response code of an answer of MTI want.
 func (t *Terminal) exchange(ctx context.Context, msg *moov.Message, want string) (string, error) {
-	raw, err := t.send(ctx, msg, nil)
+	raw, err := t.send(ctx, "", msg, nil)
 	if err != nil {
 		return "", err
 	}

@@ -250,6 +250,7 @@ func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, j journaled, r
 		approvedAuth.AmountMinor = d.out.AuthorizedMinor
 	}
 	rev, err := t.reversalItem(ctx, queuedFromAuth(approvedAuth, iso8583.ReasonError, ""), t.opts.Currency.Code, j.in.MaskedPAN)
+	rev.Host = j.host // the host that approved
 	if err == nil {
 		_, err = t.st.Void(ctx, j.id, voidedByPosd+why, &rev)
 	}

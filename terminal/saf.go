@@ -455,13 +455,14 @@ func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
 		return res
 	}
 	sctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
-	resp, err := f.acq.Send(sctx, msg)
+	res.Host = itemHost(sctx, f.acq, it)
+	resp, err := sendTo(sctx, f.acq, res.Host, msg)
 	cancel()
 	if err == nil {
 		r, perr := iso8583.ParseResponse(resp)
 		if perr == nil {
 			res.Acked, res.ResponseCode = true, r.ResponseCode
-			f.log.Info("queued message acknowledged", "kind", string(it.Kind), "txn", uint64(it.TxnID), "stan", it.STAN, "response_code", r.ResponseCode)
+			f.log.Info("queued message acknowledged", "kind", string(it.Kind), "txn", uint64(it.TxnID), "stan", it.STAN, "response_code", r.ResponseCode, "host", res.Host)
 			return res
 		}
 		err = fmt.Errorf("%w: unreadable answer: %w", iso8583.ErrOutcomeUnknown, perr)

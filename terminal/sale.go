@@ -91,8 +91,13 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 	if p.chipOffline && !req.Refund { // a refund goes online whatever the card said
 		return t.chipOfflineApproval(ctx, req, res, p, log)
 	}
-	// Reversals waiting from earlier transactions go before any new authorization.
-	blocked := t.reversalsFirst(ctx, log)
+	// The host, chosen between transactions: the sale never leaves it. Reversals waiting
+	// for it from earlier transactions go before any new authorization.
+	host := t.nextHost(ctx)
+	if host != "" {
+		log = log.With("host", host)
+	}
+	blocked := t.reversalsFirst(ctx, host, log)
 
 	// 4. Write-ahead intent, with the STAN taken in the same write.
 	mti := iso8583.MTIFinancialRequest
@@ -116,8 +121,11 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 	t.failpoint("after-intent")
 
 	// 5. Online, unless a reversal still waits.
-	resp, sendErr := t.send(ctx, msg, blocked)
+	resp, sendErr := t.send(ctx, host, msg, blocked)
 	t.failpoint("after-response")
+	if !errors.Is(sendErr, iso8583.ErrNotSent) {
+		j.host = host // it may hold the request: what settles it goes there
+	}
 
 	// 6. Outcome and what settles it, durable before the till hears of it.
 	d := t.decide(ctx, req, p, j, resp, sendErr, r, log)
@@ -146,6 +154,7 @@ type journaled struct {
 	id   store.TxnID
 	in   store.Intent
 	auth iso8583.Authorization
+	host string // the acquirer host the request may have reached; "" none or no backups
 }
 
 // beginIntent journals the intent of the card p's sale with its STAN, in one write, and
@@ -212,9 +221,10 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 var errReversalPending = errors.New("a reversal of an earlier transaction is still waiting for the acquirer")
 
 // reversalsFirst sends the reversals still pending, within ReversalWait, and returns
-// errReversalPending (wrapped, with the reason) when one is still pending after that: the
-// sale's authorization must then not go out. nil when none is pending.
-func (t *Terminal) reversalsFirst(ctx context.Context, log *slog.Logger) error {
+// errReversalPending (wrapped, with the reason) when one for host (the sale's; "" the only
+// one) is still pending after that: the sale's authorization must then not go out. nil
+// when none is pending.
+func (t *Terminal) reversalsFirst(ctx context.Context, host string, log *slog.Logger) error {
 	// Usually none is pending: then nothing is read from or written to the file (the
 	// check does not fold the write-ahead log), and the sale's path stays its own writes.
 	if n, err := t.st.PendingReversals(ctx); err == nil && n == 0 {
@@ -223,7 +233,7 @@ func (t *Terminal) reversalsFirst(ctx context.Context, log *slog.Logger) error {
 	dctx, cancel := context.WithTimeout(ctx, t.opts.ReversalWait)
 	defer cancel()
 	_, derr := t.fwd.DrainReversalsNow(dctx)
-	n, err := t.st.PendingReversals(ctx)
+	n, err := t.reversalsFor(ctx, host)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: the queue cannot be read: %w", errReversalPending, err)
@@ -238,8 +248,9 @@ func (t *Terminal) reversalsFirst(ctx context.Context, log *slog.Logger) error {
 	return err
 }
 
-// send sends the authorization, unless blocked says why it must not go out.
-func (t *Terminal) send(ctx context.Context, msg *moov.Message, blocked error) (*moov.Message, error) {
+// send sends the authorization to host ("": the acquirer's choice), unless blocked says
+// why it must not go out.
+func (t *Terminal) send(ctx context.Context, host string, msg *moov.Message, blocked error) (*moov.Message, error) {
 	if blocked != nil {
 		return nil, fmt.Errorf("%w: %w", iso8583.ErrNotSent, blocked)
 	}
@@ -247,13 +258,18 @@ func (t *Terminal) send(ctx context.Context, msg *moov.Message, blocked error) (
 	// answer: an abort takes the outcome as it comes.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.opts.HostTimeout)
 	defer cancel()
-	return t.acq.Send(hctx, msg)
+	return sendTo(hctx, t.acq, host, msg)
 }
 
 // finishIntent journals d's outcome and queues its items in one write, each item with a
 // STAN of its own taken in that write (the original STAN travels in field 90 of a
 // reversal, or stays in the journal), and wakes the forwarder.
 func (t *Terminal) finishIntent(ctx context.Context, j journaled, d *decision) error {
+	for i := range d.items {
+		if d.items[i].Host == "" {
+			d.items[i].Host = j.host
+		}
+	}
 	if _, err := t.st.FinishAndQueue(ctx, j.id, d.out, d.items...); err != nil {
 		return fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(j.id), err)
 	}

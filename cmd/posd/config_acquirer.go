@@ -12,7 +12,16 @@ import (
 
 // AcquirerConfig is the link to the acquirer host.
 type AcquirerConfig struct {
-	Address         string   `json:"address"`          // host:port; required
+	// Address is the acquirer host's host:port. Required unless Addresses is given; both
+	// together are an error.
+	Address string `json:"address"`
+	// Addresses are the acquirer's hosts, the primary first, then its backups in the order
+	// posd tries them. A transaction moves to the next host only between transactions:
+	// one written to a host is never sent to another. Default: [Address].
+	Addresses []string `json:"addresses"`
+	// PrimaryRetry: after moving away from the primary, posd tries it again this long after,
+	// between transactions, and returns to it when it answers. Default 5m.
+	PrimaryRetry    Duration `json:"primary_retry"`
 	DialTimeout     Duration `json:"dial_timeout"`     // default 5s
 	ResponseTimeout Duration `json:"response_timeout"` // default 30s
 	// RequireAtStart makes posd refuse to start when the acquirer cannot be reached. Default
@@ -52,7 +61,7 @@ type TLSConfig struct {
 	CAFile     string `json:"ca_file"`     // CA certificates to verify the acquirer with; default: the system's
 	CertFile   string `json:"cert_file"`   // client certificate, when the acquirer asks for one
 	KeyFile    string `json:"key_file"`    // its private key
-	ServerName string `json:"server_name"` // name to verify; default: the host of acquirer.address
+	ServerName string `json:"server_name"` // name to verify; default: the host of each acquirer address
 }
 
 // checkPINFields checks that the acquirer's dialect carries the PIN blocks and KSNs of the
@@ -84,12 +93,8 @@ func checkPINFields(kind string, d *iso8583.Dialect, file string) error {
 // fill checks the acquirer section and fills its defaults. dukpt is pinpad.dukpt: the
 // dialect must carry PIN blocks of that kind.
 func (a *AcquirerConfig) fill(dukpt string) error {
-	if a.Address == "" {
-		return &ConfigError{"acquirer.address", "required (host:port of the acquirer)"}
-	}
-	host, port, err := net.SplitHostPort(a.Address)
-	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-		return &ConfigError{"acquirer.address", fmt.Sprintf("%q is not host:port", a.Address)}
+	if err := a.fillAddresses(); err != nil {
+		return err
 	}
 	if a.DialTimeout == 0 {
 		a.DialTimeout = Duration(5 * time.Second)
@@ -148,4 +153,58 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 		return &ConfigError{"acquirer.tls", "cert_file and key_file go together"}
 	}
 	return nil
+}
+
+// fillAddresses checks acquirer.address and acquirer.addresses (one or the other) and
+// fills PrimaryRetry's default. Hosts returns the list either gives.
+func (a *AcquirerConfig) fillAddresses() error {
+	switch {
+	case a.Address != "" && a.Addresses != nil:
+		return &ConfigError{"acquirer.addresses", "given together with acquirer.address: use one of them (addresses lists the primary first, then the backups)"}
+	case a.Address == "" && a.Addresses == nil:
+		return &ConfigError{"acquirer.address", "required (host:port of the acquirer), or acquirer.addresses for a primary and its backups"}
+	case a.Addresses == nil:
+		if err := checkHostPort("acquirer.address", a.Address); err != nil {
+			return err
+		}
+	default:
+		if len(a.Addresses) == 0 {
+			return &ConfigError{"acquirer.addresses", "empty: list at least one host:port, the primary first"}
+		}
+		seen := make(map[string]bool, len(a.Addresses))
+		for i, addr := range a.Addresses {
+			key := fmt.Sprintf("acquirer.addresses[%d]", i)
+			if err := checkHostPort(key, addr); err != nil {
+				return err
+			}
+			if seen[addr] {
+				return &ConfigError{key, fmt.Sprintf("%q is listed twice", addr)}
+			}
+			seen[addr] = true
+		}
+	}
+	if a.PrimaryRetry < 0 {
+		return &ConfigError{"acquirer.primary_retry", "must be a positive duration"}
+	}
+	if a.PrimaryRetry == 0 {
+		a.PrimaryRetry = Duration(iso8583.DefaultPrimaryRetry)
+	}
+	return nil
+}
+
+// checkHostPort checks that addr, the value of key, is host:port.
+func checkHostPort(key, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return &ConfigError{key, fmt.Sprintf("%q is not host:port", addr)}
+	}
+	return nil
+}
+
+// Hosts returns the acquirer's hosts, the primary first: Addresses, or Address alone.
+func (a *AcquirerConfig) Hosts() []string {
+	if a.Addresses != nil {
+		return a.Addresses
+	}
+	return []string{a.Address}
 }

@@ -40,7 +40,7 @@ type daemon struct {
 	st   *store.Store
 	pad  *terminal.PadDevice
 	msr  *terminal.MagstripeDevice
-	acq  *iso8583.Client
+	acq  *iso8583.Failover
 	term *terminal.Terminal
 	lns  []net.Listener
 	srv  *http.Server
@@ -144,7 +144,14 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
 		return nil, err
 	}
-	d.acq, err = iso8583.NewClient(aopts)
+	d.acq, err = iso8583.NewFailover(iso8583.FailoverOptions{
+		Addrs:        cfg.Acquirer.Hosts(),
+		Client:       aopts,
+		PrimaryRetry: time.Duration(cfg.Acquirer.PrimaryRetry),
+		OnSwitch: func(s iso8583.Switch) {
+			log.Warn("acquirer host switched: the next transactions go to "+s.To, "from", s.From, "to", s.To, "reason", s.Reason)
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
 	}
@@ -154,7 +161,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		err := d.acq.Connect(cctx)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("acquirer %s unreachable: %w (set acquirer.require_at_start to false to start anyway)", cfg.Acquirer.Address, err)
+			return nil, fmt.Errorf("acquirer %s unreachable: %w (set acquirer.require_at_start to false to start anyway)", strings.Join(cfg.Acquirer.Hosts(), ", "), err)
 		}
 	}
 
@@ -298,7 +305,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	for _, ln := range d.lns {
 		go func() { d.done <- d.srv.Serve(ln) }()
 	}
-	log.Info("posd ready", "api", d.addr(), "terminal", cfg.Terminal.ID, "pinpad", cfg.PINPad.Port, "acquirer", cfg.Acquirer.Address)
+	log.Info("posd ready", "api", d.addr(), "terminal", cfg.Terminal.ID, "pinpad", cfg.PINPad.Port, "acquirer", d.acq.ActiveAddr(), "acquirer_hosts", len(cfg.Acquirer.Hosts()))
 	return d, nil
 }
 
@@ -362,14 +369,27 @@ var errUsage = errors.New("usage")
 
 // tracedAcquirer describes every request and response, field by field with card data
 // masked (iso8583.Describe), to the trace function: the demo's trace, debug logs in a run.
+// It passes the acquirer's hosts on to the terminal (terminal.HostRouter).
+var _ terminal.HostRouter = tracedAcquirer{}
+
 type tracedAcquirer struct {
-	a     terminal.Acquirer
+	a     *iso8583.Failover
 	trace func(string, ...any)
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
-	t.describe("request", req)
-	resp, err := t.a.Send(ctx, req)
+	return t.SendTo(ctx, t.a.NextHost(ctx), req)
+}
+
+func (t tracedAcquirer) NextHost(ctx context.Context) string { return t.a.NextHost(ctx) }
+
+func (t tracedAcquirer) RouteTo(origin string, reversal bool) string {
+	return t.a.RouteTo(origin, reversal)
+}
+
+func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Message) (*moov.Message, error) {
+	t.describe("request to "+host, req)
+	resp, err := t.a.SendTo(ctx, host, req)
 	if err != nil {
 		t.trace("no response: %v", err)
 		return resp, err
@@ -420,7 +440,6 @@ func failpointFromEnv(log *slog.Logger) func(string) {
 func acquirerOptions(cfg *Config, st *store.Store, trace func(string, ...any), log *slog.Logger) (iso8583.ClientOptions, error) {
 	a := cfg.Acquirer
 	o := iso8583.ClientOptions{
-		Addr:            a.Address,
 		DialTimeout:     time.Duration(a.DialTimeout),
 		Logf:            trace,
 		MaxInFlight:     a.MaxInFlight,

@@ -1,0 +1,86 @@
+package terminal
+
+// Backup acquirer hosts: which host a sale goes to, and which host a queued reversal or
+// advice goes to.
+
+import (
+	"context"
+
+	moov "github.com/moov-io/iso8583"
+
+	"github.com/posd-dev/posd/store"
+)
+
+// HostRouter is an optional capability of an [Acquirer] with backup hosts, found by type
+// assertion (*iso8583.Failover implements it). With it, a sale chooses its host between
+// transactions and never leaves it; its reversal, a completion of its authorization, and
+// the repeats of an advice go to the host that got the original (store.Item.Host), or
+// where the network's rule sends them. Without it, every message goes through Send.
+//
+// Implementations must be safe for concurrent use.
+type HostRouter interface {
+	// NextHost chooses the host of the next transaction (it may move to another host
+	// only here) and returns its address.
+	NextHost(ctx context.Context) string
+	// SendTo sends req to the host at addr and never to another: errors as Send's.
+	SendTo(ctx context.Context, addr string, req *moov.Message) (*moov.Message, error)
+	// RouteTo returns the host a queued message goes to, given origin, the host that got
+	// its original ("" when not recorded), and whether it is a reversal.
+	RouteTo(origin string, reversal bool) string
+}
+
+// nextHost returns the host of the sale about to go online, "" when the acquirer has no
+// backup hosts.
+func (t *Terminal) nextHost(ctx context.Context) string {
+	if r, ok := t.acq.(HostRouter); ok {
+		return r.NextHost(ctx)
+	}
+	return ""
+}
+
+// sendTo sends req to host, or through Send when host is "".
+func sendTo(ctx context.Context, acq Acquirer, host string, req *moov.Message) (*moov.Message, error) {
+	if r, ok := acq.(HostRouter); ok && host != "" {
+		return r.SendTo(ctx, host, req)
+	}
+	return acq.Send(ctx, req)
+}
+
+// itemHost returns the host a queued item goes to now, "" when the acquirer has no backup
+// hosts. A reversal, and an advice with a host recorded (a completion, a repeat), go
+// where RouteTo says; an advice's first send is a transaction of its own.
+func itemHost(ctx context.Context, acq Acquirer, it store.Item) string {
+	r, ok := acq.(HostRouter)
+	switch {
+	case !ok:
+		return ""
+	case it.Kind == store.KindReversal || it.Host != "":
+		return r.RouteTo(it.Host, it.Kind == store.KindReversal)
+	}
+	return r.NextHost(ctx)
+}
+
+// reversalsFor counts the reversals waiting (not parked, not held) that go to host: the
+// ones a sale to host must not overtake. A reversal for another host does not hold the
+// sale back: that host may hold the original, host never saw it.
+func (t *Terminal) reversalsFor(ctx context.Context, host string) (int, error) {
+	r, ok := t.acq.(HostRouter)
+	if !ok || host == "" {
+		return t.st.PendingReversals(ctx)
+	}
+	items, err := t.st.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	queued := make(map[store.QueueID]bool, len(items))
+	for _, it := range items {
+		queued[it.ID] = true
+	}
+	n := 0
+	for _, it := range items {
+		if it.Kind == store.KindReversal && it.State == store.QueuePending && !queued[it.After] && r.RouteTo(it.Host, true) == host {
+			n++
+		}
+	}
+	return n, nil
+}
