@@ -35,7 +35,7 @@ type AcquirerConfig struct {
 	EchoInterval    Duration `json:"echo_interval"`
 	DeadLinkTimeout Duration `json:"dead_link_timeout"`
 	// MaxInFlight bounds the requests waiting for answers at once. Default 64.
-	MaxInFlight int `json:"max_in_flight"`
+	MaxInFlight int `json:"max_in_flight" min:"1"`
 	// ReversalWait bounds how long a sale spends sending reversals still pending before
 	// its own authorization may go out; with one still pending after it, the sale does
 	// not go online. Default 10s.

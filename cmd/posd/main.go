@@ -104,6 +104,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.checkRuntime(); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -154,6 +157,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	cfg, err := LoadConfig(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if err := cfg.checkRuntime(); err != nil {
+		return fmt.Errorf("%w (posd run would refuse it on this machine)", err)
 	}
 	return writeConfig(stdout, cfg)
 }
