@@ -115,18 +115,12 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 	if a.MaxInFlight < 1 || a.MaxInFlight > 1024 {
 		return &ConfigError{"acquirer.max_in_flight", "must be 1 to 1024"}
 	}
-	dialect := iso8583.DefaultDialect()
-	if a.Dialect != "" {
-		d, err := iso8583.LoadDialect(a.Dialect)
-		if err != nil {
-			key := "acquirer.dialect"
-			var de *iso8583.DialectError
-			if errors.As(err, &de) && de.Setting != "" {
-				key += " (" + de.Setting + ")"
-			}
-			return &ConfigError{key, err.Error()}
-		}
-		dialect = d
+	dialect, err := a.loadDialect()
+	if err != nil {
+		return err
+	}
+	if dialect == nil {
+		dialect = iso8583.DefaultDialect()
 	}
 	if err := checkPINFields(dukpt, dialect, a.Dialect); err != nil {
 		return err
@@ -140,4 +134,21 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 		return &ConfigError{"acquirer.tls", "cert_file and key_file go together"}
 	}
 	return nil
+}
+
+// loadDialect loads acquirer.dialect: nil when it is "" (posd's default dialect).
+func (a *AcquirerConfig) loadDialect() (*iso8583.Dialect, error) {
+	if a.Dialect == "" {
+		return nil, nil
+	}
+	d, err := iso8583.LoadDialect(a.Dialect)
+	if err != nil {
+		key := "acquirer.dialect"
+		var de *iso8583.DialectError
+		if errors.As(err, &de) && de.Setting != "" {
+			key += " (" + de.Setting + ")"
+		}
+		return nil, &ConfigError{key, err.Error()}
+	}
+	return d, nil
 }
