@@ -37,7 +37,8 @@ func configSyntaxError(b []byte, err error) error {
 	var se *json.SyntaxError
 	switch {
 	case len(bytes.TrimSpace(b)) == 0:
-		return errors.New(`config: the file is empty: it must hold a JSON object such as {"version": 1, ...}`)
+		line, col := lineColumn(b, len(b))
+		return fmt.Errorf(`config: line %d, column %d: the file is empty: it must hold a JSON object such as {"version": 1, ...}`, line, col)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		line, col := lineColumn(b, len(b))
 		return fmt.Errorf("config: line %d, column %d: the file ends inside the JSON object (truncated, or a closing } or \" is missing)", line, col)
