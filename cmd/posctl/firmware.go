@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
@@ -30,6 +31,16 @@ commands:
 posd records who you are (your uid, or your certificate); --note adds free text after it
 (--who is its old name; default: $POSCTL_WHO, or your login name)
 `
+
+// firmwareOff words posd's answer when its firmware API is not there: firmware updates
+// are turned off in its config (no firmware.model), which the bare 404 did not say.
+func firmwareOff(err error) error {
+	var ae *fwapi.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Kind == "" {
+		return errors.New("firmware updates are off in posd's config: set firmware.model (this terminal's hardware model) and restart posd to turn them on")
+	}
+	return err
+}
 
 // cmdFirmware runs `posctl firmware ...` against posd's /v1/firmware API.
 func cmdFirmware(c *client, args []string, stdout, stderr io.Writer) error {

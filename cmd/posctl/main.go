@@ -97,17 +97,24 @@ var (
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("posctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() {} // printed below: on stdout when asked for (-h), on stderr otherwise
 	api := fs.String("api", "unix:/run/posd/posd.sock", "posd's API: unix:PATH or https://HOST:PORT")
 	cert := fs.String("cert", "", "with https: your client certificate (PEM)")
 	key := fs.String("key", "", "with https: its private key (PEM)")
 	ca := fs.String("ca", "", "with https: the CA that issued posd's certificate (PEM)")
 	operator := fs.String("operator", "", "a supervisor's or technician's own operator id, sent with the request with its password (read from the terminal without echo, or the first line of stdin)")
-	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		if err == nil {
-			fs.Usage()
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) || (err == nil && fs.NArg() > 0 && fs.Arg(0) == "help") {
+		if err == nil && fs.NArg() > 1 { // posctl help COMMAND
+			return commandHelp(fs.Arg(1), stdout, stderr)
 		}
+		fmt.Fprint(stdout, usage) // asked for: on stdout, exit 0
+		return 0
+	} else if err != nil || fs.NArg() == 0 {
+		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if wantsHelp(fs.Args()[1:]) {
+		return commandHelp(fs.Arg(0), stdout, stderr)
 	}
 	c, err := newClient(*api, *cert, *key, *ca)
 	if err == nil && *operator != "" {
@@ -137,7 +144,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "saf":
 			err = c.saf(fs.Args()[1:], stdin, stdout, stderr)
 		case "firmware":
-			err = cmdFirmware(c, fs.Args()[1:], stdout, stderr)
+			err = firmwareOff(cmdFirmware(c, fs.Args()[1:], stdout, stderr))
 		case "params":
 			err = c.params(fs.Args()[1:], stdout, stderr)
 		case "audit":
@@ -153,8 +160,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			err = c.storeCheck(stdout)
 		default:
-			fmt.Fprintf(stderr, "posctl: unknown command %q\n", cmd)
-			fs.Usage()
+			fmt.Fprintf(stderr, "posctl: unknown command %q\n%s", cmd, usage)
 			return 2
 		}
 	}
@@ -281,6 +287,9 @@ func (c *client) get(path string, v any) error {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode == http.StatusNotFound && strings.TrimSpace(string(b)) == "404 page not found" {
+		return fmt.Errorf("%s: this posd has no such API: a feature turned off in posd's config, or a posd older than this posctl", path)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
 	}

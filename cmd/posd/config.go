@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -64,25 +63,32 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return "config: " + e.Key + ": " + e.Reason }
 
-// LoadConfig reads and validates the file at path.
+// LoadConfig reads and validates the file at path. Relative paths in it (acquirer.dialect,
+// store.path, hsm.data.key_file, ...) are taken relative to the file's own directory.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return ParseConfig(b)
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parseConfigIn(b, dir)
 }
 
 // ParseConfig decodes a config strictly, fills defaults and validates every value.
-func ParseConfig(b []byte) (*Config, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
+// Relative paths in it are left as they are (relative to the working directory).
+func ParseConfig(b []byte) (*Config, error) { return parseConfigIn(b, "") }
+
+// parseConfigIn is ParseConfig with relative paths resolved against dir (none when "").
+func parseConfigIn(b []byte, dir string) (*Config, error) {
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, configDecodeError(b, err)
+	if err := decodeConfig(b, &c); err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("config: data after the JSON object")
+	if dir != "" {
+		c.resolvePaths(dir)
 	}
 	if err := c.fill(); err != nil {
 		return nil, err
@@ -90,21 +96,43 @@ func ParseConfig(b []byte) (*Config, error) {
 	return &c, nil
 }
 
-func configDecodeError(b []byte, err error) error {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		line := 1 + bytes.Count(b[:min(int(se.Offset), len(b))], []byte("\n"))
-		return fmt.Errorf("config: line %d: %v", line, se)
-	case errors.As(err, &te):
-		return &ConfigError{Key: te.Field, Reason: "must be a JSON " + te.Type.Kind().String()}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return &ConfigError{Key: strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), Reason: "unknown key"}
+// resolvePaths makes every relative file or directory path of the config relative to dir,
+// the config file's directory, so that a config works from any working directory.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
 	}
-	// Errors from our UnmarshalJSON methods come wrapped with the field path.
-	msg := strings.TrimPrefix(err.Error(), "json: ")
-	return fmt.Errorf("config: %s", msg)
+	if rest, ok := strings.CutPrefix(c.API.Listen, "unix:"); ok && rest != "" && !filepath.IsAbs(rest) {
+		c.API.Listen = "unix:" + filepath.Join(dir, rest)
+	}
+	abs(&c.API.OperatorsFile)
+	if t := c.API.TLS; t != nil {
+		abs(&t.CertFile)
+		abs(&t.KeyFile)
+		abs(&t.ClientCAFile)
+	}
+	abs(&c.Acquirer.Dialect)
+	if t := c.Acquirer.TLS; t != nil {
+		abs(&t.CAFile)
+		abs(&t.CertFile)
+		abs(&t.KeyFile)
+	}
+	abs(&c.Store.Path)
+	abs(&c.Store.ArchiveDir)
+	if d := c.HSM.Data; d != nil {
+		abs(&d.KeyFile)
+		if p := d.PKCS11; p != nil {
+			abs(&p.PINFile)
+			abs(&p.StateDir)
+			if strings.ContainsRune(p.Module, '/') { // a bare library name is for the loader to find
+				abs(&p.Module)
+			}
+		}
+	}
+	abs(&c.Firmware.StateDir)
+	abs(&c.Firmware.Inbox)
 }
 
 // fill checks every section, in the order of the file, and fills their defaults: the
@@ -139,11 +167,17 @@ type Duration time.Duration
 func (d *Duration) UnmarshalJSON(data []byte) error {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return errors.New(`must be a duration string such as "30s"`)
+		if _, nerr := strconv.ParseFloat(string(data), 64); nerr == nil {
+			return fmt.Errorf(`%s is a bare number: write a duration with its unit, such as "30s"`, data)
+		}
+		return fmt.Errorf(`%s is not a duration such as "30s"`, data)
 	}
 	v, err := time.ParseDuration(s)
-	if err != nil || v <= 0 {
-		return fmt.Errorf(`%q is not a positive duration such as "30s"`, s)
+	if err != nil {
+		return fmt.Errorf(`%q is not a duration such as "30s"`, s)
+	}
+	if v <= 0 {
+		return fmt.Errorf(`%q is out of range: it must be above zero`, s)
 	}
 	*d = Duration(v)
 	return nil

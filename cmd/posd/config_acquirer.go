@@ -44,7 +44,7 @@ type AcquirerConfig struct {
 	EchoInterval    Duration `json:"echo_interval"`
 	DeadLinkTimeout Duration `json:"dead_link_timeout"`
 	// MaxInFlight bounds the requests waiting for answers at once. Default 64.
-	MaxInFlight int `json:"max_in_flight"`
+	MaxInFlight int `json:"max_in_flight" min:"1"`
 	// MACKey is the id of the MAC key, in the token (or soft key store) of hsm.data, that
 	// MACs requests and verifies responses when the dialect declares a "mac". Its type must
 	// fit the dialect's algorithm: double-length TDES for "retail", AES for "aes-cmac".
@@ -128,18 +128,12 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 	if a.MaxInFlight < 1 || a.MaxInFlight > 1024 {
 		return &ConfigError{"acquirer.max_in_flight", "must be 1 to 1024"}
 	}
-	dialect := iso8583.DefaultDialect()
-	if a.Dialect != "" {
-		d, err := iso8583.LoadDialect(a.Dialect)
-		if err != nil {
-			key := "acquirer.dialect"
-			var de *iso8583.DialectError
-			if errors.As(err, &de) && de.Setting != "" {
-				key += " (" + de.Setting + ")"
-			}
-			return &ConfigError{key, err.Error()}
-		}
-		dialect = d
+	dialect, err := a.loadDialect()
+	if err != nil {
+		return err
+	}
+	if dialect == nil {
+		dialect = iso8583.DefaultDialect()
 	}
 	if err := checkPINFields(dukpt, dialect, a.Dialect); err != nil {
 		return err
@@ -207,4 +201,21 @@ func (a *AcquirerConfig) Hosts() []string {
 		return a.Addresses
 	}
 	return []string{a.Address}
+}
+
+// loadDialect loads acquirer.dialect: nil when it is "" (posd's default dialect).
+func (a *AcquirerConfig) loadDialect() (*iso8583.Dialect, error) {
+	if a.Dialect == "" {
+		return nil, nil
+	}
+	d, err := iso8583.LoadDialect(a.Dialect)
+	if err != nil {
+		key := "acquirer.dialect"
+		var de *iso8583.DialectError
+		if errors.As(err, &de) && de.Setting != "" {
+			key += " (" + de.Setting + ")"
+		}
+		return nil, &ConfigError{key, err.Error()}
+	}
+	return d, nil
 }

@@ -35,11 +35,11 @@ type APIConfig struct {
 	DualControlWindow Duration `json:"dual_control_window"`
 	// RatePerMinute bounds each caller's write requests (all but GETs, Payment and
 	// TransactionStatus) and the audit entries of its refusals. Default 30.
-	RatePerMinute int `json:"rate_per_minute"`
+	RatePerMinute int `json:"rate_per_minute" min:"1"`
 	// SearchesPerMinute bounds each caller's card searches (posctl journal find). Default 10.
-	SearchesPerMinute int `json:"searches_per_minute"`
+	SearchesPerMinute int `json:"searches_per_minute" min:"1"`
 	// MaxConnections caps the open API connections. Default 64.
-	MaxConnections int `json:"max_connections"`
+	MaxConnections int `json:"max_connections" min:"1"`
 	// ReadTimeout bounds reading a whole request, body included. Default 10s. (Answers
 	// have no time limit: a sale waits for the customer.)
 	ReadTimeout Duration `json:"read_timeout"`

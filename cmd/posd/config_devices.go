@@ -7,10 +7,10 @@ import (
 
 // PINPadConfig is the PIN pad's serial line.
 type PINPadConfig struct {
-	Port        string   `json:"port"`          // serial device path, e.g. /dev/ttyUSB0; required
-	Baud        int      `json:"baud"`          // default 19200 (ABECS)
-	ACKTimeout  Duration `json:"ack_timeout"`   // default 2s (ABECS)
-	PINKeyIndex int      `json:"pin_key_index"` // the pad's DUKPT key slot for PINs; default 1
+	Port        string   `json:"port"`                  // serial device path, e.g. /dev/ttyUSB0; required
+	Baud        int      `json:"baud" min:"1"`          // default 19200 (ABECS)
+	ACKTimeout  Duration `json:"ack_timeout"`           // default 2s (ABECS)
+	PINKeyIndex int      `json:"pin_key_index" min:"1"` // the pad's DUKPT key slot for PINs; default 1
 	// DUKPT is the kind of the pad's PIN key: "tdes" (TDES DUKPT, ISO 9564 format 0, 8-byte
 	// PIN blocks and 10-byte KSNs; the default) or "aes" (AES DUKPT, ANSI X9.24-3, format 4,
 	// 16-byte PIN blocks and 12-byte KSNs). The acquirer's dialect must carry the blocks:
@@ -45,8 +45,8 @@ type ReaderConfig struct {
 	// (a MagTek / ID TECH magnetic stripe reader on its own port; chip cards are then not
 	// read).
 	Source string `json:"source"`
-	Port   string `json:"port"` // with "serial": the reader's device; required
-	Baud   int    `json:"baud"` // with "serial": default 9600
+	Port   string `json:"port"`         // with "serial": the reader's device; required
+	Baud   int    `json:"baud" min:"1"` // with "serial": default 9600
 }
 
 func validBaud(b int) bool {

@@ -10,7 +10,7 @@ type FirmwareConfig struct {
 	StateDir string `json:"state_dir"`
 	// MaxBootAttempts is how many starts a new slot gets to pass posd's self-test before
 	// the previous slot starts again. Default 3.
-	MaxBootAttempts int `json:"max_boot_attempts"`
+	MaxBootAttempts int `json:"max_boot_attempts" min:"1"`
 	// Inbox is the only directory a bundle path given to the API ("source") may name: a
 	// file in it (or a symlink to one in it), or a bundle directory in it; FIFOs, devices,
 	// sockets and symlinks out of it are refused. Default STATE_DIR/inbox, which posd
@@ -25,7 +25,7 @@ type FirmwareConfig struct {
 	// MinRateBytes is the least a download must bring, in bytes per second, over every
 	// 10 s window after the first one; a slower (stalled) download is aborted and the
 	// firmware operation slot is free at once. Default 4096.
-	MinRateBytes int64 `json:"min_rate_bytes"`
+	MinRateBytes int64 `json:"min_rate_bytes" min:"1"`
 }
 
 // fill checks the firmware section and fills its defaults; it is off without a model.

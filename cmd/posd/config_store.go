@@ -49,10 +49,10 @@ type RefundConfig struct {
 
 // SAFConfig tunes the store-and-forward of reversals and advices.
 type SAFConfig struct {
-	Window      int      `json:"window"`       // messages in flight while draining; default 16
-	MaxAttempts int      `json:"max_attempts"` // sends before an item is parked with an alert; default 10
-	MinBackoff  Duration `json:"min_backoff"`  // default 1s
-	MaxBackoff  Duration `json:"max_backoff"`  // default 5m
+	Window      int      `json:"window" min:"1"`       // messages in flight while draining; default 16
+	MaxAttempts int      `json:"max_attempts" min:"1"` // sends before an item is parked with an alert; default 10
+	MinBackoff  Duration `json:"min_backoff"`          // default 1s
+	MaxBackoff  Duration `json:"max_backoff"`          // default 5m
 }
 
 // fill checks the store section and fills its defaults.

@@ -11,6 +11,9 @@ import (
 	"github.com/posd-dev/posd/hsm/pkcs11"
 )
 
+// pkcs11Built says whether this posd can use a PKCS#11 token (hsm.data.backend "pkcs11").
+const pkcs11Built = true
+
 // openPKCS11 opens the token that holds posd's data key.
 func openPKCS11(cfg *PKCS11Config) (hsm.Driver, func(), error) {
 	pin, err := os.ReadFile(cfg.PINFile)

@@ -477,6 +477,14 @@ func TestStartupErrors(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"version": 1, "terminal": {"id": "SHORT"}}`), 0o600)
 	missingPort, _ := writeTestConfig(t, t.TempDir(), filepath.Join(dir, "no-such-tty"), addr)
 
+	noStoreDir := t.TempDir()
+	noStore, _ := writeTestConfig(t, noStoreDir, filepath.Join(dir, "no-such-tty"), addr)
+	if b, err := os.ReadFile(noStore); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(noStore, bytes.Replace(b, []byte(filepath.Join(noStoreDir, "posd.db")), []byte(filepath.Join(noStoreDir, "gone", "posd.db")), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	pair := startPad(t, c, dir, nil)
 	noAcqDir := t.TempDir()
 	noAcquirer, _ := writeTestConfig(t, noAcqDir, pair.A, "127.0.0.1:1")
@@ -487,6 +495,7 @@ func TestStartupErrors(t *testing.T) {
 		{"malformed config", bad, "config: terminal.id"},
 		{"missing config", filepath.Join(dir, "absent.json"), "no such file"},
 		{"missing serial device", missingPort, "PIN pad"},
+		{"missing store directory", noStore, "posd: config: store.path: the directory " + filepath.Join(noStoreDir, "gone") + " does not exist: create it (posd creates posd.db in it, not the directory)"},
 		{"unreachable acquirer", noAcquirer, "acquirer 127.0.0.1:1 unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

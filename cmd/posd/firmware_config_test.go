@@ -54,7 +54,7 @@ func TestFirmwareConfigSources(t *testing.T) {
 		{`"model": "M", "allowed_urls": ["https://fw.example/", "https://u:p@fw.example/"]`, "firmware.allowed_urls[1]", "not an https://host/path/ prefix"},
 		{`"model": "M", "allowed_urls": ["https://fw.example/a/../b"]`, "firmware.allowed_urls[0]", "not an https://host/path/ prefix"},
 		{`"model": "M", "download_timeout": "25h"`, "firmware.download_timeout", "at most 24h"},
-		{`"model": "M", "min_rate_bytes": -1`, "firmware.min_rate_bytes", "positive"},
+		{`"model": "M", "min_rate_bytes": -1`, "firmware.min_rate_bytes", "-1 is out of range"},
 	} {
 		_, err := ParseConfig([]byte(firmwareConfig(t, tc.section)))
 		var ce *ConfigError

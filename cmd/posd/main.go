@@ -10,6 +10,9 @@
 //	posd demo [--acquirer HOST:PORT]
 //	                             run the whole system on simulated devices (ptys) and a
 //	                             simulated acquirer (loopback), with a readable trace
+//	posd sim [--config FILE] [--script FILE] [--dir DIR]
+//	                             posd on simulated devices until Ctrl-C, for posctl to
+//	                             try (also posd demo --serve)
 //	posd key list|import|load-kbpk --config FILE ...
 //	                             a technician's key loading into posd's token
 package main
@@ -23,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -37,6 +41,9 @@ const usage = `usage:
   posd run --config FILE          run the daemon
   posd check-config --config FILE check a config file and print it with defaults filled in
   posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
+  posd sim [--config FILE] [--script FILE]
+                                  posd on simulated devices, up until Ctrl-C, for posctl
+                                  to try (posd demo --serve is the same)
   posd store check --path FILE [--archive DIR]   check a journal file (and its archive) while posd is stopped
   posd store compact --path FILE  give a journal file's free pages back, with posd stopped
   posd store salvage --path FILE --out NEWFILE
@@ -64,7 +71,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check-config":
 		err = cmdCheckConfig(args[1:], stdout, stderr)
 	case "demo":
+		if rest, serve := withoutFlag(args[1:], "--serve", "-serve"); serve {
+			err = cmdSim(rest, stdout, stderr) // the demo's devices, kept up
+			break
+		}
 		err = cmdDemo(args[1:], stdout, stderr)
+	case "sim":
+		err = cmdSim(args[1:], stdout, stderr)
 	case "store":
 		if len(args) > 1 && args[1] == "salvage" {
 			return cmdStoreSalvage(args[2:], stdout, stderr) // exit 3: written, something lost
@@ -83,7 +96,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posd: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
-	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // -h: the usage was asked for, and printed
+	}
+	if errors.Is(err, errUsage) {
 		return 2
 	}
 	if err != nil {
@@ -102,6 +118,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	cfg, err := LoadConfig(*cfgPath)
 	if err != nil {
+		return err
+	}
+	if err := cfg.checkRuntime(); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
@@ -154,6 +173,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	cfg, err := LoadConfig(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if err := cfg.checkRuntime(); err != nil {
+		return fmt.Errorf("%w (posd run would refuse it on this machine)", err)
 	}
 	return writeConfig(stdout, cfg)
 }
@@ -217,4 +239,19 @@ func level(s string) slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelInfo
+}
+
+// withoutFlag reports whether args hold one of the boolean flags names, and returns args
+// without them.
+func withoutFlag(args []string, names ...string) ([]string, bool) {
+	var rest []string
+	found := false
+	for _, a := range args {
+		if slices.Contains(names, a) {
+			found = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return rest, found
 }

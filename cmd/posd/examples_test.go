@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/posd-dev/posd/terminal/padsim"
+)
+
+// TestExampleScripts: every shipped pinpad-sim script loads with the simulator's own loader
+// and has the events its name promises.
+func TestExampleScripts(t *testing.T) {
+	for name, want := range map[string]func(padsim.Event) bool{
+		"sale.json":    func(e padsim.Event) bool { return e.Swipe != nil },
+		"decline.json": func(e padsim.Event) bool { return e.Swipe != nil },
+		"chip.json":    func(e padsim.Event) bool { return e.Insert != nil },
+		"tap.json":     func(e padsim.Event) bool { return e.Tap != nil },
+		"refund.json":  func(e padsim.Event) bool { return e.Tap != nil },
+	} {
+		s, err := padsim.LoadScript(filepath.Join("../../examples", name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if len(s.Events) == 0 || !want(s.Events[0]) {
+			t.Errorf("%s: first event %v is not the card it should present", name, s.Events)
+		}
+	}
+}
+
+// TestExampleConfig: examples/posd.json passes posd check-config and the checks posd run
+// makes before it opens any device, on the binary `go build ./cmd/...` makes (no pkcs11
+// tag), from another working directory.
+func TestExampleConfig(t *testing.T) {
+	path, err := filepath.Abs("../../examples/posd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check-config", "--config", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("posd check-config %s: exit %d: %s", path, code, stderr.String())
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkRuntime(); err != nil {
+		t.Errorf("posd run would refuse %s: %v", path, err)
+	}
+	if c.HSM.Data == nil || c.HSM.Data.Backend != "soft" {
+		t.Errorf("the example's data key is not the soft one that runs as built: %+v", c.HSM.Data)
+	}
+	if want := filepath.Join(filepath.Dir(path), "state", "posd.db"); c.Store.Path != want {
+		t.Errorf("store.path %s, want %s (relative to the config file)", c.Store.Path, want)
+	}
+}
+
+// TestREADMEExamplesExist: every examples/ file the README names is shipped.
+func TestREADMEExamplesExist(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`examples/[A-Za-z0-9_.-]+\.json`).FindAllString(string(readme), -1)
+	if len(names) < 5 {
+		t.Errorf("the README names %d example files (%v): its newcomer's path should use them", len(names), names)
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join("../..", n)); err != nil {
+			t.Errorf("README names %s: %v", n, err)
+		}
+	}
+}
