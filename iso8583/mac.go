@@ -18,7 +18,8 @@ import (
 )
 
 // MACAlgorithm is how a dialect's MACs are computed. The key's own type must match it: the
-// MACer is asked for "a MAC under key id" and computes the algorithm of that key.
+// MACer is asked for "a MAC under key id" and computes the algorithm of that key. A
+// value, safe for concurrent use.
 type MACAlgorithm string
 
 // MAC algorithms a dialect file may name.
@@ -45,7 +46,8 @@ var (
 
 // MACer computes and checks MACs with keys it holds, named by id. *hsm.Module implements
 // it; the key stays in its backend. VerifyMAC returns nil when mac is the leftmost bytes of
-// the MAC of data.
+// the MAC of data. Implementations must be safe for concurrent use: the client calls
+// them from every sending goroutine.
 type MACer interface {
 	MAC(ctx context.Context, keyID string, data []byte) ([]byte, error)
 	VerifyMAC(ctx context.Context, keyID string, data, mac []byte) error
