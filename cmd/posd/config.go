@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -153,10 +155,63 @@ func (c *Config) fill() error {
 	return nil
 }
 
+// A value that a config file could not give is left out, so that the output loads back:
+// a zero duration and a zero int whose key has a `min` tag (the values of a section that
+// is off). Loaded back, such a key takes its default, as it did.
 func writeConfig(w io.Writer, c *Config) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(c)
+	var buf bytes.Buffer
+	if err := encodeLoadable(&buf, reflect.ValueOf(c).Elem()); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, buf.Bytes(), "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+// encodeLoadable writes v as JSON in field order, leaving out the struct fields that
+// writeConfig describes.
+func encodeLoadable(buf *bytes.Buffer, v reflect.Value) error {
+	if v.Kind() == reflect.Pointer && !v.IsNil() && v.Elem().Kind() == reflect.Struct && !v.Type().Implements(unmarshalerType) {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct || reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
+		b, err := json.Marshal(v.Interface())
+		buf.Write(b)
+		return err
+	}
+	buf.WriteByte('{')
+	first := true
+	for _, f := range reflect.VisibleFields(v.Type()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" || len(f.Index) > 1 {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fv := v.FieldByIndex(f.Index)
+		if fv.IsZero() && (f.Type == durationType || (f.Tag.Get("min") != "" && fv.CanInt())) {
+			continue
+		}
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		k, _ := json.Marshal(name)
+		buf.Write(k)
+		buf.WriteByte(':')
+		if err := encodeLoadable(buf, fv); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	buf.WriteByte('}')
+	return nil
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s", "1m30s").

@@ -75,3 +75,29 @@ func TestREADMEExamplesExist(t *testing.T) {
 		}
 	}
 }
+
+// What check-config prints loads back, and prints the same again: the example config (whose
+// firmware and card reader sections are off, their zero values left out).
+func TestCheckConfigOutputLoadsBack(t *testing.T) {
+	ex, err := LoadConfig(filepath.Join("..", "..", "examples", "posd.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]*Config{"examples/posd.json": ex} {
+		var first bytes.Buffer
+		if err := writeConfig(&first, cfg); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		back, err := ParseConfig(first.Bytes())
+		if err != nil {
+			t.Fatalf("%s: check-config's output does not load back: %v\n%s", name, err, first.String())
+		}
+		var second bytes.Buffer
+		if err := writeConfig(&second, back); err != nil {
+			t.Fatal(err)
+		}
+		if first.String() != second.String() {
+			t.Errorf("%s: printed again, the config differs:\n%s\nthen\n%s", name, first.String(), second.String())
+		}
+	}
+}
