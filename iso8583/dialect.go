@@ -340,26 +340,62 @@ func bad(setting, format string, args ...any) *settingError {
 	return &settingError{setting: setting, err: fmt.Errorf(format, args...)}
 }
 
-var (
-	dialectEncodings = map[string]encoding.Encoder{
-		"ASCII": encoding.ASCII, "BCD": encoding.BCD, "LBCD": encoding.LBCD, "Binary": encoding.Binary,
-		"HexToASCII": encoding.BytesToASCIIHex, "ASCIIToHex": encoding.ASCIIHexToBytes,
+// dialectEncoding returns the canonical name (moov's) and encoder of a field's "enc",
+// matched without regard to case: "ascii", "bcd" and "binary" are ASCII, BCD and Binary,
+// and "ebcdic" is EBCDIC1047 (IBM code page 1047, moov's encoding.EBCDIC1047; moov's
+// older "EBCDIC" table differs from it in a few punctuation characters and is not used).
+func dialectEncoding(name string) (string, encoding.Encoder, bool) {
+	switch strings.ToLower(name) {
+	case "ascii":
+		return "ASCII", encoding.ASCII, true
+	case "bcd":
+		return "BCD", encoding.BCD, true
+	case "lbcd":
+		return "LBCD", encoding.LBCD, true
+	case "binary":
+		return "Binary", encoding.Binary, true
+	case "hextoascii":
+		return "HexToASCII", encoding.BytesToASCIIHex, true
+	case "asciitohex":
+		return "ASCIIToHex", encoding.ASCIIHexToBytes, true
+	case "ebcdic", "ebcdic1047":
+		return "EBCDIC1047", encoding.EBCDIC1047, true
 	}
-	dialectPrefixes = map[string]prefix.Prefixers{
-		"ASCII": prefix.ASCII, "BCD": prefix.BCD, "Binary": prefix.Binary, "Hex": prefix.Hex,
+	return "", nil, false
+}
+
+// dialectPrefix returns the canonical kind, moov prefixers and codec prefix of a length
+// prefix's kind, matched without regard to case ("EBCDIC" and "EBCDIC1047" are the same:
+// digits are 0xF0-0xF9 in every EBCDIC code page).
+func dialectPrefix(kind string) (string, prefix.Prefixers, prefKind, bool) {
+	switch strings.ToLower(kind) {
+	case "ascii":
+		return "ASCII", prefix.ASCII, prefASCII, true
+	case "bcd":
+		return "BCD", prefix.BCD, prefBCD, true
+	case "binary":
+		return "Binary", prefix.Binary, prefBinary, true
+	case "hex":
+		return "Hex", prefix.Hex, prefHex, true
+	case "ebcdic", "ebcdic1047":
+		return "EBCDIC", prefix.EBCDIC1047, prefEBCDIC, true
 	}
-)
+	return "", prefix.Prefixers{}, 0, false
+}
 
 func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingError) {
-	// moov's composite keys get a clear refusal rather than "unknown field".
+	// moov's composite keys: the field is a Composite.
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return nil, bad("", "must be a JSON object")
 	}
 	for _, k := range []string{"subfields", "tag", "bitmap"} {
 		if _, ok := keys[k]; ok {
-			return nil, bad("."+k, "composite fields are not supported: describe the field as String or Binary")
+			return parseComposite(id, raw, iso)
 		}
+	}
+	if t, ok := keys["type"]; ok && string(t) == `"Composite"` {
+		return parseComposite(id, raw, iso)
 	}
 	var ff fieldFile
 	if err := decodeStrict(raw, &ff); err != nil {
@@ -385,26 +421,22 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 	default:
 		return nil, bad(".prefix", "length part %q must be Fixed, L, LL, LLL or LLLL", ls)
 	}
-	prefixers, known := dialectPrefixes[kind]
+	_, prefixers, pk, known := dialectPrefix(kind)
 	switch {
-	case kind == "None" && ls == "Fixed":
+	case strings.EqualFold(kind, "None") && ls == "Fixed":
 		spec.Pref = prefix.None.Fixed
-	case !known && kind == "EBCDIC":
-		return nil, bad(".prefix", "EBCDIC is not supported")
 	case !known:
-		return nil, bad(".prefix", "unknown kind %q (want ASCII, BCD, Binary, Hex or None)", kind)
+		return nil, bad(".prefix", "unknown kind %q (want ASCII, BCD, Binary, Hex, EBCDIC or None)", kind)
 	default:
 		spec.Pref = [...]prefix.Prefixer{prefixers.Fixed, prefixers.L, prefixers.LL, prefixers.LLL, prefixers.LLLL}[c.lenDigits]
-		c.pref = map[string]prefKind{"ASCII": prefASCII, "BCD": prefBCD, "Binary": prefBinary, "Hex": prefHex}[kind]
+		c.pref = pk
 	}
 
-	enc, known := dialectEncodings[ff.Enc]
+	encName, enc, known := dialectEncoding(ff.Enc)
 	if !known {
-		if strings.HasPrefix(ff.Enc, "EBCDIC") {
-			return nil, bad(".enc", "EBCDIC is not supported")
-		}
-		return nil, bad(".enc", "unknown encoding %q (want ASCII, BCD, LBCD, Binary, HexToASCII or ASCIIToHex)", ff.Enc)
+		return nil, bad(".enc", "unknown encoding %q (want ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII or ASCIIToHex)", ff.Enc)
 	}
+	ff.Enc = encName
 	spec.Enc = enc
 
 	if ff.Length <= 0 || ff.Length > 9999 {
@@ -445,8 +477,6 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		}
 	case "Bitmap":
 		return nil, bad(".type", "only field 1 is a Bitmap")
-	case "Composite":
-		return nil, bad(".type", "composite fields are not supported: describe the field as String or Binary")
 	default:
 		return nil, bad(".type", "unknown type %q (want String, Numeric, Binary, Hex, Track1, Track2 or Track3)", ff.Type)
 	}
@@ -474,6 +504,8 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		return nil, bad(".enc", "a binary field is Binary, ASCIIToHex or HexToASCII")
 	case ff.Enc == "ASCII":
 		c.enc = encASCII
+	case ff.Enc == "EBCDIC1047":
+		c.enc = encEBCDIC
 	case ff.Enc == "BCD" || ff.Enc == "LBCD":
 		if cls != classN && cls != classZ {
 			return nil, bad(".enc", "BCD carries classes n and z only, not %s", cls)
@@ -483,7 +515,7 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 			c.enc = encLBCD
 		}
 	default:
-		return nil, bad(".enc", "a text field (class %s) is ASCII, BCD or LBCD", cls)
+		return nil, bad(".enc", "a text field (class %s) is ASCII, EBCDIC, BCD or LBCD", cls)
 	}
 	switch ff.PrefixUnit {
 	case "", "bytes":
@@ -503,7 +535,7 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		if c.lenDigits != 0 || cls == classB {
 			return nil, bad(".padding", "padding applies to fixed-length text fields only")
 		}
-		if len(p.Pad) != 1 || badChar(cls, p.Pad) >= 0 || c.enc != encASCII && !isDigit(p.Pad[0]) {
+		if len(p.Pad) != 1 || badChar(cls, p.Pad) >= 0 || c.enc != encASCII && c.enc != encEBCDIC && !isDigit(p.Pad[0]) {
 			return nil, bad(".padding.pad", "must be one character of class %s", cls)
 		}
 		switch p.Type {
