@@ -34,6 +34,9 @@ import (
 type Dialect struct {
 	// Name names the dialect in logs and errors: the file's "name", or its base name.
 	Name string
+	// Description is the file's "description": what network or document the dialect is
+	// modelled on. Empty: none given.
+	Description string
 	// Spec is the message spec. It must not be changed.
 	Spec *MessageSpec
 	// Framer frames messages on the stream, terminal side. A host answering in this
@@ -152,7 +155,8 @@ func LoadDialect(path string) (*Dialect, error) {
 
 // ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
 // specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
-// keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig]),
+// keys are errors. On top of moov's format it takes a "description" (text: what the dialect
+// is modelled on), a "framing" object ([FramingConfig]),
 // a "messages" object (below), an "entry_modes" object ([EntryModes]: field 22 of taps,
 // e.g. {"contactless_emv": "072", "contactless_magstripe": "912"}, each exactly 3 digits
 // and optional; unknown keys are errors) and, in each field, an optional "class" (n, an, ans, z, x+n,
@@ -234,11 +238,12 @@ func LoadDialect(path string) (*Dialect, error) {
 // way ([Dialect.CheckRequest]) and answers 30 (format error).
 func ParseDialect(data []byte) (*Dialect, error) {
 	var file struct {
-		Name     string                     `json:"name"`
-		Framing  *FramingConfig             `json:"framing"`
-		Entry    json.RawMessage            `json:"entry_modes"`
-		Messages map[string]json.RawMessage `json:"messages"`
-		Fields   map[string]json.RawMessage `json:"fields"`
+		Name        string                     `json:"name"`
+		Description string                     `json:"description"`
+		Framing     *FramingConfig             `json:"framing"`
+		Entry       json.RawMessage            `json:"entry_modes"`
+		Messages    map[string]json.RawMessage `json:"messages"`
+		Fields      map[string]json.RawMessage `json:"fields"`
 	}
 	if err := decodeStrict(data, &file); err != nil {
 		return nil, &DialectError{Err: err}
@@ -246,7 +251,7 @@ func ParseDialect(data []byte) (*Dialect, error) {
 	if len(file.Fields) == 0 {
 		return nil, &DialectError{Setting: "fields", Err: errors.New("no fields defined")}
 	}
-	d := &Dialect{Name: file.Name}
+	d := &Dialect{Name: file.Name, Description: file.Description}
 	if file.Framing != nil {
 		fr, err := file.Framing.Framer()
 		if err != nil {

@@ -11,8 +11,11 @@ var shipped embed.FS
 // ShippedDialects returns the dialect files shipped with posd, the repository's
 // iso8583/dialects folder, as a read-only file system holding that folder:
 // dialects/aes-pin.json (the default dialect with a 16-byte field 52 for AES DUKPT PIN
-// blocks) and dialects/pos-conditions.json (the default dialect with fixed fields 24, 25
-// and 43, an example of a "messages" object). They are built into the binary so that a
+// blocks), dialects/pos-conditions.json (the default dialect with fixed fields 24, 25
+// and 43, an example of a "messages" object), dialects/bcd-tpdu.json (binary bitmap, BCD
+// numerics and lengths, a 5-byte TPDU, field 55 as BER-TLV: jPOS's ISO87BPackager over
+// NACChannel) and dialects/ebcdic.json (EBCDIC MTI, fields and lengths, binary bitmap);
+// each file's "description" says what it is modelled on. They are built into the binary so that a
 // program can write one out or parse it with [ParseDialect] without the source tree. Safe
 // for concurrent use.
 func ShippedDialects() fs.FS { return shipped }
