@@ -93,6 +93,19 @@ func TestGoldenDialectPairs(t *testing.T) {
 			respHas: []string{"000000" + "000000001234" + "0314150926" + "000042", hex.EncodeToString([]byte("00TERM0001"))},
 		},
 		{
+			dialect: "binary",
+			// MTI in ASCII, binary bitmap
+			reqStart:  hex.EncodeToString([]byte("0200")) + "3238040020c09204",
+			respStart: hex.EncodeToString([]byte("0210")) + "323800000ec08000",
+			reqHas: []string{
+				hex.EncodeToString([]byte("000000" + "000000001234" + "0314150926" + "000042" + "160926" + "0314" + "051")),
+				hex.EncodeToString([]byte("34" + "4761739001010010=30121010000000000")),
+				hex.EncodeToString([]byte("TERM0001MERCHANT0000001978")) + "950a4b38e1a9b36f", // 52: 8 raw bytes
+				hex.EncodeToString([]byte("272" + "9F26088E2B54B1C6A7D3F0")),                  // 55: LLL counts hex characters (136 bytes)
+			},
+			respHas: []string{hex.EncodeToString([]byte("00TERM0001"))},
+		},
+		{
 			dialect: "ebcdic",
 			// MTI 0200 in EBCDIC, binary bitmap
 			reqStart:  "f0f2f0f0" + "3238040020c09204",

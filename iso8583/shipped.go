@@ -14,7 +14,9 @@ var shipped embed.FS
 // blocks), dialects/pos-conditions.json (the default dialect with fixed fields 24, 25
 // and 43, an example of a "messages" object), dialects/bcd-tpdu.json (binary bitmap, BCD
 // numerics and lengths, a 5-byte TPDU, field 55 as BER-TLV: jPOS's ISO87BPackager over
-// NACChannel) and dialects/ebcdic.json (EBCDIC MTI, fields and lengths, binary bitmap);
+// NACChannel), dialects/ebcdic.json (EBCDIC MTI, fields and lengths, binary bitmap) and
+// dialects/binary.json (ASCII text and numerics, binary bitmap, raw b fields: the layout
+// Wireshark's ISO 8583 dissector reads with "Bin data not encoded");
 // each file's "description" says what it is modelled on. They are built into the binary so that a
 // program can write one out or parse it with [ParseDialect] without the source tree. Safe
 // for concurrent use.

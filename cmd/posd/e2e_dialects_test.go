@@ -48,7 +48,7 @@ func requestsSent(t *testing.T, wire []byte, d *iso8583.Dialect) (mtis []string,
 // frame posd sent reads strictly in the dialect (TPDU included), and the acquirer's
 // ledger shows the two approvals, the chip sale reversed.
 func TestEndToEndDialects(t *testing.T) {
-	for _, name := range []string{"bcd-tpdu", "ebcdic"} {
+	for _, name := range []string{"bcd-tpdu", "ebcdic", "binary"} {
 		t.Run(name, func(t *testing.T) {
 			c := &captured{}
 			dir := t.TempDir()
