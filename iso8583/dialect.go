@@ -177,14 +177,17 @@ func LoadDialect(path string) (*Dialect, error) {
 //
 // What each field takes:
 //
-//   - type: String, Numeric, Binary, Hex, Track1, Track2, Track3; Bitmap for field 1 only.
-//     Composite fields are not supported: describe such a field as String or Binary.
-//   - enc: ASCII; BCD or LBCD (n and z only; '=' is nibble D); Binary or ASCIIToHex (b:
-//     raw bytes); HexToASCII (b: two hexadecimal characters per byte). EBCDIC is not
-//     supported.
-//   - prefix: ASCII, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL (None.Fixed
-//     too). A prefix counts characters of text, digits of BCD, and bytes of b fields
-//     (moov's reading; the default dialect's field 55 counts hex characters instead).
+//   - type: String, Numeric, Binary, Hex, Track1, Track2, Track3; Bitmap for field 1 only;
+//     Composite (below).
+//   - enc: ASCII; EBCDIC or EBCDIC1047 (text classes: IBM code page 1047, moov's
+//     encoding.EBCDIC1047); BCD or LBCD (n and z only; '=' is nibble D); Binary or
+//     ASCIIToHex (b: raw bytes); HexToASCII (b: two hexadecimal characters per byte).
+//     Encoding and prefix names are matched without regard to case ("ascii", "ebcdic",
+//     "bcd", "binary").
+//   - prefix: ASCII, EBCDIC, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL
+//     (None.Fixed too). A prefix counts characters of text, digits of BCD, and bytes of b
+//     fields (moov's reading; the default dialect's field 55 counts hex characters
+//     instead).
 //   - prefix_unit: for a b field of enc HexToASCII with a length prefix, "characters" makes
 //     the prefix and length count hexadecimal characters, as the default dialect's field 55
 //     does; default "bytes".
@@ -197,7 +200,19 @@ func LoadDialect(path string) (*Dialect, error) {
 //     8583:1987 (ans when ISO says b).
 //   - description: the field's name in [Describe]; default: the ISO 8583:1987 name.
 //
-// Field 0 (MTI, n 4, fixed, ASCII or BCD) and field 1 (a Bitmap of length 8 bytes,
+// A Composite field (moov's field.Composite; fields 2 to 128) takes type, length and prefix
+// (both counting bytes), description, a "tag" and "subfields". Its tag is moov's: "sort"
+// (StringsByInt or StringsByHex) alone for subfields by position; "enc" (ASCII, EBCDIC,
+// BCD, HexToASCII or ASCIIToHex), "length" and an optional "padding" for subfields after
+// a fixed-length tag; or "enc": "BerTLVTag" (sort StringsByHex) for EMV BER-TLV, whose
+// subfields are Binary with prefix "BerTLV", and where "skipUnknownTLVTags" needs
+// "storeUnknownTLVTags" so that unknown tags are kept, never dropped. Subfields are fields
+// as above (keyed by position or tag), one level deep. A composite's value, as [Convert]
+// and GetBytes see it, is its subfields packed without the field's own prefix, so a
+// BER-TLV field 55 converts from and to the default dialect's binary field 55 (moov packs
+// the tags in hexadecimal order).
+//
+// Field 0 (MTI, n 4, fixed, ASCII, EBCDIC or BCD) and field 1 (a Bitmap of length 8 bytes,
 // encoded Binary or HexToASCII) are required; other fields are optional, and a message
 // with a field the dialect does not define cannot be packed in it. A bitmap of length 16
 // (moov's Spec87ASCII, which writes a 32-character primary bitmap) is refused.
