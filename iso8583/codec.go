@@ -289,6 +289,9 @@ func unpackField(msg *Message, id int, b []byte) (int, error) {
 			}
 		}
 	}
+	if isComposite(sf) {
+		return unpackComposite(msg, id, sf, b)
+	}
 	// BinaryField creates the field in the message (its value is replaced just below);
 	// GetField then returns that live instance.
 	if err := msg.BinaryField(id, nil); err != nil {
@@ -371,14 +374,14 @@ func convert(msg *Message, spec *MessageSpec) (*Message, error) {
 		}
 		_, srcBin := f.(*field.Binary)
 		_, dstBin := target.(*field.Binary)
-		if srcBin != dstBin {
+		if srcBin != dstBin && !isComposite(f) && !isComposite(target) {
 			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: the field is binary in one dialect and text in the other", ErrUnsupportedField)}
 		}
 		v, err := f.Bytes()
 		if err != nil {
 			return nil, &FieldError{Field: id, Op: "convert", Err: err}
 		}
-		if srcBin {
+		if srcBin || isComposite(f) {
 			v = bytes.Clone(v)
 		}
 		if err := out.BinaryField(id, v); err != nil {

@@ -34,6 +34,9 @@ import (
 type Dialect struct {
 	// Name names the dialect in logs and errors: the file's "name", or its base name.
 	Name string
+	// Description is the file's "description": what network or document the dialect is
+	// modelled on. Empty: none given.
+	Description string
 	// Spec is the message spec. It must not be changed.
 	Spec *MessageSpec
 	// Framer frames messages on the stream, terminal side. A host answering in this
@@ -160,7 +163,8 @@ func LoadDialect(path string) (*Dialect, error) {
 
 // ParseDialect reads a dialect in moov-io/iso8583's JSON spec format (the format of
 // specs.ImportJSON and moov's examples/specs/spec87ascii.json), decoded strictly: unknown
-// keys are errors. On top of moov's format it takes a "framing" object ([FramingConfig]),
+// keys are errors. On top of moov's format it takes a "description" (text: what the dialect
+// is modelled on), a "framing" object ([FramingConfig]),
 // a "messages" object (below), an "entry_modes" object ([EntryModes]: field 22 of taps,
 // e.g. {"contactless_emv": "072", "contactless_magstripe": "912"}, each exactly 3 digits
 // and optional; unknown keys are errors) and, in each field, an optional "class" (n, an, ans, z, x+n,
@@ -181,14 +185,17 @@ func LoadDialect(path string) (*Dialect, error) {
 //
 // What each field takes:
 //
-//   - type: String, Numeric, Binary, Hex, Track1, Track2, Track3; Bitmap for field 1 only.
-//     Composite fields are not supported: describe such a field as String or Binary.
-//   - enc: ASCII; BCD or LBCD (n and z only; '=' is nibble D); Binary or ASCIIToHex (b:
-//     raw bytes); HexToASCII (b: two hexadecimal characters per byte). EBCDIC is not
-//     supported.
-//   - prefix: ASCII, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL (None.Fixed
-//     too). A prefix counts characters of text, digits of BCD, and bytes of b fields
-//     (moov's reading; the default dialect's field 55 counts hex characters instead).
+//   - type: String, Numeric, Binary, Hex, Track1, Track2, Track3; Bitmap for field 1 only;
+//     Composite (below).
+//   - enc: ASCII; EBCDIC or EBCDIC1047 (text classes: IBM code page 1047, moov's
+//     encoding.EBCDIC1047); BCD or LBCD (n and z only; '=' is nibble D); Binary or
+//     ASCIIToHex (b: raw bytes); HexToASCII (b: two hexadecimal characters per byte).
+//     Encoding and prefix names are matched without regard to case ("ascii", "ebcdic",
+//     "bcd", "binary").
+//   - prefix: ASCII, EBCDIC, BCD, Binary or Hex, then .Fixed, .L, .LL, .LLL or .LLLL
+//     (None.Fixed too). A prefix counts characters of text, digits of BCD, and bytes of b
+//     fields (moov's reading; the default dialect's field 55 counts hex characters
+//     instead).
 //   - prefix_unit: for a b field of enc HexToASCII with a length prefix, "characters" makes
 //     the prefix and length count hexadecimal characters, as the default dialect's field 55
 //     does; default "bytes".
@@ -201,7 +208,19 @@ func LoadDialect(path string) (*Dialect, error) {
 //     8583:1987 (ans when ISO says b).
 //   - description: the field's name in [Describe]; default: the ISO 8583:1987 name.
 //
-// Field 0 (MTI, n 4, fixed, ASCII or BCD) and field 1 (a Bitmap of length 8 bytes,
+// A Composite field (moov's field.Composite; fields 2 to 128) takes type, length and prefix
+// (both counting bytes), description, a "tag" and "subfields". Its tag is moov's: "sort"
+// (StringsByInt or StringsByHex) alone for subfields by position; "enc" (ASCII, EBCDIC,
+// BCD, HexToASCII or ASCIIToHex), "length" and an optional "padding" for subfields after
+// a fixed-length tag; or "enc": "BerTLVTag" (sort StringsByHex) for EMV BER-TLV, whose
+// subfields are Binary with prefix "BerTLV", and where "skipUnknownTLVTags" needs
+// "storeUnknownTLVTags" so that unknown tags are kept, never dropped. Subfields are fields
+// as above (keyed by position or tag), one level deep. A composite's value, as [Convert]
+// and GetBytes see it, is its subfields packed without the field's own prefix, so a
+// BER-TLV field 55 converts from and to the default dialect's binary field 55 (moov packs
+// the tags in hexadecimal order).
+//
+// Field 0 (MTI, n 4, fixed, ASCII, EBCDIC or BCD) and field 1 (a Bitmap of length 8 bytes,
 // encoded Binary or HexToASCII) are required; other fields are optional, and a message
 // with a field the dialect does not define cannot be packed in it. A bitmap of length 16
 // (moov's Spec87ASCII, which writes a 32-character primary bitmap) is refused.
@@ -259,13 +278,14 @@ func LoadDialect(path string) (*Dialect, error) {
 // way ([Dialect.CheckRequest]) and answers 30 (format error).
 func ParseDialect(data []byte) (*Dialect, error) {
 	var file struct {
-		Name     string                     `json:"name"`
-		Framing  *FramingConfig             `json:"framing"`
-		Entry    json.RawMessage            `json:"entry_modes"`
-		MAC      json.RawMessage            `json:"mac"`
-		Messages map[string]json.RawMessage `json:"messages"`
-		Fields   map[string]json.RawMessage `json:"fields"`
-		Reversal string                     `json:"reversal_to"`
+		Name        string                     `json:"name"`
+		Description string                     `json:"description"`
+		Framing     *FramingConfig             `json:"framing"`
+		Entry       json.RawMessage            `json:"entry_modes"`
+		MAC         json.RawMessage            `json:"mac"`
+		Messages    map[string]json.RawMessage `json:"messages"`
+		Fields      map[string]json.RawMessage `json:"fields"`
+		Reversal    string                     `json:"reversal_to"`
 	}
 	if err := decodeStrict(data, &file); err != nil {
 		return nil, &DialectError{Err: err}
@@ -280,7 +300,7 @@ func ParseDialect(data []byte) (*Dialect, error) {
 	if len(file.Fields) == 0 {
 		return nil, &DialectError{Setting: "fields", Err: errors.New("no fields defined")}
 	}
-	d := &Dialect{Name: file.Name, ReversalTo: file.Reversal}
+	d := &Dialect{Name: file.Name, Description: file.Description, ReversalTo: file.Reversal}
 	if file.Framing != nil {
 		fr, err := file.Framing.Framer()
 		if err != nil {
@@ -379,26 +399,62 @@ func bad(setting, format string, args ...any) *settingError {
 	return &settingError{setting: setting, err: fmt.Errorf(format, args...)}
 }
 
-var (
-	dialectEncodings = map[string]encoding.Encoder{
-		"ASCII": encoding.ASCII, "BCD": encoding.BCD, "LBCD": encoding.LBCD, "Binary": encoding.Binary,
-		"HexToASCII": encoding.BytesToASCIIHex, "ASCIIToHex": encoding.ASCIIHexToBytes,
+// dialectEncoding returns the canonical name (moov's) and encoder of a field's "enc",
+// matched without regard to case: "ascii", "bcd" and "binary" are ASCII, BCD and Binary,
+// and "ebcdic" is EBCDIC1047 (IBM code page 1047, moov's encoding.EBCDIC1047; moov's
+// older "EBCDIC" table differs from it in a few punctuation characters and is not used).
+func dialectEncoding(name string) (string, encoding.Encoder, bool) {
+	switch strings.ToLower(name) {
+	case "ascii":
+		return "ASCII", encoding.ASCII, true
+	case "bcd":
+		return "BCD", encoding.BCD, true
+	case "lbcd":
+		return "LBCD", encoding.LBCD, true
+	case "binary":
+		return "Binary", encoding.Binary, true
+	case "hextoascii":
+		return "HexToASCII", encoding.BytesToASCIIHex, true
+	case "asciitohex":
+		return "ASCIIToHex", encoding.ASCIIHexToBytes, true
+	case "ebcdic", "ebcdic1047":
+		return "EBCDIC1047", encoding.EBCDIC1047, true
 	}
-	dialectPrefixes = map[string]prefix.Prefixers{
-		"ASCII": prefix.ASCII, "BCD": prefix.BCD, "Binary": prefix.Binary, "Hex": prefix.Hex,
+	return "", nil, false
+}
+
+// dialectPrefix returns the canonical kind, moov prefixers and codec prefix of a length
+// prefix's kind, matched without regard to case ("EBCDIC" and "EBCDIC1047" are the same:
+// digits are 0xF0-0xF9 in every EBCDIC code page).
+func dialectPrefix(kind string) (string, prefix.Prefixers, prefKind, bool) {
+	switch strings.ToLower(kind) {
+	case "ascii":
+		return "ASCII", prefix.ASCII, prefASCII, true
+	case "bcd":
+		return "BCD", prefix.BCD, prefBCD, true
+	case "binary":
+		return "Binary", prefix.Binary, prefBinary, true
+	case "hex":
+		return "Hex", prefix.Hex, prefHex, true
+	case "ebcdic", "ebcdic1047":
+		return "EBCDIC", prefix.EBCDIC1047, prefEBCDIC, true
 	}
-)
+	return "", prefix.Prefixers{}, 0, false
+}
 
 func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingError) {
-	// moov's composite keys get a clear refusal rather than "unknown field".
+	// moov's composite keys: the field is a Composite.
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return nil, bad("", "must be a JSON object")
 	}
 	for _, k := range []string{"subfields", "tag", "bitmap"} {
 		if _, ok := keys[k]; ok {
-			return nil, bad("."+k, "composite fields are not supported: describe the field as String or Binary")
+			return parseComposite(id, raw, iso)
 		}
+	}
+	if t, ok := keys["type"]; ok && string(t) == `"Composite"` {
+		return parseComposite(id, raw, iso)
 	}
 	var ff fieldFile
 	if err := decodeStrict(raw, &ff); err != nil {
@@ -424,26 +480,22 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 	default:
 		return nil, bad(".prefix", "length part %q must be Fixed, L, LL, LLL or LLLL", ls)
 	}
-	prefixers, known := dialectPrefixes[kind]
+	_, prefixers, pk, known := dialectPrefix(kind)
 	switch {
-	case kind == "None" && ls == "Fixed":
+	case strings.EqualFold(kind, "None") && ls == "Fixed":
 		spec.Pref = prefix.None.Fixed
-	case !known && kind == "EBCDIC":
-		return nil, bad(".prefix", "EBCDIC is not supported")
 	case !known:
-		return nil, bad(".prefix", "unknown kind %q (want ASCII, BCD, Binary, Hex or None)", kind)
+		return nil, bad(".prefix", "unknown kind %q (want ASCII, BCD, Binary, Hex, EBCDIC or None)", kind)
 	default:
 		spec.Pref = [...]prefix.Prefixer{prefixers.Fixed, prefixers.L, prefixers.LL, prefixers.LLL, prefixers.LLLL}[c.lenDigits]
-		c.pref = map[string]prefKind{"ASCII": prefASCII, "BCD": prefBCD, "Binary": prefBinary, "Hex": prefHex}[kind]
+		c.pref = pk
 	}
 
-	enc, known := dialectEncodings[ff.Enc]
+	encName, enc, known := dialectEncoding(ff.Enc)
 	if !known {
-		if strings.HasPrefix(ff.Enc, "EBCDIC") {
-			return nil, bad(".enc", "EBCDIC is not supported")
-		}
-		return nil, bad(".enc", "unknown encoding %q (want ASCII, BCD, LBCD, Binary, HexToASCII or ASCIIToHex)", ff.Enc)
+		return nil, bad(".enc", "unknown encoding %q (want ASCII, EBCDIC, BCD, LBCD, Binary, HexToASCII or ASCIIToHex)", ff.Enc)
 	}
+	ff.Enc = encName
 	spec.Enc = enc
 
 	if ff.Length <= 0 || ff.Length > 9999 {
@@ -484,8 +536,6 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		}
 	case "Bitmap":
 		return nil, bad(".type", "only field 1 is a Bitmap")
-	case "Composite":
-		return nil, bad(".type", "composite fields are not supported: describe the field as String or Binary")
 	default:
 		return nil, bad(".type", "unknown type %q (want String, Numeric, Binary, Hex, Track1, Track2 or Track3)", ff.Type)
 	}
@@ -513,6 +563,8 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		return nil, bad(".enc", "a binary field is Binary, ASCIIToHex or HexToASCII")
 	case ff.Enc == "ASCII":
 		c.enc = encASCII
+	case ff.Enc == "EBCDIC1047":
+		c.enc = encEBCDIC
 	case ff.Enc == "BCD" || ff.Enc == "LBCD":
 		if cls != classN && cls != classZ {
 			return nil, bad(".enc", "BCD carries classes n and z only, not %s", cls)
@@ -522,7 +574,7 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 			c.enc = encLBCD
 		}
 	default:
-		return nil, bad(".enc", "a text field (class %s) is ASCII, BCD or LBCD", cls)
+		return nil, bad(".enc", "a text field (class %s) is ASCII, EBCDIC, BCD or LBCD", cls)
 	}
 	switch ff.PrefixUnit {
 	case "", "bytes":
@@ -542,7 +594,7 @@ func parseField(id int, raw json.RawMessage, iso def) (field.Field, *settingErro
 		if c.lenDigits != 0 || cls == classB {
 			return nil, bad(".padding", "padding applies to fixed-length text fields only")
 		}
-		if len(p.Pad) != 1 || badChar(cls, p.Pad) >= 0 || c.enc != encASCII && !isDigit(p.Pad[0]) {
+		if len(p.Pad) != 1 || badChar(cls, p.Pad) >= 0 || c.enc != encASCII && c.enc != encEBCDIC && !isDigit(p.Pad[0]) {
 			return nil, bad(".padding.pad", "must be one character of class %s", cls)
 		}
 		switch p.Type {

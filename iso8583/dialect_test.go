@@ -209,9 +209,9 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 		{"unknown encoding", edit(`"enc": "BCD",
 			"prefix": "BCD.LL"`, `"enc": "Zebra",
 			"prefix": "BCD.LL"`), "fields.2.enc"},
-		{"EBCDIC", edit(`"enc": "BCD",
-			"prefix": "BCD.LL"`, `"enc": "EBCDIC",
-			"prefix": "BCD.LL"`), "fields.2.enc"},
+		{"EBCDIC for a b field", edit(`"enc": "Binary",
+			"prefix": "BCD.LLL"`, `"enc": "EBCDIC",
+			"prefix": "BCD.LLL"`), "fields.55.enc"},
 		{"unknown prefix", edit(`"prefix": "BCD.LL"`, `"prefix": "BCD.LLLLL"`), "fields.2.prefix"},
 		{"prefix without kind", edit(`"prefix": "BCD.LL"`, `"prefix": "LL"`), "fields.2.prefix"},
 		{"unknown type", edit(f2, `"2": {
@@ -230,7 +230,7 @@ func TestLoadDialectErrorsNameTheSetting(t *testing.T) {
 		{"composite", edit(f2, `"2": {
 			"subfields": {},
 			"type": "Numeric",
-			"length": 19,`), "fields.2.subfields"},
+			"length": 19,`), "fields.2.type"},
 		{"bitmap of 16 bytes", edit(`"type": "Bitmap",
 			"length": 8,`, `"type": "Bitmap",
 			"length": 16,`), "fields.1.length"},

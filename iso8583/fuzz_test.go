@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/posd-dev/posd/iso8583"
@@ -76,6 +77,15 @@ func FuzzParseDialect(f *testing.F) {
 	if aes, err := os.ReadFile(aesPINDialectFile); err == nil {
 		f.Add(aes)
 	}
+	for _, name := range []string{"bcd-tpdu", "ebcdic"} { // EBCDIC, composites
+		if b, err := os.ReadFile(filepath.Join("dialects", name+".json")); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{"fields": {"0": {"type": "String", "length": 4, "enc": "ebcdic", "prefix": "EBCDIC.Fixed"},
+		"1": {"type": "Bitmap", "length": 8, "enc": "binary", "prefix": "Binary.Fixed"},
+		"48": {"type": "Composite", "length": 99, "prefix": "ASCII.LL", "tag": {"enc": "ASCII", "length": 2, "sort": "StringsByInt", "padding": {"type": "Left", "pad": "0"}},
+			"subfields": {"1": {"type": "String", "length": 9, "enc": "ASCII", "prefix": "ASCII.LL"}}}}}`))
 	f.Add([]byte(`{"fields": {"0": {"type": "String", "length": 4, "enc": "ASCII", "prefix": "ASCII.Fixed"},
 		"1": {"type": "Bitmap", "length": 8, "enc": "HexToASCII", "prefix": "Hex.Fixed"},
 		"55": {"type": "Binary", "length": 999, "enc": "HexToASCII", "prefix": "ASCII.LLL", "prefix_unit": "characters"}}}`))
@@ -127,6 +137,55 @@ func FuzzParseDialect(f *testing.F) {
 			if err := d.CheckRequest(back); err != nil {
 				t.Fatalf("%s read back breaks the rules it was made to: %v", mti, err)
 			}
+		}
+	})
+}
+
+// FuzzUnpackShippedDialect: the first byte picks one of the shipped dialects of networks'
+// layouts (bcd-tpdu, ebcdic, binary: EBCDIC, BCD and composite BER-TLV fields), the rest
+// is a message. Unpack never panics; what it accepts packs, and packs the same once
+// repacked.
+func FuzzUnpackShippedDialect(f *testing.F) {
+	names := []string{"bcd-tpdu", "ebcdic", "binary"}
+	var ds []*iso8583.Dialect
+	for i, name := range names {
+		d := shippedDialect(f, name)
+		ds = append(ds, d)
+		for _, m := range []*iso8583.Message{build(f)(typicalSale(f).Message()), build(f)(testReversal(f).Message())} {
+			c, err := iso8583.Convert(m, d.Spec)
+			if err != nil {
+				f.Fatal(err)
+			}
+			b, err := iso8583.Pack(c)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(append([]byte{byte(i)}, b...))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		d := ds[int(data[0])%len(ds)]
+		m, err := iso8583.Unpack(d.Spec, data[1:])
+		if err != nil {
+			return
+		}
+		iso8583.Summary(m)
+		if js, err := iso8583.MarshalJSON(m); err != nil || !json.Valid(js) {
+			t.Fatalf("MarshalJSON: %v\n%s", err, js)
+		}
+		b1, err := iso8583.Pack(m)
+		if err != nil {
+			t.Fatalf("unpacked but does not pack: %v", err)
+		}
+		m2, err := iso8583.Unpack(d.Spec, b1)
+		if err != nil {
+			t.Fatalf("repacked message does not unpack: %v", err)
+		}
+		if b2, err := iso8583.Pack(m2); err != nil || !bytes.Equal(b1, b2) {
+			t.Fatalf("pack is not stable: %v", err)
 		}
 	})
 }

@@ -102,11 +102,12 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 type wireEnc uint8
 
 const (
-	encASCII wireEnc = iota // text classes: the characters as they are
-	encBCD                  // n and z: two digits per byte ('=' as nibble D); an odd count gets a leading pad nibble
-	encLBCD                 // like encBCD, with the pad nibble trailing
-	encRaw                  // b: the bytes as they are
-	encHex                  // b: each byte as two upper-case hexadecimal characters
+	encASCII  wireEnc = iota // text classes: the characters as they are
+	encBCD                   // n and z: two digits per byte ('=' as nibble D); an odd count gets a leading pad nibble
+	encLBCD                  // like encBCD, with the pad nibble trailing
+	encRaw                   // b: the bytes as they are
+	encHex                   // b: each byte as two upper-case hexadecimal characters
+	encEBCDIC                // text classes: each character in IBM code page 1047 (moov's encoding.EBCDIC1047)
 )
 
 // prefKind is how a variable-length field's length prefix is written.
@@ -117,6 +118,7 @@ const (
 	prefBCD                    // lenDigits decimal digits packed two per byte (odd: a leading 0 nibble)
 	prefBinary                 // a lenDigits-byte big-endian binary number
 	prefHex                    // 2×lenDigits hexadecimal characters (moov-io's Hex prefixes)
+	prefEBCDIC                 // lenDigits decimal digits as EBCDIC characters (0xF0-0xF9)
 )
 
 // codec packs and unpacks one field. It is the field.Packer and field.Unpacker of every
@@ -224,6 +226,14 @@ func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byt
 		}
 	case encBCD, encLBCD:
 		dst = appendBCD(dst, value, c.enc == encLBCD)
+	case encEBCDIC:
+		// The class check above let through printable ASCII only, which code page 1047
+		// maps one byte to one byte.
+		e, err := encoding.EBCDIC1047.Encode([]byte(value))
+		if err != nil || len(e) != len(value) {
+			return nil, fmt.Errorf("%w: value has a character that EBCDIC 1047 cannot carry", ErrInvalidCharacter)
+		}
+		dst = append(dst, e...)
 	default:
 		dst = append(dst, value...)
 	}
@@ -259,6 +269,13 @@ func (c codec) appendPrefix(b []byte, n int) []byte {
 		var digits [8]byte
 		d := appendLength(digits[:0], c.lenDigits, n)
 		return appendBCD(b, d, false)
+	case prefEBCDIC:
+		start := len(b)
+		b = appendLength(b, c.lenDigits, n)
+		for i := start; i < len(b); i++ {
+			b[i] = 0xF0 | (b[i] - '0') // EBCDIC digits
+		}
+		return b
 	}
 	return appendLength(b, c.lenDigits, n)
 }
@@ -340,6 +357,13 @@ func (c codec) Unpack(data []byte, spec *field.Spec) ([]byte, int, error) {
 			return nil, 0, err
 		}
 		return out, read, nil
+	case encEBCDIC:
+		dec, _, err := encoding.EBCDIC1047.Decode(raw, len(raw))
+		if err != nil || len(dec) != len(raw) {
+			// A byte that is not a printable ASCII character decodes to more than one byte.
+			return nil, 0, fmt.Errorf("%w: a byte is outside class %s in EBCDIC 1047", ErrInvalidCharacter, c.class)
+		}
+		raw = dec
 	}
 	if i := c.class.badChar(raw); i >= 0 {
 		return nil, 0, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
@@ -377,6 +401,13 @@ func (c codec) readPrefix(data []byte) (int, error) {
 				return 0, fmt.Errorf("%w: length prefix is not %d BCD digits", ErrInvalidLength, c.lenDigits)
 			}
 			n = n*100 + int(hi)*10 + int(lo)
+		}
+	case prefEBCDIC:
+		for _, b := range p {
+			if b < 0xF0 || b > 0xF9 {
+				return 0, fmt.Errorf("%w: length prefix is not %d EBCDIC digits", ErrInvalidLength, c.lenDigits)
+			}
+			n = n*10 + int(b-0xF0)
 		}
 	default:
 		for _, b := range p {
