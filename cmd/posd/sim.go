@@ -100,6 +100,9 @@ func cmdSim(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("sim: %w", err)
 		}
+		if err := os.MkdirAll(abs, 0o700); err != nil { // --dir is the sim's own: made if new
+			return fmt.Errorf("sim: --dir: %w", err)
+		}
 		cfg = simConfig(abs)
 	}
 

@@ -18,7 +18,7 @@ func TestSim(t *testing.T) {
 	bin := binaries(t)
 	for _, args := range [][]string{
 		{"sim", "--dir", t.TempDir(), "--script", "../../examples/sale.json"},
-		{"demo", "--serve", "--dir", t.TempDir()},
+		{"demo", "--serve", "--dir", filepath.Join(t.TempDir(), "new", "state")}, // --dir made if new
 	} {
 		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
 			var c captured
