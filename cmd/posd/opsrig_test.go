@@ -38,9 +38,10 @@ type opsRig struct {
 	client *http.Client
 	logs   *syncBuffer
 
-	hostStop func()      // stops the acquirer simulator and closes its listener
-	drop     atomic.Bool // the simulator swallows requests
-	padStop  func()      // the pad goes away (its end of the line closes)
+	hostStop func()       // stops the acquirer simulator and closes its listener
+	drop     atomic.Bool  // the simulator swallows requests
+	delay    atomic.Int64 // the simulator answers after this many nanoseconds
+	padStop  func()       // the pad goes away (its end of the line closes)
 	n        atomic.Int64
 }
 
@@ -75,7 +76,8 @@ func newOpsRig(t *testing.T, logFormat string, events []padsim.Event, extra stri
 	r.padStop = func() { padOnce.Do(func() { pcancel(); <-pdone; port.Close() }) }
 	t.Cleanup(r.padStop)
 
-	host, err := hostsim.NewServer(hostsim.Options{BDK: bdk, Drop: func(*iso8583.Message) bool { return r.drop.Load() }})
+	host, err := hostsim.NewServer(hostsim.Options{BDK: bdk, Drop: func(*iso8583.Message) bool { return r.drop.Load() },
+		Delay: func(*iso8583.Message) time.Duration { return time.Duration(r.delay.Load()) }})
 	if err != nil {
 		t.Fatal(err)
 	}
