@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/posd-dev/posd/terminal"
+	"github.com/posd-dev/posd/terminal/access"
 	"github.com/posd-dev/posd/terminal/padsim"
 )
 
@@ -167,5 +168,23 @@ func BenchmarkSaleObserve(b *testing.B) {
 			close(stop)
 			wg.Wait()
 		})
+	}
+}
+
+// TestOpsRoles: metrics and the status page are the technician's; the recent audit the
+// supervisor's and the technician's; a cashier has none of them.
+func TestOpsRoles(t *testing.T) {
+	for op, want := range map[access.Op]string{
+		access.OpMetrics:     "technician",
+		access.OpStatusPage:  "technician",
+		access.OpAuditRecent: "supervisor technician",
+	} {
+		var got []string
+		for _, r := range op.Roles() {
+			got = append(got, string(r))
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s: roles %v, want %s", op, got, want)
+		}
 	}
 }
