@@ -113,16 +113,17 @@ func testStatusAndMetrics(t *testing.T, format string) {
 	if s.Status != stateDegraded || !hasReason(s, "unreachable for") || s.Acquirer.LastError == "" {
 		t.Errorf("link down for a moment: %s %q %+v", s.Status, s.Reasons, s.Acquirer)
 	}
-	// Two minutes and more on, the same link down makes posd down.
-	r.d.status.now = func() time.Time { return time.Now().Add(linkDownAfter + time.Second) }
-	s = r.status(t)
+	// Two minutes and more on, the same link down makes posd down: the report read with a
+	// clock moved on (a copy of the daemon's source, which its sampler reads meanwhile).
+	later := *r.d.status
+	later.now = func() time.Time { return time.Now().Add(linkDownAfter + time.Second) }
+	s = later.report(ctx)
 	if s.Status != stateDown || !strings.HasPrefix(s.Reasons[0], "acquirer ") || !strings.Contains(s.Reasons[0], "unreachable for 2m") {
 		t.Errorf("link down for long: %s %q", s.Status, s.Reasons)
 	}
 	if v := r.metrics(t).gauge("posd_acquirer_up"); v != 0 {
 		t.Errorf("posd_acquirer_up = %v with the link down", v)
 	}
-	r.d.status.now = time.Now
 
 	// The pad goes away: the heartbeat finds it silent; after pinpad.fail_after it has failed.
 	r.padStop()
