@@ -234,6 +234,8 @@ type Client struct {
 	// lastDialErr: why the last dial (or sign-on) failed; nil after one succeeds.
 	lastDialErr error
 
+	state linkState // what LinkStatus reports
+
 	stats struct {
 		framesIn, framesOut, malformed, late, unmatched, duplicates atomic.Uint64
 		connects, reconnects, dialFailures, echoes, deadLinks       atomic.Uint64
@@ -339,6 +341,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.state.now = time.Now // the report's times are wall-clock times, whatever field 7's clock
 	if c.deadTimeout == 0 {
 		c.deadTimeout = c.echoInterval
 	}
@@ -657,6 +660,7 @@ func (c *Client) Close() error {
 	l, d := c.conn, c.dialing
 	c.conn = nil
 	c.mu.Unlock()
+	c.state.down(ErrClosed)
 	c.stop()
 	for _, l := range []*link{l, d} {
 		if l != nil {

@@ -108,6 +108,7 @@ func (c *Client) waitBackoff(ctx context.Context) error {
 // dialFailed records a failed attempt and schedules the next.
 func (c *Client) dialFailed(err error) error {
 	c.stats.dialFailures.Add(1)
+	c.state.down(err)
 	c.mu.Lock()
 	c.failures++
 	d := c.backoffMin << min(c.failures-1, 30)
@@ -195,6 +196,7 @@ func (c *Client) dialLink(ctx context.Context) (*link, error) {
 		go c.keepalive(l)
 	}
 	c.mu.Unlock()
+	c.state.up()
 	c.stats.connects.Add(1)
 	if again {
 		c.stats.reconnects.Add(1)
@@ -220,6 +222,7 @@ func (c *Client) drop(l *link, err error) {
 	c.mu.Lock()
 	if c.conn == l {
 		c.conn = nil
+		c.state.down(err)
 		if c.everUp && !c.closed && !c.draining && !c.redialing {
 			c.redialing = true
 			c.bg.Add(1)

@@ -105,8 +105,13 @@ func (c *Client) keepalive(l *link) {
 					timeout = min(timeout, c.deadTimeout)
 				}
 				ctx, cancel := context.WithTimeout(c.life, timeout)
-				_, err := c.network(ctx, l, NMEcho)
+				r, err := c.network(ctx, l, NMEcho)
 				cancel()
+				if err == nil && !r.Approved() {
+					c.state.echo(fmt.Errorf("response code %s", r.ResponseCode))
+				} else {
+					c.state.echo(err)
+				}
 				if err != nil && c.life.Err() == nil {
 					select {
 					case <-l.done:

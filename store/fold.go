@@ -189,6 +189,10 @@ func (s *Store) write(name string, op logOp) error {
 		return fmt.Errorf("store: %s: %w", name, err)
 	}
 	lsn := s.lsn + 1
+	if s.observe != nil {
+		start := time.Now()
+		defer func() { s.observe(time.Since(start)) }()
+	}
 	if !logFits(len(payload)) {
 		if err := s.fold(); err != nil {
 			return s.wrap(name, err)

@@ -109,6 +109,11 @@ type Options struct {
 	// the bbolt file (see the package documentation, "Durability"). Default 20ms; negative:
 	// only when the log fills or a read or another write needs it (for tests).
 	FoldDelay time.Duration
+	// ObserveWrite, when set, is told how long each durable write took (a log append with
+	// its fdatasync, or a commit to the bbolt file for a record too large for the log),
+	// for posd's fsync latency metric. It is called with the store's write lock held: it
+	// must be quick and must not call the Store. Default nil.
+	ObserveWrite func(time.Duration)
 }
 
 // Store is posd's journal and counters in one bbolt file. It is safe for
@@ -123,6 +128,7 @@ type Store struct {
 	maxSize    int
 	auditor    Auditor
 	auditKeyID string
+	observe    func(time.Duration) // Options.ObserveWrite; nil: none
 
 	// mu orders every write: a log append, a fold, and a direct commit (which folds the
 	// log first, so that the bbolt file sees writes in the order they were made). It
@@ -211,7 +217,7 @@ func open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w: not a bbolt database (%w); the file was not changed: check the configured store path, and if the file must be replaced move it aside with its -wal file (do not delete them, they may hold unfinished transactions) so that posd creates a new store", path, ErrLayout, err)
 	}
 	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool),
-		maxSize: o.MaxSize, auditor: o.Auditor, auditKeyID: o.AuditKeyID}
+		maxSize: o.MaxSize, auditor: o.Auditor, auditKeyID: o.AuditKeyID, observe: o.ObserveWrite}
 	id, err := s.initLayout()
 	if err != nil {
 		_ = db.Close()

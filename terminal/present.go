@@ -252,7 +252,9 @@ func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, j journaled, r
 	rev, err := t.reversalItem(ctx, queuedFromAuth(approvedAuth, iso8583.ReasonError, ""), t.opts.Currency.Code, j.in.MaskedPAN)
 	rev.Host = j.host // the host that approved
 	if err == nil {
-		_, err = t.st.Void(ctx, j.id, voidedByPosd+why, &rev)
+		var rep store.VoidReport
+		rep, err = t.st.Void(ctx, j.id, voidedByPosd+why, &rev)
+		t.opts.Observe.reversals(rep.Reversals)
 	}
 	if err != nil {
 		log.Error("the card declined after approval and the reversal could not be queued", "txn", uint64(j.id), "reason", err)

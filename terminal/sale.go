@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	moov "github.com/moov-io/iso8583"
 
@@ -29,7 +30,11 @@ func (t *Terminal) Sale(ctx context.Context, req SaleRequest) (SaleResult, error
 	if r == nil {
 		return res, err
 	}
+	start := time.Now()
 	res, err = t.sale(r.ctx, req, r)
+	if t.opts.Observe.SaleEnded != nil {
+		t.opts.Observe.SaleEnded(res, err, time.Since(start))
+	}
 	t.release(r, res, err)
 	return res, err
 }
@@ -273,6 +278,7 @@ func (t *Terminal) finishIntent(ctx context.Context, j journaled, d *decision) e
 	if _, err := t.st.FinishAndQueue(ctx, j.id, d.out, d.items...); err != nil {
 		return fmt.Errorf("terminal: journaling the outcome of transaction %d: %w", uint64(j.id), err)
 	}
+	t.reversalsQueued(d.items...)
 	if len(d.items) > 0 {
 		t.fwd.Kick()
 	}

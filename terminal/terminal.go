@@ -118,6 +118,42 @@ type Options struct {
 	// them. Each empty one defaults: EMV "071", Magstripe "911". A value that is not
 	// exactly 3 digits is refused by New.
 	CtlsEntryModes CtlsEntryModes
+	// Observe, when set, is told of each sale's end and of reversals queued, for posd's
+	// metrics. Default: none.
+	Observe Observer
+}
+
+// Observer receives a Terminal's events for metrics. Each field may be nil. Its funcs run
+// on the goroutine of the sale (or void) that caused the event: they must be quick (an
+// atomic add, a histogram observation) and must not call the Terminal.
+//
+// A plain value: safe for concurrent use when not modified.
+type Observer struct {
+	// SaleEnded is called once for each sale or refund that ran, when it ends, with its
+	// result and error and how long it took. A repeat answered from an earlier run, and a
+	// request refused before it ran (invalid, busy, a conflict), are not reported.
+	SaleEnded func(res SaleResult, err error, took time.Duration)
+	// Reversals is called with n after n reversals were queued durably (a sale's outcome
+	// unknown, a void, a chip card that declined after approval, recovery after a crash).
+	Reversals func(n int)
+}
+
+// reversals tells the observer of n reversals queued, if n > 0.
+func (o Observer) reversals(n int) {
+	if o.Reversals != nil && n > 0 {
+		o.Reversals(n)
+	}
+}
+
+// reversalsQueued tells the observer of the reversals among items, queued durably.
+func (t *Terminal) reversalsQueued(items ...store.Item) {
+	n := 0
+	for _, it := range items {
+		if it.Kind == store.KindReversal {
+			n++
+		}
+	}
+	t.opts.Observe.reversals(n)
 }
 
 // CtlsEntryModes are the POS entry modes (ISO 8583 field 22) of contactless cards.

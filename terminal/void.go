@@ -106,6 +106,7 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 		res.Message = "voided: a reversal is queued and goes to the acquirer before any new sale"
 	}
 	if rep.Reversals > 0 {
+		t.opts.Observe.reversals(rep.Reversals)
 		t.fwd.Kick()
 	}
 	t.log.Info("sale voided", "txn", uint64(id), "by", by, "withdrawn", res.Withdrawn, "reversals", rep.Reversals, "awaiting_advice", rep.Held, "pan", rec.Intent.MaskedPAN)
@@ -135,6 +136,7 @@ func (t *Terminal) Recover(ctx context.Context) (int, error) {
 		if _, err := t.st.FinishAndQueue(ctx, rec.ID, out, rev); err != nil {
 			return 0, fmt.Errorf("terminal: recover transaction %d: %w", uint64(rec.ID), err)
 		}
+		t.reversalsQueued(rev)
 		t.log.Warn("transaction found without an outcome after a restart: recorded outcome-unknown, reversal queued", "txn", uint64(rec.ID), "stan", rec.Intent.STAN, "pan", rec.Intent.MaskedPAN)
 	}
 	if len(open) > 0 {

@@ -299,43 +299,6 @@ func (c *client) get(path string, v any) error {
 	return nil
 }
 
-func (c *client) status(w io.Writer) error {
-	var st struct {
-		Status, POIID string
-		Devices       []struct {
-			Name, Port, State, LastError string
-			Since                        time.Time
-			Reconnects                   int
-			LastSeen                     time.Time `json:"last_seen"`
-		}
-		AuditHead *struct {
-			Seq uint64
-			MAC string
-		} `json:"audit_head"`
-	}
-	if err := c.get("/v1/status", &st); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "posd %s, POIID %s\n", st.Status, st.POIID)
-	if h := st.AuditHead; h != nil {
-		fmt.Fprintf(w, "  audit head %d:%.16s (keep it: posctl audit verify --head finds a cut tail against it)\n", h.Seq, h.MAC)
-	}
-	for _, d := range st.Devices {
-		fmt.Fprintf(w, "  %-10s %-14s %s since %s", d.Name, d.Port, d.State, d.Since.Local().Format("2006-01-02 15:04:05"))
-		if d.Reconnects > 0 {
-			fmt.Fprintf(w, ", %d reconnects", d.Reconnects)
-		}
-		if !d.LastSeen.IsZero() {
-			fmt.Fprintf(w, ", last answered %s", d.LastSeen.Local().Format("15:04:05"))
-		}
-		if d.LastError != "" && d.State != "connected" {
-			fmt.Fprintf(w, " (%s)", d.LastError)
-		}
-		fmt.Fprintln(w)
-	}
-	return nil
-}
-
 func (c *client) sale(args []string, stdout, stderr io.Writer) error {
 	return c.payment("sale", args, stdout, stderr)
 }

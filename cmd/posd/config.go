@@ -35,6 +35,7 @@ type Config struct {
 	HSM      HSMConfig      `json:"hsm"`
 	Firmware FirmwareConfig `json:"firmware"`
 	Log      LogConfig      `json:"log"`
+	Metrics  MetricsConfig  `json:"metrics"`
 }
 
 // TerminalConfig identifies the terminal to the acquirer and the till.
@@ -55,6 +56,9 @@ type TerminalConfig struct {
 // LogConfig sets logging.
 type LogConfig struct {
 	Level string `json:"level"` // "debug", "info" (default), "warn", "error"
+	// Format is "text" (default: slog's key=value lines) or "json" (one JSON object a
+	// line, for a log collector). Card data is masked the same in both.
+	Format string `json:"format"`
 }
 
 // ConfigError names the key that is wrong.
@@ -146,7 +150,7 @@ func (c *Config) fill() error {
 	for _, fill := range []func() error{
 		c.Terminal.fill, c.API.fill, c.PINPad.fill, c.Reader.fill,
 		func() error { return c.Acquirer.fill(c.PINPad.DUKPT) },
-		c.Store.fill, c.Offline.fill, c.Refund.fill, c.SAF.fill, c.Close.fill, c.HSM.fill, c.Firmware.fill, c.Log.fill,
+		c.Store.fill, c.Offline.fill, c.Refund.fill, c.SAF.fill, c.Close.fill, c.HSM.fill, c.Firmware.fill, c.Log.fill, c.Metrics.fill,
 	} {
 		if err := fill(); err != nil {
 			return err
@@ -341,6 +345,13 @@ func (l *LogConfig) fill() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return &ConfigError{"log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", l.Level)}
+	}
+	switch l.Format {
+	case "":
+		l.Format = "text"
+	case "text", "json":
+	default:
+		return &ConfigError{"log.format", fmt.Sprintf("%q is not one of text, json", l.Format)}
 	}
 	return nil
 }

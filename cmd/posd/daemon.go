@@ -44,7 +44,13 @@ type daemon struct {
 	term *terminal.Terminal
 	lns  []net.Listener
 	srv  *http.Server
-	done chan error
+	// metrics are posd's Prometheus metrics; status gathers GET /v1/status.
+	metrics *metrics
+	status  *statusSource
+	// metricsLn and metricsSrv serve /metrics alone on metrics.listen; nil when unset.
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	done       chan error
 	// stopFwd stops the store-and-forward drain.
 	stopFwd context.CancelFunc
 	// closeData releases the data key's backend.
@@ -56,7 +62,7 @@ type daemon struct {
 // startDaemon wires posd from cfg. Each failure is one clear error naming what could not be
 // started; whatever was opened is closed again.
 func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(string, ...any), fw *firmware.Manager, fwWake <-chan struct{}) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, done: make(chan error, 1)}
+	d := &daemon{cfg: cfg, log: log, done: make(chan error, 1), metrics: newMetrics()}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -78,7 +84,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if data != nil {
 		sealer = data
 	}
-	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer, Auditor: auditorFor(ctx, data, log), AuditKeyID: auditKeyID})
+	d.st, err = store.Open(cfg.Store.Path, &store.Options{MaxSize: cfg.Store.MaxSizeMiB << 20, Sealer: sealer, Auditor: auditorFor(ctx, data, log), AuditKeyID: auditKeyID, ObserveWrite: d.metrics.observeWrite})
 	if err != nil {
 		return nil, fmt.Errorf("store: %w (posd store check --path %s says more; posd store salvage copies what is readable of a damaged file)", err, cfg.Store.Path)
 	}
@@ -177,7 +183,8 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
+	acq := timedAcquirer{tracedAcquirer{d.acq, trace}, d.metrics}
+	d.term, err = terminal.New(reader, pad, pins, acq, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
 		MerchantName:   cfg.Terminal.MerchantName,
@@ -208,6 +215,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			Window: cfg.SAF.Window, MaxAttempts: cfg.SAF.MaxAttempts,
 			MinBackoff: time.Duration(cfg.SAF.MinBackoff), MaxBackoff: time.Duration(cfg.SAF.MaxBackoff),
 		},
+		Observe: d.metrics.observer(),
 	})
 	if err != nil {
 		return nil, err
@@ -245,6 +253,13 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if cfg.API.roles.Empty() {
 		log.Warn("api.roles maps no user, group or certificate to a role: every API request is refused")
 	}
+	devices := func() []terminal.DeviceStatus {
+		ds := []terminal.DeviceStatus{d.pad.Status()}
+		if d.msr != nil {
+			ds = append(ds, d.msr.Status())
+		}
+		return ds
+	}
 	till := nexo.NewHandler(d.term, nexo.ServerOptions{POIID: cfg.Terminal.POIID, MerchantID: cfg.Terminal.MerchantID, Logger: log, AuditHead: d.st.AuditHead,
 		Caller: func(ctx context.Context) string {
 			if c, ok := access.CallerFrom(ctx); ok {
@@ -252,15 +267,24 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 			}
 			return ""
 		},
-		Devices: func() []terminal.DeviceStatus {
-			ds := []terminal.DeviceStatus{d.pad.Status()}
-			if d.msr != nil {
-				ds = append(ds, d.msr.Status())
-			}
-			return ds
-		}})
+		Devices: devices})
 	g.HandleClassified("POST /nexo", classifyNexo, till)
-	g.Handle("GET /v1/status", access.OpStatus, till)
+	// Status, metrics and the technician's page.
+	d.status = &statusSource{cfg: cfg, st: d.st, acq: d.acq, devices: devices, fw: fw, now: time.Now}
+	g.HandleFunc("GET /v1/status", access.OpStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSONTo(w, http.StatusOK, d.metrics.sample(r.Context(), d.status))
+	})
+	g.Handle("GET /metrics", access.OpMetrics, d.metrics.handler())
+	g.HandleFunc("GET /{$}", access.OpStatusPage, serveStatusPage)
+	g.HandleFunc("GET /v1/audit/recent", access.OpAuditRecent, recentAudit(d.st))
+	go d.metrics.sampleLoop(fctx, d.status, sampleEvery)
+	if cfg.Metrics.Listen != "" {
+		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics.listen: %w", err)
+		}
+		d.metricsSrv = serveMetricsListener(d.metricsLn, d.metrics.handler())
+		log.Info("metrics without authentication", "listen", d.metricsLn.Addr().String())
+	}
 	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log, archiveDir: cfg.Store.ArchiveDir}).routes(g)
 	params.term = d.term
 	params.routes(g)
@@ -341,6 +365,12 @@ func (d *daemon) shutdown(ctx context.Context) error {
 func (d *daemon) close() {
 	if d.srv != nil {
 		_ = d.srv.Close()
+	}
+	if d.metricsSrv != nil {
+		_ = d.metricsSrv.Close()
+	}
+	if d.metricsLn != nil {
+		_ = d.metricsLn.Close()
 	}
 	for _, ln := range d.lns {
 		_ = ln.Close() // also when startDaemon failed before serving

@@ -140,6 +140,19 @@ func (c *captured) startBinary(t *testing.T, name, path string, args ...string) 
 	return p
 }
 
+// setJSONLogs makes the test config at cfgPath log JSON (log.format).
+func setJSONLogs(t *testing.T, cfgPath string) {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), `"version": 1,`, `"version": 1, "log": {"format": "json"},`, 1)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // addCashier maps uid 60001 to the cashier role in the test config at cfgPath (made by
 // writeTestConfig, whose supervisors are the test's uid and secondSupervisor).
 func addCashier(t *testing.T, cfgPath string) {
@@ -297,6 +310,9 @@ func TestEndToEnd(t *testing.T) {
 	pair := startPad(t, c, dir, events)
 	acq, addr := startAcquirer(t, c)
 	cfg, sock := writeTestConfig(t, dir, pair.A, addr)
+	// JSON logs here (the other end-to-end tests log text): the card data check below
+	// reads them.
+	setJSONLogs(t, cfg)
 	posd := c.start(t, "posd", "run", "--config", cfg)
 	posd.waitFor(t, "posd ready")
 	api := "--api=unix:" + sock

@@ -123,7 +123,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := cfg.checkRuntime(); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level(cfg.Log.Level)}))
+	log := newLogger(stderr, cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Firmware first: this start counts against an unconfirmed slot even if the

@@ -33,6 +33,10 @@ const (
 	OpFirmware         Op = "firmware"          // technician
 	OpFirmwareRollback Op = "firmware rollback" // technician, dual control
 	OpParams           Op = "emv parameters"    // technician
+	OpMetrics          Op = "metrics"           // technician: GET /metrics
+	OpStatusPage       Op = "status page"       // technician: GET /, the status page
+	// OpAuditRecent is the last audit entries (GET /v1/audit/recent), for the status page.
+	OpAuditRecent Op = "recent audit" // supervisor, technician
 )
 
 // Roles returns the roles that may run o; nil for an operation the policy does not know,
@@ -46,9 +50,9 @@ func (o Op) Roles() []Role {
 	case OpJournal, OpVoid, OpRefund, OpReconcile, OpCardSearch, OpSAFList, OpSAFFlush,
 		OpSAFPark, OpSAFUnpark, OpSAFDelete, OpAudit:
 		return []Role{Supervisor}
-	case OpAuditVerify, OpStoreCheck:
+	case OpAuditVerify, OpStoreCheck, OpAuditRecent:
 		return []Role{Supervisor, Technician}
-	case OpConfigCheck, OpKeys, OpFirmware, OpFirmwareRollback, OpParams:
+	case OpConfigCheck, OpKeys, OpFirmware, OpFirmwareRollback, OpParams, OpMetrics, OpStatusPage:
 		return []Role{Technician}
 	}
 	return nil
