@@ -6,7 +6,8 @@ func (f *Failover) LinkStatus() LinkStatus {
 	return f.Host(f.ActiveAddr()).LinkStatus()
 }
 
-// HostStatus is one acquirer host's link state, and whether it is the active host.
+// HostStatus is one acquirer host's link state, and whether it is the active host. A
+// value, safe for concurrent use.
 type HostStatus struct {
 	LinkStatus
 	Active bool `json:"active"`

@@ -183,7 +183,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	acq := timedAcquirer{tracedAcquirer{d.acq, trace}, d.metrics}
+	acq := tracedAcquirer{d.acq, trace, d.metrics}
 	d.term, err = terminal.New(reader, pad, pins, acq, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
@@ -399,12 +399,15 @@ var errUsage = errors.New("usage")
 
 // tracedAcquirer describes every request and response, field by field with card data
 // masked (iso8583.Describe), to the trace function: the demo's trace, debug logs in a run.
-// It passes the acquirer's hosts on to the terminal (terminal.HostRouter).
+// It passes the acquirer's hosts on to the terminal (terminal.HostRouter), and times each
+// round trip for the metrics. It must stay the one wrapper around the acquirer: a second
+// one without NextHost/SendTo/RouteTo would hide the hosts from the terminal.
 var _ terminal.HostRouter = tracedAcquirer{}
 
 type tracedAcquirer struct {
 	a     *iso8583.Failover
 	trace func(string, ...any)
+	m     *metrics
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
@@ -419,7 +422,9 @@ func (t tracedAcquirer) RouteTo(origin string, reversal bool) string {
 
 func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Message) (*moov.Message, error) {
 	t.describe("request to "+host, req)
+	start := time.Now()
 	resp, err := t.a.SendTo(ctx, host, req)
+	t.m.observeAcquirer(req, err, time.Since(start))
 	if err != nil {
 		t.trace("no response: %v", err)
 		return resp, err

@@ -189,15 +189,9 @@ func (m *metrics) sampleLoop(ctx context.Context, src *statusSource, every time.
 	}
 }
 
-// timedAcquirer times each request to the acquirer.
-type timedAcquirer struct {
-	a terminal.Acquirer
-	m *metrics
-}
-
-func (t timedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
-	start := time.Now()
-	resp, err := t.a.Send(ctx, req)
+// observeAcquirer records one request's round trip: its MTI, how it ended (answered,
+// not_sent, unknown) and how long it took.
+func (m *metrics) observeAcquirer(req *moov.Message, err error, took time.Duration) {
 	result := "answered"
 	switch {
 	case errors.Is(err, iso8583.ErrNotSent):
@@ -209,8 +203,7 @@ func (t timedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Messa
 	if len(mti) != 4 {
 		mti = "other" // never a label from outside bytes that could grow without bound
 	}
-	t.m.acqSeconds.WithLabelValues(mti, result).Observe(time.Since(start).Seconds())
-	return resp, err
+	m.acqSeconds.WithLabelValues(mti, result).Observe(took.Seconds())
 }
 
 // serveMetricsListener serves /metrics alone, without authentication, on ln (the
