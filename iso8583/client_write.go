@@ -179,10 +179,11 @@ func (c *Client) writeOwn(ctx context.Context, l *link, frame []byte) (int, erro
 func (c *Client) writeQueued(l *link) {
 	l.wmu.Lock()
 	batch := l.queue
-	l.queue = nil
+	l.queue = l.spare[:0]
 	l.wmu.Unlock()
-	var taken []*wreq
-	var buf []byte
+	// Only the writer uses taken and buf: they keep their memory from batch to batch.
+	taken := l.taken[:0]
+	buf := l.wbuf[:0]
 	var deadline time.Time
 	none := false
 	for _, r := range batch {
@@ -231,7 +232,11 @@ func (c *Client) writeQueued(l *link) {
 			c.drop(l, err) // a frame went out in part: the stream is out of step
 		}
 	}
+	clear(batch)
+	clear(taken)
+	l.taken, l.wbuf = taken[:0], buf[:0]
 	l.wmu.Lock()
+	l.spare = batch[:0]
 	for len(l.queue) > 0 {
 		next := l.queue[0]
 		l.queue = l.queue[1:]
