@@ -297,32 +297,36 @@ func (a Authorization) Message() (*Message, error) {
 	}
 	msg := moov.NewMessage(spec)
 	msg.MTI(mti)
-	set := func(id int, v string) error {
-		if v == "" {
+	// Values go through one scratch buffer: the message keeps copies (setText).
+	scratch := make([]byte, 0, 64)
+	setBytes := func(id int, v []byte) error {
+		if len(v) == 0 {
 			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
 		}
-		if err := msg.Field(id, v); err != nil {
+		scratch = v[:0]
+		if err := setText(msg, id, v); err != nil {
 			return &FieldError{Field: id, Op: "build", Err: err}
 		}
 		return nil
 	}
+	set := func(id int, v string) error { return setBytes(id, append(scratch, v...)) }
 	values := []struct {
-		id int
-		v  string
+		id  int
+		put func([]byte) []byte
 	}{
-		{3, pc},
-		{4, fmt.Sprintf("%012d", a.AmountMinor)},
-		{7, a.TransmissionTime.UTC().Format("0102150405")},
-		{11, fmt.Sprintf("%06d", a.STAN)},
-		{12, a.LocalTime.Format("150405")},
-		{13, a.LocalTime.Format("0102")},
-		{22, a.EntryMode},
-		{41, a.TerminalID},
-		{42, a.MerchantID},
-		{49, a.CurrencyNumeric},
+		{3, func(b []byte) []byte { return append(b, pc...) }},
+		{4, func(b []byte) []byte { return appendDigits(b, a.AmountMinor, 12) }},
+		{7, func(b []byte) []byte { return a.TransmissionTime.UTC().AppendFormat(b, "0102150405") }},
+		{11, func(b []byte) []byte { return appendDigits(b, int64(a.STAN), 6) }},
+		{12, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "150405") }},
+		{13, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "0102") }},
+		{22, func(b []byte) []byte { return append(b, a.EntryMode...) }},
+		{41, func(b []byte) []byte { return append(b, a.TerminalID...) }},
+		{42, func(b []byte) []byte { return append(b, a.MerchantID...) }},
+		{49, func(b []byte) []byte { return append(b, a.CurrencyNumeric...) }},
 	}
 	for _, fv := range values {
-		if err := set(fv.id, fv.v); err != nil {
+		if err := setBytes(fv.id, fv.put(scratch)); err != nil {
 			return nil, err
 		}
 	}
