@@ -41,11 +41,14 @@ func benchLinkVsEcho(b *testing.B, inFlight int) {
 	host := serveFrames(b, leanApprove(b))
 	echo := serveFrames(b, func(req, dst []byte) ([]byte, error) { return append(dst, req...), nil })
 
-	c := newClient(b, iso8583.ClientOptions{Addr: host, MaxInFlight: inFlight})
+	base := typicalSale(b)
+	var stan atomic.Uint32
+	// As posd runs it: echo after 60 s of silence, and the dead-link watch that comes with it.
+	c := newClient(b, iso8583.ClientOptions{Addr: host, MaxInFlight: inFlight, EchoInterval: time.Minute,
+		TerminalID: base.TerminalID, NextSTAN: func(context.Context) (uint32, error) { return stan.Add(1)%999_999 + 1, nil }})
 	if err := c.Connect(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	base := typicalSale(b)
 	req, err := base.Message()
 	if err != nil {
 		b.Fatal(err)
@@ -57,7 +60,6 @@ func benchLinkVsEcho(b *testing.B, inFlight int) {
 	raw := dialEcho(b, echo)
 
 	per := max(1, (b.N+linkPairs-1)/linkPairs)
-	var stan atomic.Uint32
 	var linkWall, echoWall, linkCPU, echoCPU time.Duration
 	var ratios, rates []float64
 	b.ReportAllocs()

@@ -35,6 +35,7 @@ type link struct {
 	lastSend  atomic.Int64 // ... written
 	waiting   atomic.Int32 // requests written on this link and still waiting
 	waitSince atomic.Int64 // when waiting last went from 0 to 1
+	wakeAt    atomic.Int64 // when the keepalive goroutine wakes next (monotonic ns); it runs now if 0
 }
 
 func (l *link) fail(err error) {
