@@ -264,7 +264,7 @@ func fieldTakes(spec *MessageSpec, id, n int, what string) error {
 
 // Message builds the request on a.Spec (default [DefaultSpec]), checks every value, the PIN
 // block against the dialect's field 52 ([CheckPINFields]) and the MTI's mandatory fields,
-// and packs it once to check that every field fits. Errors are [*FieldError]s naming the
+// and that every field fits as packing would. Errors are [*FieldError]s naming the
 // field, never showing card or PIN data.
 func (a Authorization) Message() (*Message, error) {
 	mti := a.MTI
@@ -404,7 +404,9 @@ func (a Authorization) Message() (*Message, error) {
 	if err := CheckMandatory(msg); err != nil {
 		return nil, err
 	}
-	if _, err := Pack(msg); err != nil {
+	// The fields this function may set, in ascending order.
+	ids := [...]int{2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 35, 41, 42, 49, 52, 55, fieldKSN}
+	if err := checkPack(msg, ids[:]); err != nil {
 		return nil, err
 	}
 	return msg, nil

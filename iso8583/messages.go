@@ -125,9 +125,17 @@ func appendDigits(b []byte, n int64, width int) []byte {
 
 // builder sets fields of a new message on the default spec, keeping the first error.
 type builder struct {
-	msg *Message
-	err error
-	buf []byte // scratch for values on their way into a field
+	msg    *Message
+	err    error
+	buf    []byte    // scratch for values on their way into a field
+	fields [3]uint64 // the fields set, as a bitmap (bit id)
+}
+
+// mark records that field id was set.
+func (b *builder) mark(id int) {
+	if id >= 0 && id < 64*len(b.fields) {
+		b.fields[id/64] |= 1 << (id % 64)
+	}
 }
 
 func newBuilder(mti string) *builder {
@@ -167,6 +175,7 @@ func (b *builder) setBytes(id int, v []byte) {
 	if err := setText(b.msg, id, v); err != nil {
 		b.fail(id, err)
 	}
+	b.mark(id)
 }
 
 // opt sets an optional field when v is not empty.
@@ -183,6 +192,7 @@ func (b *builder) binary(id int, v []byte) {
 	if err := b.msg.BinaryField(id, append([]byte(nil), v...)); err != nil {
 		b.fail(id, err)
 	}
+	b.mark(id)
 }
 
 func (b *builder) stan(s uint32) {
@@ -242,8 +252,8 @@ func (b *builder) responseCode(id int, rc string) {
 	b.set(id, rc)
 }
 
-// finish checks the MTI's fields and packs the message once, so that every field is known
-// to fit.
+// finish checks the MTI's fields and that every field set fits ([checkPack]: what packing
+// would say, without packing the message whole).
 func (b *builder) finish() (*Message, error) {
 	if b.err != nil {
 		return nil, b.err
@@ -251,7 +261,14 @@ func (b *builder) finish() (*Message, error) {
 	if err := CheckMandatory(b.msg); err != nil {
 		return nil, err
 	}
-	if _, err := Pack(b.msg); err != nil {
+	var arr [64 * len(builder{}.fields)]int
+	ids := arr[:0]
+	for id := range len(arr) {
+		if b.fields[id/64]&(1<<(id%64)) != 0 {
+			ids = append(ids, id)
+		}
+	}
+	if err := checkPack(b.msg, ids); err != nil {
 		return nil, err
 	}
 	return b.msg, nil
