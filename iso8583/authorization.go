@@ -245,19 +245,25 @@ func fieldTakes(spec *MessageSpec, id, n int, what string) error {
 	if !ok {
 		return nil
 	}
-	given := fmt.Sprintf(what, n)
+	units := n
 	if c.class == classB && c.countChars {
 		n *= 2 // the prefix and the length count hexadecimal characters
-		given += fmt.Sprintf(" (%d hexadecimal characters)", n)
+	}
+	given := func() string { // formatted only for an error: this runs on every request with a PIN
+		s := fmt.Sprintf(what, units)
+		if n != units {
+			s += fmt.Sprintf(" (%d hexadecimal characters)", n)
+		}
+		return s
 	}
 	if c.class != classB && badChar(c.class, "0123456789ABCDEF") >= 0 {
 		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: field %d of dialect %q is class %s, which cannot carry hexadecimal characters", ErrInvalidValue, id, name, c.class)}
 	}
 	switch {
 	case c.fixed() && n != fs.Length:
-		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes exactly %d", ErrInvalidLength, given, id, name, fs.Length)}
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes exactly %d", ErrInvalidLength, given(), id, name, fs.Length)}
 	case !c.fixed() && n > fs.Length:
-		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes at most %d", ErrInvalidLength, given, id, name, fs.Length)}
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes at most %d", ErrInvalidLength, given(), id, name, fs.Length)}
 	}
 	return nil
 }
