@@ -201,6 +201,7 @@ type Client struct {
 	backoffMax   time.Duration
 
 	epoch   time.Time     // base of the link's monotonic activity clocks
+	frames  sync.Pool     // *[]byte: memory for frames being written
 	window  chan struct{} // one token per request in flight
 	dialSem chan struct{} // one dial at a time; a channel so that waiting honours ctx
 	life    context.Context

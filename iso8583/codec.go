@@ -161,7 +161,8 @@ func checkPack(msg *Message, ids []int) error {
 	if _, err := bitmapForm(msg.GetSpec(), "pack"); err != nil {
 		return err
 	}
-	buf, err := packField(make([]byte, 0, 256), 0, mti)
+	var scratch [512]byte // each field in turn; a chip sale's field 55 takes about 280
+	buf, err := packField(scratch[:0], 0, mti)
 	if err != nil {
 		return err
 	}
