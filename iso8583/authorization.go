@@ -174,7 +174,22 @@ func ResponseMTI(mti string) (string, error) {
 		return "", fmt.Errorf("iso8583: %w: MTI %s has an unknown origin", ErrInvalidValue, mti)
 	}
 	origin &^= 1 // '1' -> '0', '3' -> '2', '5' -> '4'
-	return mti[:2] + string(fn+1) + string(origin), nil
+	r := [4]byte{mti[0], mti[1], fn + 1, origin}
+	switch string(r[:]) { // the responses a terminal waits for, without a new string each time
+	case MTIAuthorizationResponse:
+		return MTIAuthorizationResponse, nil
+	case MTIFinancialResponse:
+		return MTIFinancialResponse, nil
+	case MTIAdviceResponse:
+		return MTIAdviceResponse, nil
+	case MTIReversalResponse:
+		return MTIReversalResponse, nil
+	case MTIReversalAdviceResponse:
+		return MTIReversalAdviceResponse, nil
+	case MTINetworkManagementResponse:
+		return MTINetworkManagementResponse, nil
+	}
+	return string(r[:]), nil
 }
 
 // Authorization is an authorization (0100) or financial (0200) request of a card-present
