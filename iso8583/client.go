@@ -187,7 +187,6 @@ type Client struct {
 	dialTimeout  time.Duration
 	logf         func(string, ...any)
 	tracing      bool // Logf was given: per-request lines are worth formatting
-	reuseRead    bool // the reader may read each frame into the previous one's memory
 	late         func(*Message)
 	terminalID   string
 	nextSTAN     func(context.Context) (uint32, error)
@@ -330,7 +329,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.frameTimeout = DefaultFrameTimeout
 	}
 	c.readFramer = limitFramer(c.framer, c.spec)
-	c.reuseRead = unpackCopies(c.spec)
 	if c.backoffMin == 0 {
 		c.backoffMin = DefaultReconnectMin
 	}

@@ -67,12 +67,8 @@ func (c *Client) readLoop(l *link) {
 	defer c.bg.Done()
 	defer close(l.readerDone)
 	fr := &frameReader{br: l.br, nc: l.nc, timeout: c.frameTimeout}
-	var buf []byte // the frame memory reused from frame to frame, when unpack copies out of it
 	for {
-		b, err := fr.frame(c.readFramer, buf)
-		if c.reuseRead && cap(b) > cap(buf) {
-			buf = b
-		}
+		b, err := fr.frame(c.readFramer)
 		if err != nil {
 			if outOfStep(err) {
 				err = fmt.Errorf("%w: %w", ErrOutOfStep, err)
@@ -126,21 +122,9 @@ type frameReader struct {
 	armed   bool // nc's read deadline is set
 }
 
-// intoFramer is implemented by this package's framers: they read a frame into memory the
-// caller reuses.
-type intoFramer interface {
-	readFrameInto(r io.Reader, buf []byte) ([]byte, error)
-}
-
-// frame reads one frame with f, into buf's memory when f can and buf is large enough.
-func (r *frameReader) frame(f Framer, buf []byte) ([]byte, error) {
-	var b []byte
-	var err error
-	if inf, ok := f.(intoFramer); ok {
-		b, err = inf.readFrameInto(r, buf)
-	} else {
-		b, err = f.ReadFrame(r)
-	}
+// frame reads one frame with f.
+func (r *frameReader) frame(f Framer) ([]byte, error) {
+	b, err := f.ReadFrame(r)
 	r.started = false
 	if r.armed {
 		r.armed = false
@@ -163,28 +147,6 @@ func (r *frameReader) Read(p []byte) (int, error) {
 		r.started = true
 	}
 	return n, err
-}
-
-// unpackCopies reports whether every message [Unpack] makes on spec holds copies of the
-// frame's bytes, never slices of it, so that the frame's memory may be reused: true when
-// every field is a String or a Binary packed by this package's codec (see unpackField).
-func unpackCopies(spec *MessageSpec) bool {
-	for id, f := range spec.Fields {
-		if id == 1 {
-			continue // the bitmap is decoded into memory of its own
-		}
-		switch f.(type) {
-		case *field.String, *field.Binary:
-		default:
-			return false
-		}
-		if fs := f.Spec(); fs == nil {
-			return false
-		} else if _, ok := fs.Unpacker.(codec); !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // limitFramer returns f with its maximum lowered to the largest message spec can unpack,

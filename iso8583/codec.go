@@ -318,13 +318,8 @@ func unpackField(msg *Message, id int, b []byte) (int, error) {
 				if err != nil {
 					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
 				}
-				// A String copies v; a Binary keeps it, so it must not share b's memory,
-				// which the client reuses for the next frame. The codec decodes hex, raw
-				// and BCD values into memory of their own; any other encoding may return a
-				// slice of b.
-				if _, bin := sf.(*field.Binary); bin && !c.ownsValue() {
-					v = bytes.Clone(v)
-				}
+				// A String copies v; a Binary keeps it, and the codec returns binary values
+				// in memory of their own.
 				if err := msg.BinaryField(id, v); err != nil {
 					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
 				}
@@ -344,16 +339,6 @@ func unpackField(msg *Message, id int, b []byte) (int, error) {
 		return 0, &FieldError{Field: id, Op: "unpack", Err: err}
 	}
 	return n, nil
-}
-
-// ownsValue reports whether c.Unpack returns values in memory of their own, never a slice
-// of its input.
-func (c codec) ownsValue() bool {
-	switch c.enc {
-	case encHex, encRaw, encBCD, encLBCD:
-		return true
-	}
-	return false
 }
 
 // unpackBitmap reads the primary bitmap (16 hexadecimal characters, or 8 bytes) and, when

@@ -91,11 +91,6 @@ func (f BinaryLengthFramer) appendFrame(dst, b []byte) ([]byte, error) {
 // slice (some hosts send them to keep a link alive). A stream that ends inside a frame is
 // io.ErrUnexpectedEOF, wrapped.
 func (f BinaryLengthFramer) ReadFrame(r io.Reader) ([]byte, error) {
-	return f.readFrameInto(r, nil)
-}
-
-// readFrameInto is ReadFrame, reading the body into buf's memory when it is large enough.
-func (f BinaryLengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, error) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		if err == io.EOF {
@@ -107,7 +102,7 @@ func (f BinaryLengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, erro
 	if n > f.max() {
 		return nil, fmt.Errorf("%w: header says %d bytes, the maximum is %d", ErrFrameSize, n, f.max())
 	}
-	body := frameBuf(buf, n)
+	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -115,14 +110,6 @@ func (f BinaryLengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, erro
 		return nil, fmt.Errorf("iso8583: read frame body: %w", err)
 	}
 	return body, nil
-}
-
-// frameBuf returns n bytes of buf's memory, or new memory when buf is too small; never nil.
-func frameBuf(buf []byte, n int) []byte {
-	if cap(buf) < n || buf == nil {
-		return make([]byte, n)
-	}
-	return buf[:n]
 }
 
 // LengthHeader is the kind of length header before each frame. It is a plain value, safe
@@ -257,11 +244,6 @@ func (f LengthFramer) appendFrame(buf, b []byte) ([]byte, error) {
 // bcd2), a frame shorter than the TPDU or a TPDU with another ID is [ErrFrameSize] or
 // [ErrFrameHeader]: the stream is out of step and must be closed.
 func (f LengthFramer) ReadFrame(r io.Reader) ([]byte, error) {
-	return f.readFrameInto(r, nil)
-}
-
-// readFrameInto is ReadFrame, reading the frame into buf's memory when it is large enough.
-func (f LengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
@@ -296,7 +278,7 @@ func (f LengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, error) {
 		n = int(binary.BigEndian.Uint16(hdr[:2]))
 	}
 	if n == 0 {
-		return frameBuf(buf, 0), nil
+		return []byte{}, nil
 	}
 	if n < len(f.TPDU) {
 		return nil, fmt.Errorf("%w: frame of %d bytes is shorter than its TPDU", ErrFrameSize, n)
@@ -304,7 +286,7 @@ func (f LengthFramer) readFrameInto(r io.Reader, buf []byte) ([]byte, error) {
 	if n-len(f.TPDU) > f.max() {
 		return nil, fmt.Errorf("%w: header says %d bytes, the maximum is %d", ErrFrameSize, n-len(f.TPDU), f.max())
 	}
-	body := frameBuf(buf, n)
+	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
