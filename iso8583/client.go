@@ -210,7 +210,7 @@ type Client struct {
 	mu        sync.Mutex
 	conn      *link // the current connection, nil when there is none
 	dialing   *link // a connection being signed on, not yet current
-	pending   map[matchKey]pending
+	pending   map[matchKey]*pending
 	recent    recentSet
 	closed    bool
 	draining  bool
@@ -258,7 +258,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		backoffMin:   opts.ReconnectMin,
 		backoffMax:   opts.ReconnectMax,
 		dialSem:      make(chan struct{}, 1),
-		pending:      make(map[matchKey]pending),
+		pending:      make(map[matchKey]*pending),
 		epoch:        time.Now(),
 	}
 	d := opts.Dialect
@@ -422,8 +422,8 @@ func (c *Client) prepare(req *Message) (*Message, error) {
 }
 
 // register adds a pending entry for key.
-func (c *Client) register(key matchKey, user bool) (pending, error) {
-	p := make(pending, 1)
+func (c *Client) register(key matchKey, user bool) (*pending, error) {
+	p := &pending{ch: make(chan result, 1)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -451,7 +451,7 @@ func (c *Client) userDone() {
 
 // exchange writes b (a registered request) on l, or on the current connection when l is
 // nil, and waits for its response.
-func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p pending, b []byte) (*Message, error) {
+func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending, b []byte) (*Message, error) {
 	fixed := l != nil
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -488,7 +488,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p pending,
 	c.beginWait(l)
 	defer c.endWait(l)
 	select {
-	case r := <-p:
+	case r := <-p.ch:
 		return r.msg, r.err
 	case <-ctx.Done():
 		if c.forget(key, p, true) {
@@ -502,7 +502,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p pending,
 	}
 	// The reader took the entry to deliver while this request gave up: the result is in
 	// the channel now or in a moment.
-	r := <-p
+	r := <-p.ch
 	return r.msg, r.err
 }
 
@@ -512,7 +512,7 @@ func unknown(err error) error { return fmt.Errorf("%w: %w", ErrOutcomeUnknown, e
 // forget removes p's registration and reports whether it was still registered (false: the
 // reader has taken it to deliver a result). A request given up after it was written is
 // remembered, so that its response is recognized as late.
-func (c *Client) forget(key matchKey, p pending, written bool) bool {
+func (c *Client) forget(key matchKey, p *pending, written bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[key] != p {

@@ -34,9 +34,9 @@ type result struct {
 	err error
 }
 
-// pending is where a waiting request's result goes: buffered, so that the reader never
-// blocks on it.
-type pending chan result
+type pending struct {
+	ch chan result // buffered: the reader never blocks on it
+}
 
 // recentSet remembers the last finished requests: answered, or given up.
 type recentSet struct {
@@ -242,7 +242,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	tid = strings.TrimRight(tid, " ")
 	c.mu.Lock()
 	var key matchKey
-	var p pending
+	var p *pending
 	for k, q := range c.pending {
 		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
 			if p != nil {
@@ -259,7 +259,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	c.mu.Unlock()
 	if p != nil {
 		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
-		p <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
+		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
 	}
 }
 
@@ -299,7 +299,7 @@ func (c *Client) deliver(l *link, msg *Message) {
 		if c.tracing {
 			c.logf("iso8583: recv %s", Masked{msg})
 		}
-		p <- result{msg: msg}
+		p.ch <- result{msg: msg}
 		return
 	case known && answered:
 		c.stats.duplicates.Add(1)
