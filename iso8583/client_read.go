@@ -263,12 +263,6 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	}
 }
 
-// isRequestMTI reports whether mti is one a response answers ([ResponseMTI]).
-func isRequestMTI(mti string) bool {
-	_, err := ResponseMTI(mti)
-	return err == nil
-}
-
 func (c *Client) deliver(l *link, msg *Message) {
 	mti, _ := msg.GetMTI()
 	// A request or an advice from the host (function digit 0 or 2). The digit is looked at
@@ -315,4 +309,10 @@ func (c *Client) deliver(l *link, msg *Message) {
 	if c.late != nil && !strings.HasPrefix(mti, "08") {
 		c.late(msg)
 	}
+}
+
+// isRequestMTI reports whether mti is one a response answers ([ResponseMTI]).
+func isRequestMTI(mti string) bool {
+	_, err := ResponseMTI(mti)
+	return err == nil
 }
