@@ -174,7 +174,22 @@ func ResponseMTI(mti string) (string, error) {
 		return "", fmt.Errorf("iso8583: %w: MTI %s has an unknown origin", ErrInvalidValue, mti)
 	}
 	origin &^= 1 // '1' -> '0', '3' -> '2', '5' -> '4'
-	return mti[:2] + string(fn+1) + string(origin), nil
+	r := [4]byte{mti[0], mti[1], fn + 1, origin}
+	switch string(r[:]) { // the responses a terminal waits for, without a new string each time
+	case MTIAuthorizationResponse:
+		return MTIAuthorizationResponse, nil
+	case MTIFinancialResponse:
+		return MTIFinancialResponse, nil
+	case MTIAdviceResponse:
+		return MTIAdviceResponse, nil
+	case MTIReversalResponse:
+		return MTIReversalResponse, nil
+	case MTIReversalAdviceResponse:
+		return MTIReversalAdviceResponse, nil
+	case MTINetworkManagementResponse:
+		return MTINetworkManagementResponse, nil
+	}
+	return string(r[:]), nil
 }
 
 // Authorization is an authorization (0100) or financial (0200) request of a card-present
@@ -245,26 +260,32 @@ func fieldTakes(spec *MessageSpec, id, n int, what string) error {
 	if !ok {
 		return nil
 	}
-	given := fmt.Sprintf(what, n)
+	units := n
 	if c.class == classB && c.countChars {
 		n *= 2 // the prefix and the length count hexadecimal characters
-		given += fmt.Sprintf(" (%d hexadecimal characters)", n)
+	}
+	given := func() string { // formatted only for an error: this runs on every request with a PIN
+		s := fmt.Sprintf(what, units)
+		if n != units {
+			s += fmt.Sprintf(" (%d hexadecimal characters)", n)
+		}
+		return s
 	}
 	if c.class != classB && badChar(c.class, "0123456789ABCDEF") >= 0 {
 		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: field %d of dialect %q is class %s, which cannot carry hexadecimal characters", ErrInvalidValue, id, name, c.class)}
 	}
 	switch {
 	case c.fixed() && n != fs.Length:
-		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes exactly %d", ErrInvalidLength, given, id, name, fs.Length)}
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes exactly %d", ErrInvalidLength, given(), id, name, fs.Length)}
 	case !c.fixed() && n > fs.Length:
-		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes at most %d", ErrInvalidLength, given, id, name, fs.Length)}
+		return &FieldError{Field: id, Op: "build", Err: fmt.Errorf("%w: %s; field %d of dialect %q takes at most %d", ErrInvalidLength, given(), id, name, fs.Length)}
 	}
 	return nil
 }
 
 // Message builds the request on a.Spec (default [DefaultSpec]), checks every value, the PIN
 // block against the dialect's field 52 ([CheckPINFields]) and the MTI's mandatory fields,
-// and packs it once to check that every field fits. Errors are [*FieldError]s naming the
+// and that every field fits as packing would. Errors are [*FieldError]s naming the
 // field, never showing card or PIN data.
 func (a Authorization) Message() (*Message, error) {
 	mti := a.MTI
@@ -297,32 +318,36 @@ func (a Authorization) Message() (*Message, error) {
 	}
 	msg := moov.NewMessage(spec)
 	msg.MTI(mti)
-	set := func(id int, v string) error {
-		if v == "" {
+	// Values go through one scratch buffer: the message keeps copies (setText).
+	scratch := make([]byte, 0, 64)
+	setBytes := func(id int, v []byte) error {
+		if len(v) == 0 {
 			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
 		}
-		if err := msg.Field(id, v); err != nil {
+		scratch = v[:0]
+		if err := setText(msg, id, v); err != nil {
 			return &FieldError{Field: id, Op: "build", Err: err}
 		}
 		return nil
 	}
+	set := func(id int, v string) error { return setBytes(id, append(scratch, v...)) }
 	values := []struct {
-		id int
-		v  string
+		id  int
+		put func([]byte) []byte
 	}{
-		{3, pc},
-		{4, fmt.Sprintf("%012d", a.AmountMinor)},
-		{7, a.TransmissionTime.UTC().Format("0102150405")},
-		{11, fmt.Sprintf("%06d", a.STAN)},
-		{12, a.LocalTime.Format("150405")},
-		{13, a.LocalTime.Format("0102")},
-		{22, a.EntryMode},
-		{41, a.TerminalID},
-		{42, a.MerchantID},
-		{49, a.CurrencyNumeric},
+		{3, func(b []byte) []byte { return append(b, pc...) }},
+		{4, func(b []byte) []byte { return appendDigits(b, a.AmountMinor, 12) }},
+		{7, func(b []byte) []byte { return a.TransmissionTime.UTC().AppendFormat(b, "0102150405") }},
+		{11, func(b []byte) []byte { return appendDigits(b, int64(a.STAN), 6) }},
+		{12, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "150405") }},
+		{13, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "0102") }},
+		{22, func(b []byte) []byte { return append(b, a.EntryMode...) }},
+		{41, func(b []byte) []byte { return append(b, a.TerminalID...) }},
+		{42, func(b []byte) []byte { return append(b, a.MerchantID...) }},
+		{49, func(b []byte) []byte { return append(b, a.CurrencyNumeric...) }},
 	}
 	for _, fv := range values {
-		if err := set(fv.id, fv.v); err != nil {
+		if err := setBytes(fv.id, fv.put(scratch)); err != nil {
 			return nil, err
 		}
 	}
@@ -400,7 +425,9 @@ func (a Authorization) Message() (*Message, error) {
 	if err := CheckMandatory(msg); err != nil {
 		return nil, err
 	}
-	if _, err := Pack(msg); err != nil {
+	// The fields this function may set, in ascending order.
+	ids := [...]int{2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 35, 41, 42, 49, 52, 55, fieldKSN}
+	if err := checkPack(msg, ids[:]); err != nil {
 		return nil, err
 	}
 	return msg, nil

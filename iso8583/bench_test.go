@@ -1,9 +1,12 @@
 package iso8583_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"testing"
+	"time"
 
 	moov "github.com/moov-io/iso8583"
 	"github.com/moov-io/iso8583/field"
@@ -76,50 +79,115 @@ func BenchmarkPackUnpack0200(b *testing.B) {
 		data := moovSaleOf(b)
 		b.ReportAllocs()
 		for b.Loop() {
-			m := moov.NewMessage(spec)
-			if err := m.Marshal(&data); err != nil {
+			if err := moovPackUnpack(spec, &data); err != nil {
 				b.Fatal(err)
-			}
-			wire, err := m.Pack()
-			if err != nil {
-				b.Fatal(err)
-			}
-			back := moov.NewMessage(spec)
-			if err := back.Unpack(wire); err != nil {
-				b.Fatal(err)
-			}
-			var got moovSale
-			if err := back.Unmarshal(&got); err != nil {
-				b.Fatal(err)
-			}
-			if got.Track2 != data.Track2 || got.ICC != data.ICC {
-				b.Fatal("fields lost")
 			}
 		}
 	})
+}
+
+// moovPackUnpack is moov's own path for the chip 0200: Marshal, Pack, Unpack, Unmarshal.
+func moovPackUnpack(spec *moov.MessageSpec, data *moovSale) error {
+	m := moov.NewMessage(spec)
+	if err := m.Marshal(data); err != nil {
+		return err
+	}
+	wire, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	back := moov.NewMessage(spec)
+	if err := back.Unpack(wire); err != nil {
+		return err
+	}
+	var got moovSale
+	if err := back.Unmarshal(&got); err != nil {
+		return err
+	}
+	if got.Track2 != data.Track2 || got.ICC != data.ICC {
+		return errors.New("fields lost")
+	}
+	return nil
+}
+
+// posdPackUnpack is this package's path: build from typed values, pack, unpack, read
+// fields back.
+func posdPackUnpack(spec *iso8583.MessageSpec, a iso8583.Authorization) error {
+	m, err := a.Message()
+	if err != nil {
+		return err
+	}
+	wire, err := iso8583.Pack(m)
+	if err != nil {
+		return err
+	}
+	back, err := iso8583.Unpack(spec, wire)
+	if err != nil {
+		return err
+	}
+	if v, err := back.GetBytes(55); err != nil || len(v) != len(a.Field55) {
+		return errors.New("field 55 lost")
+	}
+	if s, _ := back.GetString(35); s != a.Track2 {
+		return errors.New("track 2 lost")
+	}
+	return nil
 }
 
 func benchPosdPackUnpack(b *testing.B, a iso8583.Authorization) {
 	spec := iso8583.DefaultDialect().Spec
 	b.ReportAllocs()
 	for b.Loop() {
-		m, err := a.Message()
-		if err != nil {
+		if err := posdPackUnpack(spec, a); err != nil {
 			b.Fatal(err)
-		}
-		wire, err := iso8583.Pack(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-		back, err := iso8583.Unpack(spec, wire)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if v, err := back.GetBytes(55); err != nil || len(v) != len(a.Field55) {
-			b.Fatal("field 55 lost")
-		}
-		if s, _ := back.GetString(35); s != a.Track2 {
-			b.Fatal("track 2 lost")
 		}
 	}
+}
+
+// BenchmarkCodecVsMoov is BenchmarkPackUnpack0200's "posd" against "moov-spec87ascii" in
+// interleaved pairs (posd, moov, posd, moov, ...) in one run, so that both see the same
+// machine: x-moov-time is the median over the pairs of posd's time over moov's,
+// x-moov-allocs posd's allocations over moov's. `make bench-compare` calls it by name.
+func BenchmarkCodecVsMoov(b *testing.B) {
+	const pairs = 8
+	spec := iso8583.DefaultDialect().Spec
+	a := chipSale(b)
+	mspec := spec87ASCII()
+	data := moovSaleOf(b)
+	per := max(1, (b.N+pairs-1)/pairs)
+	mallocs := func() uint64 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.Mallocs
+	}
+	var times []float64
+	var posdTime, moovTime time.Duration
+	var posdAllocs, moovAllocs uint64
+	b.ResetTimer()
+	for range pairs {
+		m0, t0 := mallocs(), time.Now()
+		for range per {
+			if err := posdPackUnpack(spec, a); err != nil {
+				b.Fatal(err)
+			}
+		}
+		pt, pa := time.Since(t0), mallocs()-m0
+		m0, t0 = mallocs(), time.Now()
+		for range per {
+			if err := moovPackUnpack(mspec, &data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mt, ma := time.Since(t0), mallocs()-m0
+		posdTime, moovTime, posdAllocs, moovAllocs = posdTime+pt, moovTime+mt, posdAllocs+pa, moovAllocs+ma
+		times = append(times, float64(pt)/float64(mt))
+	}
+	b.StopTimer()
+	n := float64(per * pairs)
+	b.ReportMetric(float64(posdTime.Nanoseconds())/n, "ns/op")
+	b.ReportMetric(float64(moovTime.Nanoseconds())/n, "moov-ns/op")
+	b.ReportMetric(float64(posdAllocs)/n, "posd-allocs/op")
+	b.ReportMetric(float64(moovAllocs)/n, "moov-allocs/op")
+	b.ReportMetric(median(times), "x-moov-time")
+	b.ReportMetric(float64(posdAllocs)/float64(moovAllocs), "x-moov-allocs")
 }

@@ -212,6 +212,7 @@ type Client struct {
 	backoffMax   time.Duration
 
 	epoch   time.Time     // base of the link's monotonic activity clocks
+	frames  sync.Pool     // *[]byte: memory for frames being written
 	window  chan struct{} // one token per request in flight
 	dialSem chan struct{} // one dial at a time; a channel so that waiting honours ctx
 	life    context.Context
@@ -546,12 +547,18 @@ func (c *Client) forget(key matchKey, p *pending, written bool) bool {
 	return true
 }
 
+// beginWait counts a request waiting on l. The first one to wait starts the dead-link
+// clock; the keepalive goroutine is woken only when it sleeps past that clock's end (with
+// echo on it usually wakes sooner for the echo), so that a request costs no wake-up.
 func (c *Client) beginWait(l *link) {
 	if l.waiting.Add(1) == 1 {
-		l.waitSince.Store(c.mono())
-		select {
-		case l.kick <- struct{}{}:
-		default:
+		now := c.mono()
+		l.waitSince.Store(now)
+		if l.wakeAt.Load() > now+int64(c.deadTimeout) {
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

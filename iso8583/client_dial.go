@@ -22,6 +22,9 @@ type link struct {
 	wmu        sync.Mutex // guards writing and queue
 	writing    bool       // a Send is writing; others queue
 	queue      []*wreq
+	spare      []*wreq       // the memory of the last queue written, for the next; guarded by wmu
+	taken      []*wreq       // the writer's own: the frames of a combined write
+	wbuf       []byte        // the writer's own: a combined write
 	done       chan struct{} // closed once the link has failed or been closed
 	readerDone chan struct{} // closed when the reader goroutine has returned
 	kick       chan struct{} // wakes the keepalive goroutine
@@ -32,6 +35,7 @@ type link struct {
 	lastSend  atomic.Int64 // ... written
 	waiting   atomic.Int32 // requests written on this link and still waiting
 	waitSince atomic.Int64 // when waiting last went from 0 to 1
+	wakeAt    atomic.Int64 // when the keepalive goroutine wakes next (monotonic ns); it runs now if 0
 }
 
 func (l *link) fail(err error) {

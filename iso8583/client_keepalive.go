@@ -84,9 +84,11 @@ func (c *Client) keepalive(l *link) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		l.wakeAt.Store(0) // running: a request that starts waiting now is seen below or kicks
 		now := c.mono()
 		wake := int64(1<<62 - 1)
-		if c.deadTimeout > 0 && l.waiting.Load() > 0 {
+		waiting := l.waiting.Load() > 0
+		if c.deadTimeout > 0 && waiting {
 			since := max(l.lastRecv.Load(), l.waitSince.Load())
 			if now-since >= int64(c.deadTimeout) {
 				c.stats.deadLinks.Add(1)
@@ -125,6 +127,10 @@ func (c *Client) keepalive(l *link) {
 				continue
 			}
 			wake = min(wake, last+int64(c.echoInterval))
+		}
+		l.wakeAt.Store(max(wake, now+int64(time.Millisecond)))
+		if !waiting && c.deadTimeout > 0 && l.waiting.Load() > 0 {
+			continue // a request began to wait meanwhile and may not have kicked: see its deadline
 		}
 		t.Reset(time.Duration(max(wake-now, int64(time.Millisecond))))
 		select {

@@ -266,7 +266,9 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 
 func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 	mti, _ := msg.GetMTI()
-	if _, err := ResponseMTI(mti); err == nil {
+	// A request or an advice from the host (function digit 0 or 2). The digit is looked at
+	// first so that a response, the usual case, costs no error value.
+	if len(mti) == 4 && (mti[2] == '0' || mti[2] == '2') && isRequestMTI(mti) {
 		if mti == MTINetworkManagementRequest {
 			c.answerEcho(l, msg)
 			return
@@ -308,4 +310,10 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 	if c.late != nil && !strings.HasPrefix(mti, "08") {
 		c.late(msg)
 	}
+}
+
+// isRequestMTI reports whether mti is one a response answers ([ResponseMTI]).
+func isRequestMTI(mti string) bool {
+	_, err := ResponseMTI(mti)
+	return err == nil
 }

@@ -534,3 +534,83 @@ func TestNewClientChecksOptions(t *testing.T) {
 		}
 	}
 }
+
+// The reader reads each frame into the memory of the one before: a response already
+// delivered must keep its values after the frames that follow it are read.
+func TestClientResponsesOutliveTheNextFrames(t *testing.T) {
+	const n = 4
+	framer := iso8583.BinaryLengthFramer{}
+	addr := rawHost(t, func(nc net.Conn) {
+		var stans []string
+		for range n {
+			b, err := framer.ReadFrame(nc)
+			if err != nil {
+				return
+			}
+			req, err := iso8583.Unpack(nil, b)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			stan, _ := req.GetString(11)
+			stans = append(stans, stan)
+		}
+		var out []byte // every answer in one write: the client reads them in one go
+		for _, stan := range stans {
+			resp := newMsg(t, "0210", map[int]string{11: stan, 37: "RRN000" + stan, 38: "A" + stan[1:], 39: "00", 41: "TERM0001"})
+			if err := resp.BinaryField(55, []byte{0x9F, 0x36, 0x02, stan[4], stan[5]}); err != nil {
+				t.Error(err)
+				return
+			}
+			b, err := iso8583.Pack(resp)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := framer.WriteFrame(appendWriter{&out}, b); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		nc.Write(out)
+		framer.ReadFrame(nc) // until the client goes
+	})
+	c := newClient(t, iso8583.ClientOptions{Addr: addr})
+	resps := make([]*iso8583.Message, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			a := testAuth(t)
+			a.STAN = uint32(100 + i)
+			req, err := a.Message()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if resps[i], err = c.Send(ctxTimeout(t, 10*time.Second), req); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, resp := range resps {
+		if resp == nil {
+			continue
+		}
+		stan := fmt.Sprintf("%06d", 100+i)
+		rrn, _ := resp.GetString(37)
+		auth, _ := resp.GetString(38)
+		icc, _ := resp.GetBytes(55)
+		if rrn != "RRN000"+stan || auth != "A"+stan[1:] || string(icc) != "\x9F\x36\x02"+stan[4:] {
+			t.Errorf("response to STAN %s: 37=%q 38=%q 55=% X after the next frames were read", stan, rrn, auth, icc)
+		}
+	}
+}
+
+// appendWriter lets a Framer write into a buffer.
+type appendWriter struct{ b *[]byte }
+
+func (a appendWriter) Write(p []byte) (int, error) {
+	*a.b = append(*a.b, p...)
+	return len(p), nil
+}

@@ -45,16 +45,15 @@ type appendFramer interface {
 	appendFrame(dst, b []byte) ([]byte, error)
 }
 
-// frame returns b with its framing.
-func (c *Client) frame(b []byte) ([]byte, error) {
+// frame appends b with its framing to dst.
+func (c *Client) frame(dst, b []byte) ([]byte, error) {
 	if af, ok := c.framer.(appendFramer); ok {
-		return af.appendFrame(nil, b)
+		return af.appendFrame(dst, b)
 	}
-	var buf []byte
-	if err := c.framer.WriteFrame(appendWriter{&buf}, b); err != nil {
+	if err := c.framer.WriteFrame(appendWriter{&dst}, b); err != nil {
 		return nil, err
 	}
-	return buf, nil
+	return dst, nil
 }
 
 // appendWriter lets a Framer write into a buffer.
@@ -77,10 +76,27 @@ func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 		return 0, l.err
 	default:
 	}
-	frame, err := c.frame(b)
+	fb, _ := c.frames.Get().(*[]byte)
+	if fb == nil {
+		fb = new([]byte)
+	}
+	frame, err := c.frame((*fb)[:0], b)
 	if err != nil {
+		c.frames.Put(fb)
 		return 0, err
 	}
+	*fb = frame
+	n, err := c.writeFrame(ctx, l, frame)
+	if n >= 0 {
+		// The frame's memory is free again, except when ctx ended while the frame was
+		// taken into a combined write that may still be copying it.
+		c.frames.Put(fb)
+	}
+	return n, err
+}
+
+// writeFrame is write, for a framed message.
+func (c *Client) writeFrame(ctx context.Context, l *link, frame []byte) (int, error) {
 	l.wmu.Lock()
 	if !l.writing {
 		l.writing = true
@@ -179,10 +195,11 @@ func (c *Client) writeOwn(ctx context.Context, l *link, frame []byte) (int, erro
 func (c *Client) writeQueued(l *link) {
 	l.wmu.Lock()
 	batch := l.queue
-	l.queue = nil
+	l.queue = l.spare[:0]
 	l.wmu.Unlock()
-	var taken []*wreq
-	var buf []byte
+	// Only the writer uses taken and buf: they keep their memory from batch to batch.
+	taken := l.taken[:0]
+	buf := l.wbuf[:0]
 	var deadline time.Time
 	none := false
 	for _, r := range batch {
@@ -231,7 +248,11 @@ func (c *Client) writeQueued(l *link) {
 			c.drop(l, err) // a frame went out in part: the stream is out of step
 		}
 	}
+	clear(batch)
+	clear(taken)
+	l.taken, l.wbuf = taken[:0], buf[:0]
 	l.wmu.Lock()
+	l.spare = batch[:0]
 	for len(l.queue) > 0 {
 		next := l.queue[0]
 		l.queue = l.queue[1:]

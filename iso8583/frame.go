@@ -80,6 +80,9 @@ func (f BinaryLengthFramer) appendFrame(dst, b []byte) ([]byte, error) {
 	if len(b) == 0 || len(b) > f.max() {
 		return nil, fmt.Errorf("%w: writing %d bytes, want 1 to %d", ErrFrameSize, len(b), f.max())
 	}
+	if dst == nil {
+		dst = make([]byte, 0, 2+len(b))
+	}
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b)))
 	return append(dst, b...), nil
 }
@@ -220,6 +223,9 @@ func (f LengthFramer) appendFrame(buf, b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: writing %d bytes, want 1 to %d", ErrFrameSize, len(b), f.max())
 	}
 	n := len(f.TPDU) + len(b)
+	if buf == nil {
+		buf = make([]byte, 0, 4+n)
+	}
 	switch f.Header {
 	case HeaderASCII4:
 		buf = appendLength(buf, 4, n)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	moov "github.com/moov-io/iso8583"
+	"github.com/moov-io/iso8583/field"
 
 	"github.com/posd-dev/posd/terminal/card"
 )
@@ -100,14 +101,45 @@ func CheckMandatory(msg *Message) error {
 	return nil
 }
 
+// setText sets text field id of msg to v, which the message copies (v may be scratch
+// memory). Message.Field copies a value twice (into bytes, then into a string); a String
+// field given bytes copies once. Other field types get v as a string.
+func setText(msg *Message, id int, v []byte) error {
+	if _, ok := msg.GetSpec().Fields[id].(*field.String); ok {
+		return msg.BinaryField(id, v)
+	}
+	return msg.Field(id, string(v))
+}
+
+// appendDigits appends n (0 or more) as width decimal digits, zero filled; higher digits
+// are dropped, so n must fit.
+func appendDigits(b []byte, n int64, width int) []byte {
+	var tmp [20]byte
+	width = min(width, len(tmp))
+	for i := width - 1; i >= 0; i-- {
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(b, tmp[:width]...)
+}
+
 // builder sets fields of a new message on the default spec, keeping the first error.
 type builder struct {
-	msg *Message
-	err error
+	msg    *Message
+	err    error
+	buf    []byte    // scratch for values on their way into a field
+	fields [3]uint64 // the fields set, as a bitmap (bit id)
+}
+
+// mark records that field id was set.
+func (b *builder) mark(id int) {
+	if id >= 0 && id < 64*len(b.fields) {
+		b.fields[id/64] |= 1 << (id % 64)
+	}
 }
 
 func newBuilder(mti string) *builder {
-	b := &builder{msg: moov.NewMessage(defaultSpec())}
+	b := &builder{msg: moov.NewMessage(defaultSpec()), buf: make([]byte, 0, 64)}
 	b.msg.MTI(mti)
 	return b
 }
@@ -127,9 +159,23 @@ func (b *builder) set(id int, v string) {
 		b.fail(id, ErrMissingField)
 		return
 	}
-	if err := b.msg.Field(id, v); err != nil {
+	b.setBytes(id, append(b.buf[:0], v...))
+}
+
+// setBytes sets a required text field from scratch memory (b.buf's).
+func (b *builder) setBytes(id int, v []byte) {
+	if b.err != nil {
+		return
+	}
+	if len(v) == 0 {
+		b.fail(id, ErrMissingField)
+		return
+	}
+	b.buf = v
+	if err := setText(b.msg, id, v); err != nil {
 		b.fail(id, err)
 	}
+	b.mark(id)
 }
 
 // opt sets an optional field when v is not empty.
@@ -146,6 +192,7 @@ func (b *builder) binary(id int, v []byte) {
 	if err := b.msg.BinaryField(id, append([]byte(nil), v...)); err != nil {
 		b.fail(id, err)
 	}
+	b.mark(id)
 }
 
 func (b *builder) stan(s uint32) {
@@ -153,7 +200,7 @@ func (b *builder) stan(s uint32) {
 		b.fail(11, fmt.Errorf("%w: STAN must be 1 to 999999", ErrInvalidValue))
 		return
 	}
-	b.set(11, fmt.Sprintf("%06d", s))
+	b.setBytes(11, appendDigits(b.buf[:0], int64(s), 6))
 }
 
 func (b *builder) amount(id int, minor int64) {
@@ -161,7 +208,7 @@ func (b *builder) amount(id int, minor int64) {
 		b.fail(id, fmt.Errorf("%w: amount out of range", ErrInvalidValue))
 		return
 	}
-	b.set(id, fmt.Sprintf("%012d", minor))
+	b.setBytes(id, appendDigits(b.buf[:0], minor, 12))
 }
 
 func (b *builder) transmission(t time.Time) {
@@ -169,7 +216,7 @@ func (b *builder) transmission(t time.Time) {
 		b.fail(7, ErrMissingField)
 		return
 	}
-	b.set(7, t.UTC().Format("0102150405"))
+	b.setBytes(7, t.UTC().AppendFormat(b.buf[:0], "0102150405"))
 }
 
 func (b *builder) local(t time.Time) {
@@ -177,8 +224,8 @@ func (b *builder) local(t time.Time) {
 		b.fail(12, ErrMissingField)
 		return
 	}
-	b.set(12, t.Format("150405"))
-	b.set(13, t.Format("0102"))
+	b.setBytes(12, t.AppendFormat(b.buf[:0], "150405"))
+	b.setBytes(13, t.AppendFormat(b.buf[:0], "0102"))
 }
 
 func (b *builder) pan(p card.PAN, expiry string, expiryRequired bool) {
@@ -205,8 +252,8 @@ func (b *builder) responseCode(id int, rc string) {
 	b.set(id, rc)
 }
 
-// finish checks the MTI's fields and packs the message once, so that every field is known
-// to fit.
+// finish checks the MTI's fields and that every field set fits ([checkPack]: what packing
+// would say, without packing the message whole).
 func (b *builder) finish() (*Message, error) {
 	if b.err != nil {
 		return nil, b.err
@@ -214,7 +261,14 @@ func (b *builder) finish() (*Message, error) {
 	if err := CheckMandatory(b.msg); err != nil {
 		return nil, err
 	}
-	if _, err := Pack(b.msg); err != nil {
+	var arr [64 * len(builder{}.fields)]int
+	ids := arr[:0]
+	for id := range len(arr) {
+		if b.fields[id/64]&(1<<(id%64)) != 0 {
+			ids = append(ids, id)
+		}
+	}
+	if err := checkPack(b.msg, ids); err != nil {
 		return nil, err
 	}
 	return b.msg, nil

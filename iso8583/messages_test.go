@@ -185,6 +185,10 @@ func TestBuildersReject(t *testing.T) {
 		{"batch 0", rec(func(r *iso8583.Reconciliation) { r.BatchNumber = 0 }), 60, iso8583.ErrInvalidValue},
 		{"negative count", rec(func(r *iso8583.Reconciliation) { r.Totals.DebitsCount = -1 }), 76, iso8583.ErrInvalidValue},
 		{"no settlement currency", rec(func(r *iso8583.Reconciliation) { r.CurrencyNumeric = "" }), 50, iso8583.ErrMissingField},
+		// Fields that do not fit their definition, found by the pack check of finish.
+		{"echo terminal id too long", nm(iso8583.NetworkManagement{Code: "301", STAN: 1, TransmissionTime: fixedUTC, TerminalID: "TERMINAL1"}), 41, iso8583.ErrInvalidLength},
+		{"reversal merchant id too long", rev(func(r *iso8583.Reversal) { r.MerchantID = "MERCHANT-0000001" }), 42, iso8583.ErrInvalidLength},
+		{"advice terminal id not ans", adv(func(a *iso8583.Advice) { a.TerminalID = "TERM\x01" }), 41, iso8583.ErrInvalidCharacter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
