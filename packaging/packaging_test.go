@@ -142,7 +142,8 @@ func TestDefaultConfigChecks(t *testing.T) {
 // TestPackageInstallRemove builds the amd64 package with scripts/package and installs,
 // removes and purges it in a throwaway root with dpkg --root --force-script-chrootless:
 // the maintainer scripts run on this machine with DPKG_ROOT set and create the posd user
-// in the root's /etc/passwd (useradd --prefix), never in this machine's.
+// in the root's /etc/passwd (useradd --prefix), never in this machine's. The binaries are
+// built with the go command the test runs under (make package uses the release toolchain).
 func TestPackageInstallRemove(t *testing.T) {
 	need(t, "dpkg-deb", "dpkg", "useradd", "groupadd")
 	dpkg := []string{"dpkg"}
