@@ -14,6 +14,7 @@ import (
 
 	"github.com/posd-dev/posd/hsm/dukpt"
 	"github.com/posd-dev/posd/hsm/pinblock"
+	"github.com/posd-dev/posd/internal/serialport"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
 	"github.com/posd-dev/posd/terminal/card"
@@ -577,5 +578,35 @@ func waitInputQueued(t *testing.T, path string, n int) {
 			t.Fatalf("%s: %d bytes queued after 5s, want %d", path, q, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPadDevicePortInUse: a pad whose port another holder has (here this
+// process, as a second posd would find the first) is not waited for: the
+// first connection fails at once, naming the holder.
+func TestPadDevicePortInUse(t *testing.T) {
+	p := startDevPad(t, `{"events":[]}`, padsim.Options{})
+	first := devDevice(t, func() string { return p.pair.A }, devLinkOpts())
+	if st := first.Status(); st.State != terminal.DeviceConnected {
+		t.Fatalf("first device: %v", st)
+	}
+
+	second, err := terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: p.pair.A, Link: devLinkOpts(), Device: devDeviceOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = second.WaitConnected(ctx)
+	want := fmt.Sprintf("%s is in use by PID %d", p.pair.A, os.Getpid())
+	if !errors.Is(err, serialport.ErrInUse) || !errors.Is(err, terminal.ErrDeviceUnavailable) || !strings.Contains(fmt.Sprint(err), want) {
+		t.Fatalf("second device: %v, want ErrDeviceUnavailable and %q", err, want)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("WaitConnected waited for its context instead of returning at once")
+	}
+	if st := second.Status(); st.State == terminal.DeviceConnected || !strings.Contains(st.LastError, want) {
+		t.Fatalf("second device status: %v", st)
 	}
 }
