@@ -89,10 +89,18 @@ fuzz-short:
 # with the release toolchain. 32-bit ARM goes through scripts/build-arm32, which works
 # around a 32-bit compile error in moov-io/iso8583 v0.26.1 (see the script);
 # `make build-arm32` leaves the binaries in bin/arm32.
+# Where the release toolchain cannot be fetched (no module proxy), the check runs with the
+# installed Go and says so among make test's skips.
 cross:
-	GOTOOLCHAIN=$(RELEASE_GO) scripts/build-arm32
-	GOTOOLCHAIN=$(RELEASE_GO) CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/...
-	@echo "cross-builds for linux/arm (GOARM=7) and linux/arm64 with $(RELEASE_GO): ok"
+	@mkdir -p bin; tc=$(RELEASE_GO); \
+	if ! why=$$(GOTOOLCHAIN=$$tc $(GO) version 2>&1 | tr -s "\n\t" "  "); then \
+		tc=local; \
+		echo "cross: $(RELEASE_GO) unavailable ($$why): building with $$($(GO) env GOVERSION)"; \
+		echo "SKIP make cross with $(RELEASE_GO): unavailable ($$why); cross-built with $$($(GO) env GOVERSION)" >>$(SKIPLOG); \
+	fi; \
+	GOTOOLCHAIN=$$tc scripts/build-arm32 && \
+	GOTOOLCHAIN=$$tc CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/... && \
+	echo "cross-builds for linux/arm (GOARM=7) and linux/arm64 with $$(GOTOOLCHAIN=$$tc $(GO) env GOVERSION): ok"
 
 build-arm32:
 	mkdir -p bin/arm32 && GOTOOLCHAIN=$(RELEASE_GO) scripts/build-arm32 $(CURDIR)/bin/arm32
