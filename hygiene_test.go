@@ -63,7 +63,8 @@ var leaves = map[string]map[string]bool{
 	"terminal/operators":  {"internal/atomicfile": true},
 	"internal/atomicfile": {},
 	"terminal/emv":        {"terminal/card": true},
-	"terminal/magstripe":  {"terminal/card": true, "terminal/money": true},
+	"terminal/magstripe":  {"terminal/card": true, "terminal/money": true, "internal/serialport": true},
+	"internal/serialport": {},
 
 	// The store's raw bbolt page reader: the file format, nothing of posd.
 	"store/internal/boltpage": {},

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/posd-dev/posd/internal/serialport"
 )
 
 // ErrDeviceUnavailable is wrapped by the errors of a device whose link is
@@ -190,6 +192,12 @@ type supervisor[L link] struct {
 	done   chan struct{}
 	ready  chan struct{} // closed at the first successful connection
 	once   sync.Once
+	// taken is closed when an attempt before the first connection finds the
+	// port held by another process (serialport.ErrInUse): waiting for the
+	// first connection would not free it.
+	taken     chan struct{}
+	takenOnce sync.Once
+	takenErr  error // the attempt's error; set before taken is closed
 }
 
 // newSupervisor starts keeping the link of dial up. probe may be nil: no
@@ -201,7 +209,7 @@ func newSupervisor[L link](name, port string, opts DeviceOptions, dial func(ctx 
 		opts: opts, log: opts.Logger.With("device", name, "port", port), dial: dial, probe: probe,
 		status: DeviceStatus{Name: name, Port: port, State: DeviceReconnecting, Since: time.Now()},
 		broken: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), ready: make(chan struct{}),
+		done: make(chan struct{}), ready: make(chan struct{}), taken: make(chan struct{}),
 	}
 	go s.run()
 	return s
@@ -333,6 +341,9 @@ func (s *supervisor[L]) connect() (L, bool) {
 		s.mu.Lock()
 		s.status.Attempts = attempt
 		s.status.LastError = errText(err)
+		if !s.everUp && errors.Is(err, serialport.ErrInUse) {
+			s.takenOnce.Do(func() { s.takenErr = err; close(s.taken) })
+		}
 		if s.status.State == DeviceReconnecting && time.Since(s.status.Since) >= s.opts.FailAfter {
 			s.status.State, s.status.Since = DeviceFailed, time.Now()
 			s.log.Error("device failed: still unreachable; retrying", "reason", s.status.LastError, "after", s.opts.FailAfter)
@@ -467,13 +478,19 @@ func (s *supervisor[L]) Status() DeviceStatus {
 }
 
 // waitConnected waits until the first connection or ctx is done; on ctx it
-// returns an error wrapping ErrDeviceUnavailable with the last failure.
+// returns an error wrapping ErrDeviceUnavailable with the last failure. It
+// returns that error at once when the port is held by another process.
 func (s *supervisor[L]) waitConnected(ctx context.Context) error {
 	select {
 	case <-s.ready:
 		return nil
 	case <-ctx.Done():
 	case <-s.done:
+	case <-s.taken:
+		s.mu.Lock()
+		name, port := s.status.Name, s.status.Port
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s on %s: %w", ErrDeviceUnavailable, name, port, s.takenErr)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

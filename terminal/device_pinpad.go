@@ -167,7 +167,10 @@ func isLinkFault(err error) bool {
 
 // WaitConnected waits for the first connection to the pad. When ctx ends
 // first it returns an error wrapping ErrDeviceUnavailable with the last
-// failure (posd's start-up can then say why the pad does not answer).
+// failure (posd's start-up can then say why the pad does not answer). When
+// another process holds the port it returns at once, with an error that also
+// wraps serialport.ErrInUse and names the holder ("/dev/ttyUSB0 is in use by
+// PID 812 (posd)"); the device keeps trying in the background.
 func (d *PadDevice) WaitConnected(ctx context.Context) error { return d.sup.waitConnected(ctx) }
 
 // Status returns the link's status for GET /v1/status.

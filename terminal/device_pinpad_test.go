@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,12 +14,14 @@ import (
 
 	"github.com/posd-dev/posd/hsm/dukpt"
 	"github.com/posd-dev/posd/hsm/pinblock"
+	"github.com/posd-dev/posd/internal/serialport"
 	"github.com/posd-dev/posd/terminal"
 	"github.com/posd-dev/posd/terminal/abecs"
 	"github.com/posd-dev/posd/terminal/card"
 	"github.com/posd-dev/posd/terminal/money"
 	"github.com/posd-dev/posd/terminal/padsim"
 	"github.com/posd-dev/posd/terminal/ptypair"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -442,5 +445,168 @@ func TestPINPadOverPlainClient(t *testing.T) {
 	}
 	if err := pp.Show(ctxFor(t, time.Second), "X", ""); !errors.Is(err, terminal.ErrDeviceUnavailable) {
 		t.Fatalf("Show: %v", err)
+	}
+}
+
+// TestPadDeviceNoiseBeforeConnect: line noise that reached the port while
+// posd was not reading it (between two connections, or before the first) is
+// discarded when the port is opened: the first byte the link reads is the
+// pad's ACK to OPN, not noise decoded as the start of the pad's answer.
+func TestPadDeviceNoiseBeforeConnect(t *testing.T) {
+	pair, err := ptypair.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pair.Close()
+	// Noise from the pad's side while nobody has the host's side open: it
+	// waits in the host side's input queue. A run of bytes with ABECS
+	// control characters in it, as a bouncing connector makes, ending in
+	// the start of a frame that never ends.
+	noise := make([]byte, 0, 520)
+	for i := 0; len(noise) < 500; i++ {
+		noise = append(noise, byte(i*37), 0x16, byte(i), 0x17, 0x06, 0x15)
+	}
+	noise = append(noise, 0x16, 'G', 'I', 'N', '0', '0', '0')
+	raw, err := os.OpenFile(pair.B, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Write(noise); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	waitInputQueued(t, pair.A, len(noise))
+
+	s, err := padsim.ParseScript([]byte(`{"events":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdk, _ := hex.DecodeString(devBDK)
+	ksn, _ := dukpt.ParseKSN(devKSN)
+	pad, err := padsim.New(s, &padsim.Options{BDK: bdk, KSN: ksn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := abecs.OpenSerial(pair.B, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { pad.Serve(ctx, port); close(served) }()
+	defer func() { cancel(); <-served; port.Close() }()
+
+	// One ACK timeout is longer than a clean connection takes by far; a
+	// connection that read the noise first would fail and back off.
+	link := abecs.Options{ACKTimeout: 2 * time.Second, ResponseTimeout: 2 * time.Second}
+	var first firstByte
+	open := func(context.Context) (io.ReadWriteCloser, error) {
+		p, err := abecs.OpenSerial(pair.A, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &firstByteReader{SerialPort: p, first: &first}, nil
+	}
+	dev, err := terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: pair.A, Link: link, Open: open, Device: devDeviceOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(context.Background(), link.ACKTimeout)
+	defer wcancel()
+	if err := dev.WaitConnected(wctx); err != nil {
+		t.Fatalf("not connected within one ACK timeout (%v) of noise: %v; status %v", link.ACKTimeout, err, dev.Status())
+	}
+	if st := dev.Status(); st.State != terminal.DeviceConnected || !strings.Contains(st.Info, "PADSIM") {
+		t.Fatalf("status %v after %v", st, time.Since(start))
+	}
+	if b, ok := first.get(); !ok || b != abecs.ACK {
+		t.Fatalf("the link's first byte read is %#02x, want the pad's ACK to OPN (the noise was read)", b)
+	}
+}
+
+// firstByte records the first byte read through a firstByteReader.
+type firstByte struct {
+	mu  sync.Mutex
+	b   byte
+	set bool
+}
+
+func (f *firstByte) get() (byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.b, f.set
+}
+
+type firstByteReader struct {
+	*abecs.SerialPort
+	first *firstByte
+}
+
+func (r *firstByteReader) Read(b []byte) (int, error) {
+	n, err := r.SerialPort.Read(b)
+	if n > 0 {
+		r.first.mu.Lock()
+		if !r.first.set {
+			r.first.b, r.first.set = b[0], true
+		}
+		r.first.mu.Unlock()
+	}
+	return n, err
+}
+
+// waitInputQueued waits until the input queue of the tty at path holds n
+// bytes (the pty pair's relay has carried them over).
+func waitInputQueued(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d bytes queued after 5s, want %d", path, q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPadDevicePortInUse: a pad whose port another holder has (here this
+// process, as a second posd would find the first) is not waited for: the
+// first connection fails at once, naming the holder.
+func TestPadDevicePortInUse(t *testing.T) {
+	p := startDevPad(t, `{"events":[]}`, padsim.Options{})
+	first := devDevice(t, func() string { return p.pair.A }, devLinkOpts())
+	if st := first.Status(); st.State != terminal.DeviceConnected {
+		t.Fatalf("first device: %v", st)
+	}
+
+	second, err := terminal.OpenPadDevice(terminal.PadDeviceOptions{Path: p.pair.A, Link: devLinkOpts(), Device: devDeviceOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = second.WaitConnected(ctx)
+	want := fmt.Sprintf("%s is in use by PID %d", p.pair.A, os.Getpid())
+	if !errors.Is(err, serialport.ErrInUse) || !errors.Is(err, terminal.ErrDeviceUnavailable) || !strings.Contains(fmt.Sprint(err), want) {
+		t.Fatalf("second device: %v, want ErrDeviceUnavailable and %q", err, want)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("WaitConnected waited for its context instead of returning at once")
+	}
+	if st := second.Status(); st.State == terminal.DeviceConnected || !strings.Contains(st.LastError, want) {
+		t.Fatalf("second device status: %v", st)
 	}
 }

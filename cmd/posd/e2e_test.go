@@ -317,6 +317,13 @@ func TestEndToEnd(t *testing.T) {
 	posd.waitFor(t, "posd ready")
 	api := "--api=unix:" + sock
 
+	// A second posd on the same PIN pad port refuses to start at once, naming the first.
+	cfg2, _ := writeTestConfig(t, t.TempDir(), pair.A, addr)
+	inUse := fmt.Sprintf("%s is in use by PID %d (posd)", pair.A, posd.cmd.Process.Pid)
+	if code, out := c.run(t, "posd", "run", "--config", cfg2); code != 1 || !strings.Contains(out, inUse) {
+		t.Errorf("second posd on the pad's port: exit %d\n%s\nwant exit 1 and %q", code, out, inUse)
+	}
+
 	if code, out := c.run(t, "posctl", api, "status"); code != 0 || !strings.Contains(out, "POSD-E2E00001") || !strings.Contains(out, "last answered") {
 		t.Fatalf("posctl status: %d %s", code, out)
 	}

@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"go.bug.st/serial"
+
+	"github.com/posd-dev/posd/internal/serialport"
 )
 
 // DefaultBaud is the ABECS line speed, 19200 bit/s (8N1).
@@ -27,7 +29,11 @@ type SerialPort struct {
 
 // OpenSerial opens the serial device at path for ABECS: baud bit/s (0 means
 // DefaultBaud), 8 data bits, no parity, 1 stop bit. It does not touch the
-// modem lines, which pseudo-terminals lack.
+// modem lines, which pseudo-terminals lack. The port is this process's alone
+// (a device another process holds fails with an error wrapping
+// serialport.ErrInUse that names the holder: "/dev/ttyUSB0 is in use by PID
+// 812 (posd)"), and bytes received before the open, such as line noise
+// while the link was down, are discarded.
 func OpenSerial(path string, baud int) (*SerialPort, error) {
 	if baud == 0 {
 		baud = DefaultBaud
@@ -35,12 +41,15 @@ func OpenSerial(path string, baud int) (*SerialPort, error) {
 	if baud < 0 {
 		return nil, fmt.Errorf("abecs: open serial port %s: baud rate %d is negative", path, baud)
 	}
-	p, err := serial.Open(path, &serial.Mode{
+	p, err := serialport.Open(path, &serial.Mode{
 		BaudRate: baud,
 		DataBits: 8,
 		Parity:   serial.NoParity,
 		StopBits: serial.OneStopBit,
 	})
+	if errors.Is(err, serialport.ErrInUse) {
+		return nil, fmt.Errorf("abecs: %w", err) // the error names the path
+	}
 	if err != nil {
 		return nil, fmt.Errorf("abecs: open serial port %s: %w", path, err)
 	}

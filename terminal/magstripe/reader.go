@@ -10,6 +10,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/posd-dev/posd/internal/serialport"
 	"github.com/posd-dev/posd/terminal/money"
 )
 
@@ -80,10 +81,16 @@ type result struct {
 }
 
 // Open opens the serial device at path (8N1 at opts.Baud, modem lines
-// untouched, which pseudo-terminals lack) and returns a reader over it.
+// untouched, which pseudo-terminals lack) and returns a reader over it. The
+// port is this process's alone (a device another process holds fails with an
+// error wrapping serialport.ErrInUse that names the holder), and bytes
+// received before the open are discarded.
 func Open(path string, opts *Options) (*Reader, error) {
 	o := opts.withDefaults()
-	p, err := serial.Open(path, &serial.Mode{BaudRate: o.Baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	p, err := serialport.Open(path, &serial.Mode{BaudRate: o.Baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	if errors.Is(err, serialport.ErrInUse) {
+		return nil, fmt.Errorf("magstripe: %w", err) // the error names the path
+	}
 	if err != nil {
 		return nil, fmt.Errorf("magstripe: open serial port %s: %w", path, err)
 	}
