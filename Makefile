@@ -30,7 +30,7 @@ GOVULNCHECK    ?= v1.9.0
 SKIPLOG := bin/skipped-tests.txt
 REPORT  := bin/testreport
 
-.PHONY: all build build-arm32 test test-start test-skips test-deps vet unit test-pkcs11 fuzz-short cross package vuln vulndb crash exactly-once bench fuzz clean
+.PHONY: all build build-arm32 test test-start test-skips test-deps vet unit test-pkcs11 fuzz-short cross package vuln vulndb crash exactly-once bench bench-compare fuzz clean
 
 all: build
 
@@ -139,9 +139,15 @@ XO_KILLS  ?= 6
 exactly-once:
 	POSD_XO_ROUNDS=$(XO_ROUNDS) POSD_XO_KILLS=$(XO_KILLS) $(GO) test -count=1 -run TestExactlyOnce -v -timeout 60m ./cmd/posd
 
-# bench: the benchmarks whose figures go to docs/BENCHMARKS.md.
+# bench: every benchmark, five times (a look at one package: make bench PKGS=./store).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+# bench-compare: issue 16's measures in one run, each a ratio of pairs measured A B A B
+# (scripts/bench-compare), printed as the Markdown of docs/BENCHMARKS.md and written there.
+# About 15 minutes on 2 cores; it loads the machine on purpose for the drain.
+bench-compare:
+	@mkdir -p bin && $(GO) run ./scripts/bench-compare | tee bin/BENCHMARKS.md && cp bin/BENCHMARKS.md docs/BENCHMARKS.md
 
 # fuzz: each fuzz target for FUZZTIME (not part of `make test`). New crashers land in the
 # package's testdata/fuzz/ and become regression tests; commit them.
