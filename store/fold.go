@@ -275,7 +275,7 @@ func (s *Store) fold() error {
 // commit applies entries to the bbolt file in one commit, with the fold mark (the last
 // entry's LSN) in the same commit.
 func (s *Store) commit(entries []logEntry) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.dbUpdate(func(tx *bolt.Tx) error {
 		for _, e := range entries {
 			if err := applyOp(tx, e.op); err != nil {
 				return fmt.Errorf("log record %d: %w", e.lsn, err)

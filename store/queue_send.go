@@ -134,7 +134,7 @@ func (s *Store) PendingReversals(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.dbView(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
 			p, err := peekItem(k, v)
 			if err != nil {

@@ -176,7 +176,7 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 		}
 		return nil
 	}
-	err = s.wrap("salvage", s.db.Update(func(tx *bolt.Tx) error {
+	err = s.wrap("salvage", s.dbUpdate(func(tx *bolt.Tx) error {
 		for _, w := range []struct {
 			name  []byte
 			elems []boltpage.Elem
