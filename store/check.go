@@ -122,6 +122,11 @@ func (s *Store) Check(ctx context.Context) (Report, error) {
 				return err
 			}
 		}
+		if kept, ok := readTotals(tx); ok {
+			if counted, err := countQueue(tx); err == nil && counted != kept {
+				add(fmt.Sprintf("the kept queue totals (%+v) differ from the queue (%+v)", kept, counted), "report this to support; the queue itself is kept (offline limits use these totals)")
+			}
+		}
 		r.AuditEntries = tx.Bucket(bucketAudit).Stats().KeyN
 		ar, err := verifyChain(ctx, tx, s.auditor, nil)
 		if err != nil {

@@ -120,7 +120,11 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 			}
 		}
 		for _, it := range op.Items {
-			if err := kindBucket(tx, it.Kind).Put(it.ID.key(), it.Value); err != nil {
+			b := kindBucket(tx, it.Kind)
+			if err := recount(tx, b, it.ID.key(), it.Value); err != nil {
+				return err
+			}
+			if err := b.Put(it.ID.key(), it.Value); err != nil {
 				return err
 			}
 			if err := raiseSequence(tx.Bucket(bucketQueue), uint64(it.ID)); err != nil {

@@ -238,6 +238,9 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 				return err
 			}
 			if r.Acked {
+				if err := recount(tx, q, r.ID.key(), nil); err != nil {
+					return err
+				}
 				if err := s.deleteLinked(ctx, tx, q, r.ID.key(), jsonLink{Kind: "acked", Ref: queueRef(r.ID)}); err != nil {
 					return err
 				}
@@ -259,6 +262,9 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			}
 			nv, err := encodeItem(it, sealed)
 			if err != nil {
+				return err
+			}
+			if err := recount(tx, q, r.ID.key(), nv); err != nil {
 				return err
 			}
 			if err := s.putLinked(ctx, tx, q, r.ID.key(), nv, jsonLink{Kind: kind, Ref: queueRef(r.ID)}); err != nil {

@@ -187,6 +187,14 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 				return err
 			}
 		}
+		// The queue's totals, for what was copied of it.
+		t, err := countQueue(tx)
+		if err != nil {
+			return err
+		}
+		if err := writeTotals(tx, t); err != nil {
+			return err
+		}
 		// The chain goes on from the last link copied: the salvage's own link, then a link
 		// for each record and item whose value no copied link names.
 		if err := s.loadChainHead(tx); err != nil {

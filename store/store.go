@@ -292,7 +292,32 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 			return fmt.Errorf("store: open %s: upgrading the layout: %w", s.path, err)
 		}
 	}
+	if err := s.keepTotals(); err != nil {
+		_ = log.close()
+		return fmt.Errorf("store: open %s: counting the queue: %w", s.path, err)
+	}
 	return nil
+}
+
+// keepTotals counts the queue once into the kept totals (queue_totals.go) when the file has
+// none: a file of an older release. On a full file they are counted at every QueueTotals
+// until there is room.
+func (s *Store) keepTotals() error {
+	kept := false
+	if err := s.dbView(func(tx *bolt.Tx) error { _, kept = readTotals(tx); return nil }); err != nil || kept {
+		return err
+	}
+	err := s.dbUpdate(func(tx *bolt.Tx) error {
+		t, err := countQueue(tx)
+		if err != nil {
+			return err
+		}
+		return writeTotals(tx, t)
+	})
+	if isFullError(err) {
+		return nil
+	}
+	return err
 }
 
 // upgradeChain finishes the upgrade of a file of layout 1 or 2 (once its log is folded): it
