@@ -186,7 +186,7 @@ func (s *Store) archiveChunk(ctx context.Context, opts ArchiveOptions, links boo
 		vals  = map[TxnID][]byte{}
 		bvals = map[uint64][]byte{}
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.dbView(func(tx *bolt.Tx) error {
 		var err error
 		if head, base, err = readHead(tx); err != nil {
 			return err
@@ -312,7 +312,7 @@ func (s *Store) archiveChunk(ctx context.Context, opts ArchiveOptions, links boo
 	}
 	var moved []archiveLine
 	newBase := base
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.dbView(func(tx *bolt.Tx) error {
 		if !links {
 			return nil // a batch's chunk: its links move once the batches are done
 		}
@@ -395,7 +395,7 @@ func (s *Store) archiveChunk(ctx context.Context, opts ArchiveOptions, links boo
 		newHead.MaxTxn = max(newHead.MaxTxn, slices.Max(removed))
 	}
 	saved := s.saveChain()
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.dbUpdate(func(tx *bolt.Tx) error {
 		if err := s.removeArchived(tx, removed, rep.Batches); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -53,7 +54,11 @@ func Compact(path string, opts *Options) (CompactReport, error) {
 		return rep, fmt.Errorf("store: compact: %w", err)
 	}
 	rep.Before = fi.Size()
-	src, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, ReadOnly: false, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	// Compact reads every page: check them all first (bbolt panics on some damage).
+	if err := probePages(context.Background(), path); err != nil {
+		return rep, fmt.Errorf("store: compact %s: %w", path, err)
+	}
+	src, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, ReadOnly: false, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if isSystemError(err) {
 			return rep, fmt.Errorf("store: compact %s: %w", path, err)
@@ -108,7 +113,7 @@ func compactInto(src *bolt.DB, path string, mode os.FileMode) error {
 // bytes) is free pages.
 func (s *Store) wantsCompact() bool {
 	var size int64
-	_ = s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
+	_ = s.dbView(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
 	if size < compactMin {
 		return false
 	}

@@ -63,11 +63,16 @@
 //     what is left in the log.
 //   - bbolt cannot be interrupted. A context is checked before a write
 //     starts; once a commit has begun it runs to the end.
-//   - A file with a damaged page is refused at [Open] with [ErrCorrupt], unchanged:
-//     Open walks the page tree itself first, since bbolt's own walk (to rebuild
-//     the freelist) panics on a damaged page in a goroutine no caller can
-//     recover. [Salvage] (posd store salvage) copies everything readable of a
-//     damaged file, and its log, into a new file and lists what was lost.
+//   - bbolt trusts the pages it reads and panics on some damage. [Open] checks,
+//     safely, the pages start-up reads (the freelist, and the buckets of what is
+//     open: the queue, the open records, the counters, the batches), so that
+//     start-up costs what is open, not the size of the file: a damaged page
+//     there is refused at Open with [ErrCorrupt], the file unchanged. A damaged
+//     page deeper in history (a finished record, an index, an old audit link) is
+//     found when it is read, as an error wrapping ErrCorrupt instead of bbolt's
+//     panic, and by [Store.Check] (posd store check), which walks every page.
+//     [Salvage] (posd store salvage) copies everything readable of a damaged
+//     file, and its log, into a new file and lists what was lost.
 //   - A file of another layout (not a posd store, or a store written by a
 //     release with a different layout version) is refused with [ErrLayout]
 //     and left as it was. bbolt's own check of a file is

@@ -120,7 +120,11 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 			}
 		}
 		for _, it := range op.Items {
-			if err := kindBucket(tx, it.Kind).Put(it.ID.key(), it.Value); err != nil {
+			b := kindBucket(tx, it.Kind)
+			if err := recount(tx, b, it.ID.key(), it.Value); err != nil {
+				return err
+			}
+			if err := b.Put(it.ID.key(), it.Value); err != nil {
 				return err
 			}
 			if err := raiseSequence(tx.Bucket(bucketQueue), uint64(it.ID)); err != nil {
@@ -279,7 +283,7 @@ func (s *Store) fold() error {
 // commit applies entries to the bbolt file in one commit, with the fold mark (the last
 // entry's LSN) in the same commit.
 func (s *Store) commit(entries []logEntry) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.dbUpdate(func(tx *bolt.Tx) error {
 		for _, e := range entries {
 			if err := applyOp(tx, e.op); err != nil {
 				return fmt.Errorf("log record %d: %w", e.lsn, err)

@@ -449,7 +449,7 @@ func (s *Store) finishedValue(id TxnID, out *Outcome) ([]byte, error) {
 		}
 	}
 	if v == nil {
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.dbView(func(tx *bolt.Tx) error {
 			v = bytes.Clone(tx.Bucket(bucketJournal).Get(id.key()))
 			return nil
 		})
@@ -476,7 +476,7 @@ func (s *Store) notOpen(name string, id TxnID) error {
 	if err := s.fold(); err != nil && !isFullError(err) {
 		return s.wrap(name, err)
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.dbView(func(tx *bolt.Tx) error {
 		rec, err := getRecord(tx, id)
 		if err != nil {
 			return err

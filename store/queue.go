@@ -154,6 +154,9 @@ func (s *Store) enqueueTx(ctx context.Context, tx *bolt.Tx, items []Item, now ti
 		if err != nil {
 			return nil, err
 		}
+		if err := recount(tx, kindBucket(tx, it.Kind), id.key(), v); err != nil {
+			return nil, err
+		}
 		if err := s.putLinked(ctx, tx, kindBucket(tx, it.Kind), id.key(), v, jsonLink{Kind: linkEnqueue, Ref: queueRef(id)}); err != nil {
 			return nil, err
 		}
@@ -231,29 +234,49 @@ type Totals struct {
 	OldestAdvice               time.Time // zero when there is none
 }
 
-// QueueTotals returns the queue's totals.
+// QueueTotals returns the queue's totals. They are kept in the file, updated with every
+// change to the queue, and the write-ahead log's records not yet folded are added: it reads
+// a few keys, not the queue, and does not fold the log (an offline decision asks on a
+// sale's path). OldestAdvice is when the first queued advice still queued was queued.
 func (s *Store) QueueTotals(ctx context.Context) (Totals, error) {
-	var t Totals
-	items, err := s.List(ctx)
-	if err != nil {
-		return t, err
+	if err := ctx.Err(); err != nil {
+		return Totals{}, fmt.Errorf("store: queue totals: %w", err)
 	}
-	for _, it := range items {
-		if it.State == QueueParked {
-			t.Parked++
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Totals{}, fmt.Errorf("store: queue totals: %w", ErrClosed)
+	}
+	var t jsonTotals
+	var oldest time.Time
+	err := s.dbView(func(tx *bolt.Tx) error {
+		var ok bool
+		if t, ok = readTotals(tx); !ok {
+			var err error
+			if t, err = countQueue(tx); err != nil {
+				return err
+			}
 		}
-		switch it.Kind {
-		case KindReversal:
-			t.Reversals++
-		case KindAdvice:
-			t.Advices++
-			t.AdviceAmountMinor += it.AmountMinor
-			if t.OldestAdvice.IsZero() || it.Created.Before(t.OldestAdvice) {
-				t.OldestAdvice = it.Created
+		var err error
+		oldest, err = oldestAdvice(tx)
+		return err
+	})
+	if err != nil {
+		return Totals{}, s.wrap("queue totals", err)
+	}
+	for _, e := range s.pending {
+		for _, it := range e.op.Items { // queued with an outcome: pending, after those in the file
+			c, err := peekCounted(it.Value)
+			if err != nil {
+				return Totals{}, s.wrap("queue totals", err)
+			}
+			t.add(c, +1)
+			if c.Kind == KindAdvice && oldest.IsZero() {
+				oldest = c.Created
 			}
 		}
 	}
-	return t, nil
+	return Totals{Reversals: t.Reversals, Advices: t.Advices, Parked: t.Parked, AdviceAmountMinor: t.AdviceAmountMinor, OldestAdvice: oldest}, nil
 }
 
 // ItemView is a queued item as an operator sees it (posctl saf list): masked, without its

@@ -24,6 +24,9 @@ func (s *Store) Park(ctx context.Context, id QueueID, by, reason string) error {
 		}
 		l := operatorLink(by, "park", fmt.Sprintf("queue item %d (%s of transaction %d): %s", id, it.Kind, it.TxnID, redactDigitRuns(reason)))
 		l.Ref = queueRef(id)
+		if err := recount(tx, q, id.key(), nv); err != nil {
+			return err
+		}
 		return s.putLinked(ctx, tx, q, id.key(), nv, l)
 	})
 }
@@ -42,6 +45,9 @@ func (s *Store) Unpark(ctx context.Context, id QueueID, by string) error {
 		}
 		l := operatorLink(by, "unpark", fmt.Sprintf("queue item %d (%s of transaction %d)", id, it.Kind, it.TxnID))
 		l.Ref = queueRef(id)
+		if err := recount(tx, q, id.key(), nv); err != nil {
+			return err
+		}
 		return s.putLinked(ctx, tx, q, id.key(), nv, l)
 	})
 }
@@ -60,6 +66,9 @@ func (s *Store) Delete(ctx context.Context, id QueueID, by, reason string) error
 		}
 		l := operatorLink(by, "delete", fmt.Sprintf("queue item %d (%s of transaction %d, %d %s, %s): %s", id, it.Kind, it.TxnID, it.AmountMinor, it.Currency, it.MaskedPAN, redactDigitRuns(reason)))
 		l.Ref = queueRef(id)
+		if err := recount(tx, q, id.key(), nil); err != nil {
+			return err
+		}
 		return s.deleteLinked(ctx, tx, q, id.key(), l)
 	})
 }

@@ -134,7 +134,7 @@ func (s *Store) PendingReversals(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.dbView(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueueRev).ForEach(func(k, v []byte) error {
 			p, err := peekItem(k, v)
 			if err != nil {
@@ -241,6 +241,9 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 				return err
 			}
 			if r.Acked {
+				if err := recount(tx, q, r.ID.key(), nil); err != nil {
+					return err
+				}
 				if err := s.deleteLinked(ctx, tx, q, r.ID.key(), jsonLink{Kind: "acked", Ref: queueRef(r.ID)}); err != nil {
 					return err
 				}
@@ -265,6 +268,9 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			}
 			nv, err := encodeItem(it, sealed)
 			if err != nil {
+				return err
+			}
+			if err := recount(tx, q, r.ID.key(), nv); err != nil {
 				return err
 			}
 			if err := s.putLinked(ctx, tx, q, r.ID.key(), nv, jsonLink{Kind: kind, Ref: queueRef(r.ID)}); err != nil {

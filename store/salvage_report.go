@@ -176,7 +176,7 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 		}
 		return nil
 	}
-	err = s.wrap("salvage", s.db.Update(func(tx *bolt.Tx) error {
+	err = s.wrap("salvage", s.dbUpdate(func(tx *bolt.Tx) error {
 		for _, w := range []struct {
 			name  []byte
 			elems []boltpage.Elem
@@ -186,6 +186,14 @@ func salvageWrite(ctx context.Context, dst string, pl *salvagePlan, o SalvageOpt
 			if err := put(tx, w.name, w.elems, w.seq); err != nil {
 				return err
 			}
+		}
+		// The queue's totals, for what was copied of it.
+		t, err := countQueue(tx)
+		if err != nil {
+			return err
+		}
+		if err := writeTotals(tx, t); err != nil {
+			return err
 		}
 		// The chain goes on from the last link copied: the salvage's own link, then a link
 		// for each record and item whose value no copied link names.

@@ -196,15 +196,18 @@ func open(path string, o Options) (*Store, error) {
 	if o.FoldDelay == 0 {
 		o.FoldDelay = 20 * time.Millisecond
 	}
-	// NoFreelistSync: bbolt would rewrite its whole freelist at every commit, which made a
-	// sale's journal cost grow with the file (1.7 ms to 9.5 ms in one benchmark run); the
-	// freelist is rebuilt at open instead (BenchmarkStartup: about 0.1 s for 100,000 records).
-	// With NoFreelistSync bbolt walks every page at open, in a goroutine where a damaged
-	// page panics beyond recovery: walk them first, safely.
-	if err := probePages(context.Background(), path); err != nil {
+	// The freelist is written at every commit (bbolt's default), so that bbolt reads it at
+	// open instead of walking every page to rebuild it: start-up then costs what is open,
+	// not the size of the file. (Releases before used NoFreelistSync: the first open of
+	// such a file walks it once, probeStart first, and writes the freelist.) Commits are
+	// off a sale's path, which writes the write-ahead log; the freelist they write grows
+	// with the free pages, which Compact bounds.
+	//
+	// bbolt trusts the pages it reads: check the ones start-up reads before it does.
+	if err := probeStart(context.Background(), path); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, MaxSize: o.MaxSize, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, o.FileMode, &bolt.Options{Timeout: o.Timeout, MaxSize: o.MaxSize, FreelistType: bolt.FreelistMapType})
 	switch {
 	case err == nil:
 	case errors.Is(err, berrors.ErrTimeout):
@@ -242,7 +245,7 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 		return fmt.Errorf("store: open %s: write-ahead log: %w", s.path, err)
 	}
 	s.log = log
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.dbView(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyLogLSN); len(v) == 8 {
 			s.applied = binary.BigEndian.Uint64(v)
 		}
@@ -295,7 +298,32 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 			return fmt.Errorf("store: open %s: upgrading the layout: %w", s.path, err)
 		}
 	}
+	if err := s.keepTotals(); err != nil {
+		_ = log.close()
+		return fmt.Errorf("store: open %s: counting the queue: %w", s.path, err)
+	}
 	return nil
+}
+
+// keepTotals counts the queue once into the kept totals (queue_totals.go) when the file has
+// none: a file of an older release. On a full file they are counted at every QueueTotals
+// until there is room.
+func (s *Store) keepTotals() error {
+	kept := false
+	if err := s.dbView(func(tx *bolt.Tx) error { _, kept = readTotals(tx); return nil }); err != nil || kept {
+		return err
+	}
+	err := s.dbUpdate(func(tx *bolt.Tx) error {
+		t, err := countQueue(tx)
+		if err != nil {
+			return err
+		}
+		return writeTotals(tx, t)
+	})
+	if isFullError(err) {
+		return nil
+	}
+	return err
 }
 
 // upgradeChain finishes the upgrade of a file of layout 1 or 2 (once its log is folded): it
@@ -304,7 +332,7 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 // sets the layout version, in one commit.
 func (s *Store) upgradeChain() error {
 	saved := s.saveChain()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.dbUpdate(func(tx *bolt.Tx) error {
 		l := jsonLink{Kind: linkUpgrade, Who: "posd", Txn: tx.Bucket(bucketJournal).Sequence(), Queue: tx.Bucket(bucketQueue).Sequence(),
 			Detail: fmt.Sprintf("layout %s: every journal and queue write is linked from here; the chain before is the unkeyed one of older releases (head %d:%.16s)", layoutVersion, s.auditSeq, s.auditHead)}
 		if err := s.linkTx(context.Background(), tx, l); err != nil {
@@ -334,7 +362,7 @@ func (s *Store) initLayout() ([]byte, error) {
 	var id []byte
 	// A file that needs nothing is only read: a refused log must find it unchanged.
 	ready := false
-	_ = s.db.View(func(tx *bolt.Tx) error {
+	_ = s.dbView(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil || string(meta.Get(keyFormat)) != layoutFormat || string(meta.Get(keyVersion)) != layoutVersion || len(meta.Get(keyStoreID)) != storeIDLen {
 			return nil
@@ -350,7 +378,7 @@ func (s *Store) initLayout() ([]byte, error) {
 	if ready {
 		return id, nil
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.dbUpdate(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			empty := true
@@ -453,7 +481,7 @@ func (s *Store) update(ctx context.Context, op string, fn func(*bolt.Tx) error) 
 		return s.wrap(op, err)
 	}
 	saved := s.saveChain()
-	err := s.db.Update(fn)
+	err := s.dbUpdate(fn)
 	if err != nil {
 		s.restoreChain(saved) // the links fn made were rolled back with it
 	}
@@ -478,7 +506,7 @@ func (s *Store) view(ctx context.Context, op string, fn func(*bolt.Tx) error) er
 	if err != nil && !isFullError(err) {
 		return s.wrap(op, err)
 	}
-	return s.wrap(op, s.db.View(fn))
+	return s.wrap(op, s.dbView(fn))
 }
 
 func (s *Store) wrap(op string, err error) error {

@@ -87,7 +87,7 @@ func (s *Store) LookupTill(ctx context.Context, key TillKey) (TxnID, bool, error
 		}
 	}
 	var id TxnID
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.dbView(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketTill).Get([]byte(key))
 		if v == nil {
 			return nil

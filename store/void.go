@@ -90,6 +90,9 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		var after QueueID
 		switch {
 		case adv != nil && adv.FirstSent.IsZero() && adv.Attempts == 0 && !adv.Sending:
+			if err := recount(tx, tx.Bucket(bucketQueueAdv), adv.ID.key(), nil); err != nil {
+				return err
+			}
 			if err := s.deleteLinked(ctx, tx, tx.Bucket(bucketQueueAdv), adv.ID.key(), jsonLink{Kind: "withdraw", Ref: queueRef(adv.ID)}); err != nil {
 				return err
 			}

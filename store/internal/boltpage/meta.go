@@ -3,8 +3,8 @@
 // pages they follow, panic on some damage, fault on a truncated file and recurse without end
 // on a loop of pages. Every read is checked; nothing in a file panics it.
 //
-// The store runs it at every Open (to refuse a damaged file before bbolt walks it) and to
-// salvage a damaged file. Like bbolt's internal/common, it is low level access to the pages
+// The store runs it at every Open over the pages Open reads (to refuse a damaged file before
+// bbolt reads it), over every page in posd store check, and to salvage a damaged file. Like bbolt's internal/common, it is low level access to the pages
 // and data structures of the file: what a bucket means is the store's business.
 package boltpage
 
@@ -41,6 +41,7 @@ var commonPageSizes = []uint64{4096, 8192, 16384, 65536}
 type Meta struct {
 	PageSize      uint32
 	Root, RootSeq uint64 // the root bucket's page and sequence
+	Freelist      uint64 // the freelist's page; NoFreelist when the freelist is not written
 	HighWater     uint64 // pages at or above this are not in use
 	TxID          uint64 // the commit
 }
@@ -56,7 +57,7 @@ func ParseMeta(page []byte) (Meta, error) {
 	b := page[PageHeader:]
 	m.PageSize = ne.Uint32(b[8:])
 	m.Root, m.RootSeq = ne.Uint64(b[16:]), ne.Uint64(b[24:])
-	m.HighWater, m.TxID = ne.Uint64(b[40:]), ne.Uint64(b[48:])
+	m.Freelist, m.HighWater, m.TxID = ne.Uint64(b[32:]), ne.Uint64(b[40:]), ne.Uint64(b[48:])
 	h := fnv.New64a()
 	h.Write(b[:56])
 	switch {
