@@ -46,18 +46,45 @@ func sendTo(ctx context.Context, acq Acquirer, host string, req *moov.Message) (
 	return acq.Send(ctx, req)
 }
 
-// itemHost returns the host a queued item goes to now, "" when the acquirer has no backup
-// hosts. A reversal, and an advice with a host recorded (a completion, a repeat), go
-// where RouteTo says; an advice's first send is a transaction of its own.
-func itemHost(ctx context.Context, acq Acquirer, it store.Item) string {
-	r, ok := acq.(HostRouter)
-	switch {
-	case !ok:
-		return ""
-	case it.Kind == store.KindReversal || it.Host != "":
-		return r.RouteTo(it.Host, it.Kind == store.KindReversal)
+// origin returns the host that got the original of a queued item: its Host, or for the
+// reversal of a voided advice whose host was not known when it was voided (the advice was
+// on its way), the host the journal says acknowledged the advice. "" when not known.
+func (f *Forwarder) origin(ctx context.Context, it store.Item) string {
+	if it.Host != "" || it.Kind != store.KindReversal || it.Reverses == nil {
+		return it.Host
 	}
-	return r.NextHost(ctx)
+	rec, err := f.st.Get(ctx, it.TxnID)
+	if err != nil || rec.Outcome == nil || rec.Outcome.Advised == nil {
+		return ""
+	}
+	return rec.Outcome.Advised.Host
+}
+
+// routes returns the host each of items goes to now, by queue id; nil when the acquirer
+// has no backup hosts. A reversal, and an advice whose original has a host (a completion,
+// a repeat), go where RouteTo says; an advice's first send is a transaction of its own and
+// goes to the host NextHost chooses, chosen once for all of items.
+func (f *Forwarder) routes(ctx context.Context, items []store.Item) map[store.QueueID]string {
+	r, ok := f.acq.(HostRouter)
+	if !ok {
+		return nil
+	}
+	m := make(map[store.QueueID]string, len(items))
+	next := ""
+	for _, it := range items {
+		origin := f.origin(ctx, it)
+		if it.Kind == store.KindReversal || origin != "" {
+			m[it.ID] = r.RouteTo(origin, it.Kind == store.KindReversal)
+			continue
+		}
+		if next == "" {
+			nctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
+			next = r.NextHost(nctx)
+			cancel()
+		}
+		m[it.ID] = next
+	}
+	return m
 }
 
 // reversalsFor counts the reversals waiting (not parked, not held) that go to host: the

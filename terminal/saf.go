@@ -346,11 +346,11 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 			return total, err
 		}
 		if len(batch) == 0 && !reversalsOnly {
-			pending, err := f.reversalsPending(ctx)
+			n, err := f.st.PendingReversals(ctx)
 			if err != nil {
 				return total, err
 			}
-			if pending {
+			if n > 0 {
 				return total, nil // a reversal waits for its backoff: advices wait for it
 			}
 			if batch, err = f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindAdvice); err != nil {
@@ -363,6 +363,7 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
+		hosts := f.routes(ctx, batch)
 		// Recorded before the bytes go out. An item a void withdrew since Due read it is
 		// left out here, and not sent.
 		marked, err := f.st.MarkSending(ctx, batch, f.opts.Now())
@@ -372,7 +373,7 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if len(marked) == 0 {
 			continue
 		}
-		results, st := f.sendAll(ctx, marked)
+		results, st := f.sendAll(ctx, marked, hosts)
 		if f.opts.Failpoint != nil {
 			f.opts.Failpoint("mid-drain")
 		}
@@ -392,15 +393,9 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 	}
 }
 
-// reversalsPending reports whether a reversal is still queued and not parked (due later,
-// after its backoff).
-func (f *Forwarder) reversalsPending(ctx context.Context) (bool, error) {
-	n, err := f.st.PendingReversals(ctx)
-	return n > 0, err
-}
-
-// sendAll sends items with at most Window in flight and returns one result per item.
-func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Result, DrainStats) {
+// sendAll sends items with at most Window in flight, each to its host in hosts (nil: no
+// backup hosts), and returns one result per item.
+func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[store.QueueID]string) ([]store.Result, DrainStats) {
 	results := make([]store.Result, len(items))
 	sem := make(chan struct{}, f.opts.Window)
 	var wg sync.WaitGroup
@@ -409,7 +404,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Re
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = f.sendOne(ctx, it)
+			results[i] = f.sendOne(ctx, it, hosts[it.ID])
 		}()
 	}
 	wg.Wait()
@@ -445,7 +440,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Re
 	return results, st
 }
 
-func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
+func (f *Forwarder) sendOne(ctx context.Context, it store.Item, host string) store.Result {
 	now := f.opts.Now()
 	res := store.Result{ID: it.ID, Time: now}
 	msg, err := sendable(it)
@@ -455,8 +450,8 @@ func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
 		return res
 	}
 	sctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
-	res.Host = itemHost(sctx, f.acq, it)
-	resp, err := sendTo(sctx, f.acq, res.Host, msg)
+	res.Host = host
+	resp, err := sendTo(sctx, f.acq, host, msg)
 	cancel()
 	if err == nil {
 		r, perr := iso8583.ParseResponse(resp)

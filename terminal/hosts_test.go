@@ -1,0 +1,284 @@
+package terminal_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/posd-dev/posd/iso8583"
+	"github.com/posd-dev/posd/store"
+	"github.com/posd-dev/posd/terminal"
+	"github.com/posd-dev/posd/terminal/padsim"
+)
+
+// Two backup hosts by name: the router below never dials them, it passes every message it
+// lets through to the rig's one simulator, and records which host it was for.
+const (
+	hostA = "127.0.0.1:1001"
+	hostB = "127.0.0.1:1002"
+)
+
+// routed is one message as a router sent it: to which host, its MTI, its STAN, and for a
+// reversal the STAN of the original it names (field 90).
+type routed struct{ host, mti, stan, orig string }
+
+func (m routed) String() string {
+	return fmt.Sprintf("%s %s stan=%s orig=%s", m.host, m.mti, m.stan, m.orig)
+}
+
+// fakeRouter is a terminal.HostRouter over one real link: hosts are names; a host marked
+// down fails with ErrNotSent; lose[mti] messages of that MTI are taken and never answered
+// (outcome unknown). It follows iso8583.Failover's RouteTo rule.
+type fakeRouter struct {
+	link terminal.Acquirer
+
+	mu     sync.Mutex
+	active string
+	anyRev bool // the dialect's reversal_to "any"
+	down   map[string]bool
+	lose   map[string]int
+	sent   []routed
+}
+
+var _ terminal.HostRouter = (*fakeRouter)(nil)
+
+func newFakeRouter(link terminal.Acquirer) *fakeRouter {
+	return &fakeRouter{link: link, active: hostA, down: map[string]bool{}, lose: map[string]int{}}
+}
+
+func (f *fakeRouter) Send(ctx context.Context, req *iso8583.Message) (*iso8583.Message, error) {
+	return f.SendTo(ctx, f.NextHost(ctx), req)
+}
+
+func (f *fakeRouter) NextHost(context.Context) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active
+}
+
+func (f *fakeRouter) RouteTo(origin string, reversal bool) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if origin == "" || reversal && f.anyRev {
+		return f.active
+	}
+	return origin
+}
+
+func (f *fakeRouter) SendTo(ctx context.Context, host string, req *iso8583.Message) (*iso8583.Message, error) {
+	m := routed{host: host}
+	m.mti, _ = req.GetMTI()
+	m.stan, _ = req.GetString(11)
+	if s, err := req.GetString(90); err == nil && len(s) >= 10 {
+		m.orig = s[4:10]
+	}
+	f.mu.Lock()
+	f.sent = append(f.sent, m)
+	down, lose := f.down[host], f.lose[m.mti] > 0
+	if lose {
+		f.lose[m.mti]--
+	}
+	f.mu.Unlock()
+	switch {
+	case down:
+		return nil, fmt.Errorf("%w: %s is down (test)", iso8583.ErrNotSent, host)
+	case lose:
+		return nil, fmt.Errorf("%w: taken and never answered (test)", iso8583.ErrOutcomeUnknown)
+	}
+	return f.link.Send(ctx, req)
+}
+
+// set makes active the active host and down the hosts that are down.
+func (f *fakeRouter) set(active string, down ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.active = active
+	clear(f.down)
+	for _, h := range down {
+		f.down[h] = true
+	}
+}
+
+// change changes the router's rules under its lock.
+func (f *fakeRouter) change(fn func(*fakeRouter)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+// take returns the messages sent since the last take.
+func (f *fakeRouter) take() []routed {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.sent
+	f.sent = nil
+	return s
+}
+
+// wantSent fails unless the messages sent since the last take are want, as "host mti".
+func wantSent(t *testing.T, f *fakeRouter, step string, want ...string) []routed {
+	t.Helper()
+	got := f.take()
+	var s []string
+	for _, m := range got {
+		s = append(s, m.host+" "+m.mti)
+	}
+	if !slices.Equal(s, want) {
+		t.Errorf("%s: sent %v, want %v", step, got, want)
+	}
+	return got
+}
+
+// queued returns the queue's items of transaction id.
+func queuedOf(t *testing.T, r *rig, id store.TxnID) []store.Item {
+	t.Helper()
+	items, err := r.st.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(items, func(it store.Item) bool { return it.TxnID != id })
+}
+
+func txnOf(t *testing.T, r *rig, res terminal.SaleResult) store.TxnID {
+	t.Helper()
+	id, err := r.term.TxnIDFromPOI(res.POITransactionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestHostRouting follows each kind of message the terminal sends to the host it must go
+// to, with two hosts and the active one moving between steps: a sale goes to the active
+// host and journals it; a timeout's reversal, a later void's, and Recover's after a crash
+// go to the host that got the request, even when it is down and another is active; an
+// advice's first send goes to the active host, its repeat to the host that may hold it;
+// the reversal of a voided advice goes where the advice went; with reversal_to "any" a
+// reversal goes to the active host.
+func TestHostRouting(t *testing.T) {
+	ctx := context.Background()
+	var router *fakeRouter
+	var sales0200 int
+	// The forwarder's clock: drainLater moves it past every backoff.
+	var skew atomic.Int64
+	later := func() { skew.Add(int64(time.Hour)) }
+	good := []padsim.Event{swipe(goodT1, goodT2), pin("1234")}
+	events := slices.Concat(good, good, []padsim.Event{swipe(sigT1, sigT2)}, good)
+	r := newRig(t, events, hostFaults{sealer: newGCM(t), offline: terminal.DefaultOfflinePolicy(),
+		dropFn: func(m *iso8583.Message) bool {
+			if mti, _ := m.GetMTI(); mti == "0200" {
+				sales0200++
+				return sales0200 == 2 // the second sale's answer never comes
+			}
+			return false
+		},
+		wrap: func(a terminal.Acquirer) terminal.Acquirer { router = newFakeRouter(a); return router },
+		opts: func(o *terminal.Options) {
+			o.Forward.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+		}})
+
+	// 1. A sale goes to the active host, which its intent journals.
+	s1 := r.sale(t, 1100)
+	if !s1.Approved {
+		t.Fatalf("sale 1 = %+v", s1)
+	}
+	wantSent(t, router, "sale", hostA+" 0200")
+	if rec, _ := r.st.Get(ctx, txnOf(t, r, s1)); rec.Intent.Host != hostA {
+		t.Errorf("sale 1 journaled host %q, want %s", rec.Intent.Host, hostA)
+	}
+
+	// 2. A sale whose answer never comes: its reversal is for A, and waits for A while A
+	// is down and B active; it is never sent to B.
+	s2 := r.sale(t, 1200)
+	if s2.Condition != terminal.CondInProgress {
+		t.Fatalf("sale 2 = %+v", s2)
+	}
+	wantSent(t, router, "sale without an answer", hostA+" 0200")
+	router.set(hostB, hostA)
+	drain(t, r)
+	wantSent(t, router, "timeout reversal while its host is down", hostA+" 0400")
+	router.set(hostB)
+	later()
+	if st := drain(t, r); st.Acked != 1 {
+		t.Errorf("timeout reversal drain = %+v", st)
+	}
+	wantSent(t, router, "timeout reversal", hostA+" 0400") // the first did not leave: not a repeat
+
+	// 3. A void made later, with B active: the reversal goes to A, which approved.
+	if _, err := r.term.Void(ctx, s1.POITransactionID, "till"); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, r)
+	wantSent(t, router, "void", hostA+" 0400")
+
+	// 4. A request journaled at A when posd crashed: Recover's reversal goes to A.
+	crashed, err := r.st.Begin(ctx, store.Intent{Kind: "sale", MTI: "0200", STAN: 77, TerminalID: "TERM0001", AmountMinor: 500, Currency: "EUR",
+		MaskedPAN: "476173******0010", EntryMode: "021", Time: time.Now(), Host: hostA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.term.Recover(ctx); n != 1 || err != nil {
+		t.Fatalf("Recover = %d, %v", n, err)
+	}
+	if q := queuedOf(t, r, crashed); len(q) != 1 || q[0].Host != hostA {
+		var hosts []string
+		for _, it := range q {
+			hosts = append(hosts, string(it.Kind)+" for "+it.Host)
+		}
+		t.Errorf("Recover queued %q, want one reversal for %s", hosts, hostA)
+	}
+	drain(t, r)
+	if got := wantSent(t, router, "recover", hostA+" 0400"); len(got) == 1 && got[0].orig != "000077" {
+		t.Errorf("recover's reversal names STAN %s, want 000077", got[0].orig)
+	}
+
+	// 5. An offline approval while A is down: its advice's first send is a transaction of
+	// its own, to the active host B; taken and unanswered there, its repeat goes to B
+	// although A is active again.
+	router.set(hostA, hostA)
+	s3 := r.sale(t, 1300)
+	if !s3.ApprovedOffline {
+		t.Fatalf("sale 3 = %+v", s3)
+	}
+	wantSent(t, router, "offline sale", hostA+" 0200")
+	router.set(hostB, hostA)
+	router.change(func(f *fakeRouter) { f.lose["0220"] = 1 })
+	drain(t, r)
+	wantSent(t, router, "advice, first send", hostB+" 0220")
+	router.set(hostA)
+	later()
+	if st := drain(t, r); st.Acked != 1 {
+		t.Errorf("advice repeat drain = %+v", st)
+	}
+	wantSent(t, router, "advice, repeat", hostB+" 0221")
+	if rec, _ := r.st.Get(ctx, txnOf(t, r, s3)); rec.Outcome.Advised == nil || rec.Outcome.Advised.Host != hostB {
+		t.Errorf("advice acknowledged: %+v, want host %s", rec.Outcome.Advised, hostB)
+	}
+
+	// 6. A void of that offline approval: the advice's reversal goes to B, where the
+	// advice went, though A is active and the sale was meant for A.
+	if _, err := r.term.Void(ctx, s3.POITransactionID, "till"); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, r)
+	wantSent(t, router, "void of an advice", hostB+" 0400")
+
+	// 7. reversal_to "any": a void's reversal goes to the active host.
+	s4 := r.sale(t, 1400)
+	if !s4.Approved {
+		t.Fatalf("sale 4 = %+v", s4)
+	}
+	wantSent(t, router, "sale 4", hostA+" 0200")
+	router.set(hostB)
+	router.change(func(f *fakeRouter) { f.anyRev = true })
+	if _, err := r.term.Void(ctx, s4.POITransactionID, "till"); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, r)
+	wantSent(t, router, "void, reversal_to any", hostB+" 0400")
+	r.checkNoCardData(t)
+}
