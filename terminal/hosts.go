@@ -87,6 +87,45 @@ func (f *Forwarder) routes(ctx context.Context, items []store.Item) map[store.Qu
 	return m
 }
 
+// heldHosts returns the hosts that reversals still waiting (not parked, not held back by
+// their advice) hold: no advice goes to one of them before its reversals, since an advice
+// that overtook the reversal of the same sale's timed-out authorization would leave the
+// customer charged twice until the reversal got through. A host with no reversal waiting
+// is not held by another's: an advice there is about another sale (a sale's reversal and
+// advice go to the same host). all reports that every host is held: without backup hosts,
+// or when a waiting reversal's host is not fixed (not recorded, or the network passes
+// reversals between its hosts, reversal_to "any"), since it may reach any host.
+func (f *Forwarder) heldHosts(ctx context.Context) (held map[string]bool, all bool, err error) {
+	n, err := f.st.PendingReversals(ctx)
+	if err != nil || n == 0 {
+		return nil, false, err
+	}
+	r, ok := f.acq.(HostRouter)
+	if !ok {
+		return nil, true, nil
+	}
+	items, err := f.st.List(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	queued := make(map[store.QueueID]bool, len(items))
+	for _, it := range items {
+		queued[it.ID] = true
+	}
+	held = make(map[string]bool)
+	for _, it := range items {
+		if it.Kind != store.KindReversal || it.State != store.QueuePending || queued[it.After] {
+			continue
+		}
+		origin := f.origin(ctx, it)
+		if origin == "" || r.RouteTo(origin, true) != origin {
+			return nil, true, nil
+		}
+		held[origin] = true
+	}
+	return held, false, nil
+}
+
 // reversalsFor counts the reversals waiting (not parked, not held) that go to host: the
 // ones a sale to host must not overtake. A reversal for another host does not hold the
 // sale back: that host may hold the original, host never saw it.

@@ -282,3 +282,69 @@ func TestHostRouting(t *testing.T) {
 	wantSent(t, router, "void, reversal_to any", hostB+" 0400")
 	r.checkNoCardData(t)
 }
+
+// TestReversalHoldsOnlyItsHost: store-and-forward order is per host. A reversal waiting
+// for a host that is down holds that host's completion (it may be the same customer's),
+// not the completion of a sale at another host; the held one follows its reversal once
+// the host is back.
+func TestReversalHoldsOnlyItsHost(t *testing.T) {
+	ctx := context.Background()
+	var router *fakeRouter
+	var auths int
+	// The forwarder's clock stands still but for later: what a failed send puts off stays
+	// put off until the test says.
+	base := time.Now()
+	var skew atomic.Int64
+	later := func() { skew.Add(int64(time.Hour)) }
+	good := []padsim.Event{swipe(goodT1, goodT2), pin("1234")}
+	r := newRig(t, slices.Concat(good, good, good), hostFaults{sealer: newGCM(t), dual: true,
+		dropFn: func(m *iso8583.Message) bool {
+			if mti, _ := m.GetMTI(); mti == "0100" {
+				auths++
+				return auths == 2 // the second authorization's answer never comes
+			}
+			return false
+		},
+		wrap: func(a terminal.Acquirer) terminal.Acquirer { router = newFakeRouter(a); return router },
+		opts: func(o *terminal.Options) {
+			o.Forward.Now = func() time.Time { return base.Add(time.Duration(skew.Load())) }
+		}})
+
+	// At A: one authorization approved (its completion queued for A), one unanswered
+	// (its reversal queued for A).
+	s0 := r.sale(t, 1000)
+	s1 := r.sale(t, 1100)
+	if !s0.Approved || s1.Condition != terminal.CondInProgress {
+		t.Fatalf("sales at A: %+v, %+v", s0, s1)
+	}
+	// A goes down: the next sale goes to B; the reversal waiting for A does not stop it.
+	router.set(hostB, hostA)
+	s2 := r.sale(t, 1200)
+	if !s2.Approved {
+		t.Fatalf("sale at B: %+v", s2)
+	}
+	wantSent(t, router, "sales", hostA+" 0100", hostA+" 0100", hostA+" 0400", hostB+" 0100")
+
+	later()
+	drain(t, r) // the reversal, due: A is down
+	wantSent(t, router, "reversal to A, down", hostA+" 0400")
+	drain(t, r) // the reversal waits out its backoff: B's completion goes, A's waits
+	wantSent(t, router, "completions while A's reversal waits", hostB+" 0220")
+	if q := queuedOf(t, r, txnOf(t, r, s0)); len(q) != 1 || q[0].Kind != store.KindAdvice || !q[0].FirstSent.IsZero() {
+		t.Errorf("A's completion: %d items, want it queued and never sent", len(q))
+	}
+	if q := queuedOf(t, r, txnOf(t, r, s2)); len(q) != 0 {
+		t.Errorf("B's completion still queued: %d items", len(q))
+	}
+
+	// A is back: its reversal goes first, then its completion.
+	router.set(hostB)
+	later()
+	if st := drain(t, r); st.Acked != 2 {
+		t.Errorf("drain with A back = %+v, want 2 acknowledged", st)
+	}
+	wantSent(t, router, "A back", hostA+" 0400", hostA+" 0220")
+	if items, _ := r.st.List(ctx); len(items) != 0 {
+		t.Errorf("queue = %d items, want empty", len(items))
+	}
+}

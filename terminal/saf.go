@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -316,10 +317,12 @@ type DrainStats struct {
 // nothing is due or a whole window failed to reach the host. Each window is marked sending
 // in one commit before its first byte goes out (store.MarkSending: the field 7 of each
 // item's first send is recorded then, and a crash after it makes the next send a repeat),
-// and its results are settled in one commit. Reversals go strictly first: no advice is
-// sent while a reversal is still waiting, since an advice that overtook the reversal of
-// the same sale's timed-out authorization would leave the customer charged twice until
-// the reversal got through. The one exception goes the other way: the reversal of an
+// and its results are settled in one commit. Reversals go first, host by host: no advice
+// is sent to a host while a reversal for it is still waiting, since an advice that
+// overtook the reversal of the same sale's timed-out authorization would leave the
+// customer charged twice until the reversal got through; with backup hosts, a reversal
+// waiting for one host does not hold back advices to another (see heldHosts for when a
+// reversal holds every host). The one exception goes the other way: the reversal of an
 // advice that may be on its way (a void) is held until that advice is acknowledged, so
 // that it never reaches the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
@@ -345,17 +348,22 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if err != nil {
 			return total, err
 		}
+		var hosts map[store.QueueID]string
 		if len(batch) == 0 && !reversalsOnly {
-			n, err := f.st.PendingReversals(ctx)
+			held, all, err := f.heldHosts(ctx)
 			if err != nil {
 				return total, err
 			}
-			if n > 0 {
+			if all {
 				return total, nil // a reversal waits for its backoff: advices wait for it
 			}
 			if batch, err = f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindAdvice); err != nil {
 				return total, err
 			}
+			// Only the advices to a host where no reversal waits: a reversal for one
+			// host holds that host's later messages, not another's.
+			hosts = f.routes(ctx, batch)
+			batch = slices.DeleteFunc(batch, func(it store.Item) bool { return held[hosts[it.ID]] })
 		}
 		if len(batch) == 0 {
 			return total, nil
@@ -363,7 +371,9 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		hosts := f.routes(ctx, batch)
+		if hosts == nil {
+			hosts = f.routes(ctx, batch)
+		}
 		// Recorded before the bytes go out. An item a void withdrew since Due read it is
 		// left out here, and not sent.
 		marked, err := f.st.MarkSending(ctx, batch, f.opts.Now())
