@@ -90,11 +90,12 @@ func (f *Forwarder) routes(ctx context.Context, items []store.Item) map[store.Qu
 // heldHosts returns the hosts that reversals still waiting (not parked, not held back by
 // their advice) hold: no advice goes to one of them before its reversals, since an advice
 // that overtook the reversal of the same sale's timed-out authorization would leave the
-// customer charged twice until the reversal got through. A host with no reversal waiting
-// is not held by another's: an advice there is about another sale (a sale's reversal and
-// advice go to the same host). all reports that every host is held: without backup hosts,
-// or when a waiting reversal's host is not fixed (not recorded, or the network passes
-// reversals between its hosts, reversal_to "any"), since it may reach any host.
+// customer charged twice until the reversal got through. A sale's advice goes to the host
+// of its original, as its reversal does when RouteTo keeps it there: then holding that
+// host is enough, and another host's advices are about other sales. all reports that every
+// host is held: without backup hosts, or when a waiting reversal's host is not recorded or
+// RouteTo sends it elsewhere now (reversal_to "any" with another host active), since the
+// same sale's advice may then go anywhere.
 func (f *Forwarder) heldHosts(ctx context.Context) (held map[string]bool, all bool, err error) {
 	n, err := f.st.PendingReversals(ctx)
 	if err != nil || n == 0 {

@@ -3,6 +3,7 @@ package terminal_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -346,5 +347,75 @@ func TestReversalHoldsOnlyItsHost(t *testing.T) {
 	wantSent(t, router, "A back", hostA+" 0400", hostA+" 0220")
 	if items, _ := r.st.List(ctx); len(items) != 0 {
 		t.Errorf("queue = %d items, want empty", len(items))
+	}
+}
+
+// acqFunc is an Acquirer made of a function.
+type acqFunc func(context.Context, *iso8583.Message) (*iso8583.Message, error)
+
+func (f acqFunc) Send(ctx context.Context, m *iso8583.Message) (*iso8583.Message, error) {
+	return f(ctx, m)
+}
+
+// TestReversalWithoutFixedHostHoldsEveryHost: a waiting reversal holds the host it goes to
+// now when that is the host of its original (where the same sale's advice goes); one
+// whose host is not recorded (queued by an older release), or that the network moves
+// elsewhere (reversal_to any, another host active), may reach any host and holds them all.
+func TestReversalWithoutFixedHostHoldsEveryHost(t *testing.T) {
+	const original = `"orig_mti":"0200","orig_stan":1,"orig_transmission":"2026-01-02T03:04:05Z","local_time":"2026-01-02T03:04:05Z",` +
+		`"amount_minor":500,"currency_numeric":"978","processing_code":"000000","entry_mode":"021","terminal_id":"TERM0001","merchant_id":"MERCHANT0001"`
+	for _, tt := range []struct {
+		name             string
+		revHost, advHost string
+		active           string // and down: the reversal waits
+		anyRev           bool
+		want             []string // sent by the second drain, the reversal waiting
+	}{
+		{"host not recorded", "", hostB, hostA, false, nil},
+		{"reversal_to any, another host active", hostA, hostA, hostB, true, nil},
+		{"reversal_to any, its host active", hostA, hostB, hostA, true, []string{hostB + " 0220"}},
+		{"fixed to A", hostA, hostB, hostA, false, []string{hostB + " 0220"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := store.Open(filepath.Join(t.TempDir(), "posd.db"), &store.Options{Sealer: newGCM(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			queue := func(state store.State, it store.Item) {
+				t.Helper()
+				id, err := st.Begin(ctx, store.Intent{Kind: "sale", MTI: "0200", STAN: it.STAN - 1, TerminalID: "TERM0001", AmountMinor: 500, Currency: "EUR",
+					MaskedPAN: "476173******0010", EntryMode: "021", Time: time.Now()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				it.AmountMinor, it.Currency, it.MaskedPAN = 500, "EUR", "476173******0010"
+				if _, err := st.FinishAndQueue(ctx, id, store.Outcome{State: state, Time: time.Now()}, it); err != nil {
+					t.Fatal(err)
+				}
+			}
+			queue(store.StateUnknown, store.Item{Kind: store.KindReversal, STAN: 2, Host: tt.revHost,
+				Payload: []byte(`{` + original + `,"reason_code":"06"}`)})
+			queue(store.StateApprovedOffline, store.Item{Kind: store.KindAdvice, STAN: 4, Host: tt.advHost,
+				Payload:   []byte(`{` + original + `,"approval_code":"Y10003"}`),
+				Sensitive: []byte(`{"pan":"4761739001010010","expiry":"3012"}`)})
+
+			router := newFakeRouter(acqFunc(func(context.Context, *iso8583.Message) (*iso8583.Message, error) {
+				return nil, fmt.Errorf("%w: no host behind this test", iso8583.ErrOutcomeUnknown)
+			}))
+			router.set(tt.active, tt.active) // down: the reversal stays waiting
+			router.change(func(f *fakeRouter) { f.anyRev = tt.anyRev })
+			base := time.Now()
+			fwd := terminal.NewForwarder(st, router, terminal.ForwardOptions{Now: func() time.Time { return base }})
+			if _, err := fwd.Drain(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			wantSent(t, router, "the reversal", tt.active+" 0400")
+			if _, err := fwd.Drain(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			wantSent(t, router, "while the reversal waits", tt.want...)
+		})
 	}
 }
