@@ -145,7 +145,7 @@ func (t *Terminal) reversalsFor(ctx context.Context, host string) (int, error) {
 	}
 	n := 0
 	for _, it := range items {
-		if it.Kind == store.KindReversal && it.State == store.QueuePending && !queued[it.After] && r.RouteTo(it.Host, true) == host {
+		if it.Kind == store.KindReversal && it.State == store.QueuePending && !queued[it.After] && r.RouteTo(t.fwd.origin(ctx, it), true) == host {
 			n++
 		}
 	}
