@@ -101,8 +101,11 @@ type Failover struct {
 
 	choose sync.Mutex // one choice of host at a time; held while dialling to choose
 
-	mu     sync.Mutex
-	hosts  []*hostState // one per address; a host's client is replaced when it is let go
+	mu sync.Mutex
+	// hosts are the hosts' clients, one per address; a host's is replaced when it is let
+	// go (IdleClose): read them under mu (client, clients).
+	hosts  []*Client
+	state  []*hostState // one per address
 	active int
 	left   time.Time // when to try the primary again; zero while on the primary
 	dead   uint64    // the active host's Stats.DeadLinks when it became active
@@ -151,14 +154,15 @@ func NewFailover(opts FailoverOptions) (*Failover, error) {
 		c, err := NewClient(co)
 		if err != nil {
 			for _, h := range f.hosts {
-				h.c.Close()
+				h.Close()
 			}
 			return nil, fmt.Errorf("iso8583: failover: host %d (%s): %w", i+1, a, err)
 		}
 		f.opts = append(f.opts, co)
-		f.hosts = append(f.hosts, &hostState{c: c})
+		f.hosts = append(f.hosts, c)
+		f.state = append(f.state, &hostState{})
 	}
-	first := f.hosts[0].c
+	first := f.hosts[0]
 	f.connWait = first.dialTimeout
 	if first.signOn {
 		f.connWait += first.netTimeout
@@ -193,9 +197,9 @@ func (f *Failover) Host(addr string) *Client {
 	if i := f.index(addr); i >= 0 {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		h := f.hosts[i]
+		h := f.state[i]
 		h.used, h.last = true, f.now()
-		return h.c
+		return f.hosts[i]
 	}
 	return nil
 }
@@ -276,8 +280,8 @@ func (f *Failover) tryHost(ctx context.Context, i int) error {
 func (f *Failover) moveTo(from, to int, why string) {
 	f.mu.Lock()
 	f.active = to
-	f.dead = f.hosts[to].c.stats.deadLinks.Load()
-	f.hosts[to].last = f.now()
+	f.dead = f.hosts[to].stats.deadLinks.Load()
+	f.state[to].last = f.now()
 	if to == 0 {
 		f.left = time.Time{}
 	} else if from == 0 {

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// hostState is one host of a Failover. Guarded by Failover.mu.
+// hostState is what a Failover knows of one host besides its client. Guarded by
+// Failover.mu.
 type hostState struct {
-	c *Client
 	// last is when a message last went to the host (or the Failover chose it, dialled it,
 	// or handed its client out); used says that happened since its client was made.
 	last time.Time
@@ -31,18 +31,14 @@ type hostState struct {
 func (f *Failover) client(i int) *Client {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.hosts[i].c
+	return f.hosts[i]
 }
 
 // clients returns every host's client now, primary first.
 func (f *Failover) clients() []*Client {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cs := make([]*Client, len(f.hosts))
-	for i, h := range f.hosts {
-		cs[i] = h.c
-	}
-	return cs
+	return append([]*Client(nil), f.hosts...)
 }
 
 // acquire returns host i's client for a send or a dial, and keeps the host from being let
@@ -50,16 +46,16 @@ func (f *Failover) clients() []*Client {
 // for the host (it could not be sent).
 func (f *Failover) acquire(i int) (*Client, func(waiting bool)) {
 	f.mu.Lock()
-	h := f.hosts[i]
+	h := f.state[i]
 	h.inUse++
 	h.used, h.last = true, f.now()
-	c := h.c
+	c := f.hosts[i]
 	f.mu.Unlock()
 	return c, func(waiting bool) {
 		f.mu.Lock()
 		h.inUse--
 		h.last = f.now()
-		if h.c == c {
+		if f.hosts[i] == c {
 			h.waiting = waiting
 		}
 		f.mu.Unlock()
@@ -98,11 +94,12 @@ func (f *Failover) letIdleGo() int {
 	}
 	var let []gone
 	f.mu.Lock()
-	for i, h := range f.hosts {
+	for i, h := range f.state {
 		if i == f.active || h.inUse > 0 || now.Sub(h.last) < f.idle {
 			continue
 		}
-		up := h.c.connected()
+		old := f.hosts[i]
+		up := old.connected()
 		if !up && !h.used || up && h.waiting {
 			continue // nothing runs in the background; or kept for a waiting message
 		}
@@ -110,9 +107,10 @@ func (f *Failover) letIdleGo() int {
 		if err != nil {
 			continue // cannot happen: the same options made the first one
 		}
-		let = append(let, gone{i, h.c})
-		h.retiring = append(h.retiring, h.c)
-		h.c, h.used, h.waiting = c, false, false
+		let = append(let, gone{i, old})
+		h.retiring = append(h.retiring, old)
+		f.hosts[i] = c
+		h.used, h.waiting = false, false
 	}
 	f.mu.Unlock()
 	for _, g := range let {
@@ -124,7 +122,7 @@ func (f *Failover) letIdleGo() int {
 		}
 		st := g.old.Stats()
 		f.mu.Lock()
-		h := f.hosts[g.i]
+		h := f.state[g.i]
 		h.base = h.base.add(st)
 		for k, c := range h.retiring {
 			if c == g.old {
@@ -157,55 +155,40 @@ func (s Stats) add(o Stats) Stats {
 	return s
 }
 
-// HostStatus is one host of a [Failover] as status reports it. A plain value, safe for
-// concurrent use if not modified.
-type HostStatus struct {
-	Addr    string // host:port
-	Primary bool   // the first of the addresses
-	Active  bool   // new transactions go to it
-	// Stats counts since the Failover was made, across the clients the host has had
-	// (one is replaced when the host is let go for idleness); Connected and InFlight are
-	// now.
-	Stats Stats
-}
-
-// Hosts returns every host's status, primary first.
-func (f *Failover) Hosts() []HostStatus {
+// HostStats returns the counters of the host at addr since the Failover was made, across
+// the clients it has had (a host's is replaced when it is let go for idleness); InFlight
+// and Connected are now. ok is false when addr is not one of the hosts.
+func (f *Failover) HostStats(addr string) (st Stats, ok bool) {
+	i := f.index(addr)
+	if i < 0 {
+		return Stats{}, false
+	}
 	f.mu.Lock()
-	type snap struct {
-		c        *Client
-		base     Stats
-		retiring []*Client
-	}
-	snaps := make([]snap, len(f.hosts))
-	for i, h := range f.hosts {
-		snaps[i] = snap{h.c, h.base, append([]*Client(nil), h.retiring...)}
-	}
-	active := f.active
+	c, base := f.hosts[i], f.state[i].base
+	retiring := append([]*Client(nil), f.state[i].retiring...)
 	f.mu.Unlock()
-	out := make([]HostStatus, len(snaps))
-	for i, s := range snaps {
-		st := s.c.Stats()
-		connected := st.Connected
-		st = st.add(s.base)
-		for _, c := range s.retiring {
-			st = st.add(c.Stats())
-		}
-		st.Connected = connected
-		out[i] = HostStatus{Addr: f.addrs[i], Primary: i == 0, Active: i == active, Stats: st}
+	st = c.Stats()
+	connected := st.Connected
+	st = st.add(base)
+	for _, r := range retiring {
+		st = st.add(r.Stats())
 	}
-	return out
+	st.Connected = connected
+	return st, true
 }
 
-// Stats returns the counters of every host added together ([Failover.Hosts] has them per
-// host). InFlight counts the requests waiting at any host; Connected is whether the
+// Stats returns the counters of every host added together ([Failover.HostStats] has them
+// per host). InFlight counts the requests waiting at any host; Connected is whether the
 // active host's connection is up.
 func (f *Failover) Stats() Stats {
+	active := f.ActiveAddr()
 	var sum Stats
-	for _, h := range f.Hosts() {
-		connected := sum.Connected
-		sum = sum.add(h.Stats)
-		sum.Connected = connected || h.Active && h.Stats.Connected
+	for _, a := range f.addrs {
+		st, _ := f.HostStats(a)
+		sum = sum.add(st)
+		if a == active {
+			sum.Connected = st.Connected
+		}
 	}
 	return sum
 }

@@ -287,7 +287,14 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 		_, err = f.SendTo(ctxTimeout(t, 5*time.Second), addr, m)
 		return err
 	}
-	host := func(i int) iso8583.HostStatus { t.Helper(); return f.Hosts()[i] }
+	host := func(i int) iso8583.Stats {
+		t.Helper()
+		st, ok := f.HostStats(f.Addrs()[i])
+		if !ok {
+			t.Fatalf("HostStats(%s): not a host", f.Addrs()[i])
+		}
+		return st
+	}
 	eventually := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
@@ -302,7 +309,7 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	primary.stop()
-	eventually("primary seen down", func() bool { return !host(0).Stats.Connected })
+	eventually("primary seen down", func() bool { return !host(0).Connected })
 	if got := f.NextHost(ctxTimeout(t, 5*time.Second)); got != backup.addr {
 		t.Fatalf("with the primary down: next host %s, want the backup", got)
 	}
@@ -310,7 +317,7 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	primary.start()
-	eventually("primary redialled", func() bool { return host(0).Stats.Connected })
+	eventually("primary redialled", func() bool { return host(0).Connected })
 	advance(10 * time.Minute)
 	if got := f.NextHost(ctxTimeout(t, 5*time.Second)); got != primary.addr {
 		t.Fatalf("after PrimaryRetry: next host %s, want the primary", got)
@@ -319,23 +326,23 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	advance(30 * time.Second)
-	if n := f.LetIdleGo(); n != 0 || !host(1).Stats.Connected {
-		t.Fatalf("backup used 30s ago: %d let go, connected %t; want kept", n, host(1).Stats.Connected)
+	if n := f.LetIdleGo(); n != 0 || !host(1).Connected {
+		t.Fatalf("backup used 30s ago: %d let go, connected %t; want kept", n, host(1).Connected)
 	}
-	before := host(1).Stats
+	before := host(1)
 	advance(time.Minute)
 	if n := f.LetIdleGo(); n != 1 {
 		t.Fatalf("backup idle for IdleClose: %d hosts let go, want 1", n)
 	}
-	after := host(1).Stats
+	after := host(1)
 	if after.Connected || after.Connects < before.Connects || after.FramesOut < before.FramesOut || after.Connects == 0 {
 		t.Errorf("backup let go: %+v (before %+v); want not connected, its counters kept", after, before)
 	}
-	if p, sum := host(0).Stats, f.Stats(); !sum.Connected || sum.Connects != p.Connects+after.Connects || sum.FramesOut != p.FramesOut+after.FramesOut {
+	if p, sum := host(0), f.Stats(); !sum.Connected || sum.Connects != p.Connects+after.Connects || sum.FramesOut != p.FramesOut+after.FramesOut {
 		t.Errorf("Stats() = %+v; want the active host connected and the hosts' counters added (%+v + %+v)", sum, p, after)
 	}
-	if h := f.Hosts(); !h[0].Primary || !h[0].Active || h[1].Active || h[1].Addr != backup.addr {
-		t.Errorf("Hosts() = %+v", h)
+	if _, ok := f.HostStats("127.0.0.1:1"); ok {
+		t.Errorf("HostStats of an address that is not a host: ok")
 	}
 	if n := f.LetIdleGo(); n != 0 {
 		t.Errorf("let go again: %d; a host let go and unused has nothing running", n)
@@ -344,7 +351,7 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
 		t.Errorf("message to the backup let go: %v, want ErrNotSent while it dials", err)
 	}
-	eventually("backup dialled again", func() bool { return host(1).Stats.Connected })
+	eventually("backup dialled again", func() bool { return host(1).Connected })
 	if err := echo(backup.addr); err != nil {
 		t.Errorf("message to the backup dialled again: %v", err)
 	}
@@ -352,19 +359,19 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 	// 2. A dead host with a message for it redials in the background; once nothing has
 	// gone to it for IdleClose its client stops.
 	backup.stop()
-	eventually("backup seen down", func() bool { return !host(1).Stats.Connected })
+	eventually("backup seen down", func() bool { return !host(1).Connected })
 	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
 		t.Fatalf("message to the dead backup: %v, want ErrNotSent", err)
 	}
-	start := host(1).Stats.DialFailures
-	eventually("redialling the dead backup", func() bool { return host(1).Stats.DialFailures >= start+3 })
+	start := host(1).DialFailures
+	eventually("redialling the dead backup", func() bool { return host(1).DialFailures >= start+3 })
 	advance(2 * time.Minute)
 	if n := f.LetIdleGo(); n != 1 {
 		t.Fatalf("dead backup idle: %d let go, want 1", n)
 	}
-	stopped := host(1).Stats.DialFailures
+	stopped := host(1).DialFailures
 	time.Sleep(100 * time.Millisecond) // five times ReconnectMax: a redial loop would have dialled
-	if n := host(1).Stats.DialFailures; n != stopped {
+	if n := host(1).DialFailures; n != stopped {
 		t.Errorf("the dead backup was dialled %d more times after it was let go", n-stopped)
 	}
 
@@ -374,7 +381,7 @@ func TestFailoverLetsIdleHostsGo(t *testing.T) {
 	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
 		t.Fatalf("message to the backup let go: %v, want ErrNotSent while it dials", err)
 	}
-	eventually("backup back", func() bool { return host(1).Stats.Connected })
+	eventually("backup back", func() bool { return host(1).Connected })
 	advance(10 * time.Minute)
 	if n := f.LetIdleGo(); n != 0 {
 		t.Errorf("backup with a message waiting: %d let go, want kept", n)
