@@ -49,7 +49,17 @@ type FailoverOptions struct {
 	// OnSwitch is told of every move from one host to another, after it is made. It must
 	// return quickly. Default: the move is written to Client.Logf.
 	OnSwitch func(Switch)
+	// IdleClose: a host other than the active one that no message has gone to for this
+	// long is let go: its connection is closed (signed off, with SignOn), so its echoes
+	// stop, and a dead host's client stops redialling in the background. It is dialled
+	// again when a message goes to it or the terminal moves to it. A host kept for a
+	// message that could not be sent to it (it waits for the sender's retry) is let go
+	// only while it is not connected. Measured on Now. Default 2m.
+	IdleClose time.Duration
 }
+
+// DefaultIdleClose is FailoverOptions.IdleClose's default.
+const DefaultIdleClose = 2 * time.Minute
 
 // Switch describes one move of a [Failover] from one host to another. A plain value, safe
 // for concurrent use if not modified.
@@ -71,15 +81,19 @@ type Switch struct {
 //   - once away from the primary, it tries the primary again after PrimaryRetry and
 //     moves back when the primary connects;
 //   - a reversal, and the repeat of an advice, goes to the host that got the original,
-//     unless the dialect says "reversal_to": "any".
+//     unless the dialect says "reversal_to": "any";
+//   - a host other than the active one that nothing has gone to for IdleClose is let go:
+//     its connection closes (no more echoes) and its client stops redialling, until a
+//     message goes to it or the terminal moves to it.
 //
 // A Failover with one address behaves as that address's Client.
 //
 // A Failover is safe for concurrent use.
 type Failover struct {
 	addrs    []string
-	hosts    []*Client
+	opts     []ClientOptions // each host's, to make its client again after it was let go
 	retry    time.Duration
+	idle     time.Duration
 	now      func() time.Time
 	onSwitch func(Switch)
 	anyRev   bool
@@ -87,10 +101,18 @@ type Failover struct {
 
 	choose sync.Mutex // one choice of host at a time; held while dialling to choose
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// hosts are the hosts' clients, one per address; a host's is replaced when it is let
+	// go (IdleClose): read them under mu (client, clients).
+	hosts  []*Client
+	state  []*hostState // one per address
 	active int
 	left   time.Time // when to try the primary again; zero while on the primary
 	dead   uint64    // the active host's Stats.DeadLinks when it became active
+
+	stop     chan struct{} // closed by Close and Shutdown: ends the idle sweeper
+	stopOnce sync.Once
+	swept    sync.WaitGroup
 }
 
 // NewFailover checks opts and returns the link to its hosts. It does not dial.
@@ -101,12 +123,18 @@ func NewFailover(opts FailoverOptions) (*Failover, error) {
 	if opts.PrimaryRetry < 0 {
 		return nil, errors.New("iso8583: failover: PrimaryRetry must not be negative")
 	}
+	if opts.IdleClose < 0 {
+		return nil, errors.New("iso8583: failover: IdleClose must not be negative")
+	}
 	f := &Failover{
 		addrs: make([]string, len(opts.Addrs)), retry: opts.PrimaryRetry, now: opts.Now,
-		onSwitch: opts.OnSwitch,
+		onSwitch: opts.OnSwitch, idle: opts.IdleClose, stop: make(chan struct{}),
 	}
 	if f.retry == 0 {
 		f.retry = DefaultPrimaryRetry
+	}
+	if f.idle == 0 {
+		f.idle = DefaultIdleClose
 	}
 	if f.now == nil {
 		f.now = time.Now
@@ -130,17 +158,24 @@ func NewFailover(opts FailoverOptions) (*Failover, error) {
 			}
 			return nil, fmt.Errorf("iso8583: failover: host %d (%s): %w", i+1, a, err)
 		}
+		f.opts = append(f.opts, co)
 		f.hosts = append(f.hosts, c)
+		f.state = append(f.state, &hostState{})
 	}
-	f.connWait = f.hosts[0].dialTimeout
-	if f.hosts[0].signOn {
-		f.connWait += f.hosts[0].netTimeout
+	first := f.hosts[0]
+	f.connWait = first.dialTimeout
+	if first.signOn {
+		f.connWait += first.netTimeout
 	}
 	if f.onSwitch == nil {
-		logf := f.hosts[0].logf
+		logf := first.logf
 		f.onSwitch = func(s Switch) {
 			logf("iso8583: acquirer host switched from %s to %s: %s", s.From, s.To, s.Reason)
 		}
+	}
+	if len(f.hosts) > 1 {
+		f.swept.Add(1)
+		go f.sweep()
 	}
 	return f, nil
 }
@@ -155,9 +190,15 @@ func (f *Failover) ActiveAddr() string {
 // Addrs returns the hosts' addresses, primary first.
 func (f *Failover) Addrs() []string { return append([]string(nil), f.addrs...) }
 
-// Host returns the client of the host at addr, or nil when addr is not one of the hosts.
+// Host returns the client of the host at addr now, or nil when addr is not one of the
+// hosts. A host that is let go for idleness (IdleClose) gets a new client: use the one
+// returned at once rather than keep it.
 func (f *Failover) Host(addr string) *Client {
 	if i := f.index(addr); i >= 0 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		h := f.state[i]
+		h.used, h.last = true, f.now()
 		return f.hosts[i]
 	}
 	return nil
@@ -196,11 +237,12 @@ func (f *Failover) NextHost(ctx context.Context) string {
 			f.mu.Lock()
 			f.left = f.now().Add(f.retry)
 			f.mu.Unlock()
-			f.hosts[0].logf("iso8583: the primary %s still does not answer (%v); trying it again in %v", f.addrs[0], err, f.retry)
+			f.client(0).logf("iso8583: the primary %s still does not answer (%v); trying it again in %v", f.addrs[0], err, f.retry)
 		}
 	}
-	why := f.hosts[cur].unusable(dead)
-	if why == "" && !f.hosts[cur].connected() {
+	cc := f.client(cur)
+	why := cc.unusable(dead)
+	if why == "" && !cc.connected() {
 		// Its connection dropped (or was never made): dial it now, between transactions,
 		// rather than let the transaction find out.
 		if err := f.tryHost(ctx, cur); err != nil && ctx.Err() == nil {
@@ -224,7 +266,8 @@ func (f *Failover) NextHost(ctx context.Context) string {
 // tryHost connects host i (if it is not connected already), unless its next dial is not
 // due yet after a failed one.
 func (f *Failover) tryHost(ctx context.Context, i int) error {
-	c := f.hosts[i]
+	c, release := f.acquire(i)
+	defer func() { release(false) }()
 	if wait := c.backoffLeft(); wait > 0 {
 		return fmt.Errorf("%w: next dial to %s in %v", ErrLinkDown, f.addrs[i], wait.Round(time.Millisecond))
 	}
@@ -238,6 +281,7 @@ func (f *Failover) moveTo(from, to int, why string) {
 	f.mu.Lock()
 	f.active = to
 	f.dead = f.hosts[to].stats.deadLinks.Load()
+	f.state[to].last = f.now()
 	if to == 0 {
 		f.left = time.Time{}
 	} else if from == 0 {
@@ -267,14 +311,18 @@ func (f *Failover) SendTo(ctx context.Context, addr string, req *Message) (*Mess
 	if i < 0 {
 		return nil, notSent(fmt.Errorf("%w: %q", ErrUnknownHost, addr))
 	}
-	c := f.hosts[i]
+	c, release := f.acquire(i)
 	if addr != f.ActiveAddr() && !c.connected() {
 		// Not the active host and not connected: dial it in the background (its redial
 		// backoff applies) rather than hold the caller, a queue drain in front of a sale.
+		// The message waits for its sender's retry: the host is kept for it.
 		c.dialAhead()
+		release(true)
 		return nil, notSent(fmt.Errorf("%w: %s is not connected; dialling it in the background", ErrLinkDown, addr))
 	}
-	return c.Send(ctx, req)
+	resp, err := c.Send(ctx, req)
+	release(errors.Is(err, ErrNotSent))
+	return resp, err
 }
 
 // Send sends req as the next transaction: to the host [Failover.NextHost] chooses.
@@ -300,17 +348,14 @@ func (f *Failover) Connect(ctx context.Context) error {
 	return fmt.Errorf("iso8583: no acquirer host answers: %s", strings.Join(errs, "; "))
 }
 
-// Stats returns the active host's counters.
-func (f *Failover) Stats() Stats {
-	return f.Host(f.ActiveAddr()).Stats()
-}
-
 // Shutdown shuts every host's client down ([Client.Shutdown]), together, and returns the
 // first error.
 func (f *Failover) Shutdown(ctx context.Context) error {
-	errs := make([]error, len(f.hosts))
+	f.stopSweep()
+	clients := f.clients()
+	errs := make([]error, len(clients))
 	var wg sync.WaitGroup
-	for i, c := range f.hosts {
+	for i, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -323,7 +368,8 @@ func (f *Failover) Shutdown(ctx context.Context) error {
 
 // Close closes every host's client ([Client.Close]).
 func (f *Failover) Close() error {
-	for _, c := range f.hosts {
+	f.stopSweep()
+	for _, c := range f.clients() {
 		c.Close()
 	}
 	return nil

@@ -251,3 +251,146 @@ func TestFailoverReversalToAny(t *testing.T) {
 		t.Errorf("an address twice: %v, want an error", err)
 	}
 }
+
+// TestFailoverLetsIdleHostsGo: a host other than the active one is let go once nothing has
+// gone to it for IdleClose (on the Failover's clock): after the move back to the primary,
+// the backup's connection closes; a dead host's client stops redialling; a host that came
+// back with a message waiting for it is kept until that message has gone. Counters add up
+// across hosts and across the clients a host has had.
+func TestFailoverLetsIdleHostsGo(t *testing.T) {
+	primary := newRestartableHost(t, hostsim.Options{})
+	backup := newRestartableHost(t, hostsim.Options{})
+	var mu sync.Mutex
+	now := hostNow
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	f, err := iso8583.NewFailover(iso8583.FailoverOptions{
+		Addrs: []string{primary.addr, backup.addr},
+		Client: iso8583.ClientOptions{SignOn: true, TerminalID: "TERM0001", NextSTAN: stanCounter(100),
+			ReconnectMin: 5 * time.Millisecond, ReconnectMax: 20 * time.Millisecond},
+		PrimaryRetry: 10 * time.Minute,
+		IdleClose:    time.Minute,
+		Now:          clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	stan := uint32(500)
+	echo := func(addr string) error {
+		t.Helper()
+		stan++
+		m, err := iso8583.NetworkManagement{Code: iso8583.NMEcho, STAN: stan, TransmissionTime: fixedUTC, TerminalID: "TERM0001"}.Message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.SendTo(ctxTimeout(t, 5*time.Second), addr, m)
+		return err
+	}
+	host := func(i int) iso8583.Stats {
+		t.Helper()
+		st, ok := f.HostStats(f.Addrs()[i])
+		if !ok {
+			t.Fatalf("HostStats(%s): not a host", f.Addrs()[i])
+		}
+		return st
+	}
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 5s", what)
+			}
+		}
+	}
+
+	// 1. The primary dies; the terminal moves to the backup, then back after PrimaryRetry.
+	if err := f.Connect(ctxTimeout(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	primary.stop()
+	eventually("primary seen down", func() bool { return !host(0).Connected })
+	if got := f.NextHost(ctxTimeout(t, 5*time.Second)); got != backup.addr {
+		t.Fatalf("with the primary down: next host %s, want the backup", got)
+	}
+	if err := echo(backup.addr); err != nil {
+		t.Fatal(err)
+	}
+	primary.start()
+	eventually("primary redialled", func() bool { return host(0).Connected })
+	advance(10 * time.Minute)
+	if got := f.NextHost(ctxTimeout(t, 5*time.Second)); got != primary.addr {
+		t.Fatalf("after PrimaryRetry: next host %s, want the primary", got)
+	}
+	if err := echo(backup.addr); err != nil { // e.g. an advice's repeat, just now
+		t.Fatal(err)
+	}
+	advance(30 * time.Second)
+	if n := f.LetIdleGo(); n != 0 || !host(1).Connected {
+		t.Fatalf("backup used 30s ago: %d let go, connected %t; want kept", n, host(1).Connected)
+	}
+	before := host(1)
+	advance(time.Minute)
+	if n := f.LetIdleGo(); n != 1 {
+		t.Fatalf("backup idle for IdleClose: %d hosts let go, want 1", n)
+	}
+	after := host(1)
+	if after.Connected || after.Connects < before.Connects || after.FramesOut < before.FramesOut || after.Connects == 0 {
+		t.Errorf("backup let go: %+v (before %+v); want not connected, its counters kept", after, before)
+	}
+	if p, sum := host(0), f.Stats(); !sum.Connected || sum.Connects != p.Connects+after.Connects || sum.FramesOut != p.FramesOut+after.FramesOut {
+		t.Errorf("Stats() = %+v; want the active host connected and the hosts' counters added (%+v + %+v)", sum, p, after)
+	}
+	if _, ok := f.HostStats("127.0.0.1:1"); ok {
+		t.Errorf("HostStats of an address that is not a host: ok")
+	}
+	if n := f.LetIdleGo(); n != 0 {
+		t.Errorf("let go again: %d; a host let go and unused has nothing running", n)
+	}
+	// Needed again: a message to the backup dials it in the background, as any host.
+	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
+		t.Errorf("message to the backup let go: %v, want ErrNotSent while it dials", err)
+	}
+	eventually("backup dialled again", func() bool { return host(1).Connected })
+	if err := echo(backup.addr); err != nil {
+		t.Errorf("message to the backup dialled again: %v", err)
+	}
+
+	// 2. A dead host with a message for it redials in the background; once nothing has
+	// gone to it for IdleClose its client stops.
+	backup.stop()
+	eventually("backup seen down", func() bool { return !host(1).Connected })
+	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
+		t.Fatalf("message to the dead backup: %v, want ErrNotSent", err)
+	}
+	start := host(1).DialFailures
+	eventually("redialling the dead backup", func() bool { return host(1).DialFailures >= start+3 })
+	advance(2 * time.Minute)
+	if n := f.LetIdleGo(); n != 1 {
+		t.Fatalf("dead backup idle: %d let go, want 1", n)
+	}
+	stopped := host(1).DialFailures
+	time.Sleep(100 * time.Millisecond) // five times ReconnectMax: a redial loop would have dialled
+	if n := host(1).DialFailures; n != stopped {
+		t.Errorf("the dead backup was dialled %d more times after it was let go", n-stopped)
+	}
+
+	// 3. The backup returns while a message waits for it: connected by its background
+	// dial, it is kept however long the sender's retry takes, until the message has gone.
+	backup.start()
+	if err := echo(backup.addr); !errors.Is(err, iso8583.ErrNotSent) {
+		t.Fatalf("message to the backup let go: %v, want ErrNotSent while it dials", err)
+	}
+	eventually("backup back", func() bool { return host(1).Connected })
+	advance(10 * time.Minute)
+	if n := f.LetIdleGo(); n != 0 {
+		t.Errorf("backup with a message waiting: %d let go, want kept", n)
+	}
+	if err := echo(backup.addr); err != nil {
+		t.Fatalf("the waiting message: %v", err)
+	}
+	advance(2 * time.Minute)
+	if n := f.LetIdleGo(); n != 1 {
+		t.Errorf("backup idle after the message went: %d let go, want 1", n)
+	}
+}

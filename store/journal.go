@@ -67,6 +67,11 @@ type Intent struct {
 	// Original is the sale a linked refund refunds (Kind "refund"); 0 for an unlinked
 	// refund and for everything else. Begin indexes it: see Store.RefundsOf.
 	Original TxnID
+	// Host is the acquirer host (host:port) the request was for, chosen before it was sent
+	// when the terminal has backup hosts: the host that may hold it, where its reversal
+	// goes (a void's, or Recover's after a crash). "" without backup hosts, for a
+	// transaction that never went online, and in records of older releases.
+	Host string
 }
 
 // State is the state of a journal record.
@@ -151,6 +156,9 @@ type Settlement struct {
 	// with STAN, what the reversal of a voided offline approval names. Zero for reversals,
 	// and for advices acknowledged before posd recorded it.
 	TransmissionTime time.Time `json:",omitzero"`
+	// Host is the acquirer host (host:port) that acknowledged it, where the reversal of a
+	// voided advice goes. "" without backup hosts and in records of older releases.
+	Host string `json:",omitempty"`
 }
 
 // Record is one journal entry. Outcome is nil while the record is open.
@@ -201,6 +209,7 @@ type (
 		FormFactor        string    `json:"form_factor,omitempty"`
 		ProcessingCode    string    `json:"processing_code,omitempty"`
 		Original          TxnID     `json:"original,omitempty"`
+		Host              string    `json:"host,omitempty"`
 	}
 	jsonOutcome struct {
 		State           State       `json:"state"`

@@ -293,13 +293,17 @@ func (s *Store) noteSettled(ctx context.Context, tx *bolt.Tx, it Item, r Result)
 	if rec.Outcome == nil {
 		return nil
 	}
+	host := it.Host // where its repeats went; else where this send went
+	if host == "" {
+		host = r.Host
+	}
 	switch it.Kind {
 	case KindReversal:
-		rec.Outcome.Reversed = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN}
+		rec.Outcome.Reversed = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, Host: host}
 	case KindAdvice:
-		// The advice as sent (its STAN and first field 7): what the reversal of a void
-		// names in field 90.
-		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent}
+		// The advice as sent (its STAN, first field 7 and host): what the reversal of a
+		// void names in field 90, and where it goes.
+		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent, Host: host}
 	}
 	return s.putRecord(ctx, tx, rec, jsonLink{Kind: "settle " + string(it.Kind)})
 }

@@ -52,6 +52,11 @@ type VoidReport struct {
 // online approval, 0200 or 0100). An offline approval's original was not approved by the
 // host: if it may have reached the host, its reversal was queued with the outcome.
 //
+// Each reversal goes to a host (Item.Host) of its own: the original request's reversal to
+// reversal.Host, the caller's (the host the request went to: Intent.Host); an advice's
+// reversal to the host the advice went to (its Item.Host while queued, its
+// Settlement.Host once acknowledged).
+//
 // reversal describes the transaction (amount, terminal) for the message builder; it may be
 // nil only if nothing is to be reversed (Void then returns ErrInvalid and changes nothing
 // when something is). Each reversal queued takes a STAN in the same commit, except that
@@ -88,6 +93,7 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		}
 		var sent *Sent // the advice to reverse, as it was sent
 		var after QueueID
+		var advHost string // the host the advice went to, where its reversal goes
 		switch {
 		case adv != nil && adv.FirstSent.IsZero() && adv.Attempts == 0 && !adv.Sending:
 			if err := recount(tx, tx.Bucket(bucketQueueAdv), adv.ID.key(), nil); err != nil {
@@ -101,12 +107,12 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 			if adv.FirstSent.IsZero() {
 				return fmt.Errorf("%w: its advice (queue item %d) was sent before posd recorded transmission times, so its reversal cannot name it: settle it with the acquirer", ErrNotVoidable, adv.ID)
 			}
-			sent, after = &Sent{MTI: mtiAdvice, STAN: adv.STAN, Time: adv.FirstSent}, adv.ID
+			sent, after, advHost = &Sent{MTI: mtiAdvice, STAN: adv.STAN, Time: adv.FirstSent}, adv.ID, adv.Host
 		case out.Advised != nil:
 			if out.Advised.TransmissionTime.IsZero() {
 				return fmt.Errorf("%w: its advice was acknowledged before posd recorded transmission times, so its reversal cannot name it: settle it with the acquirer", ErrNotVoidable)
 			}
-			sent = &Sent{MTI: mtiAdvice, STAN: out.Advised.STAN, Time: out.Advised.TransmissionTime}
+			sent, advHost = &Sent{MTI: mtiAdvice, STAN: out.Advised.STAN, Time: out.Advised.TransmissionTime}, out.Advised.Host
 		case out.State == StateApprovedOffline:
 			return fmt.Errorf("%w: its advice is neither queued nor acknowledged (an operator deleted it): settle it with the acquirer", ErrNotVoidable)
 		}
@@ -116,7 +122,10 @@ func (s *Store) Void(ctx context.Context, id TxnID, by string, reversal *Item) (
 		}
 		if sent != nil {
 			r := *reversal0(reversal)
-			r.Reverses, r.After = sent, after
+			// It goes where the advice went, not where the original request did: "" when
+			// that is not known yet (an advice on its way whose send has not reached a
+			// host), and then the sender asks the journal once the advice has settled.
+			r.Reverses, r.After, r.Host = sent, after, advHost
 			if len(items) > 0 {
 				r.STAN = 0 // a message of its own
 			}

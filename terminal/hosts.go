@@ -46,18 +46,85 @@ func sendTo(ctx context.Context, acq Acquirer, host string, req *moov.Message) (
 	return acq.Send(ctx, req)
 }
 
-// itemHost returns the host a queued item goes to now, "" when the acquirer has no backup
-// hosts. A reversal, and an advice with a host recorded (a completion, a repeat), go
-// where RouteTo says; an advice's first send is a transaction of its own.
-func itemHost(ctx context.Context, acq Acquirer, it store.Item) string {
-	r, ok := acq.(HostRouter)
-	switch {
-	case !ok:
-		return ""
-	case it.Kind == store.KindReversal || it.Host != "":
-		return r.RouteTo(it.Host, it.Kind == store.KindReversal)
+// origin returns the host that got the original of a queued item: its Host, or for the
+// reversal of a voided advice whose host was not known when it was voided (the advice was
+// on its way), the host the journal says acknowledged the advice. "" when not known.
+func (f *Forwarder) origin(ctx context.Context, it store.Item) string {
+	if it.Host != "" || it.Kind != store.KindReversal || it.Reverses == nil {
+		return it.Host
 	}
-	return r.NextHost(ctx)
+	rec, err := f.st.Get(ctx, it.TxnID)
+	if err != nil || rec.Outcome == nil || rec.Outcome.Advised == nil {
+		return ""
+	}
+	return rec.Outcome.Advised.Host
+}
+
+// routes returns the host each of items goes to now, by queue id; nil when the acquirer
+// has no backup hosts. A reversal, and an advice whose original has a host (a completion,
+// a repeat), go where RouteTo says; an advice's first send is a transaction of its own and
+// goes to the host NextHost chooses, chosen once for all of items.
+func (f *Forwarder) routes(ctx context.Context, items []store.Item) map[store.QueueID]string {
+	r, ok := f.acq.(HostRouter)
+	if !ok {
+		return nil
+	}
+	m := make(map[store.QueueID]string, len(items))
+	next := ""
+	for _, it := range items {
+		origin := f.origin(ctx, it)
+		if it.Kind == store.KindReversal || origin != "" {
+			m[it.ID] = r.RouteTo(origin, it.Kind == store.KindReversal)
+			continue
+		}
+		if next == "" {
+			nctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
+			next = r.NextHost(nctx)
+			cancel()
+		}
+		m[it.ID] = next
+	}
+	return m
+}
+
+// heldHosts returns the hosts that reversals still waiting (not parked, not held back by
+// their advice) hold: no advice goes to one of them before its reversals, since an advice
+// that overtook the reversal of the same sale's timed-out authorization would leave the
+// customer charged twice until the reversal got through. A sale's advice goes to the host
+// of its original, as its reversal does when RouteTo keeps it there: then holding that
+// host is enough, and another host's advices are about other sales. all reports that every
+// host is held: without backup hosts, or when a waiting reversal's host is not recorded or
+// RouteTo sends it elsewhere now (reversal_to "any" with another host active), since the
+// same sale's advice may then go anywhere.
+func (f *Forwarder) heldHosts(ctx context.Context) (held map[string]bool, all bool, err error) {
+	n, err := f.st.PendingReversals(ctx)
+	if err != nil || n == 0 {
+		return nil, false, err
+	}
+	r, ok := f.acq.(HostRouter)
+	if !ok {
+		return nil, true, nil
+	}
+	items, err := f.st.List(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	queued := make(map[store.QueueID]bool, len(items))
+	for _, it := range items {
+		queued[it.ID] = true
+	}
+	held = make(map[string]bool)
+	for _, it := range items {
+		if it.Kind != store.KindReversal || it.State != store.QueuePending || queued[it.After] {
+			continue
+		}
+		origin := f.origin(ctx, it)
+		if origin == "" || r.RouteTo(origin, true) != origin {
+			return nil, true, nil
+		}
+		held[origin] = true
+	}
+	return held, false, nil
 }
 
 // reversalsFor counts the reversals waiting (not parked, not held) that go to host: the
@@ -78,7 +145,7 @@ func (t *Terminal) reversalsFor(ctx context.Context, host string) (int, error) {
 	}
 	n := 0
 	for _, it := range items {
-		if it.Kind == store.KindReversal && it.State == store.QueuePending && !queued[it.After] && r.RouteTo(it.Host, true) == host {
+		if it.Kind == store.KindReversal && it.State == store.QueuePending && !queued[it.After] && r.RouteTo(t.fwd.origin(ctx, it), true) == host {
 			n++
 		}
 	}

@@ -203,7 +203,7 @@ func (t *Terminal) chipOfflineApproval(ctx context.Context, req SaleRequest, res
 	if !t.st.CanSeal() {
 		return t.refuse(ctx, res, "the card approved offline, but no data key is configured to keep its advice encrypted", "NOT COMPLETED"), nil
 	}
-	j, err := t.beginIntent(ctx, req, p, res, iso8583.MTIAdvice)
+	j, err := t.beginIntent(ctx, req, p, res, iso8583.MTIAdvice, "") // never online: no host
 	if err != nil {
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -316,10 +317,12 @@ type DrainStats struct {
 // nothing is due or a whole window failed to reach the host. Each window is marked sending
 // in one commit before its first byte goes out (store.MarkSending: the field 7 of each
 // item's first send is recorded then, and a crash after it makes the next send a repeat),
-// and its results are settled in one commit. Reversals go strictly first: no advice is
-// sent while a reversal is still waiting, since an advice that overtook the reversal of
-// the same sale's timed-out authorization would leave the customer charged twice until
-// the reversal got through. The one exception goes the other way: the reversal of an
+// and its results are settled in one commit. Reversals go first, host by host: no advice
+// is sent to a host while a reversal for it is still waiting, since an advice that
+// overtook the reversal of the same sale's timed-out authorization would leave the
+// customer charged twice until the reversal got through; with backup hosts, a reversal
+// waiting for one host does not hold back advices to another (see heldHosts for when a
+// reversal holds every host). The one exception goes the other way: the reversal of an
 // advice that may be on its way (a void) is held until that advice is acknowledged, so
 // that it never reaches the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
@@ -345,23 +348,31 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if err != nil {
 			return total, err
 		}
+		var hosts map[store.QueueID]string
 		if len(batch) == 0 && !reversalsOnly {
-			pending, err := f.reversalsPending(ctx)
+			held, all, err := f.heldHosts(ctx)
 			if err != nil {
 				return total, err
 			}
-			if pending {
+			if all {
 				return total, nil // a reversal waits for its backoff: advices wait for it
 			}
 			if batch, err = f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindAdvice); err != nil {
 				return total, err
 			}
+			// Only the advices to a host where no reversal waits: a reversal for one
+			// host holds that host's later messages, not another's.
+			hosts = f.routes(ctx, batch)
+			batch = slices.DeleteFunc(batch, func(it store.Item) bool { return held[hosts[it.ID]] })
 		}
 		if len(batch) == 0 {
 			return total, nil
 		}
 		if err := ctx.Err(); err != nil {
 			return total, err
+		}
+		if hosts == nil {
+			hosts = f.routes(ctx, batch)
 		}
 		// Recorded before the bytes go out. An item a void withdrew since Due read it is
 		// left out here, and not sent.
@@ -372,7 +383,7 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 		if len(marked) == 0 {
 			continue
 		}
-		results, st := f.sendAll(ctx, marked)
+		results, st := f.sendAll(ctx, marked, hosts)
 		if f.opts.Failpoint != nil {
 			f.opts.Failpoint("mid-drain")
 		}
@@ -392,15 +403,9 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 	}
 }
 
-// reversalsPending reports whether a reversal is still queued and not parked (due later,
-// after its backoff).
-func (f *Forwarder) reversalsPending(ctx context.Context) (bool, error) {
-	n, err := f.st.PendingReversals(ctx)
-	return n > 0, err
-}
-
-// sendAll sends items with at most Window in flight and returns one result per item.
-func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Result, DrainStats) {
+// sendAll sends items with at most Window in flight, each to its host in hosts (nil: no
+// backup hosts), and returns one result per item.
+func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[store.QueueID]string) ([]store.Result, DrainStats) {
 	results := make([]store.Result, len(items))
 	sem := make(chan struct{}, f.opts.Window)
 	var wg sync.WaitGroup
@@ -409,7 +414,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Re
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = f.sendOne(ctx, it)
+			results[i] = f.sendOne(ctx, it, hosts[it.ID])
 		}()
 	}
 	wg.Wait()
@@ -445,7 +450,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item) ([]store.Re
 	return results, st
 }
 
-func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
+func (f *Forwarder) sendOne(ctx context.Context, it store.Item, host string) store.Result {
 	now := f.opts.Now()
 	res := store.Result{ID: it.ID, Time: now}
 	msg, err := sendable(it)
@@ -455,8 +460,8 @@ func (f *Forwarder) sendOne(ctx context.Context, it store.Item) store.Result {
 		return res
 	}
 	sctx, cancel := context.WithTimeout(ctx, f.opts.SendTimeout)
-	res.Host = itemHost(sctx, f.acq, it)
-	resp, err := sendTo(sctx, f.acq, res.Host, msg)
+	res.Host = host
+	resp, err := sendTo(sctx, f.acq, host, msg)
 	cancel()
 	if err == nil {
 		r, perr := iso8583.ParseResponse(resp)

@@ -109,7 +109,7 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 	if t.opts.DualMessage && !req.Refund { // a refund is a financial request (0200) in dual message too
 		mti = iso8583.MTIAuthorizationRequest
 	}
-	j, err := t.beginIntent(ctx, req, p, res, mti)
+	j, err := t.beginIntent(ctx, req, p, res, mti, host)
 	if err != nil {
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, err
@@ -163,8 +163,10 @@ type journaled struct {
 }
 
 // beginIntent journals the intent of the card p's sale with its STAN, in one write, and
-// returns it with the authorization (MTI mti) it stands for.
-func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented, res SaleResult, mti string) (journaled, error) {
+// returns it with the authorization (MTI mti) it stands for. host is the acquirer host the
+// request is for ("" none, or no backup hosts), journaled so that what undoes the request
+// later (a void, Recover after a crash) goes there.
+func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented, res SaleResult, mti, host string) (journaled, error) {
 	panHash, err := t.panHash(ctx, p.pan, p.expiry)
 	if err != nil {
 		return journaled{}, err
@@ -188,6 +190,7 @@ func (t *Terminal) beginIntent(ctx context.Context, req SaleRequest, p presented
 		// What the receipt prints, for the answers rebuilt from the journal.
 		CVM: string(res.CVM), Signature: res.SignatureRequired, AID: res.ChipData.AID, AppLabel: res.ChipData.AppLabel,
 		TVR: res.ChipData.TVR, TSI: res.ChipData.TSI, Cryptogram: res.ChipData.Cryptogram, FormFactor: res.ChipData.FormFactor,
+		Host: host,
 	}
 	if req.Refund {
 		in.ProcessingCode = pc

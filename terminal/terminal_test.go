@@ -137,6 +137,9 @@ type hostFaults struct {
 	lose     int  // the simulator's LoseEvery
 	// pad changes the simulated pad's options (a contactless reader, its limits).
 	pad func(*padsim.Options)
+	// wrap, when set, is given the recorded acquirer link and returns what the terminal
+	// gets (a router of backup hosts over it).
+	wrap func(terminal.Acquirer) terminal.Acquirer
 }
 
 func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
@@ -247,7 +250,11 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 		faults.opts(&r.topts)
 	}
 	r.pp, r.pins = pp, pins
-	r.term, err = terminal.New(pp, pp, pins, r.sent, r.st, r.topts)
+	var link terminal.Acquirer = r.sent
+	if faults.wrap != nil {
+		link = faults.wrap(r.sent)
+	}
+	r.term, err = terminal.New(pp, pp, pins, link, r.st, r.topts)
 	if err != nil {
 		t.Fatal(err)
 	}

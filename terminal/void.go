@@ -91,7 +91,9 @@ func (t *Terminal) Void(ctx context.Context, poiTxnID, by string) (VoidResult, e
 	}
 	// The store gives each reversal it queues a STAN in the void's own commit.
 	payload, _ := json.Marshal(q)
-	rev := store.Item{Kind: store.KindReversal, AmountMinor: q.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload}
+	// It goes to the host the request went to (the store sends an advice's reversal where
+	// the advice went).
+	rev := store.Item{Kind: store.KindReversal, AmountMinor: q.AmountMinor, Currency: rec.Intent.Currency, MaskedPAN: rec.Intent.MaskedPAN, Payload: payload, Host: rec.Intent.Host}
 	rep, err := t.st.Void(ctx, id, by, &rev)
 	if err != nil {
 		return VoidResult{}, fmt.Errorf("terminal: void %d: %w", uint64(id), err)
@@ -132,6 +134,7 @@ func (t *Terminal) Recover(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		rev.Host = rec.Intent.Host // the host the request was for: it may hold it
 		out := store.Outcome{State: store.StateUnknown, Reason: "posd stopped before the outcome was recorded; reversing", Time: t.opts.Now()}
 		if _, err := t.st.FinishAndQueue(ctx, rec.ID, out, rev); err != nil {
 			return 0, fmt.Errorf("terminal: recover transaction %d: %w", uint64(rec.ID), err)
