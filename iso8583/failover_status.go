@@ -1,24 +1,32 @@
 package iso8583
 
 // LinkStatus returns the link state of the active host: the host the next transaction
-// goes to.
+// goes to. It does not count as a use of the host (an idle host is still let go).
 func (f *Failover) LinkStatus() LinkStatus {
-	return f.Host(f.ActiveAddr()).LinkStatus()
+	f.mu.Lock()
+	c := f.hosts[f.active]
+	f.mu.Unlock()
+	return c.LinkStatus()
 }
 
 // HostStatus is one acquirer host's link state, and whether it is the active host. A
-// value, safe for concurrent use.
+// value, safe for concurrent use. A host let go for being idle reports not connected, with
+// no time since.
 type HostStatus struct {
 	LinkStatus
 	Active bool `json:"active"`
 }
 
-// HostStatuses returns the link state of every host, primary first.
+// HostStatuses returns the link state of every host, primary first. Like LinkStatus, it
+// does not count as a use of any host.
 func (f *Failover) HostStatuses() []HostStatus {
-	active := f.ActiveAddr()
-	out := make([]HostStatus, len(f.addrs))
-	for i, a := range f.addrs {
-		out[i] = HostStatus{LinkStatus: f.hosts[i].LinkStatus(), Active: a == active}
+	f.mu.Lock()
+	clients := append([]*Client(nil), f.hosts...)
+	active := f.active
+	f.mu.Unlock()
+	out := make([]HostStatus, len(clients))
+	for i, c := range clients {
+		out[i] = HostStatus{LinkStatus: c.LinkStatus(), Active: i == active}
 	}
 	return out
 }
