@@ -132,8 +132,17 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 	}
 	pr := resp.PaymentResponse
 	h.log.Info("till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
+	// The till is gone when its connection closed before the answer was written (the
+	// server cancels the request's context), or when writing the answer fails. A till
+	// that reads the answer and then hangs up at once also cancels the context: asked
+	// after the write, that would record a delivered answer as undelivered, a commit with
+	// two fdatasyncs on every such sale.
+	gone := r.Context().Err() != nil
 	werr := writeJSON(w, http.StatusOK, Envelope{Response: resp})
-	if res.TxnID != 0 && (werr != nil || r.Context().Err() != nil) {
+	if werr == nil && !gone {
+		werr = http.NewResponseController(w).Flush()
+	}
+	if res.TxnID != 0 && (gone || werr != nil) {
 		// The till went away before the answer: the sale stands as it ended, and the
 		// journal says that the till did not hear it.
 		h.log.Warn("the till did not hear the answer; it waits for a TransactionStatus request", "txn", uint64(res.TxnID), "sale_txn", p.SaleTransactionID.TransactionID)
