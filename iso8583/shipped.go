@@ -14,7 +14,9 @@ var shipped embed.FS
 // blocks), dialects/pos-conditions.json (the default dialect with fixed fields 24, 25
 // and 43, an example of a "messages" object) and dialects/mac-retail.json (the default
 // dialect with a retail MAC in field 64, or 128 with a secondary bitmap, over the whole
-// message: an example of a "mac" object). They are built into the binary so that a
+// message: an example of a "mac" object) and dialects/mac-retail-keyx.json (mac-retail.json
+// with working-key changes, the key in field 120 and its check value in 123: an example of a
+// "key_exchange" object). They are built into the binary so that a
 // program can write one out or parse it with [ParseDialect] without the source tree. Safe
 // for concurrent use.
 func ShippedDialects() fs.FS { return shipped }
