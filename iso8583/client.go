@@ -192,7 +192,7 @@ type Client struct {
 	messages     *messageRules // the dialect's message rules; nil: none
 	mac          *MACSpec      // the dialect's MAC; nil: none
 	macer        MACer
-	macKey       string
+	macKey       atomic.Pointer[string] // the MAC key id in use; SetMACKey switches it
 	dialectName  string // names the dialect in errors
 	tls          *tls.Config
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -283,7 +283,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.framer = d.Framer
 	}
 	c.messages, c.dialectName = d.messages, d.displayName()
-	c.mac, c.macer, c.macKey = d.MAC, opts.MAC, opts.MACKeyID
+	c.mac, c.macer = d.MAC, opts.MAC
+	c.macKey.Store(&opts.MACKeyID)
 	switch {
 	case c.mac != nil && c.macer == nil:
 		return nil, fmt.Errorf("iso8583: client: dialect %s MACs its messages (%v): MAC is required", c.dialectName, c.mac)

@@ -36,6 +36,12 @@
 // not verify are answered with the dialect's failure code (default 96) and logged, answers
 // are MACed, and the final report counts the MACs verified and failed. --tamper-mac corrupts
 // the MACs of the answers to 0100 and 0200, so that a terminal's refusal can be seen.
+//
+// A --dialect with a "key_exchange" object (such as iso8583/dialects/mac-retail-keyx.json)
+// takes --kek-file, the key encryption key shared with the terminal: a key-change 0800 gets
+// a fresh key in a TR-31 block under it, with its check value; the terminal's confirming
+// 0800 (the new key's check value) switches the host to the new key once answered. The
+// final report counts the request MACs verified under each key.
 package main
 
 import (
@@ -47,9 +53,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	macKeyFile := fs.String("mac-key-file", "", "`FILE` holding the MAC key of a --dialect that declares a \"mac\", as hexadecimal digits:\n32 for \"retail\" (double-length TDES), 32, 48 or 64 for \"aes-cmac\". Every request's MAC is checked\n(a bad one is answered with the dialect's failure code and logged) and every answer MACed")
+	kekFile := fs.String("kek-file", "", "`FILE` holding the key encryption key shared with the terminal, as hexadecimal digits (32 or 48: TDES,\nTR-31 version B blocks; 64: AES, version D): with a --dialect that declares a \"key_exchange\", key-change\n0800s get a fresh key under it, used once the terminal confirms it")
 	tamperMAC := fs.Bool("tamper-mac", false, "corrupt the MAC of every answer to an 0100 or 0200 (with --mac-key-file), to see a terminal refuse it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
@@ -173,13 +182,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("--mac-key-file: %v", err)
 		}
-		hopts.MAC = m
+		hopts.MAC, hopts.MACKeyID = m, "mac"
 		if *tamperMAC {
 			hopts.TamperMAC = func(req *iso8583.Message) bool {
 				mti, _ := req.GetMTI()
 				return mti == iso8583.MTIAuthorizationRequest || mti == iso8583.MTIFinancialRequest
 			}
 		}
+	}
+	switch {
+	case *kekFile != "" && dialect.KeyExchange == nil:
+		return fail("--kek-file: the dialect declares no key exchange (a \"key_exchange\" object in --dialect)")
+	case *kekFile != "":
+		b, err := os.ReadFile(*kekFile)
+		if err != nil {
+			return fail("--kek-file: %v", err)
+		}
+		kek, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		clear(b)
+		if err != nil || len(kek) != 16 && len(kek) != 24 && len(kek) != 32 {
+			return fail("--kek-file %s: want 32, 48 or 64 hexadecimal digits", *kekFile)
+		}
+		hopts.KEK = kek
+		defer clear(kek)
 	}
 	var tlsConf *tls.Config
 	switch {
@@ -241,6 +266,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if dialect.MAC != nil {
 		good, bad := srv.MACStats()
 		say("request MACs: %d verified, %d failed", good, bad)
+		if dialect.KeyExchange != nil {
+			byKey := srv.MACVerifiedByKey()
+			ids := slices.Sorted(maps.Keys(byKey))
+			parts := make([]string, 0, len(ids))
+			for _, id := range ids {
+				parts = append(parts, fmt.Sprintf("%s=%d", id, byKey[id]))
+			}
+			say("request MACs by key: %s", strings.Join(parts, " "))
+			say("key changes confirmed: %d", srv.KeyChanges()[iso8583.KeyMAC])
+		}
 	}
 	say("transactions: %d, standing charges: %d", len(charges), standing)
 	for _, c := range charges {

@@ -89,9 +89,12 @@ func (s *Server) handle(ctx context.Context, b []byte, w *connWriter, hangup fun
 		s.logf("hostsim: %s -> no answer (dropped on purpose)", iso8583.Masked{Msg: req})
 		return
 	}
-	resp := s.respond(req, s.checkMAC(ctx, req, b))
+	resp, after := s.respond(req, s.checkMAC(ctx, req, b))
 	if resp == nil {
 		return
+	}
+	if after != nil {
+		defer after()
 	}
 	if s.opts.Delay != nil {
 		if d := s.opts.Delay(req); d > 0 {
