@@ -148,6 +148,11 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
 	}
+	// Working-key changes: the MAC key in use is the last one the host confirmed.
+	keys, err := d.keyRotator(ctx, aopts, data)
+	if err != nil {
+		return nil, err
+	}
 	if *cfg.Acquirer.RequireAtStart {
 		// Dialling, then signing on.
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Acquirer.DialTimeout)+10*time.Second)
@@ -170,7 +175,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace}, d.st, terminal.Options{
+	d.term, err = terminal.New(reader, pad, pins, tracedAcquirer{d.acq, trace, keys.sent()}, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
 		MerchantName:   cfg.Terminal.MerchantName,
@@ -213,6 +218,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopFwd = fcancel
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
+	keys.start(fctx)
 	if at := cfg.Close.at; at != nil {
 		go autoClose(fctx, *at, d.term.Close, time.Now, log)
 	}
@@ -255,6 +261,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	g.Handle("GET /v1/status", access.OpStatus, till)
 	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log, archiveDir: cfg.Store.ArchiveDir}).routes(g)
+	if keys != nil {
+		(&keysAPI{r: keys.r}).routes(g)
+	}
 	params.term = d.term
 	params.routes(g)
 	if fw != nil {
@@ -365,11 +374,16 @@ var errUsage = errors.New("usage")
 type tracedAcquirer struct {
 	a     terminal.Acquirer
 	trace func(string, ...any)
+	// sent, when set, is told of each request sent (the working-key change counts sales).
+	sent func(*moov.Message)
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
 	t.describe("request", req)
 	resp, err := t.a.Send(ctx, req)
+	if t.sent != nil {
+		t.sent(req)
+	}
 	if err != nil {
 		t.trace("no response: %v", err)
 		return resp, err
