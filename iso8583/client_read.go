@@ -268,6 +268,7 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 	mti, _ := msg.GetMTI()
 	if _, err := ResponseMTI(mti); err == nil {
 		if mti == MTINetworkManagementRequest {
+			c.hostKeyChange(msg)
 			c.answerEcho(l, msg)
 			return
 		}

@@ -144,6 +144,12 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
 		return nil, err
 	}
+	var hostAsks func(iso8583.KeyKind) // set below, before the link connects
+	aopts.HostKeyChange = func(k iso8583.KeyKind) {
+		if hostAsks != nil {
+			hostAsks(k)
+		}
+	}
 	d.acq, err = iso8583.NewClient(aopts)
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
@@ -153,6 +159,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, err
 	}
+	hostAsks = keys.hostAsks
 	if *cfg.Acquirer.RequireAtStart {
 		// Dialling, then signing on.
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Acquirer.DialTimeout)+10*time.Second)

@@ -314,8 +314,8 @@ func (r *keyRotator) rotateAll(ctx context.Context, who string) {
 }
 
 // run asks at start (AtSignOn) and on the schedule (Every), until ctx ends; wake asks now
-// (after AfterTransactions sales).
-func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}) {
+// (after AfterTransactions sales), and host for one key (the acquirer's 0800).
+func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}, host <-chan iso8583.KeyKind) {
 	if *r.cfg.AtSignOn {
 		r.rotateAll(ctx, "posd (sign-on)")
 	}
@@ -333,6 +333,10 @@ func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}) {
 			r.rotateAll(ctx, "posd (every "+time.Duration(r.cfg.Every).String()+")")
 		case <-wake:
 			r.rotateAll(ctx, fmt.Sprintf("posd (after %d transactions)", r.cfg.AfterTransactions))
+		case k := <-host:
+			if _, err := r.Rotate(ctx, k, "the acquirer (0800)"); err != nil {
+				r.log.Warn("the acquirer asked for a key change that did not complete", "key", k, "error", err)
+			}
 		}
 	}
 }
@@ -393,6 +397,18 @@ func (h *keysAPI) serveRotate(w http.ResponseWriter, r *http.Request) {
 type keyChanges struct {
 	r    *keyRotator
 	wake chan struct{}
+	host chan iso8583.KeyKind // keys the acquirer asked to change (its 0800)
+}
+
+// hostAsks passes on the acquirer's request to change key k now.
+func (k *keyChanges) hostAsks(kind iso8583.KeyKind) {
+	if k == nil {
+		return
+	}
+	select {
+	case k.host <- kind:
+	default: // changes already waiting
+	}
 }
 
 // keyRotator makes the daemon's key changes from acquirer.key_change, checking the
@@ -449,7 +465,7 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 		d.acq.SetMACKey(macID)
 		d.log.Info("MAC key in use", "id", macID)
 	}
-	return &keyChanges{r: r, wake: make(chan struct{}, 1)}, nil
+	return &keyChanges{r: r, wake: make(chan struct{}, 1), host: make(chan iso8583.KeyKind, 3)}, nil
 }
 
 // sent counts sales and refunds for after_transactions; nil without key changes.
@@ -474,6 +490,6 @@ func (k *keyChanges) sent() func(*moov.Message) {
 // start runs the changes at start and on the schedule until ctx ends.
 func (k *keyChanges) start(ctx context.Context) {
 	if k != nil {
-		go k.r.run(ctx, k.wake)
+		go k.r.run(ctx, k.wake, k.host)
 	}
 }

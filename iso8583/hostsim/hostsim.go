@@ -171,6 +171,10 @@ type Options struct {
 	// generation of MACKeyID and used once the terminal confirms it. Default nil: key
 	// changes are answered 12.
 	KEK []byte
+	// BadKey makes every new key the host sends faulty, so that a test sees the terminal
+	// refuse it and keep its old key: "kcv" (a wrong check value beside it), "block" (its
+	// TR-31 MAC altered) or "usage" (a MAC key sent as a PIN key, P0). Default "": none.
+	BadKey string
 }
 
 // MatchBy says which fields identify an original message (0100, 0200, 0220, 0400, 0420
@@ -241,6 +245,8 @@ type Server struct {
 	changes  map[iso8583.KeyKind]int        // key changes confirmed
 	macByKey map[string]uint64              // requests whose MAC verified, by key id
 	macGen   uint64                         // the last MAC key generation made
+	conns    map[*connWriter]bool           // the connections, for RequestKeyChange
+	hostSTAN uint32                         // the host's own 0800s
 }
 
 // NewServer checks opts and returns a server.
@@ -300,11 +306,17 @@ func NewServer(opts Options) (*Server, error) {
 		pending:  make(map[iso8583.KeyKind]pendingKey),
 		changes:  make(map[iso8583.KeyKind]int),
 		macByKey: make(map[string]uint64),
+		conns:    make(map[*connWriter]bool),
 	}
 	switch len(opts.KEK) {
 	case 0, 16, 24, 32:
 	default:
 		return nil, fmt.Errorf("hostsim: KEK must be 16 or 24 bytes (TDES) or 32 (AES), got %d", len(opts.KEK))
+	}
+	switch opts.BadKey {
+	case "", "kcv", "block", "usage":
+	default:
+		return nil, fmt.Errorf("hostsim: BadKey %q: want \"kcv\", \"block\" or \"usage\"", opts.BadKey)
 	}
 	if opts.KEK != nil {
 		s.opts.KEK = append([]byte(nil), opts.KEK...)

@@ -126,6 +126,9 @@ func (s *Server) newKey(k iso8583.KeyKind) (string, pendingKey, error) {
 	if err != nil {
 		return "", pendingKey{}, err
 	}
+	if s.opts.BadKey == "usage" && k == iso8583.KeyMAC {
+		usage, mode = "P0", 'B'
+	}
 	version := byte('B')
 	if len(s.opts.KEK) == 32 {
 		version = 'D'
@@ -135,6 +138,19 @@ func (s *Server) newKey(k iso8583.KeyKind) (string, pendingKey, error) {
 		return "", pendingKey{}, fmt.Errorf("wrapping under the KEK: %w", err)
 	}
 	p := pendingKey{kcv: cv}
+	switch s.opts.BadKey {
+	case "kcv":
+		p.kcv = append([]byte(nil), cv...)
+		p.kcv[0] ^= 0xFF // sent beside the key, and then expected in the confirmation
+	case "block":
+		b := []byte(block)
+		if b[len(b)-1] == '0' {
+			b[len(b)-1] = '1'
+		} else {
+			b[len(b)-1] = '0'
+		}
+		block = string(b)
+	}
 	if k == iso8583.KeyMAC {
 		m, ok := s.opts.MAC.(*hsm.Module)
 		if !ok {
@@ -155,4 +171,42 @@ func (s *Server) newKey(k iso8583.KeyKind) (string, pendingKey, error) {
 		}
 	}
 	return block, p, nil
+}
+
+// RequestKeyChange asks every connected terminal to change its working key k now: an 0800
+// with field 70 the dialect's code for k, which a terminal answers 00 and follows with its
+// own key-change 0800s. It returns how many connections it was written to. The 0800 is not
+// MACed (the terminal answers it without acting on its content beyond the code).
+func (s *Server) RequestKeyChange(k iso8583.KeyKind) (int, error) {
+	if s.dialect == nil || s.dialect.KeyExchange == nil {
+		return 0, fmt.Errorf("hostsim: the dialect declares no key exchange")
+	}
+	s.keyMu.Lock()
+	s.hostSTAN = s.hostSTAN%999999 + 1
+	stan := s.hostSTAN
+	conns := make([]*connWriter, 0, len(s.conns))
+	for w := range s.conns {
+		conns = append(conns, w)
+	}
+	s.keyMu.Unlock()
+	req, err := s.dialect.KeyExchange.Request(iso8583.KeyChange{Key: k, STAN: stan, TransmissionTime: s.now()})
+	if err != nil {
+		return 0, err
+	}
+	wire, err := iso8583.Convert(req, s.spec)
+	if err != nil {
+		return 0, err
+	}
+	b, err := iso8583.Pack(wire)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, w := range conns {
+		if w.write(b) == nil {
+			n++
+		}
+	}
+	s.logf("hostsim: asked %d terminal(s) for a %s key change (0800, 70=%s)", n, k, s.dialect.KeyExchange.Code(k))
+	return n, nil
 }

@@ -21,8 +21,8 @@ func (s *Server) checkMAC(ctx context.Context, req *iso8583.Message, raw []byte)
 		return nil
 	}
 	mti, _ := req.GetMTI()
-	if !s.mac.Carries(mti) {
-		return nil
+	if _, err := iso8583.ResponseMTI(mti); err != nil || !s.mac.Carries(mti) {
+		return nil // not a request (a terminal's answer to the host's 0800), or not MACed
 	}
 	key := s.MACKeyID()
 	if err := s.mac.VerifyMessage(ctx, s.opts.MAC, key, req, raw); err != nil {

@@ -48,6 +48,14 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	var wg sync.WaitGroup
 	w := newConnWriter(nc, s.writeFramer)
+	s.keyMu.Lock()
+	s.conns[w] = true
+	s.keyMu.Unlock()
+	defer func() {
+		s.keyMu.Lock()
+		delete(s.conns, w)
+		s.keyMu.Unlock()
+	}()
 	br := bufio.NewReaderSize(nc, 16<<10)
 	for {
 		b, err := s.framer.ReadFrame(br)
