@@ -422,6 +422,9 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 	if aopts.Dialect == nil || aopts.Dialect.KeyExchange == nil {
 		return nil, &ConfigError{"acquirer.key_change", "the acquirer's dialect declares no \"key_exchange\" (which field carries the key): set acquirer.dialect to one that does, such as iso8583/dialects/mac-retail-keyx.json"}
 	}
+	if aopts.Dialect.KeyExchange.Form != iso8583.KeyFormTR31 {
+		return nil, &ConfigError{"acquirer.key_change", fmt.Sprintf("the dialect's key_exchange form is %q: posd imports TR-31 key blocks only (a legacy ECB key carries no usage or integrity of its own)", aopts.Dialect.KeyExchange.Form)}
+	}
 	if data == nil {
 		return nil, &ConfigError{"hsm.data", "acquirer.key_change imports working keys into hsm.data's token: configure it"}
 	}

@@ -59,8 +59,8 @@ func (s *Server) keyChange(req *iso8583.Message) (decision, bool) {
 		s.logf("hostsim: key change: %v", err)
 		return decision{rc: iso8583.RCFormatError}, true
 	}
-	if s.opts.KEK == nil {
-		s.logf("hostsim: key change for the %s key: no KEK (--kek-file)", kc.Key)
+	if s.opts.KEK == nil || x.Form != iso8583.KeyFormTR31 {
+		s.logf("hostsim: key change for the %s key: no KEK (--kek-file), or a %s form (only TR-31 is simulated)", kc.Key, x.Form)
 		return decision{rc: iso8583.RCInvalidTxn}, true
 	}
 	s.keyMu.Lock()
