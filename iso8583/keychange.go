@@ -26,7 +26,7 @@ import (
 	"time"
 )
 
-// KeyKind names a working key.
+// KeyKind names a working key. It is a value, safe for concurrent use.
 type KeyKind string
 
 // Working keys.
@@ -36,7 +36,7 @@ const (
 	KeyData KeyKind = "data"
 )
 
-// KeyForm is how the key travels in the 0810.
+// KeyForm is how the key travels in the 0810. It is a value, safe for concurrent use.
 type KeyForm string
 
 // Key forms.

@@ -102,9 +102,16 @@ type keysFile struct {
 	Keys    map[iso8583.KeyKind]keyState `json:"keys"`
 }
 
+// keyLink is the acquirer link a key change goes over: *iso8583.Client (and a failover
+// over several, which switches every host's link).
+type keyLink interface {
+	Send(ctx context.Context, req *iso8583.Message) (*iso8583.Message, error)
+	SetMACKey(id string)
+}
+
 // keyRotator changes working keys. Safe for concurrent use: one change at a time.
 type keyRotator struct {
-	acq   *iso8583.Client
+	acq   keyLink
 	x     *iso8583.KeyExchange
 	m     *hsm.Module
 	cfg   KeyChangeConfig
