@@ -168,6 +168,10 @@ type ImportRequest struct {
 	KBPKID  string // the key block protection key, already in the backend
 	Block   string // the TR-31 key block
 	Replace bool   // allow overwriting an existing key with the same id
+	// CheckValue, if set, is the check value the sender gave for the key (legacy for
+	// TDES, CMAC for AES, at least 2 bytes); a block whose key has another value is
+	// refused with ErrCheckValue and nothing is stored. Default nil: not checked.
+	CheckValue []byte
 }
 
 // String describes the request with the block's header only.

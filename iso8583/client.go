@@ -148,7 +148,14 @@ type ClientOptions struct {
 	// backend. Required when the dialect declares a MAC; refused otherwise. Default nil.
 	MAC MACer
 	// MACKeyID is the key id passed to MAC. Default "" (the Module's own default, "mac").
+	// [Client.SetMACKey] changes it (a working-key change).
 	MACKeyID string
+	// HostKeyChange is called, on a goroutine of its own, when the host sends an 0800
+	// whose field 70 is one of the dialect's key-change codes ([Dialect].KeyExchange): the
+	// host asks the terminal to change that working key now (the terminal then sends its
+	// own key-change 0800s). The client answers the host's 0800 with 00 as it answers any
+	// host 0800. Default nil: such an 0800 is only answered.
+	HostKeyChange func(KeyKind)
 	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
 	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
 	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
@@ -192,8 +199,10 @@ type Client struct {
 	messages     *messageRules // the dialect's message rules; nil: none
 	mac          *MACSpec      // the dialect's MAC; nil: none
 	macer        MACer
-	macKey       string
-	dialectName  string // names the dialect in errors
+	keyx         *KeyExchange           // the dialect's key exchange; nil: none
+	hostKeyX     func(KeyKind)          // ClientOptions.HostKeyChange
+	macKey       atomic.Pointer[string] // the MAC key id in use; SetMACKey switches it
+	dialectName  string                 // names the dialect in errors
 	tls          *tls.Config
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 	dialTimeout  time.Duration
@@ -288,7 +297,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.framer = d.Framer
 	}
 	c.messages, c.dialectName = d.messages, d.displayName()
-	c.mac, c.macer, c.macKey = d.MAC, opts.MAC, opts.MACKeyID
+	c.mac, c.macer = d.MAC, opts.MAC
+	c.keyx, c.hostKeyX = d.KeyExchange, opts.HostKeyChange
+	c.macKey.Store(&opts.MACKeyID)
 	switch {
 	case c.mac != nil && c.macer == nil:
 		return nil, fmt.Errorf("iso8583: client: dialect %s MACs its messages (%v): MAC is required", c.dialectName, c.mac)

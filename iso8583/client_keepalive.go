@@ -47,6 +47,18 @@ func (c *Client) answerEcho(l *link, req *Message) {
 	}()
 }
 
+// hostKeyChange passes a host's key-change 0800 on to ClientOptions.HostKeyChange.
+func (c *Client) hostKeyChange(req *Message) {
+	if c.keyx == nil || c.hostKeyX == nil {
+		return
+	}
+	code, _ := req.GetString(70)
+	if k, ok := c.keyx.Kind(code); ok {
+		c.logf("iso8583: the host asks for a new %s key (0800, 70=%s)", k, code)
+		go c.hostKeyX(k)
+	}
+}
+
 // network sends one of the client's own 0800s on l and returns the parsed response.
 func (c *Client) network(ctx context.Context, l *link, code string) (Response, error) {
 	stan, err := c.nextSTAN(ctx)

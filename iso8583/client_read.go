@@ -270,6 +270,7 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 	// first so that a response, the usual case, costs no error value.
 	if len(mti) == 4 && (mti[2] == '0' || mti[2] == '2') && isRequestMTI(mti) {
 		if mti == MTINetworkManagementRequest {
+			c.hostKeyChange(msg)
 			c.answerEcho(l, msg)
 			return
 		}

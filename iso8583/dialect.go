@@ -54,6 +54,9 @@ type Dialect struct {
 	// not say): the host that got the request it undoes; [ReversalToAny]: the active host,
 	// the network passing reversals between its hosts.
 	ReversalTo string
+	// KeyExchange is the file's "key_exchange" object: the codes and fields of working-key
+	// changes ([KeyExchange]). nil: the dialect has no key exchange.
+	KeyExchange *KeyExchange
 
 	messages *messageRules // the file's "messages"; nil: none
 }
@@ -271,6 +274,23 @@ func LoadDialect(path string) (*Dialect, error) {
 //   - mtis: the requests that carry a MAC (their responses must carry one); default all.
 //   - failure_code: what a host answers a bad MAC with; default "96".
 //
+// The optional "key_exchange" object declares working-key changes ([KeyExchange]):
+//
+//	"key_exchange": {"codes": {"pin": "161", "mac": "162", "data": "163"}, "form": "tr31",
+//	                 "key_field": 120, "kcv_field": 123}
+//
+// Its keys:
+//
+//   - codes: field 70's value per key; default 161, 162 and 163; 3 digits each, distinct,
+//     not 001, 002 or 301.
+//   - form: "tr31" (the default: a TR-31 key block under the KEK) or "legacy" (the key
+//     encrypted under the KEK in TDES ECB, as hex digits).
+//   - key_field: the field of the 0810 that carries the key; required; a variable-length
+//     text field of at least 80 characters (32 for legacy).
+//   - kcv_field: the field that carries the key's check value in hex, in the 0810 and in
+//     the terminal's confirming 0800; required; a variable-length text field, not the key
+//     field.
+//
 // A [Client] adds the fixed values to, and checks the rules on, every request it sends, its
 // own sign-on, echo and sign-off included ([Dialect.PrepareRequest]); a request that fails is
 // refused before anything is sent, with a [*FieldError] naming the field, the MTI and the
@@ -283,6 +303,7 @@ func ParseDialect(data []byte) (*Dialect, error) {
 		Framing     *FramingConfig             `json:"framing"`
 		Entry       json.RawMessage            `json:"entry_modes"`
 		MAC         json.RawMessage            `json:"mac"`
+		KeyX        json.RawMessage            `json:"key_exchange"`
 		Messages    map[string]json.RawMessage `json:"messages"`
 		Fields      map[string]json.RawMessage `json:"fields"`
 		Reversal    string                     `json:"reversal_to"`
@@ -353,6 +374,11 @@ func ParseDialect(data []byte) (*Dialect, error) {
 	d.messages = rules
 	if file.MAC != nil {
 		if d.MAC, err = parseMAC(file.MAC, spec); err != nil {
+			return nil, err
+		}
+	}
+	if file.KeyX != nil {
+		if d.KeyExchange, err = parseKeyExchange(file.KeyX, spec); err != nil {
 			return nil, err
 		}
 	}

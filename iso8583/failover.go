@@ -107,6 +107,7 @@ type Failover struct {
 	hosts  []*Client
 	state  []*hostState // one per address
 	active int
+	macKey *string   // the MAC key id SetMACKey gave every host; nil: the options' own
 	left   time.Time // when to try the primary again; zero while on the primary
 	dead   uint64    // the active host's Stats.DeadLinks when it became active
 

@@ -107,6 +107,9 @@ func (f *Failover) letIdleGo() int {
 		if err != nil {
 			continue // cannot happen: the same options made the first one
 		}
+		if f.macKey != nil {
+			c.SetMACKey(*f.macKey) // the key in use, not the one posd started with
+		}
 		let = append(let, gone{i, old})
 		h.retiring = append(h.retiring, old)
 		f.hosts[i] = c

@@ -30,3 +30,15 @@ func (f *Failover) HostStatuses() []HostStatus {
 	}
 	return out
 }
+
+// SetMACKey makes id the MAC key of every host's link, from each one's next message (an
+// acquirer's hosts share the terminal's working keys), and of the links made later for
+// hosts let go.
+func (f *Failover) SetMACKey(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.macKey = &id
+	for _, c := range f.hosts {
+		c.SetMACKey(id)
+	}
+}

@@ -18,7 +18,9 @@ var shipped embed.FS
 // dialects/binary.json (ASCII text and numerics, binary bitmap, raw b fields: the layout
 // Wireshark's ISO 8583 dissector reads with "Bin data not encoded") and
 // dialects/mac-retail.json (the default dialect with a retail MAC in field 64, or 128 with
-// a secondary bitmap, over the whole message: an example of a "mac" object);
+// a secondary bitmap, over the whole message: an example of a "mac" object), and
+// dialects/mac-retail-keyx.json (mac-retail.json with working-key changes, the key in field
+// 120 and its check value in 123: an example of a "key_exchange" object);
 // each file's "description" says what it is modelled on. They are built into the binary so that a
 // program can write one out or parse it with [ParseDialect] without the source tree. Safe
 // for concurrent use.

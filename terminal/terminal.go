@@ -195,6 +195,9 @@ type Terminal struct {
 	fwd     *Forwarder
 	mu      sync.Mutex // held by the running sale
 	tills   tillRequests
+
+	pauseMu sync.Mutex
+	pause   chan struct{} // closed when a Pause ends; nil when none holds sales off
 }
 
 // New returns a Terminal. All components are required.

@@ -159,6 +159,9 @@ func requestOf(rec store.Record) SaleRequest {
 // release); a repeat gets the first request's answer (r nil), after waiting for it while
 // it runs; a conflict or a busy terminal gets an error (r nil).
 func (t *Terminal) admit(ctx context.Context, req SaleRequest) (r *run, res SaleResult, err error) {
+	if err := t.waitPause(ctx); err != nil {
+		return nil, SaleResult{}, err
+	}
 	keys := requestKeys(req)
 	t.tills.mu.Lock()
 	for _, k := range keys {

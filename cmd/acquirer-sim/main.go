@@ -36,6 +36,15 @@
 // not verify are answered with the dialect's failure code (default 96) and logged, answers
 // are MACed, and the final report counts the MACs verified and failed. --tamper-mac corrupts
 // the MACs of the answers to 0100 and 0200, so that a terminal's refusal can be seen.
+//
+// A --dialect with a "key_exchange" object (such as iso8583/dialects/mac-retail-keyx.json)
+// takes --kek-file, the key encryption key shared with the terminal: a key-change 0800 gets
+// a fresh key in a TR-31 block under it, with its check value; the terminal's confirming
+// 0800 (the new key's check value) switches the host to the new key once answered. The
+// final report counts the request MACs verified under each key. The host asks the
+// terminals to change their MAC key (an 0800 with the dialect's key-change code, which a
+// terminal follows with its own key change) on SIGUSR1 and every --rotate-every. --bad-key
+// kcv|block|usage sends faulty keys, to see a terminal refuse them.
 package main
 
 import (
@@ -47,12 +56,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/dukpt"
@@ -92,6 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	keyPath := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	macKeyFile := fs.String("mac-key-file", "", "`FILE` holding the MAC key of a --dialect that declares a \"mac\", as hexadecimal digits:\n32 for \"retail\" (double-length TDES), 32, 48 or 64 for \"aes-cmac\". Every request's MAC is checked\n(a bad one is answered with the dialect's failure code and logged) and every answer MACed")
+	kekFile := fs.String("kek-file", "", "`FILE` holding the key encryption key shared with the terminal, as hexadecimal digits (32 or 48: TDES,\nTR-31 version B blocks; 64: AES, version D): with a --dialect that declares a \"key_exchange\", key-change\n0800s get a fresh key under it, used once the terminal confirms it")
+	badKey := fs.String("bad-key", "", "with --kek-file, send faulty keys, to see a terminal refuse them and keep its old key:\n\"kcv\" (a wrong check value), \"block\" (a TR-31 block whose MAC fails) or \"usage\" (a MAC key marked P0)")
+	rotateEvery := fs.Duration("rotate-every", 0, "with --kek-file, ask the terminals for a new MAC key this often (an 0800 with the key-change code;\nSIGUSR1 asks at once). Default 0: only on SIGUSR1")
 	tamperMAC := fs.Bool("tamper-mac", false, "corrupt the MAC of every answer to an 0100 or 0200 (with --mac-key-file), to see a terminal refuse it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: acquirer-sim [--listen HOST:PORT] [--bdk HEX] [--aes-bdk HEX] [--aes-pin-key TYPE]\n"+
@@ -173,13 +188,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("--mac-key-file: %v", err)
 		}
-		hopts.MAC = m
+		hopts.MAC, hopts.MACKeyID = m, "mac"
 		if *tamperMAC {
 			hopts.TamperMAC = func(req *iso8583.Message) bool {
 				mti, _ := req.GetMTI()
 				return mti == iso8583.MTIAuthorizationRequest || mti == iso8583.MTIFinancialRequest
 			}
 		}
+	}
+	switch {
+	case *kekFile != "" && dialect.KeyExchange == nil:
+		return fail("--kek-file: the dialect declares no key exchange (a \"key_exchange\" object in --dialect)")
+	case *kekFile != "":
+		b, err := os.ReadFile(*kekFile)
+		if err != nil {
+			return fail("--kek-file: %v", err)
+		}
+		kek, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		clear(b)
+		if err != nil || len(kek) != 16 && len(kek) != 24 && len(kek) != 32 {
+			return fail("--kek-file %s: want 32, 48 or 64 hexadecimal digits", *kekFile)
+		}
+		hopts.KEK, hopts.BadKey = kek, *badKey
+		defer clear(kek)
+	case *badKey != "" || *rotateEvery != 0:
+		return fail("--bad-key and --rotate-every need --kek-file")
 	}
 	var tlsConf *tls.Config
 	switch {
@@ -220,6 +253,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("--listen: %v", err)
 	}
+	if hopts.KEK != nil && dialect.MAC != nil {
+		// Before saying it listens: a SIGUSR1 from then on asks for a key change.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go rotateMAC(ctx, srv, usr1, *rotateEvery, say)
+	}
 	say("acquirer-sim listening on %s", ln.Addr())
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
@@ -241,6 +281,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if dialect.MAC != nil {
 		good, bad := srv.MACStats()
 		say("request MACs: %d verified, %d failed", good, bad)
+		if dialect.KeyExchange != nil {
+			byKey := srv.MACVerifiedByKey()
+			ids := slices.Sorted(maps.Keys(byKey))
+			parts := make([]string, 0, len(ids))
+			for _, id := range ids {
+				parts = append(parts, fmt.Sprintf("%s=%d", id, byKey[id]))
+			}
+			say("request MACs by key: %s", strings.Join(parts, " "))
+			say("key changes confirmed: %d", srv.KeyChanges()[iso8583.KeyMAC])
+		}
 	}
 	say("transactions: %d, standing charges: %d", len(charges), standing)
 	for _, c := range charges {
@@ -250,6 +300,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail("%v", serveErr)
 	}
 	return 0
+}
+
+// rotateMAC asks the connected terminals for a new MAC key on SIGUSR1 and every every (0:
+// never on a schedule), until ctx ends.
+func rotateMAC(ctx context.Context, srv *hostsim.Server, usr1 <-chan os.Signal, every time.Duration, say func(string, ...any)) {
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+		case <-tick:
+		}
+		if _, err := srv.RequestKeyChange(iso8583.KeyMAC); err != nil {
+			say("acquirer-sim: asking for a key change: %v", err)
+		}
+	}
 }
 
 // macModule returns an hsm Module over the soft backend holding the MAC key of file as

@@ -78,6 +78,11 @@ commands:
   close                                    close the batch with the acquirer (supervisor) and
                                            print the report (exit 3: the close failed)
   store check                              verify the journal file and its invariants
+  keys status                              the acquirer's working keys in use, with alerts
+                                           (exit 3: a key change failed; technician)
+  keys rotate [mac|pin|data ...]           ask the acquirer for new working keys now (default:
+                                           those of acquirer.key_change); exit 3: refused, the
+                                           old key stays
   audit verify [--head SEQ:MAC]            verify the audit chain (exit 1: broken, first broken link named)
   firmware status|install SOURCE|pinpad SOURCE|rollback|log
                                            signed firmware updates (see posctl firmware -h)
@@ -153,6 +158,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = c.totals(fs.Args()[1:], stdout, stderr)
 		case "close":
 			err = c.closeBatch(fs.Args()[1:], stdout, stderr)
+		case "keys":
+			err = c.keys(fs.Args()[1:], stdout, stderr)
 		case "store":
 			if fs.NArg() != 2 || fs.Arg(1) != "check" {
 				fmt.Fprintln(stderr, "usage: posctl store check")

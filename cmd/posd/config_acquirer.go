@@ -50,6 +50,10 @@ type AcquirerConfig struct {
 	// fit the dialect's algorithm: double-length TDES for "retail", AES for "aes-cmac".
 	// Load it with posd key import --id mac. Default "mac".
 	MACKey string `json:"mac_key"`
+	// KeyChange turns on working-key changes (the dialect must declare a "key_exchange"):
+	// posd asks the acquirer for new working keys at start, on a schedule, after a number
+	// of sales and on posctl keys rotate. Default none: keys change only by posd key.
+	KeyChange *KeyChangeConfig `json:"key_change"`
 	// ReversalWait bounds how long a sale spends sending reversals still pending before
 	// its own authorization may go out; with one still pending after it, the sale does
 	// not go online. Default 10s.
@@ -118,6 +122,11 @@ func (a *AcquirerConfig) fill(dukpt string) error {
 	}
 	if a.MACKey == "" {
 		a.MACKey = "mac"
+	}
+	if a.KeyChange != nil {
+		if err := a.KeyChange.fill(); err != nil {
+			return err
+		}
 	}
 	if a.ReversalWait == 0 {
 		a.ReversalWait = Duration(10 * time.Second)

@@ -150,6 +150,12 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
 		return nil, err
 	}
+	var hostAsks func(iso8583.KeyKind) // set below, before the link connects
+	aopts.HostKeyChange = func(k iso8583.KeyKind) {
+		if hostAsks != nil {
+			hostAsks(k)
+		}
+	}
 	d.acq, err = iso8583.NewFailover(iso8583.FailoverOptions{
 		Addrs:        cfg.Acquirer.Hosts(),
 		Client:       aopts,
@@ -161,6 +167,12 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err != nil {
 		return nil, fmt.Errorf("acquirer: %w", err)
 	}
+	// Working-key changes: the MAC key in use is the last one the host confirmed.
+	keys, err := d.keyRotator(ctx, aopts, data)
+	if err != nil {
+		return nil, err
+	}
+	hostAsks = keys.hostAsks
 	if *cfg.Acquirer.RequireAtStart {
 		// Dialling, then signing on.
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Acquirer.DialTimeout)+10*time.Second)
@@ -183,7 +195,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	acq := tracedAcquirer{d.acq, trace, d.metrics}
+	acq := tracedAcquirer{d.acq, trace, d.metrics, keys.sent()}
 	d.term, err = terminal.New(reader, pad, pins, acq, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
@@ -228,6 +240,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopFwd = fcancel
 	go func() { _ = d.term.Forwarder().Run(fctx) }()
+	keys.start(fctx)
 	if at := cfg.Close.at; at != nil {
 		go autoClose(fctx, *at, d.term.Close, time.Now, log)
 	}
@@ -286,6 +299,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		log.Info("metrics without authentication", "listen", d.metricsLn.Addr().String())
 	}
 	(&admin{st: d.st, term: d.term, panHash: d.panHash, log: log, archiveDir: cfg.Store.ArchiveDir}).routes(g)
+	if keys != nil {
+		(&keysAPI{r: keys.r}).routes(g)
+	}
 	params.term = d.term
 	params.routes(g)
 	if fw != nil {
@@ -408,6 +424,8 @@ type tracedAcquirer struct {
 	a     *iso8583.Failover
 	trace func(string, ...any)
 	m     *metrics
+	// sent, when set, is told of each request sent (the working-key change counts sales).
+	sent func(*moov.Message)
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
@@ -425,6 +443,9 @@ func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Messa
 	start := time.Now()
 	resp, err := t.a.SendTo(ctx, host, req)
 	t.m.observeAcquirer(req, err, time.Since(start))
+	if t.sent != nil {
+		t.sent(req)
+	}
 	if err != nil {
 		t.trace("no response: %v", err)
 		return resp, err

@@ -502,7 +502,7 @@ func (b *Backend) finishImport(req hsm.ImportRequest, h tr31.Header, value []byt
 	if err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("pkcs11: import %q: %w", req.ID, err)
 	}
-	return b.create(req.ID, alg, usage, value, ksn, nil, req.Replace)
+	return b.create(req.ID, alg, usage, value, ksn, req.CheckValue, req.Replace)
 }
 
 // create checks and creates a key and its description in the token.

@@ -411,7 +411,7 @@ func (b *Backend) ImportKeyBlock(ctx context.Context, req hsm.ImportRequest) (hs
 	if err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("soft: import %q: %w", req.ID, err)
 	}
-	return b.store(req.ID, alg, usage, value, ksn, nil, req.Replace)
+	return b.store(req.ID, alg, usage, value, ksn, req.CheckValue, req.Replace)
 }
 
 // allowed reports whether a key of algorithm a may have usage u.

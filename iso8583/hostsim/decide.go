@@ -263,6 +263,11 @@ func (s *Server) network(req *iso8583.Message) decision {
 	if err := iso8583.CheckMandatory(req); err != nil {
 		return decision{rc: iso8583.RCFormatError}
 	}
+	if s.dialect != nil && s.dialect.KeyExchange != nil {
+		if d, ok := s.keyChange(req); ok {
+			return d
+		}
+	}
 	code, _ := req.GetString(70)
 	tid, _ := req.GetString(41)
 	tid = strings.TrimRight(tid, " ")

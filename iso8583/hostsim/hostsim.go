@@ -163,6 +163,18 @@ type Options struct {
 	// character of the MAC field changed), so that a test sees the terminal refuse it.
 	// Default: never.
 	TamperMAC func(req *iso8583.Message) bool
+
+	// KEK is the key encryption key the host shares with the terminal (clear: this is a
+	// simulator): 16 or 24 bytes for TDES (TR-31 version B blocks), 32 for AES (version
+	// D). With it and a dialect that declares a "key_exchange", key-change 0800s get a
+	// fresh key under it; a MAC key is loaded into MAC (an *hsm.Module) as the next
+	// generation of MACKeyID and used once the terminal confirms it. Default nil: key
+	// changes are answered 12.
+	KEK []byte
+	// BadKey makes every new key the host sends faulty, so that a test sees the terminal
+	// refuse it and keep its old key: "kcv" (a wrong check value beside it), "block" (its
+	// TR-31 MAC altered) or "usage" (a MAC key sent as a PIN key, P0). Default "": none.
+	BadKey string
 }
 
 // MatchBy says which fields identify an original message (0100, 0200, 0220, 0400, 0420
@@ -224,8 +236,17 @@ type Server struct {
 	aesIKs   map[[8]byte][]byte   // AES initial keys by initial key ID
 	aesPINKT dukpt.KeyType        // the AES PIN working key's type
 
-	mac             *iso8583.MACSpec // the dialect's MAC; nil: none
-	macGood, macBad atomic.Uint64    // requests whose MAC verified, or did not
+	mac             *iso8583.MACSpec       // the dialect's MAC; nil: none
+	macGood, macBad atomic.Uint64          // requests whose MAC verified, or did not
+	macKey          atomic.Pointer[string] // the MAC key in use, after a key change; nil: MACKeyID
+
+	keyMu    sync.Mutex
+	pending  map[iso8583.KeyKind]pendingKey // keys sent, not confirmed yet
+	changes  map[iso8583.KeyKind]int        // key changes confirmed
+	macByKey map[string]uint64              // requests whose MAC verified, by key id
+	macGen   uint64                         // the last MAC key generation made
+	conns    map[*connWriter]bool           // the connections, for RequestKeyChange
+	hostSTAN uint32                         // the host's own 0800s
 }
 
 // NewServer checks opts and returns a server.
@@ -282,6 +303,23 @@ func NewServer(opts Options) (*Server, error) {
 		ipeks:    make(map[dukpt.KSN][]byte),
 		aesIKs:   make(map[[8]byte][]byte),
 		aesPINKT: aesPINKT,
+		pending:  make(map[iso8583.KeyKind]pendingKey),
+		changes:  make(map[iso8583.KeyKind]int),
+		macByKey: make(map[string]uint64),
+		conns:    make(map[*connWriter]bool),
+	}
+	switch len(opts.KEK) {
+	case 0, 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("hostsim: KEK must be 16 or 24 bytes (TDES) or 32 (AES), got %d", len(opts.KEK))
+	}
+	switch opts.BadKey {
+	case "", "kcv", "block", "usage":
+	default:
+		return nil, fmt.Errorf("hostsim: BadKey %q: want \"kcv\", \"block\" or \"usage\"", opts.BadKey)
+	}
+	if opts.KEK != nil {
+		s.opts.KEK = append([]byte(nil), opts.KEK...)
 	}
 	s.opts.BDK = append([]byte(nil), opts.BDK...)
 	s.opts.AESBDK = append([]byte(nil), opts.AESBDK...)
@@ -337,21 +375,27 @@ func (s *Server) SignedOn(tid string) bool {
 // not a request, or has no STAN to match). It changes balances and the ledger like a
 // request over the network, without the fault injection hooks other than Override.
 func (s *Server) Respond(req *iso8583.Message) *iso8583.Message {
-	return s.respond(req, nil)
+	resp, after := s.respond(req, nil)
+	if after != nil {
+		after()
+	}
+	return resp
 }
 
 // respond is Respond for a request whose MAC check failed with macErr (nil: passed or none):
 // such a request is answered with the dialect's MAC failure code, nothing decided.
-func (s *Server) respond(req *iso8583.Message, macErr error) *iso8583.Message {
+// The func returned with it, when not nil, must run once the response is packed (a key
+// change switches keys then, so that its answer is MACed under the old key).
+func (s *Server) respond(req *iso8583.Message, macErr error) (*iso8583.Message, func()) {
 	mti, _ := req.GetMTI()
 	respMTI, err := iso8583.ResponseMTI(mti)
 	if err != nil {
 		s.logf("hostsim: %s -> no answer: not a request", iso8583.Masked{Msg: req})
-		return nil
+		return nil, nil
 	}
 	if stan, _ := req.GetString(11); stan == "" {
 		s.logf("hostsim: %s -> no answer: no STAN to match", iso8583.Masked{Msg: req})
-		return nil
+		return nil, nil
 	}
 	resp := moov.NewMessage(s.spec)
 	resp.MTI(respMTI)
@@ -393,7 +437,7 @@ func (s *Server) respond(req *iso8583.Message, macErr error) *iso8583.Message {
 	for _, id := range echo {
 		if v, err := req.GetString(id); err == nil && v != "" {
 			if err := resp.Field(id, v); err != nil {
-				return nil
+				return nil, nil
 			}
 		}
 	}
@@ -407,10 +451,20 @@ func (s *Server) respond(req *iso8583.Message, macErr error) *iso8583.Message {
 	if d.approval != "" {
 		_ = resp.Field(38, d.approval)
 	}
-	return resp
+	if d.fields != nil {
+		if err := d.fields(resp); err != nil {
+			s.logf("hostsim: cannot answer %s: %v", iso8583.Masked{Msg: req}, err)
+			return nil, nil
+		}
+	}
+	return resp, d.after
 }
 
 type decision struct {
 	rc, approval, rrn string
 	amount            int64 // > 0: field 4 of the response, the amount approved (10)
+	// fields, when set, adds fields to the response (a key change's key).
+	fields func(resp *iso8583.Message) error
+	// after, when set, runs once the response is packed.
+	after func()
 }

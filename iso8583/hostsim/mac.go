@@ -21,14 +21,18 @@ func (s *Server) checkMAC(ctx context.Context, req *iso8583.Message, raw []byte)
 		return nil
 	}
 	mti, _ := req.GetMTI()
-	if !s.mac.Carries(mti) {
-		return nil
+	if _, err := iso8583.ResponseMTI(mti); err != nil || !s.mac.Carries(mti) {
+		return nil // not a request (a terminal's answer to the host's 0800), or not MACed
 	}
-	if err := s.mac.VerifyMessage(ctx, s.opts.MAC, s.opts.MACKeyID, req, raw); err != nil {
+	key := s.MACKeyID()
+	if err := s.mac.VerifyMessage(ctx, s.opts.MAC, key, req, raw); err != nil {
 		s.macBad.Add(1)
 		return err
 	}
 	s.macGood.Add(1)
+	s.keyMu.Lock()
+	s.macByKey[key]++
+	s.keyMu.Unlock()
 	return nil
 }
 
@@ -38,7 +42,7 @@ func (s *Server) pack(ctx context.Context, req, resp *iso8583.Message) ([]byte, 
 	if s.mac == nil {
 		return iso8583.Pack(resp)
 	}
-	out, err := s.mac.SignMessage(ctx, s.opts.MAC, s.opts.MACKeyID, resp)
+	out, err := s.mac.SignMessage(ctx, s.opts.MAC, s.MACKeyID(), resp)
 	if err != nil || s.opts.TamperMAC == nil || !s.opts.TamperMAC(req) {
 		return out, err
 	}

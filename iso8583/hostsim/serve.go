@@ -48,6 +48,14 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	var wg sync.WaitGroup
 	w := newConnWriter(nc, s.writeFramer)
+	s.keyMu.Lock()
+	s.conns[w] = true
+	s.keyMu.Unlock()
+	defer func() {
+		s.keyMu.Lock()
+		delete(s.conns, w)
+		s.keyMu.Unlock()
+	}()
 	br := bufio.NewReaderSize(nc, 16<<10)
 	for {
 		b, err := s.framer.ReadFrame(br)
@@ -89,9 +97,12 @@ func (s *Server) handle(ctx context.Context, b []byte, w *connWriter, hangup fun
 		s.logf("hostsim: %s -> no answer (dropped on purpose)", iso8583.Masked{Msg: req})
 		return
 	}
-	resp := s.respond(req, s.checkMAC(ctx, req, b))
+	resp, after := s.respond(req, s.checkMAC(ctx, req, b))
 	if resp == nil {
 		return
+	}
+	if after != nil {
+		defer after()
 	}
 	if s.opts.Delay != nil {
 		if d := s.opts.Delay(req); d > 0 {
