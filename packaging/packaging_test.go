@@ -136,7 +136,7 @@ func buildPosd(t *testing.T) string {
 
 func TestDefaultConfigChecks(t *testing.T) {
 	posd := buildPosd(t)
-	run(t, posd, "check-config", "--config", "posd.json")
+	run(t, posd, "check-config", "--elsewhere", "--config", "posd.json") // /var/lib/posd is the unit's, not this machine's
 }
 
 // TestPackageInstallRemove builds the amd64 package with scripts/package and installs,
@@ -213,7 +213,7 @@ func TestPackageInstallRemove(t *testing.T) {
 		t.Errorf("%s: gid %d mode %v, want gid %s (posd) mode 0640", conf, gid, fi.Mode().Perm(), g[1])
 	}
 	if runtime.GOARCH == "amd64" && runtime.GOOS == "linux" {
-		run(t, filepath.Join(root, "usr/bin/posd"), "check-config", "--config", conf)
+		run(t, filepath.Join(root, "usr/bin/posd"), "check-config", "--elsewhere", "--config", conf)
 	}
 
 	// A journal posd wrote survives remove and purge.

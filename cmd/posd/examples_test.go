@@ -101,3 +101,28 @@ func TestCheckConfigOutputLoadsBack(t *testing.T) {
 		}
 	}
 }
+
+// check-config checks what posd run needs on this machine (here: the store's directory),
+// unless --elsewhere says the config is for another machine.
+func TestCheckConfigElsewhere(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "posd.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "posd.json") // its state/ directory does not exist here
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errw bytes.Buffer
+	err = cmdCheckConfig([]string{"--config", path}, &out, &errw)
+	if err == nil || !regexp.MustCompile(`store\.path: the directory .* does not exist`).MatchString(err.Error()) {
+		t.Fatalf("check-config without the store's directory: %v", err)
+	}
+	out.Reset()
+	if err := cmdCheckConfig([]string{"--elsewhere", "--config", path}, &out, &errw); err != nil {
+		t.Fatalf("check-config --elsewhere: %v", err)
+	}
+	if _, err := ParseConfig(out.Bytes()); err != nil {
+		t.Errorf("check-config --elsewhere printed a config that does not load: %v", err)
+	}
+}

@@ -39,7 +39,9 @@ func main() {
 
 const usage = `usage:
   posd run --config FILE          run the daemon
-  posd check-config --config FILE check a config file and print it with defaults filled in
+  posd check-config --config FILE [--elsewhere]
+                                 check a config file and print it with defaults filled in
+                                 (--elsewhere: for another machine, the file alone)
   posd demo [--acquirer HOST:PORT] run a scripted demo on simulated devices
   posd sim [--config FILE] [--script FILE]
                                   posd on simulated devices, up until Ctrl-C, for posctl
@@ -167,12 +169,16 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("posd check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/posd/posd.json", "config file")
+	elsewhere := fs.Bool("elsewhere", false, "the config is for another machine: check the file only, not what posd run needs here (its directories, a pkcs11 build)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	cfg, err := LoadConfig(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if *elsewhere {
+		return writeConfig(stdout, cfg)
 	}
 	if err := cfg.checkRuntime(); err != nil {
 		return fmt.Errorf("%w (posd run would refuse it on this machine)", err)

@@ -40,7 +40,8 @@ var ErrInUse = errors.New("serial device is in use")
 
 // InUseError says that another process holds the serial device Path. PID is
 // the holder's process id and Command its name (/proc/PID/comm), when they
-// could be found; PID is 0 otherwise. It unwraps to ErrInUse.
+// could be found; PID is 0 otherwise. It unwraps to ErrInUse. A value, safe for
+// concurrent use.
 type InUseError struct {
 	Path    string
 	PID     int
