@@ -69,7 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "run":
+		stop := startProfile(stderr)
 		err = cmdRun(args[1:], stderr)
+		stop()
 	case "check-config":
 		err = cmdCheckConfig(args[1:], stdout, stderr)
 	case "demo":
