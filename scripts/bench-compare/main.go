@@ -189,10 +189,11 @@ func main() {
 	var rows []row
 
 	// A sale on the real daemon against 2 fdatasyncs + the acquirer's round trip + the pad.
-	rs := bench("./cmd/posd", "^BenchmarkSaleVsMinimum$", "-benchtime="+strconv.Itoa(2*n)+"x", "-count=1")
+	rs := bench("./cmd/posd", "^BenchmarkSaleVsMinimum$", "-benchtime=40x", count)
 	rows = append(rows,
 		row{measure: "per sale, over 2 fdatasyncs + RTT + pad time", unit: "x", target: "<= 1.25", values: series(rs, "BenchmarkSaleVsMinimum", "x-min-pad"),
-			note: "median of per-pair ratios (one sale, then its minimum)"},
+			note: "each run: the median over 40 pairs (a sale, then its minimum); the range is over the runs"},
+		row{measure: "per sale, posd's CPU (user + system)", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "posd-cpu-ms/sale")},
 		row{measure: "per sale, wall time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "sale-ms")},
 		row{measure: "per sale, 2 fdatasyncs + RTT", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "min-ms")},
 		row{measure: "per sale, pad time (line turns x raw pty round trip)", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "pad-ms")},
@@ -203,15 +204,40 @@ func main() {
 	rows = append(rows, row{measure: "journal (intent + outcome) over 2 fdatasyncs", unit: "x", target: "<= 1.25",
 		values: series(rs, "BenchmarkSaleJournal/sale", "x2fsync")})
 
-	// ISO 8583 codec against moov-io's Spec87ASCII, same fields.
-	rs = bench("./iso8583", "^BenchmarkPackUnpack0200$", count)
-	posd, moov := "BenchmarkPackUnpack0200/posd", "BenchmarkPackUnpack0200/moov-spec87ascii"
+	// ISO 8583 codec against moov-io's Spec87ASCII, same fields, interleaved in chunks.
+	rs = bench("./iso8583", "^BenchmarkCodecVsMoov$", "-benchtime=20000x", count)
 	rows = append(rows,
-		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, time", unit: "x", target: "<= 0.7",
-			values: ratios(series(rs, posd, "ns/op"), series(rs, moov, "ns/op"))},
-		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, allocs", unit: "x", target: "<= 0.5",
-			values: ratios(series(rs, posd, "allocs/op"), series(rs, moov, "allocs/op"))},
+		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, time", unit: "x", target: "<= 0.7", values: series(rs, "BenchmarkCodecVsMoov", "x-moov-time")},
+		row{measure: "ISO 8583 pack+unpack vs moov Spec87ASCII, allocs", unit: "x", target: "<= 0.5", values: series(rs, "BenchmarkCodecVsMoov", "x-moov-allocs")},
 	)
+
+	// The acquirer link (client + a lean host) against a raw framed echo on the same
+	// loopback, in pairs.
+	rs = bench("./iso8583", "^BenchmarkLinkVsEcho(1|32)$", "-benchtime=5000x", count)
+	rows = append(rows,
+		row{measure: "link, 1 in flight, time vs raw framed echo", unit: "x", target: "<= 2.0", values: series(rs, "BenchmarkLinkVsEcho1", "x-echo-time")},
+		row{measure: "link, 32 in flight, rate vs raw framed echo", unit: "x", target: ">= 0.5", values: series(rs, "BenchmarkLinkVsEcho32", "x-echo-rate")},
+		row{measure: "link, CPU per round trip (client + lean host), 1 in flight", unit: "µs", target: "<= 25", values: series(rs, "BenchmarkLinkVsEcho1", "µs-cpu/op")},
+		row{measure: "link, CPU per round trip, 32 in flight", unit: "µs", target: "<= 25", values: series(rs, "BenchmarkLinkVsEcho32", "µs-cpu/op")},
+	)
+
+	// Start-up and memory by history size: each repetition opens the 1k, 100k and 1M stores
+	// in turn (a fresh process each time for cold-ms and the RSS).
+	rs = bench("./store", "^BenchmarkOpen(Empty|1k|100k|1M)$", "-benchtime=1x", count)
+	rows = append(rows,
+		row{measure: "start-up (fresh process), 1M records vs 1k", unit: "x", target: "<= 1.5",
+			values: ratios(series(rs, "BenchmarkOpen1M", "cold-ms"), series(rs, "BenchmarkOpen1k", "cold-ms"))},
+		row{measure: "start-up (fresh process) at 1M records", unit: "ms", target: "<= 100", values: series(rs, "BenchmarkOpen1M", "cold-ms")},
+		row{measure: "start-up (fresh process) at 1k records", unit: "ms", values: series(rs, "BenchmarkOpen1k", "cold-ms")},
+		row{measure: "RSS after opening an empty store", unit: "MB", target: "<= 25", values: series(rs, "BenchmarkOpenEmpty", "rss-MB")},
+		row{measure: "RSS after opening 100k records", unit: "MB", target: "<= 25", values: series(rs, "BenchmarkOpen100k", "rss-MB")},
+		row{measure: "RSS after opening 1M records", unit: "MB", target: "<= 25", values: series(rs, "BenchmarkOpen1M", "rss-MB"),
+			note: "VmRSS of a process that opened the store as posd does; the store's mapping alone is map-rss-MB in the benchmark's output"},
+	)
+
+	// fdatasyncs per sale on the till's path, counted by strace on the real daemon.
+	rows = append(rows, row{measure: "fdatasyncs per sale on the till's path (strace)", unit: "", target: "== 2", values: syncsPerSale(),
+		note: "cmd/posd TestSaleFsyncs: every sync on a sale's goroutine between its request and its answer"})
 
 	// Store-and-forward drain of 10,000 advices on a loaded machine.
 	stop := burn(runtime.NumCPU())
@@ -245,3 +271,24 @@ func main() {
 
 // extra holds the measures added by the other files of this command.
 var extra []func(pairs int) []row
+
+var syncsRE = regexp.MustCompile(`(\d+) to (\d+) syncs of the write-ahead log each on the sale's path`)
+
+// syncsPerSale runs cmd/posd's TestSaleFsyncs and returns the count it printed (empty when
+// it skipped or failed, which the table then says).
+func syncsPerSale() []float64 {
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestSaleFsyncs$", "-v", "./cmd/posd")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-compare: TestSaleFsyncs: %v\n%s", err, out)
+		return nil
+	}
+	m := syncsRE.FindSubmatch(out)
+	if m == nil {
+		fmt.Fprintf(os.Stderr, "bench-compare: TestSaleFsyncs printed no count (skipped?):\n%s", out)
+		return nil
+	}
+	lo, _ := strconv.ParseFloat(string(m[1]), 64)
+	hi, _ := strconv.ParseFloat(string(m[2]), 64)
+	return []float64{lo, hi}
+}
