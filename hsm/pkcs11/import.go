@@ -87,25 +87,11 @@ func (b *Backend) importVariant(req hsm.ImportRequest, kbpk *key) (hsm.KeyInfo, 
 		return hsm.KeyInfo{}, fmt.Errorf("%w: pkcs11: import %q: the token has no TR-31 version A/C variant keys beside KBPK %q (it was loaded by an older posd); load the KBPK again to import version %c blocks", hsm.ErrUnsupported, req.ID, req.KBPKID, req.Block[0])
 	}
 	cbc := func(k p11.ObjectHandle, iv, data []byte, decrypt bool) ([]byte, error) {
-		m := []*p11.Mechanism{p11.NewMechanism(p11.CKM_DES3_CBC, iv)}
+		what := "TDES CBC-MAC under the KBPK's MAC variant"
 		if decrypt {
-			if err := b.ctx.DecryptInit(b.session, m, k); err != nil {
-				return nil, devErr("TDES CBC under the KBPK's encryption variant", err)
-			}
-			out, err := b.ctx.Decrypt(b.session, data)
-			if err != nil {
-				return nil, devErr("TDES CBC under the KBPK's encryption variant", err)
-			}
-			return out, nil
+			what = "TDES CBC under the KBPK's encryption variant"
 		}
-		if err := b.ctx.EncryptInit(b.session, m, k); err != nil {
-			return nil, devErr("TDES CBC-MAC under the KBPK's MAC variant", err)
-		}
-		out, err := b.ctx.Encrypt(b.session, data)
-		if err != nil {
-			return nil, devErr("TDES CBC-MAC under the KBPK's MAC variant", err)
-		}
-		return out, nil
+		return b.crypt(p11.NewMechanism(p11.CKM_DES3_CBC, iv), k, data, decrypt, what)
 	}
 	enc, auth := kbpk.variant[0], kbpk.variant[1]
 	h, value, err := tr31.UnwrapVariant(

@@ -17,27 +17,34 @@ import (
 
 // The operations on keys in the token: PIN blocks, MACs, sealing.
 
-// ecb enciphers (or deciphers) data with mechanism mech under k.
-func (b *Backend) ecb(mech uint, k p11.ObjectHandle, data []byte, decrypt bool) ([]byte, error) {
-	m := []*p11.Mechanism{p11.NewMechanism(mech, nil)}
+// crypt enciphers data, or deciphers it when decrypt, with mechanism m under k in one part;
+// its errors name what failed as what.
+func (b *Backend) crypt(m *p11.Mechanism, k p11.ObjectHandle, data []byte, decrypt bool, what string) ([]byte, error) {
+	ms := []*p11.Mechanism{m}
+	var err error
 	if decrypt {
-		if err := b.ctx.DecryptInit(b.session, m, k); err != nil {
-			return nil, devErr("decrypt", err)
-		}
-		out, err := b.ctx.Decrypt(b.session, data)
-		if err != nil {
-			return nil, devErr("decrypt", err)
-		}
-		return out, nil
+		err = b.ctx.DecryptInit(b.session, ms, k)
+	} else {
+		err = b.ctx.EncryptInit(b.session, ms, k)
 	}
-	if err := b.ctx.EncryptInit(b.session, m, k); err != nil {
-		return nil, devErr("encrypt", err)
-	}
-	out, err := b.ctx.Encrypt(b.session, data)
 	if err != nil {
-		return nil, devErr("encrypt", err)
+		return nil, devErr(what, err)
+	}
+	var out []byte
+	if decrypt {
+		out, err = b.ctx.Decrypt(b.session, data)
+	} else {
+		out, err = b.ctx.Encrypt(b.session, data)
+	}
+	if err != nil {
+		return nil, devErr(what, err)
 	}
 	return out, nil
+}
+
+// ecb enciphers data with ECB mechanism mech under k.
+func (b *Backend) ecb(mech uint, k p11.ObjectHandle, data []byte) ([]byte, error) {
+	return b.crypt(p11.NewMechanism(mech, nil), k, data, false, "encrypt")
 }
 
 // PINBlock implements hsm.Driver: ISO 9564 format 4 under AES DUKPT (derived in the token)
@@ -70,7 +77,7 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 		return hsm.EncryptedPIN{}, err
 	}
 	if want == hsm.FormatISO0 {
-		block, err := b.ecb(p11.CKM_DES3_ECB, k.handle, field, false)
+		block, err := b.ecb(p11.CKM_DES3_ECB, k.handle, field)
 		if err != nil {
 			return hsm.EncryptedPIN{}, err
 		}
@@ -105,14 +112,14 @@ func (b *Backend) PINBlock(ctx context.Context, req hsm.PINRequest) (hsm.Encrypt
 	if err != nil {
 		return hsm.EncryptedPIN{}, fmt.Errorf("pkcs11: %w", err)
 	}
-	x, err := b.ecb(p11.CKM_AES_ECB, pinKey, field, false)
+	x, err := b.ecb(p11.CKM_AES_ECB, pinKey, field)
 	if err != nil {
 		return hsm.EncryptedPIN{}, err
 	}
 	for i := range x {
 		x[i] ^= panField[i]
 	}
-	block, err := b.ecb(p11.CKM_AES_ECB, pinKey, x, false)
+	block, err := b.ecb(p11.CKM_AES_ECB, pinKey, x)
 	clear(x)
 	if err != nil {
 		return hsm.EncryptedPIN{}, err
@@ -163,28 +170,17 @@ func (b *Backend) dataKey(id string) (*key, error) {
 
 // Seal implements hsm.Sealer with CKM_AES_GCM.
 func (b *Backend) Seal(ctx context.Context, keyID string, nonce, plaintext, aad []byte) ([]byte, error) {
-	if err := b.lock(); err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	k, err := b.dataKey(keyID)
-	if err != nil {
-		return nil, err
-	}
-	params := p11.NewGCMParams(nonce, aad, 128)
-	defer params.Free()
-	if err := b.ctx.EncryptInit(b.session, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, k.handle); err != nil {
-		return nil, devErr("seal", err)
-	}
-	out, err := b.ctx.Encrypt(b.session, plaintext)
-	if err != nil {
-		return nil, devErr("seal", err)
-	}
-	return out, nil
+	return b.gcm(keyID, nonce, plaintext, aad, false)
 }
 
 // Open implements hsm.Sealer with CKM_AES_GCM.
 func (b *Backend) Open(ctx context.Context, keyID string, nonce, ciphertext, aad []byte) ([]byte, error) {
+	return b.gcm(keyID, nonce, ciphertext, aad, true)
+}
+
+// gcm seals data under the data key keyID with CKM_AES_GCM, or opens it when open; data
+// that does not open is hsm.ErrOpen.
+func (b *Backend) gcm(keyID string, nonce, data, aad []byte, open bool) ([]byte, error) {
 	if err := b.lock(); err != nil {
 		return nil, err
 	}
@@ -195,10 +191,14 @@ func (b *Backend) Open(ctx context.Context, keyID string, nonce, ciphertext, aad
 	}
 	params := p11.NewGCMParams(nonce, aad, 128)
 	defer params.Free()
-	if err := b.ctx.DecryptInit(b.session, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, k.handle); err != nil {
+	m := p11.NewMechanism(p11.CKM_AES_GCM, params)
+	if !open {
+		return b.crypt(m, k.handle, data, false, "seal")
+	}
+	if err := b.ctx.DecryptInit(b.session, []*p11.Mechanism{m}, k.handle); err != nil {
 		return nil, devErr("open", err)
 	}
-	out, err := b.ctx.Decrypt(b.session, ciphertext)
+	out, err := b.ctx.Decrypt(b.session, data)
 	if err != nil {
 		return nil, fmt.Errorf("%w (pkcs11: %v)", hsm.ErrOpen, err)
 	}
