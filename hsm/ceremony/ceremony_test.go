@@ -24,16 +24,23 @@ func mustHex(t *testing.T, s string) []byte {
 	return b
 }
 
+// openSoft opens the soft key store of keyFile, closed when the test ends.
+func openSoft(t *testing.T, keyFile string) *ceremony.Keys {
+	t.Helper()
+	k, err := ceremony.OpenSoft(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
 // TestLoadRefuses: the rules every backend gets from a ceremony, checked before a key is
 // stored, and nothing stored when they refuse.
 func TestLoadRefuses(t *testing.T) {
 	ctx := context.Background()
 	keyFile := filepath.Join(t.TempDir(), "data.key")
-	k, err := ceremony.OpenSoft(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	k := openSoft(t, keyFile)
 	a := mustHex(t, "0123456789ABCDEFFEDCBA9876543210")
 	b := mustHex(t, "1111111111111111AAAAAAAAAAAAAAAA")
 	ab := make([]byte, len(a))
@@ -70,10 +77,7 @@ func TestLoadRefuses(t *testing.T) {
 func TestSoftFilesKeepKeys(t *testing.T) {
 	ctx := context.Background()
 	keyFile := filepath.Join(t.TempDir(), "data.key")
-	k, err := ceremony.OpenSoft(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := openSoft(t, keyFile)
 	if !k.MissingSoftDataKey() {
 		t.Error("a new soft store has a data key")
 	}
@@ -108,17 +112,13 @@ func TestSoftFilesKeepKeys(t *testing.T) {
 	if _, _, _, err := k.Import(ctx, hsm.ImportRequest{ID: "other", KBPKID: ceremony.DataKeyID, Block: block}); err == nil || !strings.Contains(err.Error(), "not a key block protection key") {
 		t.Errorf("import under a data key: %v", err)
 	}
-	k.Close()
+	k.Close() // clears the keys in memory: what follows comes from the files
 
 	file, err := ceremony.SoftDataKey(keyFile)
 	if err != nil || !bytes.Equal(file, dataKey) {
 		t.Fatalf("data key file: %x %v", file, err)
 	}
-	k2, err := ceremony.OpenSoft(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k2.Close()
+	k2 := openSoft(t, keyFile)
 	for _, want := range []hsm.KeyInfo{kbpk, data} {
 		got, ok, err := k2.Existing(ctx, want.ID)
 		if err != nil || !ok || got.String() != want.String() {
