@@ -53,6 +53,19 @@ func (a Algorithm) KeyLen() int {
 	return 0
 }
 
+// ParseAlgorithm reads an algorithm's name as an operator types it: tdes2, tdes3, aes128,
+// aes192, aes256, or the names String prints ("AES-256", "TDES-2key"); case, "-", "_" and
+// "key" do not matter. ok is false for any other name.
+func ParseAlgorithm(s string) (a Algorithm, ok bool) {
+	n := strings.NewReplacer("-", "", "_", "", "key", "").Replace(strings.ToLower(s))
+	for _, a := range []Algorithm{TDES2, TDES3, AES128, AES192, AES256} {
+		if n == strings.NewReplacer("-", "", "key", "").Replace(strings.ToLower(a.String())) {
+			return a, true
+		}
+	}
+	return 0, false
+}
+
 // IsAES reports whether a is an AES algorithm.
 func (a Algorithm) IsAES() bool { return a == AES128 || a == AES192 || a == AES256 }
 

@@ -2,21 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/posd-dev/posd/hsm"
+	"github.com/posd-dev/posd/hsm/ceremony"
 	"github.com/posd-dev/posd/hsm/soft"
 )
 
 // dataKeyID is the id of posd's data-at-rest key in its backend.
-const dataKeyID = "data"
+const dataKeyID = ceremony.DataKeyID
 
 // openDataModule returns the hsm Module holding posd's data-at-rest key (the store's
 // Sealer), and a func that releases it; nil when none is configured.
@@ -87,52 +82,37 @@ func openDataModule(ctx context.Context, cfg *DataKeyConfig, log *slog.Logger) (
 }
 
 // softKey reads the soft backend's key file, creating it with a random key on first use.
-func softKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("hsm.data.key_file: %w", err)
-		}
-		if f, err := os.Open(tmp); err == nil {
-			f.Sync()
-			f.Close()
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return nil, fmt.Errorf("hsm.data.key_file: %w", err)
-		}
-		if d, err := os.Open(filepath.Dir(path)); err == nil {
-			d.Sync()
-			d.Close()
-		}
-		return key, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("hsm.data.key_file: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("hsm.data.key_file %s: not a 64-hex-digit key; it must not be edited (queued card data is sealed under it)", path)
-	}
-	return key, nil
-}
+func softKey(path string) ([]byte, error) { return ceremony.SoftDataKey(path) }
 
 // loadSoftOthers loads into m the keys of the soft key store's second file, key_file +
 // ".keys", which posd key writes (none when it does not exist).
 func loadSoftOthers(ctx context.Context, m *hsm.Module, keyFile string) error {
-	s := &softStore{dataFile: keyFile, otherFile: keyFile + ".keys", entries: map[string]*softEntry{}}
-	defer s.clear()
-	if err := s.readOthers(); err != nil {
-		return err
-	}
-	for id, e := range s.entries {
-		if _, err := m.LoadKey(ctx, hsm.LoadRequest{ID: id, Algorithm: e.alg, Usage: e.usage, Components: [][]byte{e.value}, KSN: e.ksn}); err != nil {
-			return fmt.Errorf("soft key file %s: key %q: %w", s.otherFile, id, err)
-		}
-	}
-	return nil
+	return ceremony.LoadSoftOthers(ctx, m, keyFile)
 }
+
+// softStore is what keyx.go uses of the soft key files (readOthers, saveImported, clear),
+// kept under its old names over ceremony.SoftFiles, which holds the keys and writes the
+// files. Only dataFile is used: the second file is always dataFile + ".keys".
+type softStore struct {
+	dataFile, otherFile string
+	entries             map[string]*softEntry // unused: keyx.go's literal sets it
+	files               *ceremony.SoftFiles
+}
+
+// softEntry is kept for keyx.go's softStore literal; ceremony.SoftFiles holds the keys.
+type softEntry struct{}
+
+func (s *softStore) soft() *ceremony.SoftFiles {
+	if s.files == nil {
+		s.files = ceremony.NewSoftFiles(s.dataFile)
+	}
+	return s.files
+}
+
+func (s *softStore) readOthers() error { return s.soft().ReadOthers() }
+
+func (s *softStore) saveImported(info hsm.KeyInfo, kbpkID, block string) error {
+	return s.soft().SaveImported(info, kbpkID, block)
+}
+
+func (s *softStore) clear() { s.soft().Clear() }

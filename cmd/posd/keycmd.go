@@ -12,22 +12,19 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/posd-dev/posd/internal/atomicfile"
-	"github.com/posd-dev/posd/internal/tty"
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/posd-dev/posd/hsm"
+	"github.com/posd-dev/posd/hsm/ceremony"
 	"github.com/posd-dev/posd/hsm/soft"
-	"github.com/posd-dev/posd/hsm/tr31"
+	"github.com/posd-dev/posd/internal/tty"
 )
 
 const keyUsage = `usage:
@@ -108,9 +105,7 @@ func keyFlags(name string, args []string, define func(fs *flag.FlagSet)) (cfg st
 
 // keyTarget is where posd's keys are, opened for a technician's command.
 type keyTarget struct {
-	m     *hsm.Module
-	where string     // for messages: `token "posd"` or `soft key file /path`
-	soft  *softStore // the soft backend's files; nil for a token
+	*ceremony.Keys
 	close func()
 }
 
@@ -135,25 +130,16 @@ func openKeyTarget(path string, stderr io.Writer) (*keyTarget, error) {
 			closeFn()
 			return nil, err
 		}
-		return &keyTarget{m: m, where: fmt.Sprintf("token %q", d.PKCS11.Token), close: closeFn}, nil
+		return &keyTarget{Keys: ceremony.OnModule(m, fmt.Sprintf("token %q", d.PKCS11.Token)), close: closeFn}, nil
 	case "soft":
 		slog.New(slog.NewTextHandler(stderr, nil)).Warn(soft.Warning)
-		s, m, err := openSoftStore(d.KeyFile)
+		k, err := ceremony.OpenSoft(d.KeyFile)
 		if err != nil {
 			return nil, err
 		}
-		return &keyTarget{m: m, where: "soft key file " + d.KeyFile, soft: s, close: s.clear}, nil
+		return &keyTarget{Keys: k, close: k.Close}, nil
 	}
 	return nil, fmt.Errorf("hsm.data: unknown backend %q", d.Backend)
-}
-
-// existing returns the key id describes, or ok false when there is none.
-func (t *keyTarget) existing(ctx context.Context, id string) (info hsm.KeyInfo, ok bool, err error) {
-	info, err = t.m.KeyInfo(ctx, id)
-	if errors.Is(err, hsm.ErrUnknownKey) {
-		return hsm.KeyInfo{}, false, nil
-	}
-	return info, err == nil, err
 }
 
 func keyList(args []string, stdout, stderr io.Writer) error {
@@ -166,19 +152,19 @@ func keyList(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("key list: %w", err)
 	}
 	defer t.close()
-	keys, err := t.m.Keys(context.Background())
+	keys, err := t.Module().Keys(context.Background())
 	if err != nil {
 		return fmt.Errorf("key list: %w", err)
 	}
 	if len(keys) == 0 {
-		fmt.Fprintf(stdout, "no keys in %s\n", t.where)
+		fmt.Fprintf(stdout, "no keys in %s\n", t.Where())
 	} else {
-		fmt.Fprintf(stdout, "%d keys in %s:\n", len(keys), t.where)
+		fmt.Fprintf(stdout, "%d keys in %s:\n", len(keys), t.Where())
 	}
 	for _, k := range keys {
 		fmt.Fprintln(stdout, k)
 	}
-	if t.soft != nil && t.soft.entries[dataKeyID] == nil {
+	if t.MissingSoftDataKey() {
 		fmt.Fprintln(stdout, "no data key yet: posd makes a random one at its first start, or import one with --id data")
 	}
 	return nil
@@ -207,31 +193,9 @@ func keyImport(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("key import: %w", err)
 	}
 	defer t.close()
-	ctx := context.Background()
-	kbpk, ok, err := t.existing(ctx, *kbpkID)
-	switch {
-	case err != nil:
-		return fmt.Errorf("key import: KBPK: %w", err)
-	case !ok:
-		return fmt.Errorf("key import: no key %q in %s to unwrap the block with (posd key list shows the keys; posd key load-kbpk loads one)", *kbpkID, t.where)
-	case kbpk.Usage != hsm.UsageKBPK:
-		return fmt.Errorf("key import: key %q in %s is a %v %v key, not a key block protection key", *kbpkID, t.where, kbpk.Algorithm, kbpk.Usage)
-	}
-	old, exists, err := t.existing(ctx, *id)
+	info, old, exists, err := t.Import(context.Background(), hsm.ImportRequest{ID: *id, KBPKID: *kbpkID, Block: blk, Replace: *replace})
 	if err != nil {
 		return fmt.Errorf("key import: %w", err)
-	}
-	if exists && !*replace {
-		return fmt.Errorf("key import: %s already holds key %s; add --replace to overwrite it", t.where, old)
-	}
-	info, err := t.m.ImportKeyBlock(ctx, hsm.ImportRequest{ID: *id, KBPKID: *kbpkID, Block: blk, Replace: *replace})
-	if err != nil {
-		return fmt.Errorf("key import: %w", err)
-	}
-	if t.soft != nil {
-		if err := t.soft.saveImported(info, *kbpkID, blk); err != nil {
-			return fmt.Errorf("key import: %w", err)
-		}
 	}
 	if exists {
 		fmt.Fprintf(stdout, "replaced key %s\n", old)
@@ -252,18 +216,6 @@ func dataKeyNotes(stderr io.Writer, id string, replaced bool) {
 	fmt.Fprintln(stderr, "posd: posd seals with the new data key from its next start")
 }
 
-// parseAlgorithm reads --algorithm: tdes2, tdes3, aes128, aes192, aes256, or the names
-// hsm.Algorithm prints ("AES-256", "TDES-2key").
-func parseAlgorithm(s string) (hsm.Algorithm, bool) {
-	n := strings.NewReplacer("-", "", "_", "", "key", "").Replace(strings.ToLower(s))
-	for _, a := range []hsm.Algorithm{hsm.TDES2, hsm.TDES3, hsm.AES128, hsm.AES192, hsm.AES256} {
-		if n == strings.NewReplacer("-", "", "key", "").Replace(strings.ToLower(a.String())) {
-			return a, true
-		}
-	}
-	return 0, false
-}
-
 func keyLoadKBPK(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var id, algS, kcvS *string
 	var n *int
@@ -281,7 +233,7 @@ func keyLoadKBPK(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if *id == "" {
 		return &keyError{"key load-kbpk: --id is required"}
 	}
-	alg, ok := parseAlgorithm(*algS)
+	alg, ok := hsm.ParseAlgorithm(*algS)
 	if !ok {
 		return &keyError{fmt.Sprintf("key load-kbpk: --algorithm %q: want tdes2, tdes3, aes128, aes192 or aes256", *algS)}
 	}
@@ -306,15 +258,9 @@ func keyLoadKBPK(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	defer t.close()
 	ctx := context.Background()
 	// Everything that can be refused is refused before the custodians type anything.
-	if err := t.m.FitsRole(*id, alg, hsm.UsageKBPK); err != nil {
-		return fmt.Errorf("key load-kbpk: %w", err)
-	}
-	old, exists, err := t.existing(ctx, *id)
+	old, exists, err := t.CanLoad(ctx, *id, alg, hsm.UsageKBPK, *replace)
 	if err != nil {
 		return fmt.Errorf("key load-kbpk: %w", err)
-	}
-	if exists && !*replace {
-		return fmt.Errorf("key load-kbpk: %s already holds key %s; add --replace to overwrite it", t.where, old)
 	}
 
 	comps, err := readComponents(stdin, stdout, stderr, alg, *n)
@@ -326,28 +272,9 @@ func keyLoadKBPK(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("key load-kbpk: %w; nothing was loaded", err)
 	}
-	// The combined key is in this process's memory for these few lines (see keyUsage).
-	value := make([]byte, alg.KeyLen())
-	defer clear(value)
-	for _, c := range comps {
-		for i := range value {
-			value[i] ^= c[i]
-		}
-	}
-	if subtle.ConstantTimeCompare(value, make([]byte, len(value))) == 1 {
-		return errors.New("key load-kbpk: the components combine to a key of all zeros; nothing was loaded")
-	}
-	info, err := t.m.LoadKey(ctx, hsm.LoadRequest{ID: *id, Algorithm: alg, Usage: hsm.UsageKBPK, Components: comps, CheckValue: wantKCV, Replace: *replace})
-	if errors.Is(err, hsm.ErrCheckValue) {
-		return fmt.Errorf("key load-kbpk: the combined key's check value is not %X: a component was mistyped or is not from this key; nothing was loaded", wantKCV)
-	}
+	info, err := t.Load(ctx, hsm.LoadRequest{ID: *id, Algorithm: alg, Usage: hsm.UsageKBPK, Components: comps, CheckValue: wantKCV, Replace: *replace})
 	if err != nil {
 		return fmt.Errorf("key load-kbpk: %w", err)
-	}
-	if t.soft != nil {
-		if err := t.soft.save(*id, &softEntry{alg: alg, usage: hsm.UsageKBPK, value: append([]byte(nil), value...)}); err != nil {
-			return fmt.Errorf("key load-kbpk: %w", err)
-		}
 	}
 	if exists {
 		fmt.Fprintf(stdout, "replaced key %s\n", old)
@@ -393,10 +320,8 @@ func readComponents(in io.Reader, stdout, stderr io.Writer, alg hsm.Algorithm, n
 			fmt.Fprintf(stderr, "posd: %v; type it again\n", err)
 		}
 		comps = append(comps, c)
-		for j, p := range comps[:i-1] {
-			if subtle.ConstantTimeCompare(p, c) == 1 {
-				return comps, fmt.Errorf("component %d is the same as component %d: each custodian must hold a different one", i, j+1)
-			}
+		if err := ceremony.Distinct(comps); err != nil {
+			return comps, err
 		}
 		cv, err := hsm.ComponentCheckValue(alg, c)
 		if err != nil {
@@ -422,26 +347,7 @@ func readComponent(in io.Reader, i int, alg hsm.Algorithm) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("component %d: %w", i, err)
 	}
-	digits := make([]byte, 0, len(line))
-	defer func() { clear(digits) }()
-	for _, b := range line {
-		if b != ' ' && b != '\t' && b != '\r' {
-			digits = append(digits, b)
-		}
-	}
-	c := make([]byte, hex.DecodedLen(len(digits)))
-	if _, err := hex.Decode(c, digits); err != nil || len(digits)%2 != 0 {
-		clear(c)
-		return nil, fmt.Errorf("component %d is not hexadecimal", i)
-	}
-	if len(c) != alg.KeyLen() {
-		clear(c)
-		return nil, fmt.Errorf("component %d has %d hex digits, not %d (%v)", i, len(digits), 2*alg.KeyLen(), alg)
-	}
-	if subtle.ConstantTimeCompare(c, make([]byte, len(c))) == 1 {
-		return nil, fmt.Errorf("component %d is all zeros", i)
-	}
-	return c, nil
+	return ceremony.ParseComponent(line, i, alg)
 }
 
 // readLine reads up to a newline, one byte at a time so that nothing beyond the line is
@@ -473,174 +379,4 @@ func readLine(in io.Reader, maxLen int) ([]byte, error) {
 			return nil, err
 		}
 	}
-}
-
-// softStore is the soft backend's key store, for tests and demos: posd's data key in
-// hsm.data.key_file, in the format posd reads at start (64 hex digits), and every other
-// key in key_file + ".keys", one a line: id usage algorithm value [KSN]. Both hold clear
-// keys, mode 0600; the soft backend protects nothing.
-type softStore struct {
-	dataFile, otherFile string
-	entries             map[string]*softEntry
-}
-
-type softEntry struct {
-	alg        hsm.Algorithm
-	usage      hsm.Usage
-	value, ksn []byte
-}
-
-// softUsages names usages in the .keys file.
-var softUsages = map[hsm.Usage]string{
-	hsm.UsagePIN: "pin", hsm.UsageDUKPT: "dukpt", hsm.UsageBDK: "bdk",
-	hsm.UsageMAC: "mac", hsm.UsageData: "data", hsm.UsageKBPK: "kbpk",
-}
-
-// openSoftStore reads the key files and returns them with a Module over a soft backend that
-// holds their keys.
-func openSoftStore(keyFile string) (*softStore, *hsm.Module, error) {
-	s := &softStore{dataFile: keyFile, otherFile: keyFile + ".keys", entries: map[string]*softEntry{}}
-	if _, err := os.Stat(keyFile); err == nil {
-		v, err := softKey(keyFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		s.entries[dataKeyID] = &softEntry{alg: hsm.AES256, usage: hsm.UsageData, value: v}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("hsm.data.key_file: %w", err)
-	}
-	if err := s.readOthers(); err != nil {
-		s.clear()
-		return nil, nil, err
-	}
-	m, err := hsm.New(soft.New(nil), &hsm.Options{DataKeyID: dataKeyID})
-	if err != nil {
-		s.clear()
-		return nil, nil, err
-	}
-	for id, e := range s.entries {
-		if _, err := m.LoadKey(context.Background(), hsm.LoadRequest{ID: id, Algorithm: e.alg, Usage: e.usage, Components: [][]byte{e.value}, KSN: e.ksn}); err != nil {
-			s.clear()
-			return nil, nil, fmt.Errorf("soft key file %s: key %q: %w", s.otherFile, id, err)
-		}
-	}
-	return s, m, nil
-}
-
-func (s *softStore) readOthers() error {
-	b, err := os.ReadFile(s.otherFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("soft key file: %w", err)
-	}
-	defer clear(b)
-	for n, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		bad := func(what string) error {
-			return fmt.Errorf("soft key file %s line %d: %s; it must not be edited (posd key writes it)", s.otherFile, n+1, what)
-		}
-		if len(f) != 4 && len(f) != 5 {
-			return bad("want: id usage algorithm value [KSN]")
-		}
-		if f[0] == dataKeyID || s.entries[f[0]] != nil {
-			return bad(fmt.Sprintf("key %q again", f[0]))
-		}
-		e := &softEntry{}
-		for u, name := range softUsages {
-			if name == f[1] {
-				e.usage = u
-			}
-		}
-		a, ok := parseAlgorithm(f[2])
-		if e.usage == 0 || !ok {
-			return bad("unknown usage or algorithm")
-		}
-		e.alg = a
-		if e.value, err = hex.DecodeString(f[3]); err != nil || len(e.value) != a.KeyLen() {
-			return bad(fmt.Sprintf("the value of key %q is not %d hex digits (%v)", f[0], 2*a.KeyLen(), a))
-		}
-		if len(f) == 5 {
-			if e.ksn, err = hex.DecodeString(f[4]); err != nil {
-				return bad(fmt.Sprintf("the KSN of key %q is not hex", f[0]))
-			}
-		}
-		s.entries[f[0]] = e
-	}
-	return nil
-}
-
-// saveImported records the key a block imported into the soft backend: the soft backend
-// does not give key values back, so the block is unwrapped again here under the KBPK's
-// value from the file, and the result checked against what the backend reported.
-func (s *softStore) saveImported(info hsm.KeyInfo, kbpkID, block string) error {
-	kbpk := s.entries[kbpkID]
-	if kbpk == nil {
-		return fmt.Errorf("soft key file: KBPK %q missing", kbpkID)
-	}
-	_, value, err := tr31.Unwrap(kbpk.value, block)
-	if err != nil {
-		return err
-	}
-	defer clear(value)
-	cv, err := hsm.ComponentCheckValue(info.Algorithm, value)
-	if err != nil || cv.String() != info.CheckValue.String() {
-		return errors.New("soft key file: the unwrapped key does not match the soft backend's; nothing was saved")
-	}
-	if info.ID == dataKeyID && info.Algorithm != hsm.AES256 {
-		return fmt.Errorf("the soft backend's key file holds an AES-256 data key only; this block holds an %v key; nothing was saved", info.Algorithm)
-	}
-	return s.save(info.ID, &softEntry{alg: info.Algorithm, usage: info.Usage, value: append([]byte(nil), value...), ksn: info.KSN})
-}
-
-// save stores e as id and writes the file it belongs in.
-func (s *softStore) save(id string, e *softEntry) error {
-	if old := s.entries[id]; old != nil {
-		clear(old.value)
-	}
-	s.entries[id] = e
-	if id == dataKeyID {
-		text := []byte(hex.EncodeToString(e.value) + "\n")
-		defer clear(text)
-		return writeFileSynced(s.dataFile, text)
-	}
-	var b strings.Builder
-	b.WriteString("# posd soft key store: clear keys, for tests and demos only. Written by posd key; do not edit.\n")
-	ids := make([]string, 0, len(s.entries))
-	for id := range s.entries {
-		if id != dataKeyID {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		e := s.entries[id]
-		fmt.Fprintf(&b, "%s %s %v %s", id, softUsages[e.usage], e.alg, hex.EncodeToString(e.value))
-		if e.ksn != nil {
-			fmt.Fprintf(&b, " %s", hex.EncodeToString(e.ksn))
-		}
-		b.WriteByte('\n')
-	}
-	text := []byte(b.String())
-	defer clear(text)
-	return writeFileSynced(s.otherFile, text)
-}
-
-func (s *softStore) clear() {
-	for _, e := range s.entries {
-		clear(e.value)
-	}
-}
-
-// writeFileSynced replaces path with data (mode 0600): a synced temporary file renamed over
-// it, then the directory synced, so that a crash leaves the old file or the new one.
-func writeFileSynced(path string, data []byte) error {
-	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
-		return fmt.Errorf("soft key file: %w", err)
-	}
-	return nil
 }

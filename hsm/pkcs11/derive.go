@@ -37,6 +37,8 @@ import (
 	"unsafe"
 
 	p11 "github.com/miekg/pkcs11"
+
+	"github.com/posd-dev/posd/hsm/dukpt"
 )
 
 // derivationParam packs the CK_KEY_DERIVATION_STRING_DATA for data. miekg/pkcs11 has no
@@ -62,4 +64,40 @@ func ecbDerive(mech uint, data []byte) (*p11.Mechanism, func(), error) {
 		return nil, nil, err
 	}
 	return p11.NewMechanism(mech, param), free, nil
+}
+
+// deriveChain runs AES DUKPT derivations in the token from base, each into a session key;
+// the last one gets the attributes of last (what the working key may do).
+func (b *Backend) deriveChain(base p11.ObjectHandle, path []dukpt.DerivationStep, last []*p11.Attribute) (p11.ObjectHandle, error) {
+	cur, own := base, false
+	for i, st := range path {
+		m, free, err := ecbDerive(p11.CKM_AES_ECB_ENCRYPT_DATA, st.Data)
+		if err != nil {
+			return 0, err
+		}
+		tmpl := []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, st.KeyType.Len()),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		}
+		if i < len(path)-1 {
+			tmpl = append(tmpl, p11.NewAttribute(p11.CKA_DERIVE, true), p11.NewAttribute(p11.CKA_ENCRYPT, false),
+				p11.NewAttribute(p11.CKA_ALLOWED_MECHANISMS, mechs(p11.CKM_AES_ECB_ENCRYPT_DATA)))
+		} else {
+			tmpl = append(tmpl, last...)
+		}
+		next, err := b.ctx.DeriveKey(b.session, []*p11.Mechanism{m}, cur, tmpl)
+		free()
+		if own {
+			b.ctx.DestroyObject(b.session, cur)
+		}
+		if err != nil {
+			return 0, devErr("DUKPT derivation", err)
+		}
+		cur, own = next, true
+	}
+	return cur, nil
 }
