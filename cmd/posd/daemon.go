@@ -283,7 +283,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		Devices: devices})
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	// Status, metrics and the technician's page.
-	d.status = &statusSource{cfg: cfg, st: d.st, acq: d.acq, devices: devices, fw: fw, now: time.Now}
+	d.status = &statusSource{cfg: cfg, st: d.st, acq: d.acq, devices: devices, fw: fw, keys: keys.status(), now: time.Now}
 	g.HandleFunc("GET /v1/status", access.OpStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSONTo(w, http.StatusOK, d.metrics.sample(r.Context(), d.status))
 	})

@@ -204,6 +204,10 @@ func (r *keyRotator) Status() map[iso8583.KeyKind]keyState {
 	return out
 }
 
+// unsavedAlert begins the alert of a key the host confirmed and posd uses, but whose state
+// file could not be written.
+const unsavedAlert = "state not saved: "
+
 // ErrKeyNotChanged wraps every reason a key change failed: the old key stays in use.
 var ErrKeyNotChanged = errors.New("key not changed; the old key stays in use")
 
@@ -235,7 +239,7 @@ func (r *keyRotator) Rotate(ctx context.Context, k iso8583.KeyKind, who string) 
 		// The key is in use now; a restart would go back to the old one, which the host
 		// no longer takes: say so loudly.
 		r.log.Error("working key changed but its state could not be saved: a restart would use the old key", "file", r.file, "error", err)
-		next.Alert, next.AlertAt = "state not saved: "+err.Error(), r.now()
+		next.Alert, next.AlertAt = unsavedAlert+err.Error(), r.now()
 		r.setState(k, next)
 	}
 	r.log.Info("working key changed", "key", k, "id", next.ID, "kcv", next.KCV, "took", next.Duration)
@@ -502,4 +506,12 @@ func (k *keyChanges) start(ctx context.Context) {
 	if k != nil {
 		go k.r.run(ctx, k.wake, k.host)
 	}
+}
+
+// status returns the working keys' state for GET /v1/status; nil without key changes.
+func (k *keyChanges) status() func() map[iso8583.KeyKind]keyState {
+	if k == nil {
+		return nil
+	}
+	return k.r.Status
 }

@@ -139,7 +139,7 @@ func TestEndToEndKeyChange(t *testing.T) {
 
 // TestEndToEndKeyChangeRefused: the acquirer sends faulty keys (a wrong check value, a
 // block whose MAC fails, a MAC key marked for PINs). posd refuses each: posctl keys rotate
-// exits 3 naming why, status shows the alert, posd logs it (and audits it), and the next sale is
+// exits 3 naming why, keys status shows the alert, GET /v1/status is degraded with the reason, posd logs it (and audits it), and the next sale is
 // still MACed under the old key and verified.
 func TestEndToEndKeyChangeRefused(t *testing.T) {
 	for _, c := range []struct{ bad, want string }{
@@ -157,6 +157,11 @@ func TestEndToEndKeyChangeRefused(t *testing.T) {
 			code, out = cp.run(t, "posctl", api, "keys", "status")
 			if code != 3 || !strings.Contains(out, "mac key: mac (generation 0)") || !strings.Contains(out, "ALERT") {
 				t.Fatalf("keys status after a refused key: exit %d\n%s", code, out)
+			}
+			// GET /v1/status (and so posctl status and the status page) says so too.
+			_, out = cp.run(t, "posctl", api, "status")
+			if !strings.Contains(out, "mac working-key change failed at ") || !strings.Contains(out, c.want) || !strings.Contains(out, "the old key (mac) is in use") {
+				t.Fatalf("posctl status after a refused key does not give the reason:\n%s", out)
 			}
 			posd.waitFor(t, "working key change failed")
 			sell(t, cp, api, "sale after a refused key")
