@@ -150,6 +150,17 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
 		return nil, err
 	}
+	// Each sign-on (the first and every one after a reconnect) asks for new working keys
+	// when acquirer.key_change.at_sign_on is set; the key changes read the channel.
+	signedOn := make(chan struct{}, 1)
+	if kc := cfg.Acquirer.KeyChange; kc != nil && kc.AtSignOn != nil && *kc.AtSignOn {
+		aopts.SignedOn = func(string) {
+			select {
+			case signedOn <- struct{}{}:
+			default: // a change is already due
+			}
+		}
+	}
 	var hostAsks func(iso8583.KeyKind) // set below, before the link connects
 	aopts.HostKeyChange = func(k iso8583.KeyKind) {
 		if hostAsks != nil {
@@ -171,6 +182,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	keys, err := d.keyRotator(ctx, aopts, data)
 	if err != nil {
 		return nil, err
+	}
+	if keys != nil {
+		keys.signedOn = signedOn
 	}
 	hostAsks = keys.hostAsks
 	if *cfg.Acquirer.RequireAtStart {

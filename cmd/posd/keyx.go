@@ -41,7 +41,9 @@ type KeyChangeConfig struct {
 	// KEK is the id of the key encryption key (TR-31 usage K1) in hsm.data's token that
 	// the acquirer wraps working keys under. Default "kek".
 	KEK string `json:"kek"`
-	// AtSignOn asks for new keys once the link is up at start. Default true.
+	// AtSignOn asks for new keys on every sign-on to the acquirer: the first one and each
+	// after a reconnect or a switch of host (each new connection, when acquirer.sign_on
+	// is off). Default true.
 	AtSignOn *bool `json:"at_sign_on"`
 	// Every asks again after this long. Default 0: not on a schedule.
 	Every Duration `json:"every"`
@@ -324,12 +326,10 @@ func (r *keyRotator) rotateAll(ctx context.Context, who string) {
 	}
 }
 
-// run asks at start (AtSignOn) and on the schedule (Every), until ctx ends; wake asks now
-// (after AfterTransactions sales), and host for one key (the acquirer's 0800).
-func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}, host <-chan iso8583.KeyKind) {
-	if *r.cfg.AtSignOn {
-		r.rotateAll(ctx, "posd (sign-on)")
-	}
+// run asks on each sign-on (signedOn, fed when AtSignOn is set) and on the schedule
+// (Every), until ctx ends; wake asks now (after AfterTransactions sales), and host for one
+// key (the acquirer's 0800).
+func (r *keyRotator) run(ctx context.Context, signedOn, wake <-chan struct{}, host <-chan iso8583.KeyKind) {
 	var tick <-chan time.Time
 	if r.cfg.Every > 0 {
 		t := time.NewTicker(time.Duration(r.cfg.Every))
@@ -340,6 +340,8 @@ func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}, host <-chan 
 		select {
 		case <-ctx.Done():
 			return
+		case <-signedOn:
+			r.rotateAll(ctx, "posd (sign-on)")
 		case <-tick:
 			r.rotateAll(ctx, "posd (every "+time.Duration(r.cfg.Every).String()+")")
 		case <-wake:
@@ -408,7 +410,10 @@ func (h *keysAPI) serveRotate(w http.ResponseWriter, r *http.Request) {
 type keyChanges struct {
 	r    *keyRotator
 	wake chan struct{}
-	host chan iso8583.KeyKind // keys the acquirer asked to change (its 0800)
+	// signedOn is fed by the link's sign-on hook (ClientOptions.SignedOn) when AtSignOn is
+	// set; nil otherwise.
+	signedOn chan struct{}
+	host     chan iso8583.KeyKind // keys the acquirer asked to change (its 0800)
 }
 
 // hostAsks passes on the acquirer's request to change key k now.
@@ -504,7 +509,7 @@ func (k *keyChanges) sent() func(*moov.Message) {
 // start runs the changes at start and on the schedule until ctx ends.
 func (k *keyChanges) start(ctx context.Context) {
 	if k != nil {
-		go k.r.run(ctx, k.wake, k.host)
+		go k.r.run(ctx, k.signedOn, k.wake, k.host)
 	}
 }
 
