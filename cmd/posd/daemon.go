@@ -209,7 +209,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	acq := tracedAcquirer{d.acq, trace, d.metrics, keys.sent()}
+	acq := tracedAcquirer{d.acq, trace, d.metrics, keys.sent(), keys.answered()}
 	d.term, err = terminal.New(reader, pad, pins, acq, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
@@ -440,6 +440,9 @@ type tracedAcquirer struct {
 	m     *metrics
 	// sent, when set, is told of each request sent (the working-key change counts sales).
 	sent func(*moov.Message)
+	// answered, when set, is told of each request's outcome (the working-key change
+	// recovers a lost confirmation from the next MAC failure).
+	answered func(error)
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
@@ -459,6 +462,9 @@ func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Messa
 	t.m.observeAcquirer(req, err, time.Since(start))
 	if t.sent != nil {
 		t.sent(req)
+	}
+	if t.answered != nil {
+		t.answered(err)
 	}
 	if err != nil {
 		t.trace("no response: %v", err)

@@ -129,10 +129,15 @@ type keyRotator struct {
 	file    string
 	log     *slog.Logger
 
+	timeout time.Duration // bounds each 0800's wait for its 0810 (acquirer.response_timeout)
+
 	changing sync.Mutex // one change at a time
-	mu       sync.Mutex // guards state
+	mu       sync.Mutex // guards state and lost
 	state    map[iso8583.KeyKind]keyState
-	sales    atomic.Int64 // sales since the last change, for AfterTransactions
+	// lost is a MAC key change whose confirming 0800 got no answer: the host may use
+	// either key. nil when none.
+	lost  *lostConfirm
+	sales atomic.Int64 // sales since the last change, for AfterTransactions
 }
 
 // keyBases are the generation-0 ids of the PIN and data working keys: not posd's own
@@ -272,6 +277,13 @@ func (r *keyRotator) change(ctx context.Context, k iso8583.KeyKind, st keyState)
 	}
 	defer release()
 	if _, err := r.send(ctx, k, info.CheckValue.Value, true); err != nil {
+		if k == iso8583.KeyMAC && errors.Is(err, iso8583.ErrOutcomeUnknown) {
+			// The host may have switched: keep both keys and let the next MAC check tell.
+			r.mu.Lock()
+			r.lost = &lostConfirm{old: st, next: keyState{ID: id, Generation: st.Generation + 1, KCV: info.CheckValue.String()}}
+			r.mu.Unlock()
+			err = fmt.Errorf("%w; posd tries %s on the next MAC failure from the host", err, id)
+		}
 		return st, fmt.Errorf("confirming: %w", err)
 	}
 	if k == iso8583.KeyMAC {
@@ -294,10 +306,15 @@ func (r *keyRotator) send(ctx context.Context, k iso8583.KeyKind, confirm []byte
 	if err != nil {
 		return iso8583.KeyChangeResponse{}, fmt.Errorf("%s: %w", what, err)
 	}
-	msg, err := r.acq.Send(ctx, req)
+	sctx, cancel := context.WithTimeout(ctx, r.timeout)
+	msg, err := r.acq.Send(sctx, req)
+	cancel()
+	if !isConfirm {
+		r.observe(err) // an answer to the ask settles a lost confirmation too
+	}
 	if err != nil {
 		if isConfirm && errors.Is(err, iso8583.ErrOutcomeUnknown) {
-			err = fmt.Errorf("%w (the host may have switched: rotate again)", err)
+			err = fmt.Errorf("%w (the host may have switched)", err)
 		}
 		return iso8583.KeyChangeResponse{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -457,8 +474,9 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 		}
 	}
 	r := &keyRotator{acq: d.acq, x: aopts.Dialect.KeyExchange, m: data, cfg: *kc, tid: cfg.Terminal.ID, stan: d.st.NextSTAN, now: time.Now,
-		base:  map[iso8583.KeyKind]string{iso8583.KeyMAC: cfg.Acquirer.MACKey, iso8583.KeyPIN: keyBases[iso8583.KeyPIN], iso8583.KeyData: keyBases[iso8583.KeyData]},
-		pause: func(ctx context.Context) (func(), error) { return d.term.Pause(ctx) },
+		timeout: time.Duration(cfg.Acquirer.ResponseTimeout),
+		base:    map[iso8583.KeyKind]string{iso8583.KeyMAC: cfg.Acquirer.MACKey, iso8583.KeyPIN: keyBases[iso8583.KeyPIN], iso8583.KeyData: keyBases[iso8583.KeyData]},
+		pause:   func(ctx context.Context) (func(), error) { return d.term.Pause(ctx) },
 		audit: func(ctx context.Context, action, detail string) {
 			if err := d.st.Audit(ctx, "posd", action, detail); err != nil {
 				d.log.Error("audit", "action", action, "error", err)
@@ -519,4 +537,71 @@ func (k *keyChanges) status() func() map[iso8583.KeyKind]keyState {
 		return nil
 	}
 	return k.r.Status
+}
+
+// lostConfirm is a MAC key change whose confirmation got no answer: old is the key in use
+// before it, next the imported key the host may have switched to; trying says that the
+// link uses next now, on trial.
+type lostConfirm struct {
+	old, next keyState
+	trying    bool
+}
+
+// observe learns from each answer (or failure) of a request to the acquirer whether the
+// host switched MAC keys after a lost confirmation. A MAC failure with the old key in use
+// makes posd try the new key (once); a MAC failure under the new one too goes back to the
+// old. A response whose MAC verifies settles on the key in use: the new one is saved as
+// confirmed. Each step is logged and audited. Nothing happens without a lost confirmation.
+func (r *keyRotator) observe(err error) {
+	r.mu.Lock()
+	l := r.lost
+	if l == nil || (err != nil && !errors.Is(err, iso8583.ErrMACInvalid)) {
+		r.mu.Unlock()
+		return
+	}
+	var action, detail string
+	save := false
+	switch {
+	case err != nil && !l.trying:
+		l.trying = true
+		r.acq.SetMACKey(l.next.ID)
+		action, detail = "key change recovery", fmt.Sprintf("mac key: a response failed its MAC after a lost confirmation: trying %s (KCV %s)", l.next.ID, l.next.KCV)
+	case err != nil:
+		r.lost = nil
+		r.acq.SetMACKey(l.old.ID)
+		action, detail = "key change recovery failed", fmt.Sprintf("mac key: responses fail their MAC under %s and %s: back to %s", l.old.ID, l.next.ID, l.old.ID)
+	case l.trying:
+		r.lost = nil
+		next := l.next
+		next.Changed = r.now()
+		r.state[iso8583.KeyMAC] = next
+		r.sales.Store(0)
+		save = true
+		action, detail = "key change", fmt.Sprintf("mac key: %s (KCV %s) replaces %s: its confirmation was lost, and the host's answers verify under it", next.ID, next.KCV, l.old.ID)
+	default:
+		r.lost = nil
+		action, detail = "key change recovery", fmt.Sprintf("mac key: the host's answers verify under %s after a lost confirmation: the host kept it; %s is not used", l.old.ID, l.next.ID)
+	}
+	r.mu.Unlock()
+	if save {
+		if err := r.save(); err != nil {
+			r.log.Error("working key settled but its state could not be saved: a restart would use the old key", "file", r.file, "error", err)
+			r.mu.Lock()
+			st := r.state[iso8583.KeyMAC]
+			st.Alert, st.AlertAt = unsavedAlert+err.Error(), r.now()
+			r.state[iso8583.KeyMAC] = st
+			r.mu.Unlock()
+		}
+	}
+	r.log.Warn("working key after a lost confirmation: "+detail, "key", iso8583.KeyMAC)
+	r.audit(context.Background(), action, detail+" (by posd)")
+}
+
+// answered is told of each answer or failure of the daemon's requests to the acquirer
+// (sales, refunds, the queue's reversals and advices); nil without key changes.
+func (k *keyChanges) answered() func(error) {
+	if k == nil {
+		return nil
+	}
+	return k.r.observe
 }
