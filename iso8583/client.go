@@ -156,6 +156,11 @@ type ClientOptions struct {
 	// own key-change 0800s). The client answers the host's 0800 with 00 as it answers any
 	// host 0800. Default nil: such an 0800 is only answered.
 	HostKeyChange func(KeyKind)
+	// SignedOn is called, on a goroutine of its own, each time a new connection is ready
+	// for requests: after the host approved its sign-on (with SignOn), or once connected
+	// (without). The terminal asks for new working keys there (acquirer.key_change
+	// at_sign_on). Requests sent from it go over that connection. Default nil.
+	SignedOn func(addr string)
 	// ReconnectMin and ReconnectMax bound the wait before dialling again after a failed
 	// dial: it starts at ReconnectMin and doubles per failure up to ReconnectMax, each wait
 	// varied by ±20% (jitter). After a connection that worked drops, the client redials at
@@ -201,6 +206,7 @@ type Client struct {
 	macer        MACer
 	keyx         *KeyExchange           // the dialect's key exchange; nil: none
 	hostKeyX     func(KeyKind)          // ClientOptions.HostKeyChange
+	signedOn     func(string)           // ClientOptions.SignedOn
 	macKey       atomic.Pointer[string] // the MAC key id in use; SetMACKey switches it
 	dialectName  string                 // names the dialect in errors
 	tls          *tls.Config
@@ -298,7 +304,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	c.messages, c.dialectName = d.messages, d.displayName()
 	c.mac, c.macer = d.MAC, opts.MAC
-	c.keyx, c.hostKeyX = d.KeyExchange, opts.HostKeyChange
+	c.keyx, c.hostKeyX, c.signedOn = d.KeyExchange, opts.HostKeyChange, opts.SignedOn
 	c.macKey.Store(&opts.MACKeyID)
 	switch {
 	case c.mac != nil && c.macer == nil:

@@ -206,6 +206,9 @@ func (c *Client) dialLink(ctx context.Context) (*link, error) {
 		c.stats.reconnects.Add(1)
 	}
 	c.logf("iso8583: connected to %s from %s", c.addr, nc.LocalAddr())
+	if c.signedOn != nil {
+		go c.signedOn(c.addr)
+	}
 	return l, nil
 }
 

@@ -283,10 +283,10 @@ func LoadDialect(path string) (*Dialect, error) {
 //
 //   - codes: field 70's value per key; default 161, 162 and 163; 3 digits each, distinct,
 //     not 001, 002 or 301.
-//   - form: "tr31" (the default: a TR-31 key block under the KEK) or "legacy" (the key
-//     encrypted under the KEK in TDES ECB, as hex digits).
+//   - form: "tr31" (the default and only one: a TR-31 key block under the KEK); "legacy"
+//     (the key encrypted under the KEK in TDES ECB) is refused ([ErrLegacyKeyForm]).
 //   - key_field: the field of the 0810 that carries the key; required; a variable-length
-//     text field of at least 80 characters (32 for legacy).
+//     text field of at least 80 characters.
 //   - kcv_field: the field that carries the key's check value in hex, in the 0810 and in
 //     the terminal's confirming 0800; required; a variable-length text field, not the key
 //     field.

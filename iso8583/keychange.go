@@ -8,8 +8,7 @@ package iso8583
 //
 //  1. 0800 with field 70 = the key's code (161 PIN, 162 MAC, 163 data by default) and no
 //     check value: "send me a new key". The 0810 answers 00 with the new key in the key
-//     field (a TR-31 block under the KEK, or in the legacy form the key encrypted under the
-//     KEK in ECB, in hex) and its check value in the check value field.
+//     field (a TR-31 block under the KEK) and its check value in the check value field.
 //  2. 0800 with the same code and the new key's check value in the check value field:
 //     "I hold the key whose check value this is: switch". The host answers 00 and uses the
 //     new key from the next message; so does the terminal. Until then both keep the old one.
@@ -43,8 +42,9 @@ type KeyForm string
 const (
 	// KeyFormTR31 is a TR-31 key block under the KEK, in the key field as text.
 	KeyFormTR31 KeyForm = "tr31"
-	// KeyFormLegacy is the key encrypted under the KEK (TDES ECB), as hex digits; the
-	// check value field says which key it is.
+	// KeyFormLegacy is the key encrypted under the KEK (TDES ECB), as hex digits, its
+	// check value in its own field. posd refuses it at dialect load ([ErrLegacyKeyForm]):
+	// it is named only so that the refusal can say why.
 	KeyFormLegacy KeyForm = "legacy"
 )
 
@@ -132,7 +132,7 @@ func parseKeyExchange(raw json.RawMessage, spec *MessageSpec) (*KeyExchange, err
 	case "", KeyFormTR31:
 		x.Form = KeyFormTR31
 	case KeyFormLegacy:
-		x.Form = KeyFormLegacy
+		return nil, &DialectError{Setting: "key_exchange.form", Err: ErrLegacyKeyForm}
 	default:
 		return nil, bad(".form", `unknown form %q (want "tr31" or "legacy")`, f.Form)
 	}
@@ -140,11 +140,8 @@ func parseKeyExchange(raw json.RawMessage, spec *MessageSpec) (*KeyExchange, err
 		return nil, bad("", "field 70 (network management code) is not defined in \"fields\"")
 	}
 	// The shortest key field: a TDES TR-31 version B block of a double-length key is 80
-	// characters; a legacy double-length key 32 hex digits. A check value is at least 4.
+	// characters. A check value is at least 4.
 	minKey := 80
-	if x.Form == KeyFormLegacy {
-		minKey = 32
-	}
 	for _, c := range []struct {
 		setting string
 		id, min int
@@ -186,6 +183,15 @@ func checkKeyExchangeField(spec *MessageSpec, id, minLen int) error {
 	}
 	return nil
 }
+
+// ErrLegacyKeyForm refuses a dialect whose key_exchange form is "legacy". A key that
+// travels as its bare encryption under the KEK (TDES ECB) carries no usage and no
+// integrity of its own: the terminal cannot tell a MAC key from a PIN or data key (so a
+// key sent as a MAC key could later be used to decrypt PIN blocks, the classic key-usage
+// attack), nor detect a block altered or swapped on the way (ECB halves can be swapped
+// between keys), and the check value only says which key, after the import. TR-31 binds
+// usage, algorithm and mode of use to the key under a MAC.
+var ErrLegacyKeyForm = errors.New(`the "legacy" key form (a key under the KEK in TDES ECB) is refused: it carries no key usage and no integrity, so a key could be imported for another use or altered unseen; ask the acquirer for TR-31 key blocks ("tr31")`)
 
 // KeyChange is a key-change 0800: a request for a new key, or with Confirm the terminal's
 // confirmation that it holds it. It holds no secret. It is a value, safe for concurrent use.
@@ -245,8 +251,7 @@ func (x *KeyExchange) ParseRequest(msg *Message) (k KeyChange, ok bool, err erro
 type KeyChangeResponse struct {
 	ResponseCode string  // field 39
 	Key          KeyKind // from field 70
-	// Block is the key field: a TR-31 block, or the hex of the key under the KEK (legacy);
-	// "" in the answer to a confirmation.
+	// Block is the key field: a TR-31 block; "" in the answer to a confirmation.
 	Block string
 	// CheckValue is the host's check value of the new key; nil in the answer to a
 	// confirmation.

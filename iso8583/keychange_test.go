@@ -43,12 +43,18 @@ func TestKeyExchangeDialect(t *testing.T) {
 		x.Form != iso8583.KeyFormTR31 || x.KeyField != 120 || x.KCVField != 123 {
 		t.Fatalf("key exchange: %+v", x)
 	}
-	d, err = keyxDialect(t, `{"codes": {"mac": "812"}, "key_field": 48, "kcv_field": 120, "form": "legacy"}`)
+	d, err = keyxDialect(t, `{"codes": {"mac": "812"}, "key_field": 120, "kcv_field": 123, "form": "tr31"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if x := d.KeyExchange; x.Code(iso8583.KeyMAC) != "812" || x.Code(iso8583.KeyPIN) != "161" || x.Form != iso8583.KeyFormLegacy {
+	if x := d.KeyExchange; x.Code(iso8583.KeyMAC) != "812" || x.Code(iso8583.KeyPIN) != "161" || x.Form != iso8583.KeyFormTR31 {
 		t.Fatalf("key exchange: %+v", x)
+	}
+	// The legacy form is refused at load, saying why.
+	_, err = keyxDialect(t, `{"key_field": 120, "kcv_field": 123, "form": "legacy"}`)
+	var de *iso8583.DialectError
+	if !errors.Is(err, iso8583.ErrLegacyKeyForm) || !errors.As(err, &de) || de.Setting != "key_exchange.form" || !strings.Contains(err.Error(), "no key usage and no integrity") {
+		t.Fatalf("legacy form: %v, want ErrLegacyKeyForm at key_exchange.form", err)
 	}
 
 	for _, c := range []struct{ obj, setting string }{

@@ -745,3 +745,60 @@ func TestClientQueuedWritesOnAStuckHost(t *testing.T) {
 		}
 	})
 }
+
+// TestClientSignedOnHook: SignedOn is called after each sign-on the host approves, the
+// first and the one after a dropped connection, and not after a refused one.
+func TestClientSignedOnHook(t *testing.T) {
+	framer := iso8583.BinaryLengthFramer{}
+	drop := make(chan struct{}) // closed once the first connection is up: the host drops it
+	answer := func(rc string, stay bool, wait <-chan struct{}) func(net.Conn) {
+		return func(nc net.Conn) {
+			body, err := framer.ReadFrame(nc)
+			if err != nil {
+				return
+			}
+			m, _ := iso8583.Unpack(nil, body)
+			m.MTI("0810")
+			m.Field(39, rc)
+			b, _ := iso8583.Pack(m)
+			framer.WriteFrame(nc, b)
+			if wait != nil {
+				<-wait
+			}
+			for stay {
+				if _, err := framer.ReadFrame(nc); err != nil {
+					return
+				}
+			}
+		}
+	}
+	// Signed on, then dropped; refused once; signed on and kept.
+	addr := rawHost(t, answer("00", false, drop), answer("91", false, nil), answer("00", true, nil))
+	signedOn := make(chan string, 4)
+	c := newClient(t, iso8583.ClientOptions{Addr: addr, SignOn: true, TerminalID: "TERM0001", NextSTAN: stanCounter(1),
+		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, SignedOn: func(a string) { signedOn <- a }})
+	if err := c.Connect(ctxTimeout(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"first sign-on", "sign-on after the drop"} {
+		select {
+		case a := <-signedOn:
+			if a != addr {
+				t.Fatalf("%s: hook got %q, want %q", want, a, addr)
+			}
+			if i == 0 {
+				close(drop)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no SignedOn call (%d so far; stats %+v)", want, i, c.Stats())
+		}
+	}
+	if s := c.Stats(); s.Connects != 2 || s.DialFailures < 1 {
+		t.Errorf("stats %+v: want 2 connects and the refused sign-on counted as a failure", s)
+	}
+	select {
+	case <-signedOn:
+		t.Fatal("SignedOn called more often than the host approved a sign-on")
+	default:
+	}
+}

@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	clientCA := fs.String("client-ca", "", "PEM `FILE` of the CAs that sign terminals' client certificates: require one (with --tls-cert)")
 	macKeyFile := fs.String("mac-key-file", "", "`FILE` holding the MAC key of a --dialect that declares a \"mac\", as hexadecimal digits:\n32 for \"retail\" (double-length TDES), 32, 48 or 64 for \"aes-cmac\". Every request's MAC is checked\n(a bad one is answered with the dialect's failure code and logged) and every answer MACed")
 	kekFile := fs.String("kek-file", "", "`FILE` holding the key encryption key shared with the terminal, as hexadecimal digits (32 or 48: TDES,\nTR-31 version B blocks; 64: AES, version D): with a --dialect that declares a \"key_exchange\", key-change\n0800s get a fresh key under it, used once the terminal confirms it")
+	loseConfirm := fs.Bool("lose-key-confirm", false, "with --kek-file, switch to the new key on the terminal's first confirming 0800 but leave it\nunanswered (its 0810 lost), to see a terminal recover on the next MAC failure")
 	badKey := fs.String("bad-key", "", "with --kek-file, send faulty keys, to see a terminal refuse them and keep its old key:\n\"kcv\" (a wrong check value), \"block\" (a TR-31 block whose MAC fails) or \"usage\" (a MAC key marked P0)")
 	rotateEvery := fs.Duration("rotate-every", 0, "with --kek-file, ask the terminals for a new MAC key this often (an 0800 with the key-change code;\nSIGUSR1 asks at once). Default 0: only on SIGUSR1")
 	tamperMAC := fs.Bool("tamper-mac", false, "corrupt the MAC of every answer to an 0100 or 0200 (with --mac-key-file), to see a terminal refuse it")
@@ -209,10 +210,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil || len(kek) != 16 && len(kek) != 24 && len(kek) != 32 {
 			return fail("--kek-file %s: want 32, 48 or 64 hexadecimal digits", *kekFile)
 		}
-		hopts.KEK, hopts.BadKey = kek, *badKey
+		hopts.KEK, hopts.BadKey, hopts.LoseKeyConfirm = kek, *badKey, *loseConfirm
 		defer clear(kek)
-	case *badKey != "" || *rotateEvery != 0:
-		return fail("--bad-key and --rotate-every need --kek-file")
+	case *badKey != "" || *rotateEvery != 0 || *loseConfirm:
+		return fail("--bad-key, --rotate-every and --lose-key-confirm need --kek-file")
 	}
 	var tlsConf *tls.Config
 	switch {

@@ -150,6 +150,17 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	if err := macOptions(ctx, &aopts, data, cfg.Acquirer.MACKey); err != nil {
 		return nil, err
 	}
+	// Each sign-on (the first and every one after a reconnect) asks for new working keys
+	// when acquirer.key_change.at_sign_on is set; the key changes read the channel.
+	signedOn := make(chan struct{}, 1)
+	if kc := cfg.Acquirer.KeyChange; kc != nil && kc.AtSignOn != nil && *kc.AtSignOn {
+		aopts.SignedOn = func(string) {
+			select {
+			case signedOn <- struct{}{}:
+			default: // a change is already due
+			}
+		}
+	}
 	var hostAsks func(iso8583.KeyKind) // set below, before the link connects
 	aopts.HostKeyChange = func(k iso8583.KeyKind) {
 		if hostAsks != nil {
@@ -171,6 +182,9 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 	keys, err := d.keyRotator(ctx, aopts, data)
 	if err != nil {
 		return nil, err
+	}
+	if keys != nil {
+		keys.signedOn = signedOn
 	}
 	hostAsks = keys.hostAsks
 	if *cfg.Acquirer.RequireAtStart {
@@ -195,7 +209,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		spec = aopts.Dialect.Spec
 		ctlsModes = terminal.CtlsEntryModes{EMV: aopts.Dialect.EntryModes.ContactlessEMV, Magstripe: aopts.Dialect.EntryModes.ContactlessMagstripe}
 	}
-	acq := tracedAcquirer{d.acq, trace, d.metrics, keys.sent()}
+	acq := tracedAcquirer{d.acq, trace, d.metrics, keys.sent(), keys.answered()}
 	d.term, err = terminal.New(reader, pad, pins, acq, d.st, terminal.Options{
 		TerminalID:     cfg.Terminal.ID,
 		MerchantID:     cfg.Terminal.MerchantID,
@@ -283,7 +297,7 @@ func startDaemon(ctx context.Context, cfg *Config, log *slog.Logger, trace func(
 		Devices: devices})
 	g.HandleClassified("POST /nexo", classifyNexo, till)
 	// Status, metrics and the technician's page.
-	d.status = &statusSource{cfg: cfg, st: d.st, acq: d.acq, devices: devices, fw: fw, now: time.Now}
+	d.status = &statusSource{cfg: cfg, st: d.st, acq: d.acq, devices: devices, fw: fw, keys: keys.status(), now: time.Now}
 	g.HandleFunc("GET /v1/status", access.OpStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSONTo(w, http.StatusOK, d.metrics.sample(r.Context(), d.status))
 	})
@@ -426,6 +440,9 @@ type tracedAcquirer struct {
 	m     *metrics
 	// sent, when set, is told of each request sent (the working-key change counts sales).
 	sent func(*moov.Message)
+	// answered, when set, is told of each request's outcome (the working-key change
+	// recovers a lost confirmation from the next MAC failure).
+	answered func(error)
 }
 
 func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
@@ -445,6 +462,9 @@ func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Messa
 	t.m.observeAcquirer(req, err, time.Since(start))
 	if t.sent != nil {
 		t.sent(req)
+	}
+	if t.answered != nil {
+		t.answered(err)
 	}
 	if err != nil {
 		t.trace("no response: %v", err)

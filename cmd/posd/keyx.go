@@ -41,7 +41,9 @@ type KeyChangeConfig struct {
 	// KEK is the id of the key encryption key (TR-31 usage K1) in hsm.data's token that
 	// the acquirer wraps working keys under. Default "kek".
 	KEK string `json:"kek"`
-	// AtSignOn asks for new keys once the link is up at start. Default true.
+	// AtSignOn asks for new keys on every sign-on to the acquirer: the first one and each
+	// after a reconnect or a switch of host (each new connection, when acquirer.sign_on
+	// is off). Default true.
 	AtSignOn *bool `json:"at_sign_on"`
 	// Every asks again after this long. Default 0: not on a schedule.
 	Every Duration `json:"every"`
@@ -127,10 +129,15 @@ type keyRotator struct {
 	file    string
 	log     *slog.Logger
 
+	timeout time.Duration // bounds each 0800's wait for its 0810 (acquirer.response_timeout)
+
 	changing sync.Mutex // one change at a time
-	mu       sync.Mutex // guards state
+	mu       sync.Mutex // guards state and lost
 	state    map[iso8583.KeyKind]keyState
-	sales    atomic.Int64 // sales since the last change, for AfterTransactions
+	// lost is a MAC key change whose confirming 0800 got no answer: the host may use
+	// either key. nil when none.
+	lost  *lostConfirm
+	sales atomic.Int64 // sales since the last change, for AfterTransactions
 }
 
 // keyBases are the generation-0 ids of the PIN and data working keys: not posd's own
@@ -204,6 +211,10 @@ func (r *keyRotator) Status() map[iso8583.KeyKind]keyState {
 	return out
 }
 
+// unsavedAlert begins the alert of a key the host confirmed and posd uses, but whose state
+// file could not be written.
+const unsavedAlert = "state not saved: "
+
 // ErrKeyNotChanged wraps every reason a key change failed: the old key stays in use.
 var ErrKeyNotChanged = errors.New("key not changed; the old key stays in use")
 
@@ -235,7 +246,7 @@ func (r *keyRotator) Rotate(ctx context.Context, k iso8583.KeyKind, who string) 
 		// The key is in use now; a restart would go back to the old one, which the host
 		// no longer takes: say so loudly.
 		r.log.Error("working key changed but its state could not be saved: a restart would use the old key", "file", r.file, "error", err)
-		next.Alert, next.AlertAt = "state not saved: "+err.Error(), r.now()
+		next.Alert, next.AlertAt = unsavedAlert+err.Error(), r.now()
 		r.setState(k, next)
 	}
 	r.log.Info("working key changed", "key", k, "id", next.ID, "kcv", next.KCV, "took", next.Duration)
@@ -266,6 +277,13 @@ func (r *keyRotator) change(ctx context.Context, k iso8583.KeyKind, st keyState)
 	}
 	defer release()
 	if _, err := r.send(ctx, k, info.CheckValue.Value, true); err != nil {
+		if k == iso8583.KeyMAC && errors.Is(err, iso8583.ErrOutcomeUnknown) {
+			// The host may have switched: keep both keys and let the next MAC check tell.
+			r.mu.Lock()
+			r.lost = &lostConfirm{old: st, next: keyState{ID: id, Generation: st.Generation + 1, KCV: info.CheckValue.String()}}
+			r.mu.Unlock()
+			err = fmt.Errorf("%w; posd tries %s on the next MAC failure from the host", err, id)
+		}
 		return st, fmt.Errorf("confirming: %w", err)
 	}
 	if k == iso8583.KeyMAC {
@@ -288,10 +306,15 @@ func (r *keyRotator) send(ctx context.Context, k iso8583.KeyKind, confirm []byte
 	if err != nil {
 		return iso8583.KeyChangeResponse{}, fmt.Errorf("%s: %w", what, err)
 	}
-	msg, err := r.acq.Send(ctx, req)
+	sctx, cancel := context.WithTimeout(ctx, r.timeout)
+	msg, err := r.acq.Send(sctx, req)
+	cancel()
+	if !isConfirm {
+		r.observe(err) // an answer to the ask settles a lost confirmation too
+	}
 	if err != nil {
 		if isConfirm && errors.Is(err, iso8583.ErrOutcomeUnknown) {
-			err = fmt.Errorf("%w (the host may have switched: rotate again)", err)
+			err = fmt.Errorf("%w (the host may have switched)", err)
 		}
 		return iso8583.KeyChangeResponse{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -320,12 +343,10 @@ func (r *keyRotator) rotateAll(ctx context.Context, who string) {
 	}
 }
 
-// run asks at start (AtSignOn) and on the schedule (Every), until ctx ends; wake asks now
-// (after AfterTransactions sales), and host for one key (the acquirer's 0800).
-func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}, host <-chan iso8583.KeyKind) {
-	if *r.cfg.AtSignOn {
-		r.rotateAll(ctx, "posd (sign-on)")
-	}
+// run asks on each sign-on (signedOn, fed when AtSignOn is set) and on the schedule
+// (Every), until ctx ends; wake asks now (after AfterTransactions sales), and host for one
+// key (the acquirer's 0800).
+func (r *keyRotator) run(ctx context.Context, signedOn, wake <-chan struct{}, host <-chan iso8583.KeyKind) {
 	var tick <-chan time.Time
 	if r.cfg.Every > 0 {
 		t := time.NewTicker(time.Duration(r.cfg.Every))
@@ -336,6 +357,8 @@ func (r *keyRotator) run(ctx context.Context, wake <-chan struct{}, host <-chan 
 		select {
 		case <-ctx.Done():
 			return
+		case <-signedOn:
+			r.rotateAll(ctx, "posd (sign-on)")
 		case <-tick:
 			r.rotateAll(ctx, "posd (every "+time.Duration(r.cfg.Every).String()+")")
 		case <-wake:
@@ -404,7 +427,10 @@ func (h *keysAPI) serveRotate(w http.ResponseWriter, r *http.Request) {
 type keyChanges struct {
 	r    *keyRotator
 	wake chan struct{}
-	host chan iso8583.KeyKind // keys the acquirer asked to change (its 0800)
+	// signedOn is fed by the link's sign-on hook (ClientOptions.SignedOn) when AtSignOn is
+	// set; nil otherwise.
+	signedOn chan struct{}
+	host     chan iso8583.KeyKind // keys the acquirer asked to change (its 0800)
 }
 
 // hostAsks passes on the acquirer's request to change key k now.
@@ -448,8 +474,9 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 		}
 	}
 	r := &keyRotator{acq: d.acq, x: aopts.Dialect.KeyExchange, m: data, cfg: *kc, tid: cfg.Terminal.ID, stan: d.st.NextSTAN, now: time.Now,
-		base:  map[iso8583.KeyKind]string{iso8583.KeyMAC: cfg.Acquirer.MACKey, iso8583.KeyPIN: keyBases[iso8583.KeyPIN], iso8583.KeyData: keyBases[iso8583.KeyData]},
-		pause: func(ctx context.Context) (func(), error) { return d.term.Pause(ctx) },
+		timeout: time.Duration(cfg.Acquirer.ResponseTimeout),
+		base:    map[iso8583.KeyKind]string{iso8583.KeyMAC: cfg.Acquirer.MACKey, iso8583.KeyPIN: keyBases[iso8583.KeyPIN], iso8583.KeyData: keyBases[iso8583.KeyData]},
+		pause:   func(ctx context.Context) (func(), error) { return d.term.Pause(ctx) },
 		audit: func(ctx context.Context, action, detail string) {
 			if err := d.st.Audit(ctx, "posd", action, detail); err != nil {
 				d.log.Error("audit", "action", action, "error", err)
@@ -500,6 +527,81 @@ func (k *keyChanges) sent() func(*moov.Message) {
 // start runs the changes at start and on the schedule until ctx ends.
 func (k *keyChanges) start(ctx context.Context) {
 	if k != nil {
-		go k.r.run(ctx, k.wake, k.host)
+		go k.r.run(ctx, k.signedOn, k.wake, k.host)
 	}
+}
+
+// status returns the working keys' state for GET /v1/status; nil without key changes.
+func (k *keyChanges) status() func() map[iso8583.KeyKind]keyState {
+	if k == nil {
+		return nil
+	}
+	return k.r.Status
+}
+
+// lostConfirm is a MAC key change whose confirmation got no answer: old is the key in use
+// before it, next the imported key the host may have switched to; trying says that the
+// link uses next now, on trial.
+type lostConfirm struct {
+	old, next keyState
+	trying    bool
+}
+
+// observe learns from each answer (or failure) of a request to the acquirer whether the
+// host switched MAC keys after a lost confirmation. A MAC failure with the old key in use
+// makes posd try the new key (once); a MAC failure under the new one too goes back to the
+// old. A response whose MAC verifies settles on the key in use: the new one is saved as
+// confirmed. Each step is logged and audited. Nothing happens without a lost confirmation.
+func (r *keyRotator) observe(err error) {
+	r.mu.Lock()
+	l := r.lost
+	if l == nil || (err != nil && !errors.Is(err, iso8583.ErrMACInvalid)) {
+		r.mu.Unlock()
+		return
+	}
+	var action, detail string
+	save := false
+	switch {
+	case err != nil && !l.trying:
+		l.trying = true
+		r.acq.SetMACKey(l.next.ID)
+		action, detail = "key change recovery", fmt.Sprintf("mac key: a response failed its MAC after a lost confirmation: trying %s (KCV %s)", l.next.ID, l.next.KCV)
+	case err != nil:
+		r.lost = nil
+		r.acq.SetMACKey(l.old.ID)
+		action, detail = "key change recovery failed", fmt.Sprintf("mac key: responses fail their MAC under %s and %s: back to %s", l.old.ID, l.next.ID, l.old.ID)
+	case l.trying:
+		r.lost = nil
+		next := l.next
+		next.Changed = r.now()
+		r.state[iso8583.KeyMAC] = next
+		r.sales.Store(0)
+		save = true
+		action, detail = "key change", fmt.Sprintf("mac key: %s (KCV %s) replaces %s: its confirmation was lost, and the host's answers verify under it", next.ID, next.KCV, l.old.ID)
+	default:
+		r.lost = nil
+		action, detail = "key change recovery", fmt.Sprintf("mac key: the host's answers verify under %s after a lost confirmation: the host kept it; %s is not used", l.old.ID, l.next.ID)
+	}
+	r.mu.Unlock()
+	if save {
+		if err := r.save(); err != nil {
+			r.log.Error("working key settled but its state could not be saved: a restart would use the old key", "file", r.file, "error", err)
+			r.mu.Lock()
+			st := r.state[iso8583.KeyMAC]
+			st.Alert, st.AlertAt = unsavedAlert+err.Error(), r.now()
+			r.state[iso8583.KeyMAC] = st
+			r.mu.Unlock()
+		}
+	}
+	r.log.Warn("working key after a lost confirmation: "+detail, "key", iso8583.KeyMAC)
+	r.audit(context.Background(), action, detail+" (by posd)")
+}
+
+// answered is told of each answer or failure of the daemon's requests to the acquirer
+// (sales, refunds, the queue's reversals and advices); nil without key changes.
+func (k *keyChanges) answered() func(error) {
+	if k == nil {
+		return nil
+	}
+	return k.r.observe
 }

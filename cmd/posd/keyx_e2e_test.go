@@ -139,7 +139,7 @@ func TestEndToEndKeyChange(t *testing.T) {
 
 // TestEndToEndKeyChangeRefused: the acquirer sends faulty keys (a wrong check value, a
 // block whose MAC fails, a MAC key marked for PINs). posd refuses each: posctl keys rotate
-// exits 3 naming why, status shows the alert, posd logs it (and audits it), and the next sale is
+// exits 3 naming why, keys status shows the alert, GET /v1/status is degraded with the reason, posd logs it (and audits it), and the next sale is
 // still MACed under the old key and verified.
 func TestEndToEndKeyChangeRefused(t *testing.T) {
 	for _, c := range []struct{ bad, want string }{
@@ -157,6 +157,11 @@ func TestEndToEndKeyChangeRefused(t *testing.T) {
 			code, out = cp.run(t, "posctl", api, "keys", "status")
 			if code != 3 || !strings.Contains(out, "mac key: mac (generation 0)") || !strings.Contains(out, "ALERT") {
 				t.Fatalf("keys status after a refused key: exit %d\n%s", code, out)
+			}
+			// GET /v1/status (and so posctl status and the status page) says so too.
+			_, out = cp.run(t, "posctl", api, "status")
+			if !strings.Contains(out, "mac working-key change failed at ") || !strings.Contains(out, c.want) || !strings.Contains(out, "the old key (mac) is in use") {
+				t.Fatalf("posctl status after a refused key does not give the reason:\n%s", out)
 			}
 			posd.waitFor(t, "working key change failed")
 			sell(t, cp, api, "sale after a refused key")
@@ -193,5 +198,37 @@ func TestEndToEndKeyChangeHostAsks(t *testing.T) {
 	byKey, _, report := macsByKey(t, acq)
 	if byKey["mac.g1"] < 2 || !strings.Contains(report, "key changes confirmed: 1") {
 		t.Fatalf("MACs by key %v; want the last sale and the sign-off under mac.g1:\n%s", byKey, report)
+	}
+}
+
+// TestEndToEndKeyChangeLostConfirmation: the acquirer switches to the new MAC key on posd's
+// confirming 0800 but its 0810 is lost. posctl keys rotate fails (the old key stays in
+// use, with an alert); the next sale's answer fails its MAC (the host MACs under the new
+// key), so that sale is reversed and posd tries the new key; the reversal's answer
+// verifies under it, posd settles on it (saved, audited), and the sale after is approved
+// under it.
+func TestEndToEndKeyChangeLostConfirmation(t *testing.T) {
+	c := &captured{}
+	acq, posd, api, _ := startKeyxRig(t, c, 2, "--lose-key-confirm")
+	code, out := c.run(t, "posctl", api, "keys", "rotate", "mac")
+	if code != 3 || !strings.Contains(out, "posd tries mac.g1 on the next MAC failure") {
+		t.Fatalf("keys rotate with a lost confirmation: exit %d\n%s\n%s", code, out, c.all())
+	}
+	if code, out := c.run(t, "posctl", api, "sale", "--amount", "12.50"); code == 0 && strings.Contains(out, "APPROVED") {
+		t.Fatalf("a sale whose answer cannot verify was approved:\n%s", out)
+	}
+	posd.waitFor(t, "trying mac.g1")
+	posd.waitFor(t, "replaces mac: its confirmation was lost")
+	sell(t, c, api, "sale after the recovery")
+	if code, out := c.run(t, "posctl", api, "keys", "status"); code != 0 || !strings.Contains(out, "mac key: mac.g1 (generation 1)") {
+		t.Fatalf("keys status after the recovery: exit %d\n%s", code, out)
+	}
+	posd.stop(t)
+	verified, failed, report := macCounts(t, acq)
+	m := macByKey.FindStringSubmatch(report)
+	// One request failed at the host: the sale sent under the old key after the host
+	// switched. The reversal, the second sale and the sign-off verified under mac.g1.
+	if failed != 1 || m == nil || !strings.Contains(m[1], "mac.g1=") || verified < 5 {
+		t.Fatalf("MACs at the acquirer: %d verified, %d failed; want 1 failed and the rest under mac.g1:\n%s", verified, failed, report)
 	}
 }

@@ -6,8 +6,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/posd-dev/posd/firmware"
@@ -60,6 +62,9 @@ type statusReport struct {
 	// Firmware is the firmware slots' state; nil when firmware updates are off.
 	Firmware  *firmware.Status `json:"firmware,omitempty"`
 	AuditHead *auditHead       `json:"audit_head,omitempty"`
+	// WorkingKeys is each working key's state (posctl keys status); nil when
+	// acquirer.key_change is not set.
+	WorkingKeys map[iso8583.KeyKind]keyState `json:"working_keys,omitempty"`
 }
 
 type auditHead struct {
@@ -96,8 +101,9 @@ type statusSource struct {
 	st      *store.Store
 	acq     *iso8583.Failover
 	devices func() []terminal.DeviceStatus
-	fw      *firmware.Manager // nil: firmware updates off
-	now     func() time.Time  // tests move the clock to see a link down for long
+	fw      *firmware.Manager                   // nil: firmware updates off
+	keys    func() map[iso8583.KeyKind]keyState // nil: no working-key changes
+	now     func() time.Time                    // tests move the clock to see a link down for long
 }
 
 // report reads every part now. It takes the store's read transactions, never its write
@@ -134,6 +140,9 @@ func (s *statusSource) report(ctx context.Context) statusReport {
 	}
 	seq, mac := s.st.AuditHead()
 	r.AuditHead = &auditHead{seq, mac}
+	if s.keys != nil {
+		r.WorkingKeys = s.keys()
+	}
 	r.Status, r.Reasons = assess(r, now)
 	return r
 }
@@ -221,6 +230,17 @@ func assess(r statusReport, now time.Time) (string, []string) {
 		add(true, "store file: %s", s.Error)
 	} else if s.CapBytes > 0 && float64(s.SizeBytes) >= storeFullRatio*float64(s.CapBytes) {
 		add(false, "store %d%% of its cap (%d of %d MiB)", s.SizeBytes*100/s.CapBytes, s.SizeBytes>>20, s.CapBytes>>20)
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.WorkingKeys)) {
+		st := r.WorkingKeys[k]
+		if st.Alert == "" {
+			continue
+		}
+		if why, ok := strings.CutPrefix(st.Alert, unsavedAlert); ok {
+			add(false, "%s working key %s in use since %s but not saved (%s): a restart would go back to the old key", k, st.ID, st.AlertAt.Format(time.RFC3339), why)
+			continue
+		}
+		add(false, "%s working-key change failed at %s: %s; the old key (%s) is in use", k, st.AlertAt.Format(time.RFC3339), st.Alert, st.ID)
 	}
 	if r.Closing != nil {
 		add(false, "batch %d close begun at %s and not ended", r.Closing.Number, r.Closing.Began.Format(time.RFC3339))

@@ -261,6 +261,18 @@ func TestAssess(t *testing.T) {
 		{"store nearly full", func(r *statusReport) { r.Store.SizeBytes = 60 << 20 }, stateDegraded, []string{"store 93% of its cap (60 of 64 MiB)"}},
 		{"store without cap", func(r *statusReport) { r.Store = storeStatus{SizeBytes: 1 << 30} }, stateOK, nil},
 		{"queue unreadable", func(r *statusReport) { r.Queue.Error = "store: closed" }, stateDown, []string{"store-and-forward queue unreadable: store: closed"}},
+		{"key change failed", func(r *statusReport) {
+			r.WorkingKeys = map[iso8583.KeyKind]keyState{
+				iso8583.KeyMAC: {ID: "mac.g2", Generation: 2, Alert: "the host's key does not import: check value does not match", AlertAt: now.Add(-time.Minute)},
+				iso8583.KeyPIN: {ID: "acq-pin"},
+			}
+		}, stateDegraded, []string{"mac working-key change failed at 2026-12-06T11:59:00Z: the host's key does not import: check value does not match; the old key (mac.g2) is in use"}},
+		{"key changed, not saved", func(r *statusReport) {
+			r.WorkingKeys = map[iso8583.KeyKind]keyState{iso8583.KeyMAC: {ID: "mac.g1", Generation: 1, Alert: unsavedAlert + "disk full", AlertAt: now}}
+		}, stateDegraded, []string{"mac working key mac.g1 in use since 2026-12-06T12:00:00Z but not saved (disk full): a restart would go back to the old key"}},
+		{"keys well", func(r *statusReport) {
+			r.WorkingKeys = map[iso8583.KeyKind]keyState{iso8583.KeyMAC: {ID: "mac.g1", Generation: 1}}
+		}, stateOK, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

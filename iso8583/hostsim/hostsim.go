@@ -175,6 +175,10 @@ type Options struct {
 	// refuse it and keep its old key: "kcv" (a wrong check value beside it), "block" (its
 	// TR-31 MAC altered) or "usage" (a MAC key sent as a PIN key, P0). Default "": none.
 	BadKey string
+	// LoseKeyConfirm makes the host switch to the new key on the terminal's first
+	// confirming 0800 but leave that 0800 unanswered, as if its 0810 were lost: the
+	// terminal cannot know that the host switched. Default false.
+	LoseKeyConfirm bool
 }
 
 // MatchBy says which fields identify an original message (0100, 0200, 0220, 0400, 0420
@@ -245,6 +249,7 @@ type Server struct {
 	changes  map[iso8583.KeyKind]int        // key changes confirmed
 	macByKey map[string]uint64              // requests whose MAC verified, by key id
 	macGen   uint64                         // the last MAC key generation made
+	lostConf bool                           // LoseKeyConfirm has lost its answer
 	conns    map[*connWriter]bool           // the connections, for RequestKeyChange
 	hostSTAN uint32                         // the host's own 0800s
 }

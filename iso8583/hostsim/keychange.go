@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -72,6 +73,18 @@ func (s *Server) keyChange(req *iso8583.Message) (decision, bool) {
 			return decision{rc: iso8583.RCInvalidTxn}, true
 		}
 		delete(s.pending, kc.Key)
+		if s.opts.LoseKeyConfirm && !s.lostConf {
+			// The switch happens; its answer is lost (never written).
+			s.lostConf = true
+			s.changes[kc.Key]++
+			if p.id != "" {
+				s.macKey.Store(&p.id)
+			}
+			s.logf("hostsim: the %s key is now the one of check value %X (%s); the answer to the confirmation is lost on purpose", kc.Key, p.kcv, p.id)
+			return decision{rc: iso8583.RCApproved, fields: func(*iso8583.Message) error {
+				return errors.New("the 0810 to a key-change confirmation is lost on purpose (LoseKeyConfirm)")
+			}}, true
+		}
 		return decision{rc: iso8583.RCApproved, after: func() {
 			s.keyMu.Lock()
 			s.changes[kc.Key]++
