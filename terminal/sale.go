@@ -65,7 +65,9 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		}
 		orig = o
 	}
-	log.Info("sale started")
+	// Debug: the till API's "till request" line has said it all at info, on the same
+	// path (the only caller); one line per step.
+	log.Debug("sale started")
 
 	// 1-3. The card: shown the amount, presented (swipe, chip or fallback), checked
 	// before anything goes online, and its PIN captured in the secure device.

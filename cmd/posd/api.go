@@ -69,14 +69,9 @@ func classifyNexo(r *http.Request) (access.Request, error) {
 		return access.Request{}, errors.New("request larger than 64 KiB")
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	var env struct {
-		SaleToPOIRequest struct {
-			MessageHeader struct{ SaleID string }
-		}
-	}
-	_ = json.Unmarshal(body, &env) // the handler reports a malformed body
-	req := access.Request{SaleID: env.SaleToPOIRequest.MessageHeader.SaleID}
-	switch nexo.Category(body) {
+	peek := nexo.PeekRequest(body) // the handler reports a malformed body
+	req := access.Request{SaleID: peek.SaleID}
+	switch peek.Category {
 	case "Reversal":
 		req.Op = access.OpVoid
 	case "TransactionStatus":
@@ -89,7 +84,7 @@ func classifyNexo(r *http.Request) (access.Request, error) {
 		req.Op = access.OpReconcile
 	default: // Payment, and what the handler refuses as a malformed payment
 		req.Op = access.OpPayment
-		if nexo.IsRefund(body) {
+		if peek.Refund {
 			req.Op = access.OpRefund // money back: the supervisor's
 		}
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 )
@@ -32,4 +34,15 @@ func newLogger(w io.Writer, l LogConfig) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// debugTrace is the trace function of posd run (the acquirer link's lines and each message
+// described field by field): one debug record per line. It is nil when log's level leaves
+// debug out, so that a sale formats nothing for lines no one would see. The level is fixed
+// for the run.
+func debugTrace(log *slog.Logger) func(string, ...any) {
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		return nil
+	}
+	return func(format string, a ...any) { log.Debug(fmt.Sprintf(format, a...)) }
 }

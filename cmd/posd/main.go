@@ -142,7 +142,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	// startDaemon is posd's self-test: devices answer, the store opens, the acquirer is
 	// reachable (when required at start).
-	d, err := startDaemon(ctx, cfg, log, func(format string, a ...any) { log.Debug(fmt.Sprintf(format, a...)) }, fw, fwWake)
+	d, err := startDaemon(ctx, cfg, log, debugTrace(log), fw, fwWake)
 	if err != nil {
 		if fw != nil {
 			if switched, _ := fw.MarkBad(ctx, err.Error()); switched {

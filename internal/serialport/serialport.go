@@ -60,15 +60,18 @@ func (e *InUseError) Error() string {
 
 func (e *InUseError) Unwrap() error { return ErrInUse }
 
-// Port is a serial port opened by Open: a go.bug.st/serial port plus the
-// descriptor that holds the device's lock. Close releases both. Like the
-// port it wraps, it may be read and written from different goroutines, but
-// not read (or written) from two at once; Close may be called from any
-// goroutine, more than once.
+// Port is a serial port opened by Open: a go.bug.st/serial port (termios
+// set-up, writes, modem lines) plus the descriptor that holds the device's
+// lock, through which Read waits on the runtime's poller. Close releases
+// both. Like the port it wraps, it may be read and written from different
+// goroutines, but not read (or written) from two at once; Close may be called
+// from any goroutine, more than once.
 type Port struct {
 	serial.Port
 	path string
 	lock *os.File // holds the flock; TIOCEXCL and TCFLSH go through it
+	in   *os.File // a duplicate of lock's descriptor (non-blocking), on the poller: Read
+	read readState
 
 	closeOnce sync.Once
 	closeErr  error
@@ -108,6 +111,16 @@ func Open(path string, mode *serial.Mode) (*Port, error) {
 		return nil, err
 	}
 	port := &Port{Port: p, path: path, lock: lock}
+	// The reading descriptor shares lock's open file description, non-blocking:
+	// os.NewFile puts it on the poller. Nothing may call Fd on either file, which
+	// would make the shared description blocking.
+	infd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		port.Close()
+		return nil, fmt.Errorf("duplicate the descriptor of %s: %w", path, err)
+	}
+	port.in = os.NewFile(uintptr(infd), path)
+	port.read.timeout.Store(int64(serial.NoTimeout))
 	if err := unix.IoctlSetInt(fd, unix.TIOCEXCL, 0); err != nil {
 		port.Close()
 		return nil, fmt.Errorf("set exclusive use of %s (TIOCEXCL): %w", path, err)
@@ -125,16 +138,27 @@ func (p *Port) Path() string { return p.path }
 // FlushInput discards the bytes received but not yet read (TCFLSH with
 // TCIFLUSH).
 func (p *Port) FlushInput() error {
-	if err := unix.IoctlSetInt(int(p.lock.Fd()), unix.TCFLSH, unix.TCIFLUSH); err != nil {
+	// Through SyscallConn, not Fd: Fd would make the descriptor Read polls blocking.
+	rc, err := p.lock.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TCFLSH, unix.TCIFLUSH) })
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("flush input of %s: %w", p.path, err)
 	}
 	return nil
 }
 
-// Close closes the port (which clears TIOCEXCL and unblocks a pending Read),
+// Close unblocks a pending Read, closes the port (which clears TIOCEXCL),
 // then releases the lock.
 func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
+		if p.in != nil {
+			p.in.Close()
+		}
 		p.closeErr = p.Port.Close()
 		if err := p.lock.Close(); p.closeErr == nil {
 			p.closeErr = err

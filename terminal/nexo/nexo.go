@@ -337,6 +337,49 @@ func IsRefund(body []byte) bool {
 	return pr != nil && pr.PaymentData != nil && pr.PaymentData.PaymentType == "Refund"
 }
 
+// Peek is what a till's request says of itself before it is decoded and checked: what the
+// API's guard needs to tell the request's role.
+//
+// A plain value: safe for concurrent use when not modified.
+type Peek struct {
+	SaleID   string // MessageHeader.SaleID, "" if none
+	Category string // as Category returns it
+	Refund   bool   // as IsRefund reports it
+}
+
+// PeekRequest returns the SaleID of body's header, its Category and whether IsRefund, in one
+// reading of body (the guard's classification is on every request's path).
+func PeekRequest(body []byte) Peek {
+	var env struct {
+		SaleToPOIRequest struct {
+			MessageHeader  struct{ SaleID, MessageCategory string }
+			PaymentRequest *struct {
+				PaymentData *struct{ PaymentType string }
+			}
+		}
+	}
+	if json.Unmarshal(body, &env) != nil {
+		// Malformed: each part as its own reading finds it, as a type error in one part
+		// leaves the others readable.
+		return Peek{SaleID: peekSaleID(body), Category: Category(body), Refund: IsRefund(body)}
+	}
+	req := env.SaleToPOIRequest
+	pr := req.PaymentRequest
+	return Peek{SaleID: req.MessageHeader.SaleID, Category: req.MessageHeader.MessageCategory,
+		Refund: pr != nil && pr.PaymentData != nil && pr.PaymentData.PaymentType == "Refund"}
+}
+
+// peekSaleID is the header's SaleID as far as body can be read.
+func peekSaleID(body []byte) string {
+	var env struct {
+		SaleToPOIRequest struct {
+			MessageHeader struct{ SaleID string }
+		}
+	}
+	_ = json.Unmarshal(body, &env) // what was read before a type error stands
+	return env.SaleToPOIRequest.MessageHeader.SaleID
+}
+
 // Category returns the MessageCategory of a till's request body, or "" if it has none.
 func Category(body []byte) string {
 	var env struct {
