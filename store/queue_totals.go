@@ -42,6 +42,11 @@ func peekCounted(v []byte) (counted, error) {
 	return c, nil
 }
 
+// countedOf is what of it the totals count.
+func countedOf(it Item) counted {
+	return counted{Kind: it.Kind, State: it.State, AmountMinor: it.AmountMinor, Created: it.Created}
+}
+
 // add counts c into t, sign +1, or out of it, sign -1.
 func (t *jsonTotals) add(c counted, sign int) {
 	if c.State == QueueParked {
