@@ -3,11 +3,8 @@ package iso8583_test
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/xml"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -71,43 +68,10 @@ func TestBinaryDialectDecodesInWireshark(t *testing.T) {
 		msgs = append(msgs, m)
 		all.Write(transcript(fmt.Sprintf("frame %d", i), f))
 	}
-	dir := t.TempDir()
-	in, pcap := filepath.Join(dir, "all.txt"), filepath.Join(dir, "all.pcap")
-	if err := os.WriteFile(in, all.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(text2pcap, "-q", "-4", "127.0.0.1,127.0.0.1", "-T", "40000,8583", in, pcap).CombinedOutput(); err != nil {
-		t.Fatalf("text2pcap: %v\n%s", err, out)
-	}
-	out, err := exec.Command(tshark, "-r", pcap, "-d", "tcp.port==8583,iso8583",
-		"-o", "iso8583.len_endian:bigendian", "-o", "iso8583.binencode:Bin data not encoded", "-T", "pdml").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, out)
-	}
-	if bytes.Contains(bytes.ToLower(out), []byte("malformed")) {
-		t.Errorf("Wireshark reports a malformed packet:\n%s", out)
-	}
-	var pdml struct {
-		Packets []struct {
-			Protos []struct {
-				Name   string `xml:"name,attr"`
-				Fields []struct {
-					Name  string `xml:"name,attr"`
-					Show  string `xml:"show,attr"`
-					Value string `xml:"value,attr"`
-				} `xml:"field"`
-			} `xml:"proto"`
-		} `xml:"packet"`
-	}
-	if err := xml.Unmarshal(out, &pdml); err != nil {
-		t.Fatalf("tshark's PDML: %v", err)
-	}
-	if len(pdml.Packets) != len(frames) {
-		t.Fatalf("Wireshark decoded %d packets, want %d", len(pdml.Packets), len(frames))
-	}
+	packets := dissect(t, tshark, text2pcap, all.Bytes(), len(frames), "iso8583.binencode:Bin data not encoded")
 	for i, m := range msgs {
 		got, raw := map[string]string{}, map[string]string{}
-		for _, p := range pdml.Packets[i].Protos {
+		for _, p := range packets[i].Protos {
 			if p.Name == "iso8583" {
 				for _, f := range p.Fields {
 					got[f.Name], raw[f.Name] = f.Show, f.Value
