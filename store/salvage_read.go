@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/posd-dev/posd/store/internal/boltpage"
@@ -70,17 +71,30 @@ func salvageRead(ctx context.Context, src string, timeout time.Duration, rep *Sa
 	// bbolt opens the file read-only: it takes the shared lock (a running posd holds it
 	// exclusively) and checks the meta pages; the pages are then read here, not by bbolt.
 	db, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	var pageSize uint64
+	var bboltRefused error // bbolt would not open it, but its meta pages are readable
 	switch {
 	case err == nil:
+		defer db.Close()
+		pageSize = uint64(db.Info().PageSize)
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store: salvage: %s: %w: stop posd before salvaging its store", src, ErrLocked)
 	case isSystemError(err):
 		return nil, fmt.Errorf("store: salvage: %w", err)
 	default:
-		return nil, fmt.Errorf("store: salvage: %s: %w: bbolt cannot open it (%w): it is not a bbolt file, or both of its meta pages (the first two pages, which say where everything is) are damaged; nothing was copied and the file was not changed", src, ErrLayout, err)
+		// bbolt reads more than the meta pages at open (the freelist page, which a
+		// truncated file may have lost): the pages are read here anyway, so a file whose
+		// meta pages are sound is salvaged without it, under the same shared lock.
+		ps, unlock, lerr := lockAndPageSize(src, timeout)
+		if errors.Is(lerr, ErrLocked) {
+			return nil, fmt.Errorf("store: salvage: %s: %w: stop posd before salvaging its store", src, ErrLocked)
+		}
+		if lerr != nil {
+			return nil, fmt.Errorf("store: salvage: %s: %w: bbolt cannot open it (%w): it is not a bbolt file, or both of its meta pages (the first two pages, which say where everything is) are damaged; nothing was copied and the file was not changed", src, ErrLayout, err)
+		}
+		defer unlock()
+		pageSize, bboltRefused = ps, err
 	}
-	defer db.Close()
-	pageSize := uint64(db.Info().PageSize)
 	f, err := os.Open(src)
 	if err != nil {
 		return nil, fmt.Errorf("store: salvage: %w", err)
@@ -113,6 +127,10 @@ func salvageRead(ctx context.Context, src string, timeout time.Duration, rep *Sa
 	if uint64(size) < st.meta.HighWater*pageSize {
 		rep.Notes = append(rep.Notes, Problem{fmt.Sprintf("the file is truncated: %d bytes, its meta page says %d pages of %d bytes", size, st.meta.HighWater, pageSize),
 			"what was on missing pages in use is listed as lost; look for a backup or an older copy of the file"})
+	}
+	if bboltRefused != nil {
+		rep.Notes = append(rep.Notes, Problem{fmt.Sprintf("bbolt would not open the file (%v): its pages were read without it", bboltRefused),
+			"nothing to do: the copy is a new file that bbolt opens"})
 	}
 	var unknown []string
 	if st.buckets, unknown, err = boltpage.Walk(ctx, f, size, st.meta, salvageBuckets, true); err != nil {
@@ -463,4 +481,38 @@ func (st *salvageState) replay(e logEntry, rep *SalvageReport) {
 			t.Seq = max(t.Seq, uint64(li.ID))
 		}
 	}
+}
+
+// lockAndPageSize takes the shared lock bbolt takes on a file it opens read-only (a running
+// posd holds it exclusively: ErrLocked after timeout) and reads the page size from a valid
+// meta page: the first page's, else the second's at the system's page size.
+func lockAndPageSize(src string, timeout time.Duration) (uint64, func(), error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return 0, nil, err
+	}
+	for deadline := time.Now().Add(timeout); ; {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return 0, nil, ErrLocked
+			}
+			return 0, nil, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	unlock := func() { f.Close() } // closing the file releases the lock
+	for _, off := range []int64{0, int64(os.Getpagesize())} {
+		page := make([]byte, 4096)
+		n, _ := f.ReadAt(page, off)
+		if m, err := boltpage.ParseMeta(page[:n]); err == nil && m.PageSize >= 512 {
+			return uint64(m.PageSize), unlock, nil
+		}
+	}
+	unlock()
+	return 0, nil, errors.New("no valid meta page")
 }
