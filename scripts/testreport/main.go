@@ -122,6 +122,7 @@ func (r *report) event(ev event) {
 		r.failed = true
 		if ev.Test == "" {
 			r.packages++
+			r.unfinished(ev.Package)
 			return
 		}
 		for _, l := range r.buf[key] {
@@ -142,6 +143,27 @@ func (r *report) event(ev event) {
 			r.packages++
 		}
 		delete(r.buf, key)
+	}
+}
+
+// unfinished prints the output of pkg's tests that never ended: a test binary that exited or
+// was killed inside a test (os.Exit, a fatal runtime error, a signal) leaves its running tests
+// without a result, and what they printed is the only clue.
+func (r *report) unfinished(pkg string) {
+	var keys []string
+	for k := range r.buf {
+		if strings.HasPrefix(k, pkg+"\x00") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		_, test, _ := strings.Cut(k, "\x00")
+		fmt.Fprintf(r.out, "--- NO RESULT: %s (the test binary ended inside it)\n", test)
+		for _, l := range r.buf[k] {
+			fmt.Fprint(r.out, l)
+		}
+		delete(r.buf, k)
 	}
 }
 

@@ -90,3 +90,21 @@ func TestReportRealRun(t *testing.T) {
 		t.Errorf("report of a real run:\n%s", out.String())
 	}
 }
+
+// A test binary that ends inside a test (os.Exit, a fatal error) gives that test no result:
+// what it printed is shown with the package's FAIL.
+func TestReportTestWithoutResult(t *testing.T) {
+	var out bytes.Buffer
+	r := &report{out: &out, buf: map[string][]string{}}
+	r.read(strings.NewReader(`{"Action":"run","Package":"c","Test":"TestDies"}
+{"Action":"output","Package":"c","Test":"TestDies","Output":"=== RUN   TestDies\n"}
+{"Action":"output","Package":"c","Test":"TestDies","Output":"    c_test.go:7: about to fall over\n"}
+{"Action":"output","Package":"c","Output":"FAIL\tc\t0.30s\n"}
+{"Action":"fail","Package":"c"}
+`))
+	r.summary()
+	got := out.String()
+	if !strings.Contains(got, "--- NO RESULT: TestDies (the test binary ended inside it)\n") || !strings.Contains(got, "about to fall over") {
+		t.Errorf("output:\n%s", got)
+	}
+}
