@@ -709,19 +709,39 @@ func TestSalvageTruncated(t *testing.T) {
 	}
 	t.Logf("%d cuts: %d partial copies, %d refused", len(cuts), partial, refused)
 	if partial == 0 {
-		// bbolt writes a commit's pages, the bucket list last, where it finds room: with the
-		// freelist kept, that may be the last page in use. Then every cut that loses a page
-		// loses the bucket list too, and a refusal is all there is to give.
+		// bbolt writes a commit's pages where it finds room, the bucket list among the last:
+		// when no page of a bucket's tree lies after it (only free pages and the freelist),
+		// every cut that loses a page in use loses the bucket list too, and a refusal is all
+		// there is to give.
 		f, err := os.Open(fx.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer f.Close()
-		ms := boltpage.ReadMetas(f, uint64(ps))
-		if m := ms.Meta[ms.Newest()]; m.Root+1 >= m.HighWater {
-			t.Logf("the bucket list is page %d, the last of %d in use: no cut keeps it and loses another page", m.Root, m.HighWater)
+		m := boltpage.ReadMetas(f, uint64(ps))
+		f.Close()
+		root := m.Meta[m.Newest()].Root
+		db, err := bolt.Open(fx.path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var after []int // tree pages after the bucket list
+		db.View(func(tx *bolt.Tx) error {
+			for id := int(root) + 1; ; {
+				info, err := tx.Page(id)
+				if err != nil || info == nil {
+					return err
+				}
+				if info.Type == "leaf" || info.Type == "branch" {
+					after = append(after, id)
+				}
+				id += 1 + info.OverflowCount
+			}
+		})
+		db.Close()
+		if len(after) == 0 {
+			t.Logf("the bucket list is page %d and no tree page lies after it: no cut keeps it and loses data", root)
 		} else {
-			t.Errorf("no cut gave a partial copy, though the bucket list is page %d of %d in use", m.Root, m.HighWater)
+			t.Errorf("no cut gave a partial copy, though tree pages %v lie after the bucket list (page %d)", after, root)
 		}
 	}
 }
