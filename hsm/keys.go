@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -115,6 +116,23 @@ type CheckValue struct {
 
 // String returns the value in uppercase hex.
 func (c CheckValue) String() string { return strings.ToUpper(hex.EncodeToString(c.Value)) }
+
+// Matches reports whether want is c's value or its leftmost bytes (a KCV is often given
+// shorter, 3 bytes), compared in constant time.
+func (c CheckValue) Matches(want []byte) bool {
+	return len(want) <= len(c.Value) && subtle.ConstantTimeCompare(want, c.Value[:len(want)]) == 1
+}
+
+// KeyCheckValue returns the check value of a key of algorithm a, as every backend computes
+// it: legacy (the first bytes of zeros encrypted) for TDES, CMAC for AES.
+func KeyCheckValue(a Algorithm, key []byte) (CheckValue, error) {
+	if a.IsAES() {
+		v, err := kcv.AES(key)
+		return CheckValue{Method: kcv.CMAC.String(), Value: v}, err
+	}
+	v, err := kcv.TDES(key, kcv.Legacy)
+	return CheckValue{Method: kcv.Legacy.String(), Value: v}, err
+}
 
 // KeyInfo describes a key without its value. It holds nothing secret. It is a value, safe
 // for concurrent use.
@@ -330,10 +348,5 @@ func ComponentCheckValue(a Algorithm, component []byte) (CheckValue, error) {
 	if len(component) != n {
 		return CheckValue{}, fmt.Errorf("hsm: a %v component is %d bytes, got %d", a, n, len(component))
 	}
-	if a.IsAES() {
-		v, err := kcv.AES(component)
-		return CheckValue{Method: kcv.CMAC.String(), Value: v}, err
-	}
-	v, err := kcv.TDES(component, kcv.Legacy)
-	return CheckValue{Method: kcv.Legacy.String(), Value: v}, err
+	return KeyCheckValue(a, component)
 }

@@ -4,7 +4,6 @@ package pkcs11
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/posd-dev/posd/hsm"
-	"github.com/posd-dev/posd/hsm/kcv"
 	"github.com/posd-dev/posd/hsm/tr31"
 )
 
@@ -133,18 +131,11 @@ func (b *Backend) create(id string, a hsm.Algorithm, u hsm.Usage, value, ksn, wa
 	if err != nil {
 		return hsm.KeyInfo{}, err
 	}
-	var cv hsm.CheckValue
-	if a.IsAES() {
-		cv.Method = kcv.CMAC.String()
-		cv.Value, err = kcv.AES(value)
-	} else {
-		cv.Method = kcv.Legacy.String()
-		cv.Value, err = kcv.TDES(value, kcv.Legacy)
-	}
+	cv, err := hsm.KeyCheckValue(a, value)
 	if err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("pkcs11: key %q: %w", id, err)
 	}
-	if wantKCV != nil && (len(wantKCV) > len(cv.Value) || subtle.ConstantTimeCompare(wantKCV, cv.Value[:len(wantKCV)]) != 1) {
+	if wantKCV != nil && !cv.Matches(wantKCV) {
 		return hsm.KeyInfo{}, fmt.Errorf("%w: key %q has check value %s", hsm.ErrCheckValue, id, cv)
 	}
 	info := hsm.KeyInfo{ID: id, Algorithm: a, Usage: u, CheckValue: cv}

@@ -26,7 +26,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -435,19 +434,11 @@ func (b *Backend) store(id string, a hsm.Algorithm, u hsm.Usage, value, ksn, wan
 	if !allowed(a, u) {
 		return hsm.KeyInfo{}, fmt.Errorf("%w: soft: a %v key cannot be a %v key", hsm.ErrKeyUsage, a, u)
 	}
-	var cv hsm.CheckValue
-	var err error
-	if a.IsAES() {
-		cv.Method = kcv.CMAC.String()
-		cv.Value, err = kcv.AES(value)
-	} else {
-		cv.Method = kcv.Legacy.String()
-		cv.Value, err = kcv.TDES(value, kcv.Legacy)
-	}
+	cv, err := hsm.KeyCheckValue(a, value)
 	if err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("soft: key %q: %w", id, err)
 	}
-	if wantKCV != nil && (len(wantKCV) > len(cv.Value) || subtle.ConstantTimeCompare(wantKCV, cv.Value[:len(wantKCV)]) != 1) {
+	if wantKCV != nil && !cv.Matches(wantKCV) {
 		return hsm.KeyInfo{}, fmt.Errorf("%w: key %q has check value %s", hsm.ErrCheckValue, id, cv)
 	}
 	k := &key{info: hsm.KeyInfo{ID: id, Algorithm: a, Usage: u, CheckValue: cv}, value: append([]byte(nil), value...)}
