@@ -475,7 +475,9 @@ func TestPadDeviceNoiseBeforeConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.Close()
-	waitInputQueued(t, pair.A, len(noise))
+	if err := ptypair.WaitQueued(pair.A, len(noise), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	s, err := padsim.ParseScript([]byte(`{"events":[]}`))
 	if err != nil {
@@ -554,31 +556,6 @@ func (r *firstByteReader) Read(b []byte) (int, error) {
 		r.first.mu.Unlock()
 	}
 	return n, err
-}
-
-// waitInputQueued waits until the input queue of the tty at path holds n
-// bytes (the pty pair's relay has carried them over).
-func waitInputQueued(t *testing.T, path string, n int) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		q, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d bytes queued after 5s, want %d", path, q, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestPadDevicePortInUse: a pad whose port another holder has (here this

@@ -14,7 +14,6 @@ import (
 	"github.com/posd-dev/posd/internal/serialport"
 	"github.com/posd-dev/posd/terminal/ptypair"
 	"go.bug.st/serial"
-	"golang.org/x/sys/unix"
 )
 
 // holdEnv, when set to a device path, makes the test binary a holder
@@ -162,7 +161,9 @@ func TestOpenFlushesNoise(t *testing.T) {
 	if _, err := pad.Write(noise); err != nil {
 		t.Fatal(err)
 	}
-	waitQueued(t, pair.A, len(noise))
+	if err := ptypair.WaitQueued(pair.A, len(noise), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	host, err = serialport.Open(pair.A, mode())
 	if err != nil {
@@ -182,29 +183,5 @@ func TestOpenFlushesNoise(t *testing.T) {
 	}
 	if string(got) != string(frame) {
 		t.Fatalf("first bytes read % x, want the frame % x (noise not flushed)", got, frame)
-	}
-}
-
-// waitQueued waits until the input queue of the tty at path holds n bytes.
-func waitQueued(t *testing.T, path string, n int) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		q, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d bytes queued after 5s, want %d", path, q, n)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
