@@ -89,30 +89,3 @@ func softKey(path string) ([]byte, error) { return ceremony.SoftDataKey(path) }
 func loadSoftOthers(ctx context.Context, m *hsm.Module, keyFile string) error {
 	return ceremony.LoadSoftOthers(ctx, m, keyFile)
 }
-
-// softStore is what keyx.go uses of the soft key files (readOthers, saveImported, clear),
-// kept under its old names over ceremony.SoftFiles, which holds the keys and writes the
-// files. Only dataFile is used: the second file is always dataFile + ".keys".
-type softStore struct {
-	dataFile, otherFile string
-	entries             map[string]*softEntry // unused: keyx.go's literal sets it
-	files               *ceremony.SoftFiles
-}
-
-// softEntry is kept for keyx.go's softStore literal; ceremony.SoftFiles holds the keys.
-type softEntry struct{}
-
-func (s *softStore) soft() *ceremony.SoftFiles {
-	if s.files == nil {
-		s.files = ceremony.NewSoftFiles(s.dataFile)
-	}
-	return s.files
-}
-
-func (s *softStore) readOthers() error { return s.soft().ReadOthers() }
-
-func (s *softStore) saveImported(info hsm.KeyInfo, kbpkID, block string) error {
-	return s.soft().SaveImported(info, kbpkID, block)
-}
-
-func (s *softStore) clear() { s.soft().Clear() }

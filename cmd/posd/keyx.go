@@ -27,6 +27,7 @@ import (
 
 	moov "github.com/moov-io/iso8583"
 	"github.com/posd-dev/posd/hsm"
+	"github.com/posd-dev/posd/hsm/ceremony"
 	"github.com/posd-dev/posd/internal/atomicfile"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/terminal/access"
@@ -486,12 +487,12 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 	if cfg.HSM.Data.Backend == "soft" {
 		keyFile := cfg.HSM.Data.KeyFile
 		r.persist = func(info hsm.KeyInfo, kbpk, block string) error {
-			s := &softStore{dataFile: keyFile, otherFile: keyFile + ".keys", entries: map[string]*softEntry{}}
-			defer s.clear()
-			if err := s.readOthers(); err != nil {
+			s := ceremony.NewSoftFiles(keyFile)
+			defer s.Clear()
+			if err := s.ReadOthers(); err != nil {
 				return err
 			}
-			return s.saveImported(info, kbpk, block)
+			return s.SaveImported(info, kbpk, block)
 		}
 	}
 	macID, err := r.load(ctx)
