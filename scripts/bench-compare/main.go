@@ -229,7 +229,7 @@ func main() {
 		row{measure: "link, 32 in flight, rate vs raw framed echo", unit: "x", target: ">= 0.5", values: series(rs, "BenchmarkLinkVsEcho32", "x-echo-rate")},
 		row{measure: "link, CPU per round trip (client + lean host) over the raw echo's, 1 in flight", unit: "µs", target: "<= 25",
 			values: differences(series(rs, "BenchmarkLinkVsEcho1", "µs-cpu/op"), series(rs, "BenchmarkLinkVsEcho1", "echo-µs-cpu/op")),
-			note: "the link's own work: at 1 in flight the transport alone (the raw echo's syscalls and wake-ups) costs the next row's echo figure"},
+			note:   "the link's own work: at 1 in flight the transport alone (the raw echo's syscalls and wake-ups) costs the next row's echo figure"},
 		row{measure: "link, CPU per round trip (client + lean host), 1 in flight", unit: "µs", values: series(rs, "BenchmarkLinkVsEcho1", "µs-cpu/op")},
 		row{measure: "raw framed echo, CPU per round trip, 1 in flight", unit: "µs", values: series(rs, "BenchmarkLinkVsEcho1", "echo-µs-cpu/op")},
 		row{measure: "link, CPU per round trip, 32 in flight", unit: "µs", target: "<= 25", values: series(rs, "BenchmarkLinkVsEcho32", "µs-cpu/op")},
