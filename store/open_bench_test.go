@@ -31,8 +31,7 @@ var (
 )
 
 // historyStore builds, once per test binary, a store of n finished journal records (each
-// with its till index keys) and historyQueue queued advices, written in large commits
-// without fsync (a store built sale by sale would take hours).
+// with its till index keys) and historyQueue queued advices (buildHistory).
 func historyStore(tb testing.TB, n int) string {
 	historyMu.Lock()
 	defer historyMu.Unlock()
@@ -45,6 +44,14 @@ func historyStore(tb testing.TB, n int) string {
 	}
 	path := filepath.Join(dir, "history.db")
 	historyPaths[n] = path
+	buildHistory(tb, path, n, historyQueue)
+	return path
+}
+
+// buildHistory writes at path a store of n finished journal records (each with its till
+// index keys) and queued advices, in large commits without fsync (a store built sale by
+// sale would take hours).
+func buildHistory(tb testing.TB, path string, n, queued int) {
 	s, err := Open(path, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -54,7 +61,7 @@ func historyStore(tb testing.TB, n int) string {
 	defer func() { s.db.NoSync = false }()
 	now := time.Now()
 	const chunk = 5000
-	for done := 0; done < n; done += chunk {
+	for done := 0; done < max(n, 1); done += chunk {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			j := tx.Bucket(bucketJournal)
 			for i := done; i < min(n, done+chunk); i++ {
@@ -72,10 +79,10 @@ func historyStore(tb testing.TB, n int) string {
 					return err
 				}
 			}
-			if done > 0 {
+			if done > 0 || queued == 0 {
 				return nil
 			}
-			items := make([]Item, historyQueue)
+			items := make([]Item, queued)
 			for i := range items {
 				items[i] = Item{TxnID: TxnID(i + 1), Kind: KindAdvice, STAN: uint32(i + 1), AmountMinor: 1250, Currency: "EUR", MaskedPAN: "476173******0010", Payload: []byte(`{"orig_mti":"0200"}`)}
 			}
@@ -89,7 +96,22 @@ func historyStore(tb testing.TB, n int) string {
 	if err := s.db.Sync(); err != nil {
 		tb.Fatal(err)
 	}
-	return path
+}
+
+// TestHelperBuildHistory builds a history store for another package's benchmark (cmd/posd's
+// BenchmarkIdleRSS): POSD_BUILD_HISTORY="N PATH" writes N finished sales and no queued
+// advices at PATH. Without it, it does nothing.
+func TestHelperBuildHistory(t *testing.T) {
+	spec := os.Getenv("POSD_BUILD_HISTORY")
+	if spec == "" {
+		t.Skip("a helper for cmd/posd's BenchmarkIdleRSS (POSD_BUILD_HISTORY=\"N PATH\")")
+	}
+	ns, path, ok := strings.Cut(spec, " ")
+	n, err := strconv.Atoi(ns)
+	if !ok || err != nil || n < 0 {
+		t.Fatalf("POSD_BUILD_HISTORY=%q: want \"N PATH\"", spec)
+	}
+	buildHistory(t, path, n, 0)
 }
 
 // startup is what posd does with its store at start: open (folding the log), the
