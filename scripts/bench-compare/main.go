@@ -256,7 +256,7 @@ func main() {
 			note: "VmRSS of the running daemon (with its pad and host simulators outside it) 2 s after it answered /v1/status"},
 		row{measure: "posd ready (exec to first /v1/status answer), 1M records vs empty", unit: "x", target: "<= 1.5",
 			values: ratios(series(rs, "BenchmarkIdleRSS1M", "ready-ms"), series(rs, "BenchmarkIdleRSSEmpty", "ready-ms")),
-			note: "the whole daemon's start-up, polled every 10 ms"},
+			note:   "the whole daemon's start-up, polled every 10 ms"},
 	)
 
 	// fdatasyncs per sale on the till's path, counted by strace on the real daemon.
