@@ -53,6 +53,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 
 	var sale, minimum, pad, turns, ratio []float64
 	cpu0 := processCPU(b, r.posd.Process.Pid)
+	lines0 := strings.Count(r.logs.String(), "\n")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := r.line.turns.Load()
@@ -73,6 +74,10 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
+	b.ReportMetric(float64(strings.Count(r.logs.String(), "\n")-lines0)/float64(b.N), "log-lines/sale")
+	if os.Getenv("POSD_BENCH_LOGTAIL") != "" {
+		b.Log(tail(r.logs.String()))
+	}
 	b.ReportMetric(median(sale), "sale-ms")
 	b.ReportMetric(median(minimum), "min-ms")
 	b.ReportMetric(median(pad), "pad-ms")
