@@ -224,25 +224,52 @@ func (s *Store) write(name string, op logOp) error {
 	s.lsn = lsn
 	s.pending = append(s.pending, logEntry{lsn, op})
 	s.note(op)
-	if len(s.pending) >= foldOps || s.log.used() >= logSize/2 {
-		_ = s.fold() // the record is durable in the log; a failed fold is retried and reported by the next write
-	} else if s.timer == nil && s.foldDelay >= 0 {
+	s.lastWrite = time.Now()
+	switch {
+	case s.foldDelay < 0:
+		if s.foldDue() {
+			_ = s.fold() // the record is durable in the log; a failed fold is retried and reported by the next write
+		}
+	case s.foldDue():
+		// Fold now, but not on this write's path: the caller (a sale) has its record durable
+		// and goes on while the timer's goroutine commits. A timer that fired already is
+		// waiting for mu and folds as soon as this write lets go of it.
+		if s.timer == nil || s.timer.Stop() {
+			s.timer = time.AfterFunc(0, s.foldLater)
+		}
+	case s.timer == nil:
 		s.timer = time.AfterFunc(s.foldDelay, s.foldLater)
 	}
 	return nil
 }
 
-// foldOps is how many records the log holds at most before a write folds them at once.
+// foldOps is how many records the log holds before they are folded without waiting for
+// the writes to pause. It bounds, with the log's size, what Open replays after a crash.
 const foldOps = 512
 
-// foldLater is the timer's fold, a little after a write.
+// foldDue reports whether the log holds enough to fold without waiting for the writes to
+// pause: foldOps records or half of the log. s.mu held.
+func (s *Store) foldDue() bool {
+	return len(s.pending) >= foldOps || s.log.used() >= logSize/2
+}
+
+// foldLater is the timer's fold: once no write came for foldDelay (sales back to back
+// then pay no commit between them, and no commit's syncs queue at the disk in front of a
+// sale's), or at once when the log holds enough (foldDue).
 func (s *Store) foldLater() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timer = nil
-	if !s.closed {
-		_ = s.fold() // kept in s.foldErr for the next write
+	if s.closed || len(s.pending) == 0 {
+		return
 	}
+	if !s.foldDue() {
+		if wait := s.foldDelay - time.Since(s.lastWrite); wait > 0 {
+			s.timer = time.AfterFunc(wait, s.foldLater)
+			return
+		}
+	}
+	_ = s.fold() // kept in s.foldErr for the next write
 }
 
 // fold commits the log's records to the bbolt file, in one commit, then rewinds the log.

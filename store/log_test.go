@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -398,6 +399,68 @@ func TestFoldLaterByTimer(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestFoldWaitsForPause: writes closer together than FoldDelay (sales back to back) are
+// not folded between them, so that no commit, and none of its syncs, comes between two
+// sales; once the writes pause for FoldDelay the timer folds them all in one commit.
+func TestFoldWaitsForPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 20 * time.Millisecond
+		s, err := Open(filepath.Join(t.TempDir(), "posd.db"), &Options{FoldDelay: delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := commitsOf(s)
+		pending := func() int {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return len(s.pending)
+		}
+		const n = 10
+		for i := range n {
+			begin(t, s, uint32(i+1))
+			time.Sleep(delay / 2)
+			synctest.Wait()
+		}
+		if got, c := pending(), commitsOf(s)-before; got != n || c != 0 {
+			t.Fatalf("writes %v apart: %d records pending and %d commits, want %d and 0", delay/2, got, c, n)
+		}
+		time.Sleep(delay / 2) // delay since the last write
+		synctest.Wait()
+		if got, c := pending(), commitsOf(s)-before; got != 0 || c != 1 {
+			t.Fatalf("after a pause of %v: %d records pending and %d commits, want 0 and 1", delay, got, c)
+		}
+	})
+}
+
+// TestFoldDueWithoutPause: writes that never pause are folded once the log holds foldOps
+// records, in the background (the write that reached it returns first).
+func TestFoldDueWithoutPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := Open(filepath.Join(t.TempDir(), "posd.db"), &Options{FoldDelay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := commitsOf(s)
+		for i := range foldOps - 1 {
+			begin(t, s, uint32(i+1))
+		}
+		synctest.Wait()
+		if c := commitsOf(s) - before; c != 0 {
+			t.Fatalf("%d records: %d commits, want 0", foldOps-1, c)
+		}
+		begin(t, s, foldOps)
+		synctest.Wait()
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
+		if c := commitsOf(s) - before; n != 0 || c != 1 {
+			t.Fatalf("%d records: %d pending, %d commits, want 0 and 1", foldOps, n, c)
+		}
+	})
 }
 
 func FuzzReadLog(f *testing.F) {

@@ -105,9 +105,11 @@ type Options struct {
 	Auditor Auditor
 	// AuditKeyID is the key the Auditor uses. Default "audit".
 	AuditKeyID string
-	// FoldDelay is how long after a write to the write-ahead log its record is folded into
-	// the bbolt file (see the package documentation, "Durability"). Default 20ms; negative:
-	// only when the log fills or a read or another write needs it (for tests).
+	// FoldDelay is how long the writes to the write-ahead log must pause before its records
+	// are folded into the bbolt file (see the package documentation, "Durability"); a log
+	// holding 512 records or half its size is folded at once, in the background. Default
+	// 20ms; negative: only when the log fills or a read or another write needs it (for
+	// tests).
 	FoldDelay time.Duration
 	// ObserveWrite, when set, is told how long each durable write took (a log append with
 	// its fdatasync, or a commit to the bbolt file for a record too large for the log),
@@ -143,6 +145,7 @@ type Store struct {
 	nextQueue QueueID
 	open      map[TxnID]bool // records with no outcome
 	timer     *time.Timer    // a fold to come
+	lastWrite time.Time      // of the last log append: the timer folds once writes pause
 	foldErr   error          // why the last fold failed; new transactions wait for a fold that works
 	logErr    error          // a failed log write: the log's state is unknown, no more writes
 	closed    bool
