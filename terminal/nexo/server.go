@@ -103,7 +103,11 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	h.log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String(), "refund", p.Refund, "original", p.Original)
+	// At info a sale is one line, the terminal's "outcome journaled"; the till's request
+	// and a successful answer are at debug (formatted only when debug is on).
+	if h.log.Enabled(r.Context(), slog.LevelDebug) {
+		h.log.Debug("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String(), "refund", p.Refund, "original", p.Original)
+	}
 	// The sale runs to its end even if the till hangs up: the journal and the customer
 	// need an outcome either way, and the till finds the answer with TransactionStatus.
 	ctx := context.WithoutCancel(r.Context())
@@ -131,7 +135,11 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 		resp = FromResult(p, res, h.opts.MerchantID)
 	}
 	pr := resp.PaymentResponse
-	h.log.Info("till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
+	level := slog.LevelDebug
+	if pr.Response.Result != "Success" {
+		level = slog.LevelInfo // busy, refused, declined, aborted: the till's side of it
+	}
+	h.log.Log(r.Context(), level, "till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
 	// The till is gone when its connection closed before the answer was written (the
 	// server cancels the request's context), or when writing the answer fails. A till
 	// that reads the answer and then hangs up at once also cancels the context: asked
