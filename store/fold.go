@@ -222,7 +222,7 @@ func (s *Store) write(name string, op logOp) error {
 		return s.wrap(name, err)
 	}
 	s.lsn = lsn
-	s.pending = append(s.pending, logEntry{lsn, op})
+	s.addPending(logEntry{lsn, op})
 	s.note(op)
 	s.lastWrite = time.Now()
 	switch {
@@ -285,14 +285,14 @@ func (s *Store) fold() error {
 	err := s.commit(s.pending)
 	if err == nil {
 		s.applied = s.pending[len(s.pending)-1].lsn
-		s.pending = s.pending[:0]
+		s.dropPending(len(s.pending))
 	} else if isFullError(err) {
 		for len(s.pending) > 0 {
 			if one := s.commit(s.pending[:1]); one != nil {
 				break
 			}
 			s.applied = s.pending[0].lsn
-			s.pending = s.pending[1:]
+			s.dropPending(1)
 		}
 	}
 	if err == nil || len(s.pending) == 0 {
@@ -322,4 +322,33 @@ func (s *Store) commit(entries []logEntry) error {
 
 func isFullError(err error) bool {
 	return errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC)
+}
+
+// addPending adds e, just written to the log or read back from it, to what a fold will
+// commit, and its till keys to the index LookupTill reads (a till key names one
+// transaction: the first begin holding it keeps it). s.mu held.
+func (s *Store) addPending(e logEntry) {
+	s.pending = append(s.pending, e)
+	for _, k := range e.op.Till {
+		if _, ok := s.tillKeys[k]; !ok {
+			s.tillKeys[k] = e.op.Txn
+		}
+	}
+}
+
+// dropPending removes the first n pending entries, committed to the file, and their till
+// keys from the index: the file's till bucket answers for them now. s.mu held.
+func (s *Store) dropPending(n int) {
+	for _, e := range s.pending[:n] {
+		for _, k := range e.op.Till {
+			if s.tillKeys[k] == e.op.Txn {
+				delete(s.tillKeys, k)
+			}
+		}
+	}
+	if n == len(s.pending) {
+		s.pending = s.pending[:0]
+	} else {
+		s.pending = s.pending[n:]
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -461,6 +462,45 @@ func TestFoldDueWithoutPause(t *testing.T) {
 			t.Fatalf("%d records: %d pending, %d commits, want 0 and 1", foldOps, n, c)
 		}
 	})
+}
+
+// TestLookupTillInLogAndFile: a till request's keys find its transaction while the begin
+// is only in the log, after a fold, and after a crash left it in the log.
+func TestLookupTillInLogAndFile(t *testing.T) {
+	ctx := context.Background()
+	s := openNoFold(t, filepath.Join(t.TempDir(), "posd.db"))
+	ids := map[uint32]TxnID{}
+	for stan := uint32(1); stan <= 3; stan++ {
+		in := sampleIntent(stan)
+		in.ServiceID = fmt.Sprint("svc", stan)
+		id, err := s.Begin(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[stan] = id
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		for stan, id := range ids {
+			for _, k := range []TillKey{SaleTxnKey("till-7", fmt.Sprint("st-", stan)), ServiceKey("till-7", fmt.Sprint("svc", stan))} {
+				if got, ok, err := s.LookupTill(ctx, k); err != nil || !ok || got != id {
+					t.Errorf("%s: LookupTill(%q) = %d, %v, %v; want %d", when, k, got, ok, err, id)
+				}
+			}
+		}
+		if got, ok, err := s.LookupTill(ctx, SaleTxnKey("till-7", "st-4")); err != nil || ok {
+			t.Errorf("%s: LookupTill of an unknown key = %d, %v, %v", when, got, ok, err)
+		}
+	}
+	check(s, "in the log")
+	check(openNoFold(t, crashCopy(t, s)), "replayed after a crash")
+	if _, err := s.Get(ctx, ids[1]); err != nil { // a read folds
+		t.Fatal(err)
+	}
+	if n := len(s.pending); n != 0 || len(s.tillKeys) != 0 {
+		t.Fatalf("after the fold: %d pending, %d till keys held in memory", n, len(s.tillKeys))
+	}
+	check(s, "in the file")
 }
 
 func FuzzReadLog(f *testing.F) {

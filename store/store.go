@@ -137,10 +137,11 @@ type Store struct {
 	// guards the fields below.
 	mu        sync.Mutex
 	log       *logFile
-	lsn       uint64     // the last log record written
-	applied   uint64     // the last log record folded into the bbolt file
-	pending   []logEntry // written, not yet folded, in LSN order
-	stan      uint32     // the STAN counter, ahead of the file while records are pending
+	lsn       uint64           // the last log record written
+	applied   uint64           // the last log record folded into the bbolt file
+	pending   []logEntry       // written, not yet folded, in LSN order
+	tillKeys  map[string]TxnID // the till keys of the begins in pending (LookupTill)
+	stan      uint32           // the STAN counter, ahead of the file while records are pending
 	nextTxn   TxnID
 	nextQueue QueueID
 	open      map[TxnID]bool // records with no outcome
@@ -222,7 +223,7 @@ func open(path string, o Options) (*Store, error) {
 		// ErrVersionMismatch, ErrChecksum, "file size too small".
 		return nil, fmt.Errorf("store: open %s: %w: not a bbolt database (%w); the file was not changed: check the configured store path, and if the file must be replaced move it aside with its -wal file (do not delete them, they may hold unfinished transactions) so that posd creates a new store", path, ErrLayout, err)
 	}
-	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool),
+	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool), tillKeys: map[string]TxnID{},
 		maxSize: o.MaxSize, auditor: o.Auditor, auditKeyID: o.AuditKeyID, observe: o.ObserveWrite}
 	id, err := s.initLayout()
 	if err != nil {
@@ -286,7 +287,7 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 			return fmt.Errorf("store: open %s: %w: the write-ahead log %s jumps from record %d to %d; the files were not changed: run posd store check --path %s", s.path, ErrCorrupt, lp, s.lsn, e.lsn, s.path)
 		}
 		s.lsn = e.lsn
-		s.pending = append(s.pending, e)
+		s.addPending(e)
 		s.note(e.op)
 	}
 	// The records of a crashed process go into the file now. If the file is full they stay
