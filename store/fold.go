@@ -25,6 +25,13 @@ type logOp struct {
 	Outcome *jsonOutcome    `json:"outcome,omitempty"`  // finish
 	Items   []logItem       `json:"items,omitempty"`    // finish: queued with the outcome, sealed
 	Links   []jsonLink      `json:"links,omitempty"`    // begin, finish: the audit chain's links of this write
+
+	// finished is, on a finish this process wrote, the record's value with the outcome as
+	// Finish made it for the record's audit link, so that the fold puts those bytes
+	// without decoding and encoding the record again. Not in the log: a finish read back
+	// after a crash has none, and the fold makes the value from the journal's record
+	// (the same bytes: Finish made them from that record the same way).
+	finished []byte
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -96,17 +103,19 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 		if v == nil {
 			return fmt.Errorf("log finishes transaction %d, which is not in the journal: %w", op.Txn, ErrCorrupt)
 		}
-		rec, err := decodeRecord(op.Txn, v)
-		if err != nil {
-			return err
-		}
-		if rec.Outcome != nil {
-			return fmt.Errorf("log finishes transaction %d, which is finished (%s): %w", op.Txn, rec.Outcome.State, ErrCorrupt)
-		}
 		out := Outcome(*op.Outcome)
-		nv, err := encodeRecord(rec.Intent, &out)
-		if err != nil {
-			return err
+		nv := op.finished
+		if nv == nil {
+			rec, err := decodeRecord(op.Txn, v)
+			if err != nil {
+				return err
+			}
+			if rec.Outcome != nil {
+				return fmt.Errorf("log finishes transaction %d, which is finished (%s): %w", op.Txn, rec.Outcome.State, ErrCorrupt)
+			}
+			if nv, err = encodeRecord(rec.Intent, &out); err != nil {
+				return err
+			}
 		}
 		if err := j.Put(op.Txn.key(), nv); err != nil {
 			return err

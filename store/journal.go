@@ -401,11 +401,12 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	out.Batch = s.batch
 	o := jsonOutcome(out)
 	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
-	// The record as the fold will write it, for its link.
+	// The record as the fold will write it, for its link (and for the fold).
 	nv, err := s.finishedValue(id, &out)
 	if err != nil {
 		return nil, s.wrap(name, err)
 	}
+	op.finished = nv
 	saved := s.saveChain()
 	l, err := s.newLink(ctx, refLink(linkFinish, txnRef(id), nv))
 	if err != nil {
