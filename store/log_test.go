@@ -518,7 +518,7 @@ func TestFoldFinishedSameBytes(t *testing.T) {
 	if err := s.Finish(ctx, id, approved()); err != nil {
 		t.Fatal(err)
 	}
-	s2 := openNoFold(t, crashCopy(t, s)) // replayed: made from the record
+	s2 := openNoFold(t, crashCopy(t, s))      // replayed: made from the record
 	if _, err := s.Get(ctx, id); err != nil { // folded: Finish's bytes
 		t.Fatal(err)
 	}
