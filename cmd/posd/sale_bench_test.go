@@ -33,7 +33,11 @@ import (
 func BenchmarkSaleVsMinimum(b *testing.B) {
 	r := newXORig(b)
 	r.pad(b, xoSwipes(b.N+1))
-	if !r.start(b) {
+	var env []string // POSD_BENCH_ENV="K=V K=V": posd's own environment, for a comparison (GOMAXPROCS, GODEBUG)
+	if e := os.Getenv("POSD_BENCH_ENV"); e != "" {
+		env = strings.Fields(e)
+	}
+	if !r.start(b, env...) {
 		b.Fatalf("posd exited at start:\n%s", tail(r.logs.String()))
 	}
 	b.Cleanup(func() { r.stop(b) })
