@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -71,16 +70,17 @@ func NewHandler(t *terminal.Terminal, opts ServerOptions) http.Handler {
 }
 
 func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	b, err := ReadBody(r) // read and decoded already when the API's guard peeked at it
+	if errors.Is(err, ErrTooLarge) {
+		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "reading the request: "+err.Error())
+		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if len(body) > MaxBody {
-		httpError(w, http.StatusRequestEntityTooLarge, "request larger than 64 KiB")
-		return
-	}
-	switch Category(body) {
+	body := b.raw
+	switch b.category() {
 	case "Reversal":
 		h.serveReversal(w, r, body)
 	case "TransactionStatus":
@@ -92,12 +92,12 @@ func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
 	case "Reconciliation":
 		h.serveReconciliation(w, r, body)
 	default:
-		h.servePayment(w, r, body)
+		h.servePayment(w, r, b)
 	}
 }
 
-func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []byte) {
-	p, err := DecodePayment(body, h.opts.POIID)
+func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body *Body) {
+	p, err := body.payment(h.opts.POIID)
 	if err != nil {
 		h.log.Warn("till request refused", "reason", err)
 		httpError(w, http.StatusBadRequest, err.Error())
