@@ -32,6 +32,9 @@ type logOp struct {
 	// after a crash has none, and the fold makes the value from the journal's record
 	// (the same bytes: Finish made them from that record the same way).
 	finished []byte
+	// encoded is, on a begin, that Record was made by encodeRecord in this process (not
+	// read back from a log): see finishedValue.
+	encoded bool
 }
 
 // logItem is a queued item as its kind bucket holds it.

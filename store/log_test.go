@@ -504,36 +504,77 @@ func TestLookupTillInLogAndFile(t *testing.T) {
 }
 
 // TestFoldFinishedSameBytes: the fold puts the finished record Finish made for its audit
-// link; a replay after a crash makes it again from the journal's record. Both must be the
-// same bytes, or the chain would not verify after a crash.
+// link (for a plain record, without decoding it); a replay after a crash makes it again from
+// the journal's record, decoded and encoded. Both must be the same bytes, or the chain would
+// not verify after a crash.
 func TestFoldFinishedSameBytes(t *testing.T) {
-	ctx := context.Background()
-	s := openNoFold(t, filepath.Join(t.TempDir(), "posd.db"))
-	in := sampleIntent(1)
-	in.SaleTransactionID = "st-\xff-caf\u00e9" // not UTF-8, then not ASCII: encoded again, they could differ
-	id, err := s.Begin(ctx, in)
+	for name, saleTxn := range map[string]string{
+		"plain":           "st-1",
+		"escaped":         `st-<"\\">&`,
+		"not UTF-8":       "st-\xff-caf\u00e9", // replaced when encoded: encoded again, it would differ
+		"valid non-ASCII": "st-caf\u00e9-\u2028",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := openNoFold(t, filepath.Join(t.TempDir(), "posd.db"))
+			in := sampleIntent(1)
+			in.SaleTransactionID = saleTxn
+			id, err := s.Begin(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := approved()
+			out.Reason = "a reason with <html> & \"quotes\""
+			if err := s.Finish(ctx, id, out); err != nil {
+				t.Fatal(err)
+			}
+			s2 := openNoFold(t, crashCopy(t, s))      // replayed: made from the record
+			if _, err := s.Get(ctx, id); err != nil { // folded: Finish's bytes
+				t.Fatal(err)
+			}
+			value := func(s *Store) []byte {
+				var v []byte
+				s.db.View(func(tx *bolt.Tx) error { v = bytes.Clone(tx.Bucket(bucketJournal).Get(id.key())); return nil })
+				return v
+			}
+			if a, b := value(s), value(s2); len(a) == 0 || !bytes.Equal(a, b) {
+				t.Errorf("folded %s\nreplayed %s", a, b)
+			}
+			for _, st := range []*Store{s, s2} {
+				if r, err := st.VerifyAudit(ctx); err != nil || !r.OK() {
+					t.Errorf("VerifyAudit = %+v, %v", r, err)
+				}
+				if rec, err := st.Get(ctx, id); err != nil || rec.Outcome == nil || rec.Outcome.State != StateApproved || rec.Intent.STAN != 1 {
+					t.Errorf("Get = %+v, %v", rec, err)
+				}
+			}
+		})
+	}
+}
+
+// TestWithOutcomeIsEncodeRecord: the outcome added to a plain record's bytes gives the bytes
+// encodeRecord gives.
+func TestWithOutcomeIsEncodeRecord(t *testing.T) {
+	in := sampleIntent(7)
+	in.Chip, in.AID, in.Original = true, "A0000000031010", 3
+	v, err := encodeRecord(in, nil)
+	if err != nil || !plainJSON(v) {
+		t.Fatalf("encodeRecord = %s, %v (plain %v)", v, err, plainJSON(v))
+	}
+	out := approved()
+	out.Reversed = &Settlement{}
+	want, err := encodeRecord(in, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Finish(ctx, id, approved()); err != nil {
-		t.Fatal(err)
+	if got, err := withOutcome(v, &out); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("withOutcome = %s, %v\nencodeRecord = %s", got, err, want)
 	}
-	s2 := openNoFold(t, crashCopy(t, s))      // replayed: made from the record
-	if _, err := s.Get(ctx, id); err != nil { // folded: Finish's bytes
-		t.Fatal(err)
+	if _, err := withOutcome([]byte(`{"v":1`), &out); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("withOutcome of a cut record: %v", err)
 	}
-	value := func(s *Store) []byte {
-		var v []byte
-		s.db.View(func(tx *bolt.Tx) error { v = bytes.Clone(tx.Bucket(bucketJournal).Get(id.key())); return nil })
-		return v
-	}
-	if a, b := value(s), value(s2); len(a) == 0 || !bytes.Equal(a, b) {
-		t.Errorf("folded %s\nreplayed %s", a, b)
-	}
-	for _, st := range []*Store{s, s2} {
-		if r, err := st.VerifyAudit(ctx); err != nil || !r.OK() {
-			t.Errorf("VerifyAudit = %+v, %v", r, err)
-		}
+	if plainJSON([]byte(`{"a":"\u003c"}`)) || plainJSON([]byte("{\"a\":\"\xc3\xa9\"}")) {
+		t.Error("plainJSON of an escaped or non-ASCII record")
 	}
 }
 
