@@ -19,9 +19,10 @@
 // [Store.Finish], [Store.FinishAndQueue], [Store.NextSTAN]) are appended to a
 // write-ahead log beside the file (its path + "-wal", 1 MiB, preallocated so
 // that a sync writes data only) with one fdatasync each, and folded into the
-// bbolt file later, many per commit: about 20ms after the last write
-// ([Options.FoldDelay]), when the log fills, and before any read or any other
-// write, so that reads see every write made before them and the file sees
+// bbolt file later, many per commit: once the writes pause for 20ms
+// ([Options.FoldDelay]; sales back to back pay no commit between them), when
+// the log holds 512 records or half its size (in the background), when it
+// fills, and before any read or any other write, so that reads see every write made before them and the file sees
 // the writes in the order they were made. A fold records the last log record
 // it took in the file, in the same commit; [Open] folds whatever a crashed
 // process left in the log past that mark. Log records carry a CRC-32C and a

@@ -25,6 +25,16 @@ type logOp struct {
 	Outcome *jsonOutcome    `json:"outcome,omitempty"`  // finish
 	Items   []logItem       `json:"items,omitempty"`    // finish: queued with the outcome, sealed
 	Links   []jsonLink      `json:"links,omitempty"`    // begin, finish: the audit chain's links of this write
+
+	// finished is, on a finish this process wrote, the record's value with the outcome as
+	// Finish made it for the record's audit link, so that the fold puts those bytes
+	// without decoding and encoding the record again. Not in the log: a finish read back
+	// after a crash has none, and the fold makes the value from the journal's record
+	// (the same bytes: Finish made them from that record the same way).
+	finished []byte
+	// encoded is, on a begin, that Record was made by encodeRecord in this process (not
+	// read back from a log): see finishedValue.
+	encoded bool
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -96,17 +106,19 @@ func applyOp(tx *bolt.Tx, op logOp) error {
 		if v == nil {
 			return fmt.Errorf("log finishes transaction %d, which is not in the journal: %w", op.Txn, ErrCorrupt)
 		}
-		rec, err := decodeRecord(op.Txn, v)
-		if err != nil {
-			return err
-		}
-		if rec.Outcome != nil {
-			return fmt.Errorf("log finishes transaction %d, which is finished (%s): %w", op.Txn, rec.Outcome.State, ErrCorrupt)
-		}
 		out := Outcome(*op.Outcome)
-		nv, err := encodeRecord(rec.Intent, &out)
-		if err != nil {
-			return err
+		nv := op.finished
+		if nv == nil {
+			rec, err := decodeRecord(op.Txn, v)
+			if err != nil {
+				return err
+			}
+			if rec.Outcome != nil {
+				return fmt.Errorf("log finishes transaction %d, which is finished (%s): %w", op.Txn, rec.Outcome.State, ErrCorrupt)
+			}
+			if nv, err = encodeRecord(rec.Intent, &out); err != nil {
+				return err
+			}
 		}
 		if err := j.Put(op.Txn.key(), nv); err != nil {
 			return err
@@ -222,27 +234,54 @@ func (s *Store) write(name string, op logOp) error {
 		return s.wrap(name, err)
 	}
 	s.lsn = lsn
-	s.pending = append(s.pending, logEntry{lsn, op})
+	s.addPending(logEntry{lsn, op})
 	s.note(op)
-	if len(s.pending) >= foldOps || s.log.used() >= logSize/2 {
-		_ = s.fold() // the record is durable in the log; a failed fold is retried and reported by the next write
-	} else if s.timer == nil && s.foldDelay >= 0 {
+	s.lastWrite = time.Now()
+	switch {
+	case s.foldDelay < 0:
+		if s.foldDue() {
+			_ = s.fold() // the record is durable in the log; a failed fold is retried and reported by the next write
+		}
+	case s.foldDue():
+		// Fold now, but not on this write's path: the caller (a sale) has its record durable
+		// and goes on while the timer's goroutine commits. A timer that fired already is
+		// waiting for mu and folds as soon as this write lets go of it.
+		if s.timer == nil || s.timer.Stop() {
+			s.timer = time.AfterFunc(0, s.foldLater)
+		}
+	case s.timer == nil:
 		s.timer = time.AfterFunc(s.foldDelay, s.foldLater)
 	}
 	return nil
 }
 
-// foldOps is how many records the log holds at most before a write folds them at once.
+// foldOps is how many records the log holds before they are folded without waiting for
+// the writes to pause. It bounds, with the log's size, what Open replays after a crash.
 const foldOps = 512
 
-// foldLater is the timer's fold, a little after a write.
+// foldDue reports whether the log holds enough to fold without waiting for the writes to
+// pause: foldOps records or half of the log. s.mu held.
+func (s *Store) foldDue() bool {
+	return len(s.pending) >= foldOps || s.log.used() >= logSize/2
+}
+
+// foldLater is the timer's fold: once no write came for foldDelay (sales back to back
+// then pay no commit between them, and no commit's syncs queue at the disk in front of a
+// sale's), or at once when the log holds enough (foldDue).
 func (s *Store) foldLater() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timer = nil
-	if !s.closed {
-		_ = s.fold() // kept in s.foldErr for the next write
+	if s.closed || len(s.pending) == 0 {
+		return
 	}
+	if !s.foldDue() {
+		if wait := s.foldDelay - time.Since(s.lastWrite); wait > 0 {
+			s.timer = time.AfterFunc(wait, s.foldLater)
+			return
+		}
+	}
+	_ = s.fold() // kept in s.foldErr for the next write
 }
 
 // fold commits the log's records to the bbolt file, in one commit, then rewinds the log.
@@ -258,14 +297,14 @@ func (s *Store) fold() error {
 	err := s.commit(s.pending)
 	if err == nil {
 		s.applied = s.pending[len(s.pending)-1].lsn
-		s.pending = s.pending[:0]
+		s.dropPending(len(s.pending))
 	} else if isFullError(err) {
 		for len(s.pending) > 0 {
 			if one := s.commit(s.pending[:1]); one != nil {
 				break
 			}
 			s.applied = s.pending[0].lsn
-			s.pending = s.pending[1:]
+			s.dropPending(1)
 		}
 	}
 	if err == nil || len(s.pending) == 0 {
@@ -295,4 +334,33 @@ func (s *Store) commit(entries []logEntry) error {
 
 func isFullError(err error) bool {
 	return errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC)
+}
+
+// addPending adds e, just written to the log or read back from it, to what a fold will
+// commit, and its till keys to the index LookupTill reads (a till key names one
+// transaction: the first begin holding it keeps it). s.mu held.
+func (s *Store) addPending(e logEntry) {
+	s.pending = append(s.pending, e)
+	for _, k := range e.op.Till {
+		if _, ok := s.tillKeys[k]; !ok {
+			s.tillKeys[k] = e.op.Txn
+		}
+	}
+}
+
+// dropPending removes the first n pending entries, committed to the file, and their till
+// keys from the index: the file's till bucket answers for them now. s.mu held.
+func (s *Store) dropPending(n int) {
+	for _, e := range s.pending[:n] {
+		for _, k := range e.op.Till {
+			if s.tillKeys[k] == e.op.Txn {
+				delete(s.tillKeys, k)
+			}
+		}
+	}
+	if n == len(s.pending) {
+		s.pending = s.pending[:0]
+	} else {
+		s.pending = s.pending[n:]
+	}
 }

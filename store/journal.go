@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -343,6 +344,7 @@ func (s *Store) begin(ctx context.Context, in Intent, takeSTAN bool) (TxnID, uin
 	if op.Record, err = encodeRecord(in, nil); err != nil {
 		return 0, 0, fmt.Errorf("store: begin: %w", err)
 	}
+	op.encoded = true
 	saved := s.saveChain()
 	l, err := s.newLink(ctx, refLink(linkBegin, txnRef(op.Txn), op.Record))
 	if err != nil {
@@ -401,11 +403,12 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	out.Batch = s.batch
 	o := jsonOutcome(out)
 	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
-	// The record as the fold will write it, for its link.
+	// The record as the fold will write it, for its link (and for the fold).
 	nv, err := s.finishedValue(id, &out)
 	if err != nil {
 		return nil, s.wrap(name, err)
 	}
+	op.finished = nv
 	saved := s.saveChain()
 	l, err := s.newLink(ctx, refLink(linkFinish, txnRef(id), nv))
 	if err != nil {
@@ -455,6 +458,9 @@ func (s *Store) finishedValue(id TxnID, out *Outcome) ([]byte, error) {
 	for i := len(s.pending) - 1; i >= 0 && v == nil; i-- {
 		if e := s.pending[i].op; e.Op == opBegin && e.Txn == id {
 			v = e.Record
+			if e.encoded && plainJSON(v) {
+				return withOutcome(v, out)
+			}
 		}
 	}
 	if v == nil {
@@ -474,6 +480,38 @@ func (s *Store) finishedValue(id TxnID, out *Outcome) ([]byte, error) {
 		return nil, err
 	}
 	return encodeRecord(rec.Intent, out)
+}
+
+// plainJSON reports whether v is ASCII without a backslash: then every string in it is as
+// it was before encoding (nothing was escaped or replaced), and decoding v and encoding it
+// again gives v back.
+func plainJSON(v []byte) bool {
+	for _, c := range v {
+		if c >= utf8.RuneSelf || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// withOutcome returns record v, as encodeRecord made it without an outcome, with out: the
+// bytes encodeRecord gives for the same intent and out (the outcome is jsonRecord's last
+// field), made without decoding v. Only for a v that decoding and encoding again gives back
+// (plainJSON of encodeRecord's), so that the bytes are those a replay of the log makes (it
+// decodes the record and encodes it with the outcome).
+func withOutcome(v []byte, out *Outcome) ([]byte, error) {
+	if len(v) < 2 || v[len(v)-1] != '}' {
+		return nil, fmt.Errorf("record of %d bytes does not end its object: %w", len(v), ErrCorrupt)
+	}
+	o, err := json.Marshal(jsonOutcome(*out))
+	if err != nil {
+		return nil, err
+	}
+	nv := make([]byte, 0, len(v)+len(`,"outcome":`)+len(o))
+	nv = append(nv, v[:len(v)-1]...)
+	nv = append(nv, `,"outcome":`...)
+	nv = append(nv, o...)
+	return append(nv, '}'), nil
 }
 
 // notOpen explains why id cannot be finished: no such record, or finished already (with

@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -397,6 +399,182 @@ func TestFoldLaterByTimer(t *testing.T) {
 			t.Fatal("the log was not folded by the timer")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestFoldWaitsForPause: writes closer together than FoldDelay (sales back to back) are
+// not folded between them, so that no commit, and none of its syncs, comes between two
+// sales; once the writes pause for FoldDelay the timer folds them all in one commit.
+func TestFoldWaitsForPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 20 * time.Millisecond
+		s, err := Open(filepath.Join(t.TempDir(), "posd.db"), &Options{FoldDelay: delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := commitsOf(s)
+		pending := func() int {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return len(s.pending)
+		}
+		const n = 10
+		for i := range n {
+			begin(t, s, uint32(i+1))
+			time.Sleep(delay / 2)
+			synctest.Wait()
+		}
+		if got, c := pending(), commitsOf(s)-before; got != n || c != 0 {
+			t.Fatalf("writes %v apart: %d records pending and %d commits, want %d and 0", delay/2, got, c, n)
+		}
+		time.Sleep(delay / 2) // delay since the last write
+		synctest.Wait()
+		if got, c := pending(), commitsOf(s)-before; got != 0 || c != 1 {
+			t.Fatalf("after a pause of %v: %d records pending and %d commits, want 0 and 1", delay, got, c)
+		}
+	})
+}
+
+// TestFoldDueWithoutPause: writes that never pause are folded once the log holds foldOps
+// records, in the background (the write that reached it returns first).
+func TestFoldDueWithoutPause(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := Open(filepath.Join(t.TempDir(), "posd.db"), &Options{FoldDelay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := commitsOf(s)
+		for i := range foldOps - 1 {
+			begin(t, s, uint32(i+1))
+		}
+		synctest.Wait()
+		if c := commitsOf(s) - before; c != 0 {
+			t.Fatalf("%d records: %d commits, want 0", foldOps-1, c)
+		}
+		begin(t, s, foldOps)
+		synctest.Wait()
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
+		if c := commitsOf(s) - before; n != 0 || c != 1 {
+			t.Fatalf("%d records: %d pending, %d commits, want 0 and 1", foldOps, n, c)
+		}
+	})
+}
+
+// TestLookupTillInLogAndFile: a till request's keys find its transaction while the begin
+// is only in the log, after a fold, and after a crash left it in the log.
+func TestLookupTillInLogAndFile(t *testing.T) {
+	ctx := context.Background()
+	s := openNoFold(t, filepath.Join(t.TempDir(), "posd.db"))
+	ids := map[uint32]TxnID{}
+	for stan := uint32(1); stan <= 3; stan++ {
+		in := sampleIntent(stan)
+		in.ServiceID = fmt.Sprint("svc", stan)
+		id, err := s.Begin(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[stan] = id
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		for stan, id := range ids {
+			for _, k := range []TillKey{SaleTxnKey("till-7", fmt.Sprint("st-", stan)), ServiceKey("till-7", fmt.Sprint("svc", stan))} {
+				if got, ok, err := s.LookupTill(ctx, k); err != nil || !ok || got != id {
+					t.Errorf("%s: LookupTill(%q) = %d, %v, %v; want %d", when, k, got, ok, err, id)
+				}
+			}
+		}
+		if got, ok, err := s.LookupTill(ctx, SaleTxnKey("till-7", "st-4")); err != nil || ok {
+			t.Errorf("%s: LookupTill of an unknown key = %d, %v, %v", when, got, ok, err)
+		}
+	}
+	check(s, "in the log")
+	check(openNoFold(t, crashCopy(t, s)), "replayed after a crash")
+	if _, err := s.Get(ctx, ids[1]); err != nil { // a read folds
+		t.Fatal(err)
+	}
+	if n := len(s.pending); n != 0 || len(s.tillKeys) != 0 {
+		t.Fatalf("after the fold: %d pending, %d till keys held in memory", n, len(s.tillKeys))
+	}
+	check(s, "in the file")
+}
+
+// TestFoldFinishedSameBytes: the fold puts the finished record Finish made for its audit
+// link (for a plain record, without decoding it); a replay after a crash makes it again from
+// the journal's record, decoded and encoded. Both must be the same bytes, or the chain would
+// not verify after a crash.
+func TestFoldFinishedSameBytes(t *testing.T) {
+	for name, saleTxn := range map[string]string{
+		"plain":           "st-1",
+		"escaped":         `st-<"\\">&`,
+		"not UTF-8":       "st-\xff-caf\u00e9", // replaced when encoded: encoded again, it would differ
+		"valid non-ASCII": "st-caf\u00e9-\u2028",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := openNoFold(t, filepath.Join(t.TempDir(), "posd.db"))
+			in := sampleIntent(1)
+			in.SaleTransactionID = saleTxn
+			id, err := s.Begin(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := approved()
+			out.Reason = "a reason with <html> & \"quotes\""
+			if err := s.Finish(ctx, id, out); err != nil {
+				t.Fatal(err)
+			}
+			s2 := openNoFold(t, crashCopy(t, s))      // replayed: made from the record
+			if _, err := s.Get(ctx, id); err != nil { // folded: Finish's bytes
+				t.Fatal(err)
+			}
+			value := func(s *Store) []byte {
+				var v []byte
+				s.db.View(func(tx *bolt.Tx) error { v = bytes.Clone(tx.Bucket(bucketJournal).Get(id.key())); return nil })
+				return v
+			}
+			if a, b := value(s), value(s2); len(a) == 0 || !bytes.Equal(a, b) {
+				t.Errorf("folded %s\nreplayed %s", a, b)
+			}
+			for _, st := range []*Store{s, s2} {
+				if r, err := st.VerifyAudit(ctx); err != nil || !r.OK() {
+					t.Errorf("VerifyAudit = %+v, %v", r, err)
+				}
+				if rec, err := st.Get(ctx, id); err != nil || rec.Outcome == nil || rec.Outcome.State != StateApproved || rec.Intent.STAN != 1 {
+					t.Errorf("Get = %+v, %v", rec, err)
+				}
+			}
+		})
+	}
+}
+
+// TestWithOutcomeIsEncodeRecord: the outcome added to a plain record's bytes gives the bytes
+// encodeRecord gives.
+func TestWithOutcomeIsEncodeRecord(t *testing.T) {
+	in := sampleIntent(7)
+	in.Chip, in.AID, in.Original = true, "A0000000031010", 3
+	v, err := encodeRecord(in, nil)
+	if err != nil || !plainJSON(v) {
+		t.Fatalf("encodeRecord = %s, %v (plain %v)", v, err, plainJSON(v))
+	}
+	out := approved()
+	out.Reversed = &Settlement{}
+	want, err := encodeRecord(in, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := withOutcome(v, &out); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("withOutcome = %s, %v\nencodeRecord = %s", got, err, want)
+	}
+	if _, err := withOutcome([]byte(`{"v":1`), &out); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("withOutcome of a cut record: %v", err)
+	}
+	if plainJSON([]byte(`{"a":"\u003c"}`)) || plainJSON([]byte("{\"a\":\"\xc3\xa9\"}")) {
+		t.Error("plainJSON of an escaped or non-ASCII record")
 	}
 }
 

@@ -105,9 +105,11 @@ type Options struct {
 	Auditor Auditor
 	// AuditKeyID is the key the Auditor uses. Default "audit".
 	AuditKeyID string
-	// FoldDelay is how long after a write to the write-ahead log its record is folded into
-	// the bbolt file (see the package documentation, "Durability"). Default 20ms; negative:
-	// only when the log fills or a read or another write needs it (for tests).
+	// FoldDelay is how long the writes to the write-ahead log must pause before its records
+	// are folded into the bbolt file (see the package documentation, "Durability"); a log
+	// holding 512 records or half its size is folded at once, in the background. Default
+	// 20ms; negative: only when the log fills or a read or another write needs it (for
+	// tests).
 	FoldDelay time.Duration
 	// ObserveWrite, when set, is told how long each durable write took (a log append with
 	// its fdatasync, or a commit to the bbolt file for a record too large for the log),
@@ -135,14 +137,16 @@ type Store struct {
 	// guards the fields below.
 	mu        sync.Mutex
 	log       *logFile
-	lsn       uint64     // the last log record written
-	applied   uint64     // the last log record folded into the bbolt file
-	pending   []logEntry // written, not yet folded, in LSN order
-	stan      uint32     // the STAN counter, ahead of the file while records are pending
+	lsn       uint64           // the last log record written
+	applied   uint64           // the last log record folded into the bbolt file
+	pending   []logEntry       // written, not yet folded, in LSN order
+	tillKeys  map[string]TxnID // the till keys of the begins in pending (LookupTill)
+	stan      uint32           // the STAN counter, ahead of the file while records are pending
 	nextTxn   TxnID
 	nextQueue QueueID
 	open      map[TxnID]bool // records with no outcome
 	timer     *time.Timer    // a fold to come
+	lastWrite time.Time      // of the last log append: the timer folds once writes pause
 	foldErr   error          // why the last fold failed; new transactions wait for a fold that works
 	logErr    error          // a failed log write: the log's state is unknown, no more writes
 	closed    bool
@@ -219,7 +223,7 @@ func open(path string, o Options) (*Store, error) {
 		// ErrVersionMismatch, ErrChecksum, "file size too small".
 		return nil, fmt.Errorf("store: open %s: %w: not a bbolt database (%w); the file was not changed: check the configured store path, and if the file must be replaced move it aside with its -wal file (do not delete them, they may hold unfinished transactions) so that posd creates a new store", path, ErrLayout, err)
 	}
-	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool),
+	s := &Store{db: db, path: path, sealer: o.Sealer, sealKeyID: o.SealKeyID, now: o.Now, foldDelay: o.FoldDelay, open: make(map[TxnID]bool), tillKeys: map[string]TxnID{},
 		maxSize: o.MaxSize, auditor: o.Auditor, auditKeyID: o.AuditKeyID, observe: o.ObserveWrite}
 	id, err := s.initLayout()
 	if err != nil {
@@ -283,7 +287,7 @@ func (s *Store) openLog(id []byte, mode os.FileMode) error {
 			return fmt.Errorf("store: open %s: %w: the write-ahead log %s jumps from record %d to %d; the files were not changed: run posd store check --path %s", s.path, ErrCorrupt, lp, s.lsn, e.lsn, s.path)
 		}
 		s.lsn = e.lsn
-		s.pending = append(s.pending, e)
+		s.addPending(e)
 		s.note(e.op)
 	}
 	// The records of a crashed process go into the file now. If the file is full they stay

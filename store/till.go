@@ -81,10 +81,8 @@ func (s *Store) LookupTill(ctx context.Context, key TillKey) (TxnID, bool, error
 	if s.closed {
 		return 0, false, fmt.Errorf("store: lookup till request: %w", ErrClosed)
 	}
-	for _, e := range s.pending {
-		if e.op.Op == opBegin && slices.Contains(e.op.Till, string(key)) {
-			return e.op.Txn, true, nil
-		}
+	if id, ok := s.tillKeys[string(key)]; ok { // written, not folded yet
+		return id, true, nil
 	}
 	var id TxnID
 	err := s.dbView(func(tx *bolt.Tx) error {

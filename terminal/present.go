@@ -117,7 +117,11 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 		res.MaskedPAN, res.EntryMode = p.pan.Masked(), p.entryMode
 		// A card whose service code asks for no PIN is a signature card.
 		res.SignatureRequired = !wantsPIN(p.sc)
-		log.Info("card swiped", "pan", p.pan, "expiry", p.expiry.String(), "service_code", string(p.sc), "fallback", isFallback)
+		// At info a sale is one line, its outcome's (sale); the card's details are at debug,
+		// except a fallback swipe's, which the operator looks for.
+		if lvl := swipeLevel(isFallback); log.Enabled(ctx, lvl) {
+			log.Log(ctx, lvl, "card swiped", "pan", p.pan, "expiry", p.expiry.String(), "service_code", string(p.sc), "fallback", isFallback)
+		}
 		// A magnetic stripe tap (911) comes from the card's contactless chip:
 		// its chip service code is expected.
 		if err := swipe.CheckSale(t.opts.Now(), isFallback || pc.Contactless()); err != nil {
@@ -147,7 +151,7 @@ func (t *Terminal) present(ctx context.Context, req SaleRequest, res *SaleResult
 			}
 			p.pin = pin
 			res.PINEntered, res.CVM = true, CVMOnlinePIN
-			log.Info("PIN captured", "pan", p.pan, "pin", pin)
+			log.Debug("PIN captured", "pan", p.pan, "pin", pin)
 		}
 		return p, nil
 	}
@@ -180,7 +184,7 @@ func (t *Terminal) presentChip(ctx context.Context, cr ChipReader, tapped bool, 
 	res.MaskedPAN, res.EntryMode, res.PINEntered, res.Chip = p.pan.Masked(), p.entryMode, !p.pin.IsZero(), true
 	res.CVM, res.SignatureRequired = chipCVM(auth)
 	res.ChipData = chipDataOf(auth.Data)
-	log.Info("chip card read", "pan", p.pan, "decision", auth.Decision, "cvm", string(res.CVM), "signature", res.SignatureRequired,
+	log.Debug("chip card read", "pan", p.pan, "decision", auth.Decision, "cvm", string(res.CVM), "signature", res.SignatureRequired,
 		"aid", res.ChipData.AID, "tvr", res.ChipData.TVR)
 	if p.expiry.Expired(t.opts.Now()) {
 		r := t.refuse(ctx, *res, fmt.Sprintf("card refused: expired (valid through %s)", p.expiry), "CARD EXPIRED")
@@ -263,4 +267,13 @@ func (t *Terminal) finishChip(ctx context.Context, cr ChipReader, j journaled, r
 	log.Warn(why+": reversing", "txn", uint64(j.id))
 	d.out.Voided = &store.Void{Time: t.opts.Now(), By: voidedByPosd + why}
 	d.padMsg = "DECLINED"
+}
+
+// swipeLevel is the level of a sale's "card swiped" line: info for a magnetic stripe
+// fallback, debug otherwise.
+func swipeLevel(fallback bool) slog.Level {
+	if fallback {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }

@@ -65,8 +65,8 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		}
 		orig = o
 	}
-	// Debug: the till API's "till request" line has said it all at info, on the same
-	// path (the only caller); one line per step.
+	// At info a sale is one line, the outcome's ("outcome journaled", with the sale, the
+	// masked card, the host, the transaction and STAN, the state); its steps are at debug.
 	log.Debug("sale started")
 
 	// 1-3. The card: shown the amount, presented (swipe, chip or fallback), checked
@@ -124,7 +124,7 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, errors.Join(fmt.Errorf("terminal: building the %s: %w", mti, err), ferr)
 	}
-	log.Info("intent journaled", "mti", mti)
+	log.Debug("intent journaled", "mti", mti)
 	t.failpoint("after-intent")
 
 	// 5. Online, unless a reversal still waits.
@@ -140,7 +140,7 @@ func (t *Terminal) sale(ctx context.Context, req SaleRequest, r *run) (SaleResul
 		t.finishPad(ctx, log, "SYSTEM ERROR")
 		return SaleResult{}, err
 	}
-	log.Info("outcome journaled", "state", string(d.out.State), "response_code", d.out.ResponseCode)
+	log.Info("outcome journaled", "mti", mti, "state", string(d.out.State), "response_code", d.out.ResponseCode)
 
 	// 7. The chip card hears the host's answer (FNC); if it declines what the host
 	// approved, the approval is reversed.

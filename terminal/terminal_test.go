@@ -238,7 +238,8 @@ func newRig(t *testing.T, events []padsim.Event, faults hostFaults) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { acq.Close() })
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) { logf("%s", b) }), nil))
+	// Debug: checkNoCardData then reads the steps' lines too, not only what info shows.
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) { logf("%s", b) }), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r.sent = &recorder{Acquirer: acq}
 	r.topts = terminal.Options{
 		TerminalID: "TERM0001", MerchantID: "MERCHANT0001", Currency: eur,
@@ -341,6 +342,37 @@ func TestSaleApproved(t *testing.T) {
 		t.Errorf("receipt:\n%s", receipt)
 	}
 	r.checkNoCardData(t, pinBlocks(t, "4761739001010010", "1234")...)
+}
+
+// TestSaleOneLineAtInfo: at info an approved sale writes one line (a write, and the
+// formatting, per step was a tenth of posd's CPU per sale), the outcome's, and it says
+// what the steps' lines said: the sale, amount, masked card, transaction, STAN, state.
+func TestSaleOneLineAtInfo(t *testing.T) {
+	var mu sync.Mutex
+	var info strings.Builder
+	r := newRig(t, []padsim.Event{swipe(goodT1, goodT2), pin("1234")}, hostFaults{opts: func(o *terminal.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(writerFunc(func(b []byte) {
+			mu.Lock()
+			info.Write(b)
+			mu.Unlock()
+		}), nil))
+	}})
+	res := r.sale(t, 1250)
+	if !res.Approved {
+		t.Fatalf("result = %+v", res)
+	}
+	mu.Lock()
+	lines := strings.Split(strings.TrimSuffix(info.String(), "\n"), "\n")
+	mu.Unlock()
+	if len(lines) != 1 {
+		t.Fatalf("%d lines at info for one approved sale, want 1:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for _, want := range []string{`msg="outcome journaled"`, "sale=" + t.Name() + "-1", `amount="12.50 EUR"`, "pan=476173******0010",
+		fmt.Sprintf("txn=%d", res.TxnID), fmt.Sprintf("stan=%d", res.STAN), "mti=0200", "state=approved", "response_code=00"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("the sale's line lacks %s: %s", want, lines[0])
+		}
+	}
 }
 
 func TestSaleWrongPIN(t *testing.T) {

@@ -61,15 +61,11 @@ func listenAPI(a *APIConfig) (_ []net.Listener, err error) {
 // classifyNexo tells a till request's operation from its body (which it puts back), and
 // the SaleID it names.
 func classifyNexo(r *http.Request) (access.Request, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, nexo.MaxBody+1))
+	body, err := nexo.ReadBody(r) // decoded once, here, for the handler too
 	if err != nil {
-		return access.Request{}, fmt.Errorf("reading the request: %w", err)
+		return access.Request{}, err
 	}
-	if len(body) > nexo.MaxBody {
-		return access.Request{}, errors.New("request larger than 64 KiB")
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	peek := nexo.PeekRequest(body) // the handler reports a malformed body
+	peek := body.Peek() // the handler reports a malformed body
 	req := access.Request{SaleID: peek.SaleID}
 	switch peek.Category {
 	case "Reversal":

@@ -40,6 +40,12 @@ func binaries(t testing.TB) string {
 		t.Skip("end-to-end tests build and run the binaries; skipped with -short")
 	}
 	binOnce.Do(func() {
+		// POSD_TEST_BINDIR names a directory of binaries built already (go build -o DIR
+		// ./cmd/...): benchmarks compare two builds A B A B with one test binary.
+		if d := os.Getenv("POSD_TEST_BINDIR"); d != "" {
+			binDir = d
+			return
+		}
 		binDir, binErr = os.MkdirTemp("", "posd-e2e-bin-")
 		if binErr != nil {
 			return
@@ -57,7 +63,7 @@ func binaries(t testing.TB) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
+	if binDir != "" && os.Getenv("POSD_TEST_BINDIR") == "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)

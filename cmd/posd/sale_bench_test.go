@@ -27,13 +27,18 @@ import (
 // (the acquirer's round trip), and the pad's share: as many raw pty round trips as the sale
 // turned the pad's line around. Each b.N is one pair; run it with -benchtime 12x or more.
 //
-// It reports posd's CPU time per sale (user + system, from /proc) and the medians: sale-ms, min-ms (2 fdatasyncs + echo), pad-ms, pad-turns, and
+// It reports posd's CPU time per sale (user + system, from /proc), the rig's (this test
+// process: the till's client, the simulators and the probes), and the medians: sale-ms, min-ms (2 fdatasyncs + echo), pad-ms, pad-turns, and
 // x-min-pad, the median over pairs of sale / (min + pad): the daemon's own cost over the
 // minimum (issue 16's target: ≤ 1.25).
 func BenchmarkSaleVsMinimum(b *testing.B) {
 	r := newXORig(b)
 	r.pad(b, xoSwipes(b.N+1))
-	if !r.start(b) {
+	var env []string // POSD_BENCH_ENV="K=V K=V": posd's own environment, for a comparison (GOMAXPROCS, GODEBUG)
+	if e := os.Getenv("POSD_BENCH_ENV"); e != "" {
+		env = strings.Fields(e)
+	}
+	if !r.start(b, env...) {
 		b.Fatalf("posd exited at start:\n%s", tail(r.logs.String()))
 	}
 	b.Cleanup(func() { r.stop(b) })
@@ -53,6 +58,8 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 
 	var sale, minimum, pad, turns, ratio []float64
 	cpu0 := processCPU(b, r.posd.Process.Pid)
+	rigCPU0 := processCPU(b, os.Getpid())
+	lines0 := strings.Count(r.logs.String(), "\n")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := r.line.turns.Load()
@@ -73,6 +80,12 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
+	// The rig's own: the till's client, the simulated pad and host, and the probes.
+	b.ReportMetric(ms(processCPU(b, os.Getpid())-rigCPU0)/float64(b.N), "rig-cpu-ms/sale")
+	b.ReportMetric(float64(strings.Count(r.logs.String(), "\n")-lines0)/float64(b.N), "log-lines/sale")
+	if os.Getenv("POSD_BENCH_LOGTAIL") != "" {
+		b.Log(tail(r.logs.String()))
+	}
 	b.ReportMetric(median(sale), "sale-ms")
 	b.ReportMetric(median(minimum), "min-ms")
 	b.ReportMetric(median(pad), "pad-ms")

@@ -13,6 +13,7 @@
 package nexo
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -283,8 +284,17 @@ type Payment struct {
 
 // decodeRequest decodes a till's JSON body and checks its header for category.
 func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, error) {
+	env, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, err
+	}
+	return checkRequest(env, poiid, category)
+}
+
+// decodeEnvelope decodes a till's JSON body, one object and nothing after it.
+func decodeEnvelope(body []byte) (*Envelope, error) {
 	var env Envelope
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&env); err != nil {
 		var te *json.UnmarshalTypeError
@@ -296,6 +306,11 @@ func decodeRequest(body []byte, poiid, category string) (*SaleToPOIRequest, erro
 	if dec.More() {
 		return nil, errors.New("request has data after the JSON object")
 	}
+	return &env, nil
+}
+
+// checkRequest checks a decoded request's header for category. It does not modify env.
+func checkRequest(env *Envelope, poiid, category string) (*SaleToPOIRequest, error) {
 	req := env.Request
 	if req == nil {
 		return nil, &FieldError{Field: "SaleToPOIRequest", Reason: "missing"}
@@ -428,7 +443,16 @@ func DecodeReversal(body []byte, poiid string) (Reversal, error) {
 // a request addressed to another POI is refused. Errors are *FieldError or wrap a JSON
 // syntax error, and never echo more than the field's name.
 func DecodePayment(body []byte, poiid string) (Payment, error) {
-	req, err := decodeRequest(body, poiid, "Payment")
+	env, err := decodeEnvelope(body)
+	if err != nil {
+		return Payment{}, err
+	}
+	return decodePayment(env, poiid)
+}
+
+// decodePayment is DecodePayment of a decoded body.
+func decodePayment(env *Envelope, poiid string) (Payment, error) {
+	req, err := checkRequest(env, poiid, "Payment")
 	if err != nil {
 		return Payment{}, err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -71,16 +70,17 @@ func NewHandler(t *terminal.Terminal, opts ServerOptions) http.Handler {
 }
 
 func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	b, err := ReadBody(r) // read and decoded already when the API's guard peeked at it
+	if errors.Is(err, ErrTooLarge) {
+		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
 	if err != nil {
-		httpError(w, http.StatusBadRequest, "reading the request: "+err.Error())
+		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if len(body) > MaxBody {
-		httpError(w, http.StatusRequestEntityTooLarge, "request larger than 64 KiB")
-		return
-	}
-	switch Category(body) {
+	body := b.raw
+	switch b.category() {
 	case "Reversal":
 		h.serveReversal(w, r, body)
 	case "TransactionStatus":
@@ -92,18 +92,22 @@ func (h *handler) serveNexo(w http.ResponseWriter, r *http.Request) {
 	case "Reconciliation":
 		h.serveReconciliation(w, r, body)
 	default:
-		h.servePayment(w, r, body)
+		h.servePayment(w, r, b)
 	}
 }
 
-func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []byte) {
-	p, err := DecodePayment(body, h.opts.POIID)
+func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body *Body) {
+	p, err := body.payment(h.opts.POIID)
 	if err != nil {
 		h.log.Warn("till request refused", "reason", err)
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	h.log.Info("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String(), "refund", p.Refund, "original", p.Original)
+	// At info a sale is one line, the terminal's "outcome journaled"; the till's request
+	// and a successful answer are at debug (formatted only when debug is on).
+	if h.log.Enabled(r.Context(), slog.LevelDebug) {
+		h.log.Debug("till request", "sale_id", p.Header.SaleID, "service_id", p.Header.ServiceID, "sale_txn", p.SaleTransactionID.TransactionID, "amount", p.Amount.String(), "refund", p.Refund, "original", p.Original)
+	}
 	// The sale runs to its end even if the till hangs up: the journal and the customer
 	// need an outcome either way, and the till finds the answer with TransactionStatus.
 	ctx := context.WithoutCancel(r.Context())
@@ -131,7 +135,11 @@ func (h *handler) servePayment(w http.ResponseWriter, r *http.Request, body []by
 		resp = FromResult(p, res, h.opts.MerchantID)
 	}
 	pr := resp.PaymentResponse
-	h.log.Info("till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
+	level := slog.LevelDebug
+	if pr.Response.Result != "Success" {
+		level = slog.LevelInfo // busy, refused, declined, aborted: the till's side of it
+	}
+	h.log.Log(r.Context(), level, "till answer", "sale_txn", p.SaleTransactionID.TransactionID, "result", pr.Response.Result, "condition", pr.Response.ErrorCondition)
 	// The till is gone when its connection closed before the answer was written (the
 	// server cancels the request's context), or when writing the answer fails. A till
 	// that reads the answer and then hangs up at once also cancels the context: asked
