@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/terminal/card"
 )
 
@@ -316,7 +314,7 @@ func (a Authorization) Message() (*Message, error) {
 	if spec == nil {
 		spec = defaultSpec()
 	}
-	msg := moov.NewMessage(spec)
+	msg := NewMessage(spec)
 	msg.MTI(mti)
 	// Values go through one scratch buffer: the message keeps copies (setText).
 	scratch := make([]byte, 0, 64)

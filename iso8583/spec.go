@@ -1,6 +1,7 @@
 package iso8583
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 
@@ -10,18 +11,6 @@ import (
 	"github.com/moov-io/iso8583/padding"
 	"github.com/moov-io/iso8583/prefix"
 )
-
-// Message is an ISO 8583 message: the moov-io/iso8583 type, so that callers need not import
-// that library to name it. Build one with [Authorization.Message] or moov's setters, turn it
-// into bytes with [Pack] and back with [Unpack]. Do not use its own Pack, Unpack, Describe or
-// JSON marshalling on the wire or in logs: see the package documentation. Set text fields
-// with Field and binary ones (52, 55, 64, 96, 128) with BinaryField, as bytes; GetString
-// returns a binary field as upper-case hexadecimal.
-//
-// A Message is safe for concurrent use (it guards its fields with a mutex), but a message
-// that is being changed while it is packed packs an undefined mix; build a message fully
-// before sharing it.
-type Message = moov.Message
 
 // MessageSpec describes every field of a dialect: the moov-io/iso8583 type. [DefaultSpec]
 // returns this project's ISO 8583:1987 ASCII dialect. A spec must not be changed once a
@@ -313,65 +302,87 @@ func appendBCD[T text](b []byte, digits T, trailing bool) []byte {
 	return b
 }
 
-// Unpack implements field.Unpacker. A text value it returns may share data's memory.
+// Unpack implements field.Unpacker. A text value it returns may share data's memory; a
+// binary one has memory of its own.
 func (c codec) Unpack(data []byte, spec *field.Spec) ([]byte, int, error) {
+	buf, lo, hi, n, err := c.unpackTo(data[:len(data):len(data)], 0, len(data), spec)
+	if err != nil {
+		return nil, 0, err
+	}
+	v := buf[lo:hi]
+	if c.enc == encRaw {
+		v = bytes.Clone(v)
+	}
+	return v, n, nil
+}
+
+// unpackTo reads one field from buf[pos:end] and returns buf, its value's place in it
+// (buf[lo:hi]) and the number of bytes the field took. A value that travels as it is
+// (ASCII text, raw binary) is its part of the input; one that is decoded (hexadecimal
+// characters, BCD, EBCDIC) is appended to buf, whose bytes up to end are not changed (an
+// append may move them: use the returned buf).
+func (c codec) unpackTo(buf []byte, pos, end int, spec *field.Spec) (_ []byte, lo, hi, read int, err error) {
+	data := buf[pos:end]
 	count := spec.Length
-	read := 0
 	if !c.fixed() {
-		var err error
 		if count, err = c.readPrefix(data); err != nil {
-			return nil, 0, err
+			return buf, 0, 0, 0, err
 		}
 		if count > spec.Length {
-			return nil, 0, fmt.Errorf("%w: length prefix says %d, the field allows at most %d", ErrInvalidLength, count, spec.Length)
+			return buf, 0, 0, 0, fmt.Errorf("%w: length prefix says %d, the field allows at most %d", ErrInvalidLength, count, spec.Length)
 		}
 		read = c.prefixLen()
 	}
 	wire := c.wireLen(count)
 	if c.class == classB && c.enc == encHex && c.countChars && !c.fixed() {
 		if count%2 != 0 {
-			return nil, 0, fmt.Errorf("%w: odd number (%d) of hex characters", ErrInvalidLength, count)
+			return buf, 0, 0, 0, fmt.Errorf("%w: odd number (%d) of hex characters", ErrInvalidLength, count)
 		}
 		wire = count
 	}
 	if len(data)-read < wire {
-		return nil, 0, fmt.Errorf("%w: field needs %d bytes, %d left", ErrTruncated, wire, len(data)-read)
+		return buf, 0, 0, 0, fmt.Errorf("%w: field needs %d bytes, %d left", ErrTruncated, wire, len(data)-read)
 	}
 	raw := data[read : read+wire]
+	lo, hi = pos+read, pos+read+wire
 	read += wire
 	switch c.enc {
 	case encHex:
 		if i := classB.badChar(raw); i >= 0 {
-			return nil, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, i)
+			return buf, 0, 0, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, i)
 		}
-		out := make([]byte, len(raw)/2)
-		for i := range out {
-			out[i] = unhex(raw[2*i])<<4 | unhex(raw[2*i+1])
+		lo = len(buf)
+		for i := 0; i+1 < len(raw); i += 2 {
+			buf = append(buf, unhex(raw[i])<<4|unhex(raw[i+1]))
 		}
-		return out, read, nil
+		return buf, lo, len(buf), read, nil
 	case encRaw:
-		return append([]byte(nil), raw...), read, nil
+		return buf, lo, hi, read, nil
 	case encBCD, encLBCD:
-		out, err := c.decodeBCD(raw, count)
-		if err != nil {
-			return nil, 0, err
+		lo = len(buf)
+		if buf, err = c.decodeBCD(buf, raw, count); err != nil {
+			return buf, 0, 0, 0, err
 		}
-		return out, read, nil
+		return buf, lo, len(buf), read, nil
 	case encEBCDIC:
 		dec, _, err := encoding.EBCDIC1047.Decode(raw, len(raw))
 		if err != nil || len(dec) != len(raw) {
 			// A byte that is not a printable ASCII character decodes to more than one byte.
-			return nil, 0, fmt.Errorf("%w: a byte is outside class %s in EBCDIC 1047", ErrInvalidCharacter, c.class)
+			return buf, 0, 0, 0, fmt.Errorf("%w: a byte is outside class %s in EBCDIC 1047", ErrInvalidCharacter, c.class)
 		}
+		lo = len(buf)
+		buf = append(buf, dec...)
+		hi = len(buf)
 		raw = dec
 	}
 	if i := c.class.badChar(raw); i >= 0 {
-		return nil, 0, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
+		return buf, 0, 0, 0, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
 	}
 	if c.unpad && spec.Pad != nil {
-		raw = spec.Pad.Unpad(raw)
+		// Right padding: the value is a prefix of what came.
+		hi = lo + len(spec.Pad.Unpad(raw))
 	}
-	return raw, read, nil
+	return buf, lo, hi, read, nil
 }
 
 // readPrefix reads the length prefix at the start of data.
@@ -420,9 +431,10 @@ func (c codec) readPrefix(data []byte) (int, error) {
 	return n, nil
 }
 
-// decodeBCD unpacks count digits from raw. The pad nibble of an odd count may be 0 or F.
-func (c codec) decodeBCD(raw []byte, count int) ([]byte, error) {
-	out := make([]byte, 0, count)
+// decodeBCD appends the count digits of raw to out. The pad nibble of an odd count may be 0
+// or F.
+func (c codec) decodeBCD(out, raw []byte, count int) ([]byte, error) {
+	start := len(out)
 	skip := -1 // index of the pad nibble
 	if count%2 == 1 {
 		skip = 0
@@ -438,7 +450,7 @@ func (c codec) decodeBCD(raw []byte, count int) ([]byte, error) {
 		switch {
 		case i == skip:
 			if nib != 0 && nib != 0x0f {
-				return nil, fmt.Errorf("%w: pad nibble at offset %d is not 0 or F", ErrInvalidCharacter, i/2)
+				return out, fmt.Errorf("%w: pad nibble at offset %d is not 0 or F", ErrInvalidCharacter, i/2)
 			}
 			continue
 		case nib <= 9:
@@ -446,7 +458,7 @@ func (c codec) decodeBCD(raw []byte, count int) ([]byte, error) {
 		case nib == 0x0D && c.class == classZ:
 			out = append(out, '=')
 		default:
-			return nil, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, len(out), c.class)
+			return out, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, len(out)-start, c.class)
 		}
 	}
 	return out, nil
