@@ -44,7 +44,7 @@ var (
 // A FieldError is not changed after it is returned; it is safe for concurrent use.
 type FieldError struct {
 	Field int
-	Op    string // "pack", "unpack", "build", "convert" or "check" (a dialect's message rules)
+	Op    string // "pack", "unpack", "build", "convert", "check" (a dialect's message rules), "set" or "get" (a Message's setters and getters)
 	Err   error
 }
 

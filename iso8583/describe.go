@@ -160,8 +160,8 @@ func describeTLV(b []byte) string {
 // TLV); fields 52 (PIN block), 64, 96 and 128 (MACs) as "[hidden]". The KSN in field 62 is
 // not secret and is shown.
 //
-// Never use moov's Describe or json.Marshal on a message for this: they mask little or
-// nothing. [MarshalJSON] gives the same masked content as JSON.
+// [MarshalJSON] gives the same masked content as JSON; a message printed with fmt or slog
+// shows its [Summary].
 func Describe(w io.Writer, msg *Message) error {
 	if msg == nil {
 		_, err := io.WriteString(w, "<nil message>\n")
@@ -183,7 +183,7 @@ func Describe(w io.Writer, msg *Message) error {
 //
 //	{"0":"0200","2":"476173******0010","3":"000000",...,"55":{"9F26":"[hidden]","9F27":"80"}}
 //
-// moov's own json.Marshal of a message shows every field in clear: never log that.
+// json.Marshal of a message gives the same.
 func MarshalJSON(msg *Message) ([]byte, error) {
 	if msg == nil {
 		return []byte("null"), nil
