@@ -201,6 +201,7 @@ type Client struct {
 	spec         *MessageSpec
 	framer       Framer
 	readFramer   Framer        // framer, its maximum lowered to the dialect's largest message
+	ownFrames    bool          // readFramer is this package's: each frame it reads is memory of its own
 	messages     *messageRules // the dialect's message rules; nil: none
 	mac          *MACSpec      // the dialect's MAC; nil: none
 	macer        MACer
@@ -370,6 +371,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.frameTimeout = DefaultFrameTimeout
 	}
 	c.readFramer = limitFramer(c.framer, c.spec)
+	switch c.readFramer.(type) {
+	case BinaryLengthFramer, LengthFramer:
+		c.ownFrames = true
+	}
 	if c.backoffMin == 0 {
 		c.backoffMin = DefaultReconnectMin
 	}

@@ -93,7 +93,14 @@ func (c *Client) readLoop(l *link) {
 		if len(b) == 0 {
 			continue
 		}
-		msg, err := unpack(c.spec, b)
+		var msg *Message
+		if c.ownFrames {
+			// The frame is this read's own memory, kept as the response's raw form: the
+			// message keeps it too (its capacity capped: decoded values go elsewhere).
+			msg, err = unpackOwned(c.spec, b[:len(b):len(b)])
+		} else {
+			msg, err = unpack(c.spec, b)
+		}
 		if err != nil {
 			c.stats.malformed.Add(1)
 			c.logf("iso8583: unreadable frame of %d bytes: %v", len(b), err)

@@ -246,7 +246,17 @@ func Unpack(spec *MessageSpec, b []byte) (*Message, error) {
 //
 // The message keeps one copy of b: text values are parts of it, decoded values (binary
 // fields as hexadecimal characters, BCD, EBCDIC) are appended to the same buffer.
-func unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
+func unpack(spec *MessageSpec, b []byte) (*Message, error) {
+	// Room for the values decoded from hexadecimal characters (half their size) without
+	// growing; BCD dialects may grow it once.
+	buf := make([]byte, len(b), len(b)+len(b)/2+16)
+	copy(buf, b)
+	return unpackOwned(spec, buf)
+}
+
+// unpackOwned is unpack without the copy: the message keeps b, which nobody may change
+// afterwards (reading it stays fine: decoded values go after its end, never into it).
+func unpackOwned(spec *MessageSpec, b []byte) (msg *Message, err error) {
 	if spec == nil {
 		spec = defaultSpec()
 	}
@@ -266,20 +276,18 @@ func unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
 			err = fmt.Errorf("iso8583: unpack: malformed message (field decoder panicked)")
 		}
 	}()
-	// Room for the values decoded from hexadecimal characters (half their size) without
-	// growing; BCD dialects may grow it once.
-	msg.buf = make([]byte, len(b), len(b)+len(b)/2+16)
-	copy(msg.buf, b)
+	msg.buf = b
 	end := len(b)
 
 	off, err := msg.unpackField(0, end, 0)
 	if err != nil {
 		return msg, err
 	}
-	bits, n, err := unpackBitmap(b[off:], tab.hexBitmap)
+	bitmap, size, n, err := unpackBitmap(msg.buf[off:end], tab.hexBitmap)
 	if err != nil {
 		return msg, err
 	}
+	bits := bitmap[:size]
 	off += n
 	last := 1
 	for id := 2; id <= 8*len(bits); id++ {
@@ -332,30 +340,30 @@ func (msg *Message) unpackField(id, end, off int) (int, error) {
 
 // unpackBitmap reads the primary bitmap (16 hexadecimal characters, or 8 bytes) and, when
 // its first bit is set, the secondary one.
-func unpackBitmap(b []byte, hexChars bool) (bits []byte, read int, err error) {
-	bits = make([]byte, 0, 16)
+func unpackBitmap(b []byte, hexChars bool) (bits [16]byte, size, read int, err error) {
 	chunk := 8
 	if hexChars {
 		chunk = 16
 	}
 	for {
 		if len(b)-read < chunk {
-			return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs %d bytes, %d left", ErrTruncated, chunk, len(b)-read)}
+			return bits, 0, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs %d bytes, %d left", ErrTruncated, chunk, len(b)-read)}
 		}
 		part := b[read : read+chunk]
 		if hexChars {
 			if i := classB.badChar(part); i >= 0 {
-				return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
+				return bits, 0, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
 			}
 			for i := 0; i < 16; i += 2 {
-				bits = append(bits, unhex(part[i])<<4|unhex(part[i+1]))
+				bits[size] = unhex(part[i])<<4 | unhex(part[i+1])
+				size++
 			}
 		} else {
-			bits = append(bits, part...)
+			size += copy(bits[size:], part)
 		}
 		read += chunk
-		if len(bits) == 16 || bits[0]&0x80 == 0 {
-			return bits, read, nil
+		if size == 16 || bits[0]&0x80 == 0 {
+			return bits, size, read, nil
 		}
 	}
 }

@@ -120,7 +120,56 @@ func (m *Message) GetString(id int) (string, error) {
 		return string(out), nil
 	}
 	v, _ := m.Bytes(id)
+	if id == 0 {
+		return mtiString(v), nil
+	}
 	return string(v), nil
+}
+
+// mtiString returns v as a string, without allocating for the MTIs of the terminal's
+// message set.
+func mtiString(v []byte) string {
+	switch string(v) {
+	case "0100":
+		return "0100"
+	case "0110":
+		return "0110"
+	case "0200":
+		return "0200"
+	case "0210":
+		return "0210"
+	case "0220":
+		return "0220"
+	case "0221":
+		return "0221"
+	case "0230":
+		return "0230"
+	case "0320":
+		return "0320"
+	case "0330":
+		return "0330"
+	case "0400":
+		return "0400"
+	case "0401":
+		return "0401"
+	case "0410":
+		return "0410"
+	case "0420":
+		return "0420"
+	case "0421":
+		return "0421"
+	case "0430":
+		return "0430"
+	case "0500":
+		return "0500"
+	case "0510":
+		return "0510"
+	case "0800":
+		return "0800"
+	case "0810":
+		return "0810"
+	}
+	return string(v)
 }
 
 // GetBytes returns a copy of field id's value (see [Message.Bytes]); nil when the field is

@@ -57,33 +57,43 @@ type text interface{ ~string | ~[]byte }
 func (c class) badChar(s []byte) int { return badChar(c, s) }
 
 func badChar[T text](c class, s T) int {
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		ok := false
-		switch c {
-		case classN:
-			ok = isDigit(ch)
-		case classAN:
-			ok = isDigit(ch) || ch >= 'A' && ch <= 'Z' || ch >= 'a' && ch <= 'z'
-		case classANS:
-			ok = ch >= ' ' && ch <= '~'
-		case classZ:
-			ok = isDigit(ch) || ch == '='
-		case classXN:
-			if i == 0 {
-				ok = ch == 'C' || ch == 'D'
-			} else {
-				ok = isDigit(ch)
+	if c == classXN {
+		for i := 0; i < len(s); i++ {
+			if ch := s[i]; i == 0 && ch != 'C' && ch != 'D' || i > 0 && !isDigit(ch) {
+				return i
 			}
-		case classB:
-			ok = isDigit(ch) || ch >= 'A' && ch <= 'F' || ch >= 'a' && ch <= 'f'
 		}
-		if !ok {
+		return -1
+	}
+	if c >= class(len(classChars)) {
+		if len(s) > 0 {
+			return 0
+		}
+		return -1
+	}
+	allowed := &classChars[c]
+	for i := 0; i < len(s); i++ {
+		if !allowed[s[i]] {
 			return i
 		}
 	}
 	return -1
 }
+
+// classChars says, for each class but x+n, which bytes it allows. It is built once and
+// never changed.
+var classChars = func() (t [classB + 1][256]bool) {
+	for ch := range 256 {
+		b := byte(ch)
+		digit := isDigit(b)
+		t[classN][ch] = digit
+		t[classAN][ch] = digit || b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z'
+		t[classANS][ch] = b >= ' ' && b <= '~'
+		t[classZ][ch] = digit || b == '='
+		t[classB][ch] = digit || b >= 'A' && b <= 'F' || b >= 'a' && b <= 'f'
+	}
+	return t
+}()
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
