@@ -505,7 +505,7 @@ func ParseAuthResponse(msg *Message) (AuthResponse, error) {
 	if r.TerminalID == "" {
 		return AuthResponse{}, &FieldError{Field: 41, Op: "unpack", Err: ErrMissingField}
 	}
-	cur, _ := msg.GetString(49)
+	cur, _ := msg.text(49)
 	return AuthResponse{MTI: r.MTI, ResponseCode: r.ResponseCode, ApprovalCode: r.ApprovalCode, RRN: r.RRN,
 		TerminalID: r.TerminalID, STAN: r.STAN, AmountMinor: r.AmountMinor, Currency: cur}, nil
 }

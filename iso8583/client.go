@@ -600,15 +600,15 @@ func requestKey(req *Message) (matchKey, error) {
 	if err != nil {
 		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
 	}
-	stan, err := req.GetString(11)
+	stan, err := req.text(11)
 	if err != nil || stan == "" {
 		return matchKey{}, &FieldError{Field: 11, Op: "pack", Err: fmt.Errorf("%w: needed to match the response", ErrMissingField)}
 	}
-	tid, err := req.GetString(41)
+	tid, err := req.text(41)
 	if err != nil {
 		return matchKey{}, &FieldError{Field: 41, Op: "pack", Err: err}
 	}
-	return matchKey{mti: resp, stan: stan, tid: strings.TrimRight(tid, " ")}, nil
+	return newMatchKey(resp, stan, strings.TrimRight(tid, " ")), nil
 }
 
 // Stats returns the client's counters.

@@ -20,14 +20,45 @@ import (
 // (its request gave up: reverse) from a duplicate (already answered: ignore).
 const recentSize = 4096
 
-// matchKey identifies the response a request waits for.
+// matchKey identifies the response a request waits for: the response MTI, field 11 as sent
+// and field 41 without its space padding. It holds them in arrays, so that making one and
+// keeping it (the recent set holds thousands) costs no memory of its own; values longer than
+// the arrays (a dialect's unusual field 11 or 41) go into long instead.
 type matchKey struct {
-	mti  string // the response MTI
-	stan string // field 11 as sent
-	tid  string // field 41 without its space padding
+	mti         [4]byte
+	nstan, ntid uint8
+	stan        [12]byte
+	tid         [16]byte
+	long        string // "mti\x00stan\x00tid" when a part does not fit its array; then the arrays are empty
 }
 
-func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" + k.tid }
+// newMatchKey returns the key of a response mti for the request of field 11 stan and
+// field 41 tid (without its padding).
+func newMatchKey(mti, stan, tid string) matchKey {
+	var k matchKey
+	if len(mti) != len(k.mti) || len(stan) > len(k.stan) || len(tid) > len(k.tid) {
+		k.long = mti + "\x00" + stan + "\x00" + tid
+		return k
+	}
+	copy(k.mti[:], mti)
+	k.nstan, k.ntid = uint8(copy(k.stan[:], stan)), uint8(copy(k.tid[:], tid))
+	return k
+}
+
+// parts returns the key's MTI, STAN and terminal id.
+func (k matchKey) parts() (mti, stan, tid string) {
+	if k.long != "" {
+		mti, rest, _ := strings.Cut(k.long, "\x00")
+		stan, tid, _ := strings.Cut(rest, "\x00")
+		return mti, stan, tid
+	}
+	return string(k.mti[:]), string(k.stan[:k.nstan]), string(k.tid[:k.ntid])
+}
+
+func (k matchKey) String() string {
+	mti, stan, tid := k.parts()
+	return mti + " stan=" + stan + " tid=" + tid
+}
 
 type result struct {
 	msg *Message
@@ -241,18 +272,18 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	if partial == nil {
 		return
 	}
-	mti, _ := partial.GetString(0)
-	stan, _ := partial.GetString(11)
+	mti, _ := partial.text(0)
+	stan, _ := partial.text(11)
 	if mti == "" || stan == "" {
 		return
 	}
-	tid, _ := partial.GetString(41)
+	tid, _ := partial.text(41)
 	tid = strings.TrimRight(tid, " ")
 	c.mu.Lock()
 	var key matchKey
 	var p *pending
 	for k, q := range c.pending {
-		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
+		if kmti, kstan, ktid := k.parts(); kmti == mti && kstan == stan && (tid == "" || ktid == tid) {
 			if p != nil {
 				p = nil // ambiguous: let the requests time out
 				break
@@ -284,9 +315,9 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 		c.logf("iso8583: ignored a request from the host: %s", Masked{msg})
 		return
 	}
-	stan, _ := msg.GetString(11)
-	tid, _ := msg.GetString(41)
-	key := matchKey{mti: mti, stan: stan, tid: strings.TrimRight(tid, " ")}
+	stan, _ := msg.text(11)
+	tid, _ := msg.text(41)
+	key := newMatchKey(mti, stan, strings.TrimRight(tid, " "))
 	c.mu.Lock()
 	p := c.pending[key]
 	answered, known := c.recent.state[key]

@@ -110,7 +110,7 @@ func AppendPack(dst []byte, msg *Message) ([]byte, error) {
 			return nil, &FieldError{Field: id, Op: "pack", Err: ErrUnsupportedField}
 		}
 		bits[(id-1)/8] |= 0x80 >> ((id - 1) % 8)
-		s := msg.spans[id]
+		s := msg.span(id)
 		d := &tab.defs[id]
 		size += d.c.prefixLen() + d.c.wireLen(int(s.end-s.off))
 		last = id
@@ -320,8 +320,7 @@ func (msg *Message) unpackField(id, end, off int) (int, error) {
 		if err != nil {
 			return 0, &FieldError{Field: id, Op: "unpack", Err: err}
 		}
-		msg.spans[id] = span{uint32(lo), uint32(hi)}
-		msg.mark(id)
+		msg.setSpan(id, span{uint32(lo), uint32(hi)})
 		return off + n, nil
 	}
 	b := msg.buf[off:end:end]
@@ -398,8 +397,10 @@ func convert(msg *Message, spec *MessageSpec) (*Message, error) {
 	out := NewMessage(spec)
 	if spec == msg.spec {
 		// The same table: copy the values as they are.
-		out.set = msg.set
-		out.spans = msg.spans
+		out.set, out.n, out.few = msg.set, msg.n, msg.few
+		if msg.many != nil {
+			out.many = append(make([]span, 0, maxField+1), msg.many...)
+		}
 		out.buf = msg.buf[:len(msg.buf):len(msg.buf)]
 		for id, f := range msg.other {
 			v, err := f.Bytes()

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"runtime"
 	"sync"
+	"unsafe"
 	"weak"
 
 	"github.com/moov-io/iso8583/field"
@@ -31,16 +32,67 @@ import (
 // A Message is not safe for concurrent use while it is being changed; once built, it is
 // safe to read (get, pack, describe) from several goroutines at once.
 type Message struct {
+	// The pointers come first, so that the garbage collector scans them alone.
 	spec  *MessageSpec
 	tab   *table
-	set   [3]uint64          // the fields present: bit id (0 is the MTI)
-	spans [maxField + 1]span // where each present value is in buf (codec fields)
-	buf   []byte             // every value, appended; nothing in it is ever overwritten
-	other map[int]field.Field
+	buf   []byte              // every value, appended; nothing in it is ever overwritten
+	other map[int]field.Field // fields kept as moov fields (kindOther)
+	many  []span              // the spans, once more than inlineSpans fields are present
+	set   [3]uint64           // the fields present: bit id (0 is the MTI)
+	n     int                 // the number of fields present
+	few   [inlineSpans]span   // the spans of the first inlineSpans fields present
 }
 
-// span is a value's place in a message's buffer.
+// span is a value's place in a message's buffer. A message keeps one span per field
+// present, in the order of the field numbers, so that field id's is at the rank of bit id
+// in the presence bitmap. A field kept as a moov field has an empty span.
 type span struct{ off, end uint32 }
+
+// inlineSpans is how many fields a message holds without a second allocation: a chip
+// sale has 16.
+const inlineSpans = 24
+
+// spans returns the message's spans, in field order.
+func (m *Message) spans() []span {
+	if m.many != nil {
+		return m.many[:m.n]
+	}
+	return m.few[:m.n]
+}
+
+// rank returns the index of field id's span: how many fields below id are present.
+func (m *Message) rank(id int) int {
+	w := id / 64
+	r := bits.OnesCount64(m.set[w] & (1<<(id%64) - 1))
+	for i := range w {
+		r += bits.OnesCount64(m.set[i])
+	}
+	return r
+}
+
+// span returns the span of present field id.
+func (m *Message) span(id int) span { return m.spans()[m.rank(id)] }
+
+// setSpan makes s the span of field id, marking it present.
+func (m *Message) setSpan(id int, s span) {
+	r := m.rank(id)
+	if m.Has(id) {
+		m.spans()[r] = s
+		return
+	}
+	if m.many == nil && m.n == inlineSpans {
+		m.many = make([]span, inlineSpans, maxField+1)
+		copy(m.many, m.few[:])
+	}
+	if m.many != nil {
+		m.many = append(m.many, span{})
+	}
+	m.n++
+	sp := m.spans()
+	copy(sp[r+1:], sp[r:len(sp)-1])
+	sp[r] = s
+	m.set[id/64] |= 1 << (id % 64)
+}
 
 // NewMessage returns an empty message on spec; a nil spec means the [DefaultSpec] dialect.
 // The spec must not be changed once a message uses it.
@@ -172,6 +224,24 @@ func mtiString(v []byte) string {
 	return string(v)
 }
 
+// text is GetString for this package's own reading: a text field's string shares the
+// message's buffer instead of copying it. That is sound because nothing ever writes into
+// the buffer below its length (values are appended; [Message.Bytes] tells callers not to
+// change what it returns), so the string's bytes never change.
+func (m *Message) text(id int) (string, error) {
+	if id >= 0 && id <= maxField && m.tab.defs[id].kind == kindText {
+		v, ok := m.Bytes(id)
+		if !ok || len(v) == 0 {
+			return "", nil
+		}
+		if id == 0 {
+			return mtiString(v), nil
+		}
+		return unsafe.String(&v[0], len(v)), nil
+	}
+	return m.GetString(id)
+}
+
 // GetBytes returns a copy of field id's value (see [Message.Bytes]); nil when the field is
 // absent. A field the spec does not define is a [*FieldError].
 func (m *Message) GetBytes(id int) ([]byte, error) {
@@ -197,7 +267,7 @@ func (m *Message) Bytes(id int) ([]byte, bool) {
 		v, err := m.other[id].Bytes()
 		return v, err == nil
 	}
-	s := m.spans[id]
+	s := m.span(id)
 	return m.buf[s.off:s.end:s.end], true
 }
 
@@ -243,6 +313,16 @@ func (m *Message) UnsetField(id int) {
 	if id < 0 || id > maxField {
 		return
 	}
+	if !m.Has(id) {
+		return
+	}
+	sp := m.spans()
+	r := m.rank(id)
+	copy(sp[r:], sp[r+1:])
+	m.n--
+	if m.many != nil {
+		m.many = m.many[:m.n]
+	}
 	m.set[id/64] &^= 1 << (id % 64)
 	delete(m.other, id)
 }
@@ -266,16 +346,12 @@ func (m *Message) LogValue() slog.Value { return slog.StringValue(Summary(m)) }
 // MarshalJSON returns the masked JSON form of the message ([MarshalJSON]).
 func (m *Message) MarshalJSON() ([]byte, error) { return MarshalJSON(m) }
 
-// mark records that field id is present.
-func (m *Message) mark(id int) { m.set[id/64] |= 1 << (id % 64) }
-
 // put sets codec field id to a copy of v.
 func (m *Message) put(id int, v []byte) {
 	m.grow(len(v))
 	off := len(m.buf)
 	m.buf = append(m.buf, v...)
-	m.spans[id] = span{uint32(off), uint32(len(m.buf))}
-	m.mark(id)
+	m.setSpan(id, span{uint32(off), uint32(len(m.buf))})
 }
 
 // putString is put for a string.
@@ -283,15 +359,14 @@ func (m *Message) putString(id int, v string) {
 	m.grow(len(v))
 	off := len(m.buf)
 	m.buf = append(m.buf, v...)
-	m.spans[id] = span{uint32(off), uint32(len(m.buf))}
-	m.mark(id)
+	m.setSpan(id, span{uint32(off), uint32(len(m.buf))})
 }
 
 // grow makes room for n more bytes in the buffer; the first value gets room for a whole
-// request's, so that building one grows the buffer once at most.
+// request's (a chip sale's values take about 400 bytes).
 func (m *Message) grow(n int) {
 	if m.buf == nil {
-		m.buf = make([]byte, 0, max(256, n))
+		m.buf = make([]byte, 0, max(512, n))
 	}
 }
 
@@ -312,7 +387,7 @@ func (m *Message) keepOther(id int, f field.Field) {
 		m.other = make(map[int]field.Field)
 	}
 	m.other[id] = f
-	m.mark(id)
+	m.setSpan(id, span{})
 }
 
 // def returns the definition of field id, or a [*FieldError] for op when the spec does
@@ -336,7 +411,7 @@ func (m *Message) appendField(dst []byte, id int) ([]byte, error) {
 	if d.kind != kindText && d.kind != kindBinary {
 		return nil, &FieldError{Field: id, Op: "pack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
 	}
-	s := m.spans[id]
+	s := m.span(id)
 	out, err := appendPacked(d.c, dst, m.buf[s.off:s.end:s.end], d.fs) // a padder may append to the value
 	if err != nil {
 		return nil, &FieldError{Field: id, Op: "pack", Err: err}
