@@ -407,7 +407,7 @@ func (a Authorization) Message() (*Message, error) {
 		if err := CheckPINFields(spec, len(a.PINBlock), len(ksn)); err != nil {
 			return nil, err
 		}
-		if err := msg.BinaryField(52, append([]byte(nil), a.PINBlock...)); err != nil {
+		if err := msg.BinaryField(52, a.PINBlock); err != nil {
 			return nil, &FieldError{Field: 52, Op: "build", Err: err}
 		}
 		if err := set(fieldKSN, ksn); err != nil {
@@ -416,7 +416,7 @@ func (a Authorization) Message() (*Message, error) {
 	}
 
 	if a.Field55 != nil {
-		if err := msg.BinaryField(55, append([]byte(nil), a.Field55...)); err != nil {
+		if err := msg.BinaryField(55, a.Field55); err != nil {
 			return nil, &FieldError{Field: 55, Op: "build", Err: err}
 		}
 	}

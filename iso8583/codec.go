@@ -145,8 +145,7 @@ func AppendPack(dst []byte, msg *Message) ([]byte, error) {
 }
 
 // checkPack returns the error [Pack] would return for msg, whose fields other than the MTI
-// and the bitmap are among ids (ascending; absent ones are skipped), without packing it
-// whole: no output kept. Builders use it to check that every field fits before a message
+// and the bitmap are among ids (ascending; absent ones are skipped), without packing it. Builders use it to check that every field fits before a message
 // is handed out.
 func checkPack(msg *Message, ids []int) error {
 	if msg == nil {
@@ -159,9 +158,7 @@ func checkPack(msg *Message, ids []int) error {
 		_, err := bitmapForm(msg.spec, "pack")
 		return err
 	}
-	var scratch [512]byte // each field in turn; a chip sale's field 55 takes about 280
-	buf, err := msg.appendField(scratch[:0], 0)
-	if err != nil {
+	if err := msg.checkField(0); err != nil {
 		return err
 	}
 	for _, id := range ids {
@@ -171,7 +168,7 @@ func checkPack(msg *Message, ids []int) error {
 		if id == 65 {
 			return &FieldError{Field: id, Op: "pack", Err: ErrUnsupportedField}
 		}
-		if buf, err = msg.appendField(buf[:0], id); err != nil {
+		if err := msg.checkField(id); err != nil {
 			return err
 		}
 	}
@@ -276,14 +273,16 @@ func unpackOwned(spec *MessageSpec, b []byte) (msg *Message, err error) {
 			err = fmt.Errorf("iso8583: unpack: malformed message (field decoder panicked)")
 		}
 	}()
-	msg.buf = b
-	end := len(b)
+	// The buffer grows in a local variable and goes into the message at the end (one
+	// pointer write, not one per field).
+	buf, end := b, len(b)
+	defer func() { msg.buf = buf }()
 
-	off, err := msg.unpackField(0, end, 0)
-	if err != nil {
+	off := 0
+	if buf, off, err = msg.unpackField(buf, 0, end, 0); err != nil {
 		return msg, err
 	}
-	bitmap, size, n, err := unpackBitmap(msg.buf[off:end], tab.hexBitmap)
+	bitmap, size, n, err := unpackBitmap(b[off:end], tab.hexBitmap)
 	if err != nil {
 		return msg, err
 	}
@@ -297,7 +296,7 @@ func unpackOwned(spec *MessageSpec, b []byte) (msg *Message, err error) {
 		if id == 65 {
 			return msg, &FieldError{Field: 65, Op: "unpack", Err: fmt.Errorf("%w: tertiary bitmap", ErrUnsupportedField)}
 		}
-		if off, err = msg.unpackField(id, end, off); err != nil {
+		if buf, off, err = msg.unpackField(buf, id, end, off); err != nil {
 			return msg, err
 		}
 		last = id
@@ -308,33 +307,33 @@ func unpackOwned(spec *MessageSpec, b []byte) (msg *Message, err error) {
 	return msg, nil
 }
 
-// unpackField reads field id of msg from msg.buf[off:end], returning the offset after it.
-func (msg *Message) unpackField(id, end, off int) (int, error) {
+// unpackField reads field id of msg from buf[off:end] (buf is to be the message's buffer)
+// and returns buf, which may have grown, and the offset after the field.
+func (msg *Message) unpackField(buf []byte, id, end, off int) ([]byte, int, error) {
 	d := &msg.tab.defs[id]
 	switch d.kind {
 	case kindNone, kindBitmap:
-		return 0, &FieldError{Field: id, Op: "unpack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
+		return buf, 0, &FieldError{Field: id, Op: "unpack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
 	case kindText, kindBinary:
-		buf, lo, hi, n, err := d.c.unpackTo(msg.buf, off, end, d.fs)
-		msg.buf = buf
+		buf, lo, hi, n, err := d.c.unpackTo(buf, off, end, d.fs)
 		if err != nil {
-			return 0, &FieldError{Field: id, Op: "unpack", Err: err}
+			return buf, 0, &FieldError{Field: id, Op: "unpack", Err: err}
 		}
 		msg.setSpan(id, span{uint32(lo), uint32(hi)})
-		return off + n, nil
+		return buf, off + n, nil
 	}
-	b := msg.buf[off:end:end]
+	b := buf[off:end:end]
 	if isComposite(d.proto) {
 		n, err := unpackComposite(msg, id, d.proto, b)
-		return off + n, err
+		return buf, off + n, err
 	}
 	f := field.NewInstanceOf(d.proto)
 	n, err := f.Unpack(b)
 	if err != nil {
-		return 0, &FieldError{Field: id, Op: "unpack", Err: err}
+		return buf, 0, &FieldError{Field: id, Op: "unpack", Err: err}
 	}
 	msg.keepOther(id, f)
-	return off + n, nil
+	return buf, off + n, nil
 }
 
 // unpackBitmap reads the primary bitmap (16 hexadecimal characters, or 8 bytes) and, when

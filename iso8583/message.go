@@ -419,6 +419,22 @@ func (m *Message) appendField(dst []byte, id int) ([]byte, error) {
 	return out, nil
 }
 
+// checkField returns the error appendField would return for present field id, without
+// packing a field of this package's codec.
+func (m *Message) checkField(id int) error {
+	d := &m.tab.defs[id]
+	if d.kind != kindText && d.kind != kindBinary {
+		var scratch [512]byte
+		_, err := m.appendField(scratch[:0], id)
+		return err
+	}
+	s := m.span(id)
+	if err := checkPacked(d.c, m.buf[s.off:s.end:s.end], d.fs); err != nil {
+		return &FieldError{Field: id, Op: "pack", Err: err}
+	}
+	return nil
+}
+
 // fieldKind is how a message keeps a field of its spec.
 type fieldKind uint8
 

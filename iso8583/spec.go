@@ -3,6 +3,7 @@ package iso8583
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sync"
 
 	moov "github.com/moov-io/iso8583"
@@ -179,8 +180,21 @@ func (c codec) Pack(value []byte, spec *field.Spec) ([]byte, error) {
 	return appendPacked(c, nil, value, spec)
 }
 
+// checkPacked returns the error appendPacked would return for value, packing nothing
+// unless the value must be padded or re-encoded to be checked.
+func checkPacked[T text](c codec, value T, spec *field.Spec) error {
+	_, err := packValue(c, nil, value, spec, true)
+	return err
+}
+
 // appendPacked appends the wire form of value to dst (a new slice when dst is nil).
 func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byte, error) {
+	return packValue(c, dst, value, spec, false)
+}
+
+// packValue is appendPacked; with checkOnly set it stops after the checks when what is
+// left cannot fail (no padding, no EBCDIC), returning dst as it is.
+func packValue[T text](c codec, dst []byte, value T, spec *field.Spec, checkOnly bool) ([]byte, error) {
 	count := len(value) // what the prefix states, in the field's unit
 	if c.class == classB {
 		if c.fixed() {
@@ -198,7 +212,7 @@ func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byt
 		}
 	} else {
 		if c.fixed() && spec.Pad != nil && len(value) < spec.Length {
-			return appendPacked(c, dst, spec.Pad.Pad([]byte(value), spec.Length), spec)
+			return packValue(c, dst, spec.Pad.Pad([]byte(value), spec.Length), spec, checkOnly)
 		}
 		switch {
 		case c.fixed() && count != spec.Length:
@@ -210,6 +224,9 @@ func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byt
 			return nil, fmt.Errorf("%w: offset %d is outside class %s", ErrInvalidCharacter, i, c.class)
 		}
 	}
+	if checkOnly && c.enc != encEBCDIC {
+		return dst, nil
+	}
 	if dst == nil {
 		dst = make([]byte, 0, c.prefixLen()+c.wireLen(len(value)))
 	}
@@ -219,9 +236,12 @@ func appendPacked[T text](c codec, dst []byte, value T, spec *field.Spec) ([]byt
 	const hexdigits = "0123456789ABCDEF"
 	switch c.enc {
 	case encHex:
+		n := len(dst)
+		dst = slices.Grow(dst, 2*len(value))[:n+2*len(value)]
+		out := dst[n:]
 		for i := 0; i < len(value); i++ {
 			b := value[i]
-			dst = append(dst, hexdigits[b>>4], hexdigits[b&0x0f])
+			out[2*i], out[2*i+1] = hexdigits[b>>4], hexdigits[b&0x0f]
 		}
 	case encBCD, encLBCD:
 		dst = appendBCD(dst, value, c.enc == encLBCD)
@@ -358,12 +378,18 @@ func (c codec) unpackTo(buf []byte, pos, end int, spec *field.Spec) (_ []byte, l
 	read += wire
 	switch c.enc {
 	case encHex:
-		if i := classB.badChar(raw); i >= 0 {
-			return buf, 0, 0, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, i)
-		}
 		lo = len(buf)
-		for i := 0; i+1 < len(raw); i += 2 {
-			buf = append(buf, unhex(raw[i])<<4|unhex(raw[i+1]))
+		buf = slices.Grow(buf, len(raw)/2)[:lo+len(raw)/2]
+		out := buf[lo:]
+		for i := range out {
+			h, l := hexValue[raw[2*i]], hexValue[raw[2*i+1]]
+			if h|l > 0x0f {
+				if h > 0x0f {
+					return buf[:lo], 0, 0, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, 2*i)
+				}
+				return buf[:lo], 0, 0, 0, fmt.Errorf("%w: offset %d is not a hexadecimal character", ErrInvalidCharacter, 2*i+1)
+			}
+			out[i] = h<<4 | l
 		}
 		return buf, lo, len(buf), read, nil
 	case encRaw:
@@ -473,6 +499,21 @@ func (c codec) decodeBCD(out, raw []byte, count int) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// hexValue maps each byte to its value as a hexadecimal digit, 0xFF when it is not one. It
+// is built once and never changed.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xFF
+	}
+	for i := range 10 {
+		t['0'+i] = byte(i)
+	}
+	for i := range 6 {
+		t['A'+i], t['a'+i] = byte(10+i), byte(10+i)
+	}
+	return t
+}()
 
 // unhex returns the value of a hexadecimal digit the caller has checked.
 func unhex(c byte) byte {
