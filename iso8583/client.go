@@ -228,7 +228,7 @@ type Client struct {
 	backoffMax   time.Duration
 
 	epoch   time.Time     // base of the link's monotonic activity clocks
-	frames  sync.Pool     // *[]byte: memory for frames being written
+	frames  sync.Pool     // *[]byte: memory for frames being written and requests being packed
 	window  chan struct{} // one token per request in flight
 	dialSem chan struct{} // one dial at a time; a channel so that waiting honours ctx
 	life    context.Context
@@ -238,7 +238,7 @@ type Client struct {
 	mu        sync.Mutex
 	conn      *link // the current connection, nil when there is none
 	dialing   *link // a connection being signed on, not yet current
-	pending   map[matchKey]*pending
+	pending   map[matchKey]pending
 	recent    recentSet
 	closed    bool
 	draining  bool
@@ -290,7 +290,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		backoffMin:   opts.ReconnectMin,
 		backoffMax:   opts.ReconnectMax,
 		dialSem:      make(chan struct{}, 1),
-		pending:      make(map[matchKey]*pending),
+		pending:      make(map[matchKey]pending),
 		epoch:        time.Now(),
 	}
 	d := opts.Dialect
@@ -425,7 +425,22 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	if err != nil {
 		return nil, notSent(err)
 	}
-	b, err := c.pack(ctx, wire)
+	var b []byte
+	if c.mac == nil {
+		// Packed into memory of the client's pool: write frames a copy of it, so that it
+		// is free again when the exchange ends.
+		bp, _ := c.frames.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		b, err = AppendPack((*bp)[:0], wire)
+		defer func() {
+			*bp = b[:0]
+			c.frames.Put(bp)
+		}()
+	} else {
+		b, err = c.pack(ctx, wire)
+	}
 	if err != nil {
 		return nil, notSent(err)
 	}
@@ -467,8 +482,8 @@ func (c *Client) prepare(req *Message) (*Message, error) {
 }
 
 // register adds a pending entry for key.
-func (c *Client) register(key matchKey, user bool) (*pending, error) {
-	p := &pending{ch: make(chan result, 1)}
+func (c *Client) register(key matchKey, user bool) (pending, error) {
+	p := make(pending, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -496,7 +511,7 @@ func (c *Client) userDone() {
 
 // exchange writes b (a registered request) on l, or on the current connection when l is
 // nil, and waits for its response.
-func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending, b []byte) (*Message, error) {
+func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p pending, b []byte) (*Message, error) {
 	fixed := l != nil
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -533,7 +548,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	c.beginWait(l)
 	defer c.endWait(l)
 	select {
-	case r := <-p.ch:
+	case r := <-p:
 		return c.received(ctx, r)
 	case <-ctx.Done():
 		if c.forget(key, p, true) {
@@ -547,7 +562,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	}
 	// The reader took the entry to deliver while this request gave up: the result is in
 	// the channel now or in a moment.
-	return c.received(ctx, <-p.ch)
+	return c.received(ctx, <-p)
 }
 
 func notSent(err error) error { return fmt.Errorf("%w: %w", ErrNotSent, err) }
@@ -556,7 +571,7 @@ func unknown(err error) error { return fmt.Errorf("%w: %w", ErrOutcomeUnknown, e
 // forget removes p's registration and reports whether it was still registered (false: the
 // reader has taken it to deliver a result). A request given up after it was written is
 // remembered, so that its response is recognized as late.
-func (c *Client) forget(key matchKey, p *pending, written bool) bool {
+func (c *Client) forget(key matchKey, p pending, written bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[key] != p {

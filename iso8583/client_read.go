@@ -66,9 +66,8 @@ type result struct {
 	err error
 }
 
-type pending struct {
-	ch chan result // buffered: the reader never blocks on it
-}
+// pending is where a request's result comes: buffered, so the reader never blocks on it.
+type pending chan result
 
 // recentSet remembers the last finished requests: answered, or given up.
 type recentSet struct {
@@ -281,7 +280,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	tid = strings.TrimRight(tid, " ")
 	c.mu.Lock()
 	var key matchKey
-	var p *pending
+	var p pending
 	for k, q := range c.pending {
 		if kmti, kstan, ktid := k.parts(); kmti == mti && kstan == stan && (tid == "" || ktid == tid) {
 			if p != nil {
@@ -298,7 +297,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	c.mu.Unlock()
 	if p != nil {
 		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
-		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
+		p <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
 	}
 }
 
@@ -333,7 +332,7 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 		if c.tracing {
 			c.logf("iso8583: recv %s", Masked{msg})
 		}
-		p.ch <- result{msg: msg, raw: raw}
+		p <- result{msg: msg, raw: raw}
 		return
 	case known && answered:
 		c.stats.duplicates.Add(1)

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 	"weak"
 
@@ -472,21 +473,36 @@ type table struct {
 	bitmapOK  bool
 }
 
-// tables caches each spec's table, for as long as the spec lives. It is the package's
-// only shared state, a cache: a spec must not change once a message uses it.
+// tables caches each spec's table, for as long as the spec lives. With lastTable it is the
+// package's only shared state, a cache: a spec must not change once a message uses it.
 var tables sync.Map // weak.Pointer[MessageSpec] -> *table
+
+// lastTable is the spec and table tableFor returned last, found without a map lookup: a
+// program mostly uses one spec. It keeps that one spec alive (a table must not: the cache
+// would keep every spec).
+var lastTable atomic.Pointer[specTable]
+
+type specTable struct {
+	spec *MessageSpec
+	tab  *table
+}
 
 // tableFor returns spec's table, compiling it on first use.
 func tableFor(spec *MessageSpec) *table {
+	if last := lastTable.Load(); last != nil && last.spec == spec {
+		return last.tab
+	}
 	key := weak.Make(spec)
-	if t, ok := tables.Load(key); ok {
-		return t.(*table)
+	v, ok := tables.Load(key)
+	if !ok {
+		var loaded bool
+		if v, loaded = tables.LoadOrStore(key, compile(spec)); !loaded {
+			runtime.AddCleanup(spec, func(k weak.Pointer[MessageSpec]) { tables.Delete(k) }, key)
+		}
 	}
-	t, loaded := tables.LoadOrStore(key, compile(spec))
-	if !loaded {
-		runtime.AddCleanup(spec, func(k weak.Pointer[MessageSpec]) { tables.Delete(k) }, key)
-	}
-	return t.(*table)
+	t := v.(*table)
+	lastTable.Store(&specTable{spec, t})
+	return t
 }
 
 // compile builds spec's table.
