@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -601,30 +600,6 @@ func (c *Client) beginWait(l *link) {
 }
 
 func (c *Client) endWait(l *link) { l.waiting.Add(-1) }
-
-// requestKey returns the key of the response req waits for.
-func requestKey(req *Message) (matchKey, error) {
-	if req == nil {
-		return matchKey{}, errors.New("iso8583: nil request")
-	}
-	mti, err := req.GetMTI()
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
-	}
-	resp, err := ResponseMTI(mti)
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
-	}
-	stan, err := req.text(11)
-	if err != nil || stan == "" {
-		return matchKey{}, &FieldError{Field: 11, Op: "pack", Err: fmt.Errorf("%w: needed to match the response", ErrMissingField)}
-	}
-	tid, err := req.text(41)
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 41, Op: "pack", Err: err}
-	}
-	return newMatchKey(resp, stan, strings.TrimRight(tid, " ")), nil
-}
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {

@@ -60,6 +60,30 @@ func (k matchKey) String() string {
 	return mti + " stan=" + stan + " tid=" + tid
 }
 
+// requestKey returns the key of the response req waits for.
+func requestKey(req *Message) (matchKey, error) {
+	if req == nil {
+		return matchKey{}, errors.New("iso8583: nil request")
+	}
+	mti, err := req.GetMTI()
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
+	}
+	resp, err := ResponseMTI(mti)
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
+	}
+	stan, err := req.text(11)
+	if err != nil || stan == "" {
+		return matchKey{}, &FieldError{Field: 11, Op: "pack", Err: fmt.Errorf("%w: needed to match the response", ErrMissingField)}
+	}
+	tid, err := req.text(41)
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 41, Op: "pack", Err: err}
+	}
+	return newMatchKey(resp, stan, strings.TrimRight(tid, " ")), nil
+}
+
 type result struct {
 	msg *Message
 	raw []byte // msg as it came (without framing), for its MAC; never reused
