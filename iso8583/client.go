@@ -432,6 +432,9 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 		if bp == nil {
 			bp = new([]byte)
 		}
+		if cap(*bp) < pooledFrameCap {
+			*bp = make([]byte, 0, pooledFrameCap)
+		}
 		b, err = AppendPack((*bp)[:0], wire)
 		defer func() {
 			*bp = b[:0]

@@ -40,6 +40,10 @@ type wres struct {
 	lead bool
 }
 
+// pooledFrameCap is the least memory a buffer of the client's frame pool gets, so that
+// one used for a packed request serves for a framed one (a chip sale is about 450 bytes).
+const pooledFrameCap = 1024
+
 // appendFramer is implemented by this package's framers: they frame into a buffer without
 // a second copy.
 type appendFramer interface {
@@ -80,6 +84,9 @@ func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 	fb, _ := c.frames.Get().(*[]byte)
 	if fb == nil {
 		fb = new([]byte)
+	}
+	if cap(*fb) < pooledFrameCap {
+		*fb = make([]byte, 0, pooledFrameCap)
 	}
 	frame, err := c.frame((*fb)[:0], b)
 	if err != nil {

@@ -473,14 +473,17 @@ type table struct {
 	bitmapOK  bool
 }
 
-// tables caches each spec's table, for as long as the spec lives. With lastTable it is the
-// package's only shared state, a cache: a spec must not change once a message uses it.
+// tables caches each spec's table, for as long as the spec lives. With recentTables it is
+// the package's only shared state, a cache: a spec must not change once a message uses it.
 var tables sync.Map // weak.Pointer[MessageSpec] -> *table
 
-// lastTable is the spec and table tableFor returned last, found without a map lookup: a
-// program mostly uses one spec. It keeps that one spec alive (a table must not: the cache
-// would keep every spec).
-var lastTable atomic.Pointer[specTable]
+// recentTables are the specs and tables tableFor found last, found again without a map
+// lookup: a program uses one spec or a few (the daemon's, a simulator's). They keep those
+// few specs alive (a table must not: the cache would keep every spec).
+var (
+	recentTables [4]atomic.Pointer[specTable]
+	nextRecent   atomic.Uint32
+)
 
 type specTable struct {
 	spec *MessageSpec
@@ -489,8 +492,10 @@ type specTable struct {
 
 // tableFor returns spec's table, compiling it on first use.
 func tableFor(spec *MessageSpec) *table {
-	if last := lastTable.Load(); last != nil && last.spec == spec {
-		return last.tab
+	for i := range recentTables {
+		if st := recentTables[i].Load(); st != nil && st.spec == spec {
+			return st.tab
+		}
 	}
 	key := weak.Make(spec)
 	v, ok := tables.Load(key)
@@ -501,7 +506,7 @@ func tableFor(spec *MessageSpec) *table {
 		}
 	}
 	t := v.(*table)
-	lastTable.Store(&specTable{spec, t})
+	recentTables[nextRecent.Add(1)%uint32(len(recentTables))].Store(&specTable{spec, t})
 	return t
 }
 
