@@ -145,8 +145,8 @@ func AppendPack(dst []byte, msg *Message) ([]byte, error) {
 }
 
 // checkPack returns the error [Pack] would return for msg, whose fields other than the MTI
-// and the bitmap are among ids (ascending; absent ones are skipped), without packing it. Builders use it to check that every field fits before a message
-// is handed out.
+// and the bitmap are among ids (ascending; absent ones are skipped), without packing it.
+// Builders use it to check that every field fits before a message is handed out.
 func checkPack(msg *Message, ids []int) error {
 	if msg == nil {
 		return errors.New("iso8583: pack: nil message")

@@ -182,48 +182,17 @@ func (m *Message) GetString(id int) (string, error) {
 // mtiString returns v as a string, without allocating for the MTIs of the terminal's
 // message set.
 func mtiString(v []byte) string {
-	switch string(v) {
-	case "0100":
-		return "0100"
-	case "0110":
-		return "0110"
-	case "0200":
-		return "0200"
-	case "0210":
-		return "0210"
-	case "0220":
-		return "0220"
-	case "0221":
-		return "0221"
-	case "0230":
-		return "0230"
-	case "0320":
-		return "0320"
-	case "0330":
-		return "0330"
-	case "0400":
-		return "0400"
-	case "0401":
-		return "0401"
-	case "0410":
-		return "0410"
-	case "0420":
-		return "0420"
-	case "0421":
-		return "0421"
-	case "0430":
-		return "0430"
-	case "0500":
-		return "0500"
-	case "0510":
-		return "0510"
-	case "0800":
-		return "0800"
-	case "0810":
-		return "0810"
+	for _, mti := range messageSetMTIs {
+		if string(v) == mti {
+			return mti
+		}
 	}
 	return string(v)
 }
+
+// messageSetMTIs are the MTIs of the terminal's message set, requests and responses.
+var messageSetMTIs = [...]string{"0100", "0110", "0200", "0210", "0220", "0221", "0230", "0320", "0330",
+	"0400", "0401", "0410", "0420", "0421", "0430", "0500", "0510", "0800", "0810"}
 
 // text is GetString for this package's own reading: a text field's string shares the
 // message's buffer instead of copying it. That is sound because nothing ever writes into
@@ -311,9 +280,6 @@ func (m *Message) Present() iter.Seq[int] {
 
 // UnsetField removes field id, if present.
 func (m *Message) UnsetField(id int) {
-	if id < 0 || id > maxField {
-		return
-	}
 	if !m.Has(id) {
 		return
 	}
@@ -513,9 +479,8 @@ func tableFor(spec *MessageSpec) *table {
 // compile builds spec's table.
 func compile(spec *MessageSpec) *table {
 	t := &table{validErr: spec.Validate()}
-	_, err := bitmapForm(spec, "pack")
-	t.bitmapOK = err == nil
-	t.hexBitmap, _ = bitmapForm(spec, "pack")
+	hexBitmap, err := bitmapForm(spec, "pack")
+	t.hexBitmap, t.bitmapOK = hexBitmap, err == nil
 	for id, f := range spec.Fields {
 		if id < 0 || id > maxField || f == nil {
 			continue
