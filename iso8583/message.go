@@ -30,6 +30,8 @@ import (
 // Printing a message (fmt's %v, %s, %#v, slog, json.Marshal) gives its masked [Summary] or
 // [MarshalJSON]: never its card data.
 //
+// The zero Message is not usable: make one with NewMessage (or Unpack).
+//
 // A Message is not safe for concurrent use while it is being changed; once built, it is
 // safe to read (get, pack, describe) from several goroutines at once.
 type Message struct {
