@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/terminal/card"
 )
 
@@ -316,38 +314,47 @@ func (a Authorization) Message() (*Message, error) {
 	if spec == nil {
 		spec = defaultSpec()
 	}
-	msg := moov.NewMessage(spec)
+	msg := NewMessage(spec)
 	msg.MTI(mti)
-	// Values go through one scratch buffer: the message keeps copies (setText).
-	scratch := make([]byte, 0, 64)
+	// Values go through one scratch buffer: the message keeps copies.
+	var scratchArr [64]byte
+	scratch := scratchArr[:0]
 	setBytes := func(id int, v []byte) error {
 		if len(v) == 0 {
 			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
 		}
 		scratch = v[:0]
-		if err := setText(msg, id, v); err != nil {
+		if err := msg.BinaryField(id, v); err != nil {
 			return &FieldError{Field: id, Op: "build", Err: err}
 		}
 		return nil
 	}
 	set := func(id int, v string) error { return setBytes(id, append(scratch, v...)) }
-	values := []struct {
-		id  int
-		put func([]byte) []byte
-	}{
-		{3, func(b []byte) []byte { return append(b, pc...) }},
-		{4, func(b []byte) []byte { return appendDigits(b, a.AmountMinor, 12) }},
-		{7, func(b []byte) []byte { return a.TransmissionTime.UTC().AppendFormat(b, "0102150405") }},
-		{11, func(b []byte) []byte { return appendDigits(b, int64(a.STAN), 6) }},
-		{12, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "150405") }},
-		{13, func(b []byte) []byte { return a.LocalTime.AppendFormat(b, "0102") }},
-		{22, func(b []byte) []byte { return append(b, a.EntryMode...) }},
-		{41, func(b []byte) []byte { return append(b, a.TerminalID...) }},
-		{42, func(b []byte) []byte { return append(b, a.MerchantID...) }},
-		{49, func(b []byte) []byte { return append(b, a.CurrencyNumeric...) }},
-	}
-	for _, fv := range values {
-		if err := setBytes(fv.id, fv.put(scratch)); err != nil {
+	for _, id := range [...]int{3, 4, 7, 11, 12, 13, 22, 41, 42, 49} {
+		b := scratch
+		switch id {
+		case 3:
+			b = append(b, pc...)
+		case 4:
+			b = appendDigits(b, a.AmountMinor, 12)
+		case 7:
+			b = a.TransmissionTime.UTC().AppendFormat(b, "0102150405")
+		case 11:
+			b = appendDigits(b, int64(a.STAN), 6)
+		case 12:
+			b = a.LocalTime.AppendFormat(b, "150405")
+		case 13:
+			b = a.LocalTime.AppendFormat(b, "0102")
+		case 22:
+			b = append(b, a.EntryMode...)
+		case 41:
+			b = append(b, a.TerminalID...)
+		case 42:
+			b = append(b, a.MerchantID...)
+		case 49:
+			b = append(b, a.CurrencyNumeric...)
+		}
+		if err := setBytes(id, b); err != nil {
 			return nil, err
 		}
 	}
@@ -400,7 +407,7 @@ func (a Authorization) Message() (*Message, error) {
 		if err := CheckPINFields(spec, len(a.PINBlock), len(ksn)); err != nil {
 			return nil, err
 		}
-		if err := msg.BinaryField(52, append([]byte(nil), a.PINBlock...)); err != nil {
+		if err := msg.BinaryField(52, a.PINBlock); err != nil {
 			return nil, &FieldError{Field: 52, Op: "build", Err: err}
 		}
 		if err := set(fieldKSN, ksn); err != nil {
@@ -409,7 +416,7 @@ func (a Authorization) Message() (*Message, error) {
 	}
 
 	if a.Field55 != nil {
-		if err := msg.BinaryField(55, append([]byte(nil), a.Field55...)); err != nil {
+		if err := msg.BinaryField(55, a.Field55); err != nil {
 			return nil, &FieldError{Field: 55, Op: "build", Err: err}
 		}
 	}
@@ -498,7 +505,7 @@ func ParseAuthResponse(msg *Message) (AuthResponse, error) {
 	if r.TerminalID == "" {
 		return AuthResponse{}, &FieldError{Field: 41, Op: "unpack", Err: ErrMissingField}
 	}
-	cur, _ := msg.GetString(49)
+	cur, _ := msg.text(49)
 	return AuthResponse{MTI: r.MTI, ResponseCode: r.ResponseCode, ApprovalCode: r.ApprovalCode, RRN: r.RRN,
 		TerminalID: r.TerminalID, STAN: r.STAN, AmountMinor: r.AmountMinor, Currency: cur}, nil
 }

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/terminal/card"
 )
@@ -18,10 +16,10 @@ import (
 func fieldsOf(t *testing.T, m *iso8583.Message) map[int]string {
 	t.Helper()
 	out := map[int]string{}
-	for id := range m.GetFields() {
-		if id == 1 {
-			continue
-		}
+	if mti, err := m.GetMTI(); err == nil && m.Has(0) {
+		out[0] = mti
+	}
+	for id := range m.Present() {
 		s, err := m.GetString(id)
 		if err != nil {
 			t.Fatal(err)
@@ -247,8 +245,8 @@ func TestAuthorizationMessageIsPlainMoov(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := moov.NewMessage(iso8583.DefaultSpec())
-	if err := other.Unpack(b); err != nil {
+	other, err := iso8583.Unpack(iso8583.DefaultSpec(), b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if s, _ := other.GetString(4); s != "000000001234" {

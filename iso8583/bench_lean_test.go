@@ -156,11 +156,7 @@ func leanApprove(b *testing.B) func(req, dst []byte) ([]byte, error) {
 		if err := m.Field(39, iso8583.RCApproved); err != nil {
 			return nil, err
 		}
-		out, err := iso8583.Pack(m)
-		if err != nil {
-			return nil, err
-		}
-		return append(dst, out...), nil
+		return iso8583.AppendPack(dst, m)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,6 +200,7 @@ type Client struct {
 	spec         *MessageSpec
 	framer       Framer
 	readFramer   Framer        // framer, its maximum lowered to the dialect's largest message
+	ownFrames    bool          // readFramer is this package's: each frame it reads is memory of its own
 	messages     *messageRules // the dialect's message rules; nil: none
 	mac          *MACSpec      // the dialect's MAC; nil: none
 	macer        MACer
@@ -227,7 +227,7 @@ type Client struct {
 	backoffMax   time.Duration
 
 	epoch   time.Time     // base of the link's monotonic activity clocks
-	frames  sync.Pool     // *[]byte: memory for frames being written
+	frames  sync.Pool     // *[]byte: memory for frames being written and requests being packed
 	window  chan struct{} // one token per request in flight
 	dialSem chan struct{} // one dial at a time; a channel so that waiting honours ctx
 	life    context.Context
@@ -237,7 +237,7 @@ type Client struct {
 	mu        sync.Mutex
 	conn      *link // the current connection, nil when there is none
 	dialing   *link // a connection being signed on, not yet current
-	pending   map[matchKey]*pending
+	pending   map[matchKey]pending
 	recent    recentSet
 	closed    bool
 	draining  bool
@@ -289,7 +289,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		backoffMin:   opts.ReconnectMin,
 		backoffMax:   opts.ReconnectMax,
 		dialSem:      make(chan struct{}, 1),
-		pending:      make(map[matchKey]*pending),
+		pending:      make(map[matchKey]pending),
 		epoch:        time.Now(),
 	}
 	d := opts.Dialect
@@ -370,6 +370,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.frameTimeout = DefaultFrameTimeout
 	}
 	c.readFramer = limitFramer(c.framer, c.spec)
+	switch c.readFramer.(type) {
+	case BinaryLengthFramer, LengthFramer:
+		c.ownFrames = true
+	}
 	if c.backoffMin == 0 {
 		c.backoffMin = DefaultReconnectMin
 	}
@@ -420,7 +424,25 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	if err != nil {
 		return nil, notSent(err)
 	}
-	b, err := c.pack(ctx, wire)
+	var b []byte
+	if c.mac == nil {
+		// Packed into memory of the client's pool: write frames a copy of it, so that it
+		// is free again when the exchange ends.
+		bp, _ := c.frames.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		if cap(*bp) < pooledFrameCap {
+			*bp = make([]byte, 0, pooledFrameCap)
+		}
+		b, err = AppendPack((*bp)[:0], wire)
+		defer func() {
+			*bp = b[:0]
+			c.frames.Put(bp)
+		}()
+	} else {
+		b, err = c.pack(ctx, wire)
+	}
 	if err != nil {
 		return nil, notSent(err)
 	}
@@ -462,8 +484,8 @@ func (c *Client) prepare(req *Message) (*Message, error) {
 }
 
 // register adds a pending entry for key.
-func (c *Client) register(key matchKey, user bool) (*pending, error) {
-	p := &pending{ch: make(chan result, 1)}
+func (c *Client) register(key matchKey, user bool) (pending, error) {
+	p := make(pending, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -491,7 +513,7 @@ func (c *Client) userDone() {
 
 // exchange writes b (a registered request) on l, or on the current connection when l is
 // nil, and waits for its response.
-func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending, b []byte) (*Message, error) {
+func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p pending, b []byte) (*Message, error) {
 	fixed := l != nil
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -528,7 +550,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	c.beginWait(l)
 	defer c.endWait(l)
 	select {
-	case r := <-p.ch:
+	case r := <-p:
 		return c.received(ctx, r)
 	case <-ctx.Done():
 		if c.forget(key, p, true) {
@@ -542,7 +564,7 @@ func (c *Client) exchange(ctx context.Context, l *link, key matchKey, p *pending
 	}
 	// The reader took the entry to deliver while this request gave up: the result is in
 	// the channel now or in a moment.
-	return c.received(ctx, <-p.ch)
+	return c.received(ctx, <-p)
 }
 
 func notSent(err error) error { return fmt.Errorf("%w: %w", ErrNotSent, err) }
@@ -551,7 +573,7 @@ func unknown(err error) error { return fmt.Errorf("%w: %w", ErrOutcomeUnknown, e
 // forget removes p's registration and reports whether it was still registered (false: the
 // reader has taken it to deliver a result). A request given up after it was written is
 // remembered, so that its response is recognized as late.
-func (c *Client) forget(key matchKey, p *pending, written bool) bool {
+func (c *Client) forget(key matchKey, p pending, written bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[key] != p {
@@ -581,30 +603,6 @@ func (c *Client) beginWait(l *link) {
 }
 
 func (c *Client) endWait(l *link) { l.waiting.Add(-1) }
-
-// requestKey returns the key of the response req waits for.
-func requestKey(req *Message) (matchKey, error) {
-	if req == nil {
-		return matchKey{}, errors.New("iso8583: nil request")
-	}
-	mti, err := req.GetMTI()
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
-	}
-	resp, err := ResponseMTI(mti)
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
-	}
-	stan, err := req.GetString(11)
-	if err != nil || stan == "" {
-		return matchKey{}, &FieldError{Field: 11, Op: "pack", Err: fmt.Errorf("%w: needed to match the response", ErrMissingField)}
-	}
-	tid, err := req.GetString(41)
-	if err != nil {
-		return matchKey{}, &FieldError{Field: 41, Op: "pack", Err: err}
-	}
-	return matchKey{mti: resp, stan: stan, tid: strings.TrimRight(tid, " ")}, nil
-}
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {

@@ -14,8 +14,8 @@ func (c *Client) answerEcho(l *link, req *Message) {
 	c.logf("iso8583: host sent %s; answering", Masked{req})
 	resp, err := Convert(req, c.spec)
 	if err == nil {
-		for id := range resp.GetFields() {
-			if id > 1 && id != 7 && id != 11 && id != 41 && id != 70 {
+		for id := range resp.Present() {
+			if id != 7 && id != 11 && id != 41 && id != 70 {
 				resp.UnsetField(id)
 			}
 		}

@@ -20,14 +20,69 @@ import (
 // (its request gave up: reverse) from a duplicate (already answered: ignore).
 const recentSize = 4096
 
-// matchKey identifies the response a request waits for.
+// matchKey identifies the response a request waits for: the response MTI, field 11 as sent
+// and field 41 without its space padding. It holds them in arrays, so that making one and
+// keeping it (the recent set holds thousands) costs no memory of its own; values longer than
+// the arrays (a dialect's unusual field 11 or 41) go into long instead.
 type matchKey struct {
-	mti  string // the response MTI
-	stan string // field 11 as sent
-	tid  string // field 41 without its space padding
+	mti         [4]byte
+	nstan, ntid uint8
+	stan        [12]byte
+	tid         [16]byte
+	long        string // "mti\x00stan\x00tid" when a part does not fit its array; then the arrays are empty
 }
 
-func (k matchKey) String() string { return k.mti + " stan=" + k.stan + " tid=" + k.tid }
+// newMatchKey returns the key of a response mti for the request of field 11 stan and
+// field 41 tid (without its padding).
+func newMatchKey(mti, stan, tid string) matchKey {
+	var k matchKey
+	if len(mti) != len(k.mti) || len(stan) > len(k.stan) || len(tid) > len(k.tid) {
+		k.long = mti + "\x00" + stan + "\x00" + tid
+		return k
+	}
+	copy(k.mti[:], mti)
+	k.nstan, k.ntid = uint8(copy(k.stan[:], stan)), uint8(copy(k.tid[:], tid))
+	return k
+}
+
+// parts returns the key's MTI, STAN and terminal id.
+func (k matchKey) parts() (mti, stan, tid string) {
+	if k.long != "" {
+		mti, rest, _ := strings.Cut(k.long, "\x00")
+		stan, tid, _ := strings.Cut(rest, "\x00")
+		return mti, stan, tid
+	}
+	return string(k.mti[:]), string(k.stan[:k.nstan]), string(k.tid[:k.ntid])
+}
+
+func (k matchKey) String() string {
+	mti, stan, tid := k.parts()
+	return mti + " stan=" + stan + " tid=" + tid
+}
+
+// requestKey returns the key of the response req waits for.
+func requestKey(req *Message) (matchKey, error) {
+	if req == nil {
+		return matchKey{}, errors.New("iso8583: nil request")
+	}
+	mti, err := req.GetMTI()
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
+	}
+	resp, err := ResponseMTI(mti)
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 0, Op: "pack", Err: err}
+	}
+	stan, err := req.text(11)
+	if err != nil || stan == "" {
+		return matchKey{}, &FieldError{Field: 11, Op: "pack", Err: fmt.Errorf("%w: needed to match the response", ErrMissingField)}
+	}
+	tid, err := req.text(41)
+	if err != nil {
+		return matchKey{}, &FieldError{Field: 41, Op: "pack", Err: err}
+	}
+	return newMatchKey(resp, stan, strings.TrimRight(tid, " ")), nil
+}
 
 type result struct {
 	msg *Message
@@ -35,9 +90,8 @@ type result struct {
 	err error
 }
 
-type pending struct {
-	ch chan result // buffered: the reader never blocks on it
-}
+// pending is where a request's result comes: buffered, so the reader never blocks on it.
+type pending chan result
 
 // recentSet remembers the last finished requests: answered, or given up.
 type recentSet struct {
@@ -93,7 +147,14 @@ func (c *Client) readLoop(l *link) {
 		if len(b) == 0 {
 			continue
 		}
-		msg, err := unpack(c.spec, b)
+		var msg *Message
+		if c.ownFrames {
+			// The frame is this read's own memory, kept as the response's raw form: the
+			// message keeps it too (its capacity capped: decoded values go elsewhere).
+			msg, err = unpackOwned(c.spec, b[:len(b):len(b)])
+		} else {
+			msg, err = unpack(c.spec, b)
+		}
 		if err != nil {
 			c.stats.malformed.Add(1)
 			c.logf("iso8583: unreadable frame of %d bytes: %v", len(b), err)
@@ -234,18 +295,18 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	if partial == nil {
 		return
 	}
-	mti, _ := partial.GetString(0)
-	stan, _ := partial.GetString(11)
+	mti, _ := partial.text(0)
+	stan, _ := partial.text(11)
 	if mti == "" || stan == "" {
 		return
 	}
-	tid, _ := partial.GetString(41)
+	tid, _ := partial.text(41)
 	tid = strings.TrimRight(tid, " ")
 	c.mu.Lock()
 	var key matchKey
-	var p *pending
+	var p pending
 	for k, q := range c.pending {
-		if k.mti == mti && k.stan == stan && (tid == "" || k.tid == tid) {
+		if kmti, kstan, ktid := k.parts(); kmti == mti && kstan == stan && (tid == "" || ktid == tid) {
 			if p != nil {
 				p = nil // ambiguous: let the requests time out
 				break
@@ -260,7 +321,7 @@ func (c *Client) failMalformed(partial *Message, cause error) {
 	c.mu.Unlock()
 	if p != nil {
 		c.logf("iso8583: the unreadable frame answers %s: its outcome is unknown", key)
-		p.ch <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
+		p <- result{err: unknown(fmt.Errorf("%w: %w", ErrMalformedResponse, cause))}
 	}
 }
 
@@ -277,9 +338,9 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 		c.logf("iso8583: ignored a request from the host: %s", Masked{msg})
 		return
 	}
-	stan, _ := msg.GetString(11)
-	tid, _ := msg.GetString(41)
-	key := matchKey{mti: mti, stan: stan, tid: strings.TrimRight(tid, " ")}
+	stan, _ := msg.text(11)
+	tid, _ := msg.text(41)
+	key := newMatchKey(mti, stan, strings.TrimRight(tid, " "))
 	c.mu.Lock()
 	p := c.pending[key]
 	answered, known := c.recent.state[key]
@@ -295,7 +356,7 @@ func (c *Client) deliver(l *link, msg *Message, raw []byte) {
 		if c.tracing {
 			c.logf("iso8583: recv %s", Masked{msg})
 		}
-		p.ch <- result{msg: msg, raw: raw}
+		p <- result{msg: msg, raw: raw}
 		return
 	case known && answered:
 		c.stats.duplicates.Add(1)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -38,6 +39,10 @@ type wres struct {
 	err  error
 	lead bool
 }
+
+// pooledFrameCap is the least memory a buffer of the client's frame pool gets, so that
+// one used for a packed request serves for a framed one (a chip sale is about 450 bytes).
+const pooledFrameCap = 1024
 
 // appendFramer is implemented by this package's framers: they frame into a buffer without
 // a second copy.
@@ -79,6 +84,9 @@ func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 	fb, _ := c.frames.Get().(*[]byte)
 	if fb == nil {
 		fb = new([]byte)
+	}
+	if cap(*fb) < pooledFrameCap {
+		*fb = make([]byte, 0, pooledFrameCap)
 	}
 	frame, err := c.frame((*fb)[:0], b)
 	if err != nil {
@@ -142,9 +150,27 @@ func (c *Client) writeFrame(ctx context.Context, l *link, frame []byte) (int, er
 
 // lead writes the caller's own frame, then the frames queued behind it in one write, then
 // passes the writing on.
+//
+// With other requests in flight it first lets the goroutines that are ready run: requests
+// come in bursts then (a batch of answers wakes their senders together), and those that
+// queue meanwhile go out with its own frame in one write instead of one write each.
 func (c *Client) lead(ctx context.Context, l *link, frame []byte) (int, error) {
+	if len(c.window) > 1 {
+		runtime.Gosched()
+		l.wmu.Lock()
+		queued := len(l.queue) > 0
+		l.wmu.Unlock()
+		if queued && ctx.Err() == nil {
+			own := &wreq{frame: frame, done: make(chan wres, 1)}
+			own.deadline, _ = ctx.Deadline()
+			own.state.Store(wreqTaken)
+			c.writeQueued(l, own)
+			res := <-own.done
+			return res.n, res.err
+		}
+	}
 	n, err := c.writeOwn(ctx, l, frame)
-	c.writeQueued(l)
+	c.writeQueued(l, nil)
 	return n, err
 }
 
@@ -190,9 +216,10 @@ func (c *Client) writeOwn(ctx context.Context, l *link, frame []byte) (int, erro
 	return n, err
 }
 
-// writeQueued writes, in one system call, every frame queued on l whose Send still waits,
-// gives each its result, and passes the writing to the next in line (or ends it).
-func (c *Client) writeQueued(l *link) {
+// writeQueued writes, in one system call, own (the writer's own frame, taken already; nil
+// when written already) and every frame queued on l whose Send still waits, gives each its
+// result, and passes the writing to the next in line (or ends it).
+func (c *Client) writeQueued(l *link, own *wreq) {
 	l.wmu.Lock()
 	batch := l.queue
 	l.queue = l.spare[:0]
@@ -202,8 +229,13 @@ func (c *Client) writeQueued(l *link) {
 	buf := l.wbuf[:0]
 	var deadline time.Time
 	none := false
+	if own != nil {
+		batch = append(batch, nil)
+		copy(batch[1:], batch)
+		batch[0] = own
+	}
 	for _, r := range batch {
-		if !r.state.CompareAndSwap(wreqWaiting, wreqTaken) {
+		if r != own && !r.state.CompareAndSwap(wreqWaiting, wreqTaken) {
 			continue
 		}
 		taken = append(taken, r)

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/moov-io/iso8583/encoding"
 	"github.com/moov-io/iso8583/field"
 )
@@ -46,7 +44,7 @@ var (
 // A FieldError is not changed after it is returned; it is safe for concurrent use.
 type FieldError struct {
 	Field int
-	Op    string // "pack", "unpack", "build", "convert" or "check" (a dialect's message rules)
+	Op    string // "pack", "unpack", "build", "convert", "check" (a dialect's message rules), "set" or "get" (a Message's setters and getters)
 	Err   error
 }
 
@@ -87,50 +85,50 @@ func ownError(err error) bool {
 // Pack returns the wire form of msg in its spec's dialect (without any framing): MTI,
 // bitmap, then the present fields in order. A field that does not fit its definition is a
 // [*FieldError] naming it.
-//
-// Use Pack rather than msg.Pack: it names the failing field in a typed error and rejects
-// field 65.
-func Pack(msg *Message) ([]byte, error) {
+func Pack(msg *Message) ([]byte, error) { return AppendPack(nil, msg) }
+
+// AppendPack appends the wire form of msg (see [Pack]) to dst and returns the extended
+// slice; with a nil dst it allocates one buffer of the message's size. On error dst's
+// contents past its length are undefined.
+func AppendPack(dst []byte, msg *Message) ([]byte, error) {
 	if msg == nil {
 		return nil, errors.New("iso8583: pack: nil message")
 	}
-	spec := msg.GetSpec()
-	fields := msg.GetFields()
-	mti := fields[0]
-	if mti == nil {
+	if !msg.Has(0) {
 		return nil, &FieldError{Field: 0, Op: "pack", Err: ErrMissingField}
 	}
-	hexBitmap, err := bitmapForm(spec, "pack")
-	if err != nil {
+	tab := msg.tab
+	if !tab.bitmapOK {
+		_, err := bitmapForm(msg.spec, "pack")
 		return nil, err
 	}
 
-	var ids [maxField]int
-	n := 0
 	var bits [16]byte
-	for id := range fields {
-		if id < 2 {
-			continue
-		}
-		if id == 65 || id > maxField {
+	size, last := 4+32, 0
+	for id := range msg.Present() {
+		if id == 65 {
 			return nil, &FieldError{Field: id, Op: "pack", Err: ErrUnsupportedField}
 		}
-		ids[n] = id
-		n++
 		bits[(id-1)/8] |= 0x80 >> ((id - 1) % 8)
+		s := msg.span(id)
+		d := &tab.defs[id]
+		size += d.c.prefixLen() + d.c.wireLen(int(s.end-s.off))
+		last = id
 	}
-	slices.Sort(ids[:n])
 	bitmapLen := 8
-	if n > 0 && ids[n-1] > 64 {
+	if last > 64 {
 		bits[0] |= 0x80
 		bitmapLen = 16
 	}
+	if dst == nil {
+		dst = make([]byte, 0, size)
+	}
 
-	out := make([]byte, 0, 512) // a chip sale with field 55 takes about 400 bytes
-	if out, err = packField(out, 0, mti); err != nil {
+	out, err := msg.appendField(dst, 0)
+	if err != nil {
 		return nil, err
 	}
-	if hexBitmap {
+	if tab.hexBitmap {
 		const hexdigits = "0123456789ABCDEF"
 		for _, b := range bits[:bitmapLen] {
 			out = append(out, hexdigits[b>>4], hexdigits[b&0x0f])
@@ -138,8 +136,8 @@ func Pack(msg *Message) ([]byte, error) {
 	} else {
 		out = append(out, bits[:bitmapLen]...)
 	}
-	for _, id := range ids[:n] {
-		if out, err = packField(out, id, fields[id]); err != nil {
+	for id := range msg.Present() {
+		if out, err = msg.appendField(out, id); err != nil {
 			return nil, err
 		}
 	}
@@ -147,37 +145,30 @@ func Pack(msg *Message) ([]byte, error) {
 }
 
 // checkPack returns the error [Pack] would return for msg, whose fields other than the MTI
-// and the bitmap are among ids (ascending; absent ones are skipped), without packing it
-// whole: no copy of the field map, no output kept. Builders use it to check that every
-// field fits before a message is handed out.
+// and the bitmap are among ids (ascending; absent ones are skipped), without packing it.
+// Builders use it to check that every field fits before a message is handed out.
 func checkPack(msg *Message, ids []int) error {
 	if msg == nil {
 		return errors.New("iso8583: pack: nil message")
 	}
-	mti := msg.GetField(0)
-	if mti == nil {
+	if !msg.Has(0) {
 		return &FieldError{Field: 0, Op: "pack", Err: ErrMissingField}
 	}
-	if _, err := bitmapForm(msg.GetSpec(), "pack"); err != nil {
+	if !msg.tab.bitmapOK {
+		_, err := bitmapForm(msg.spec, "pack")
 		return err
 	}
-	var scratch [512]byte // each field in turn; a chip sale's field 55 takes about 280
-	buf, err := packField(scratch[:0], 0, mti)
-	if err != nil {
+	if err := msg.checkField(0); err != nil {
 		return err
 	}
 	for _, id := range ids {
-		if id < 2 {
+		if id < 2 || !msg.Has(id) {
 			continue
 		}
-		f := msg.GetField(id)
-		if f == nil {
-			continue
-		}
-		if id == 65 || id > maxField {
+		if id == 65 {
 			return &FieldError{Field: id, Op: "pack", Err: ErrUnsupportedField}
 		}
-		if buf, err = packField(buf[:0], id, f); err != nil {
+		if err := msg.checkField(id); err != nil {
 			return err
 		}
 	}
@@ -237,8 +228,7 @@ func bitmapForm(spec *MessageSpec, op string) (hexChars bool, err error) {
 // A secondary bitmap with no bits set is accepted. The bitmap is read as the spec defines
 // it: 16 hexadecimal characters (the default) or 8 binary bytes. On error it returns no
 // message.
-//
-// Use Unpack rather than msg.Unpack, which accepts trailing bytes silently.
+
 func Unpack(spec *MessageSpec, b []byte) (*Message, error) {
 	msg, err := unpack(spec, b)
 	if err != nil {
@@ -250,38 +240,54 @@ func Unpack(spec *MessageSpec, b []byte) (*Message, error) {
 // unpack is Unpack, but on error it also returns the fields read before the error (nil if
 // the spec is unusable), so that the client can tell which request a broken response was
 // meant for.
-func unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
+//
+// The message keeps one copy of b: text values are parts of it, decoded values (binary
+// fields as hexadecimal characters, BCD, EBCDIC) are appended to the same buffer.
+func unpack(spec *MessageSpec, b []byte) (*Message, error) {
+	// Room for the values decoded from hexadecimal characters (half their size) without
+	// growing; BCD dialects may grow it once.
+	buf := make([]byte, len(b), len(b)+len(b)/2+16)
+	copy(buf, b)
+	return unpackOwned(spec, buf)
+}
+
+// unpackOwned is unpack without the copy: the message keeps b, which nobody may change
+// afterwards (reading it stays fine: decoded values go after its end, never into it).
+func unpackOwned(spec *MessageSpec, b []byte) (msg *Message, err error) {
 	if spec == nil {
 		spec = defaultSpec()
 	}
-	if err := spec.Validate(); err != nil {
-		return nil, fmt.Errorf("iso8583: unpack: invalid spec: %w", err)
+	msg = NewMessage(spec)
+	tab := msg.tab
+	if tab.validErr != nil {
+		return nil, fmt.Errorf("iso8583: unpack: invalid spec: %w", tab.validErr)
 	}
-	hexBitmap, err := bitmapForm(spec, "unpack")
-	if err != nil {
+	if !tab.bitmapOK {
+		_, err := bitmapForm(spec, "unpack")
 		return nil, err
 	}
 	// The codec cannot panic; a custom spec may hold moov field types that can on hostile
 	// input. Outside bytes must never crash the daemon.
-	msg = moov.NewMessage(spec)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("iso8583: unpack: malformed message (field decoder panicked)")
 		}
 	}()
+	// The buffer grows in a local variable and goes into the message at the end (one
+	// pointer write, not one per field).
+	buf, end := b, len(b)
+	defer func() { msg.buf = buf }()
 
-	off, err := unpackField(msg, 0, b)
+	off := 0
+	if buf, off, err = msg.unpackField(buf, 0, end, 0); err != nil {
+		return msg, err
+	}
+	bitmap, size, n, err := unpackBitmap(b[off:end], tab.hexBitmap)
 	if err != nil {
 		return msg, err
 	}
-	bits, n, err := unpackBitmap(b[off:], hexBitmap)
-	if err != nil {
-		return msg, err
-	}
+	bits := bitmap[:size]
 	off += n
-	if err := msg.Bitmap().SetBytes(bits); err != nil {
-		return msg, &FieldError{Field: 1, Op: "unpack", Err: err}
-	}
 	last := 1
 	for id := 2; id <= 8*len(bits); id++ {
 		if !isSet(bits, id) {
@@ -290,86 +296,72 @@ func unpack(spec *MessageSpec, b []byte) (msg *Message, err error) {
 		if id == 65 {
 			return msg, &FieldError{Field: 65, Op: "unpack", Err: fmt.Errorf("%w: tertiary bitmap", ErrUnsupportedField)}
 		}
-		n, err := unpackField(msg, id, b[off:])
-		if err != nil {
+		if buf, off, err = msg.unpackField(buf, id, end, off); err != nil {
 			return msg, err
 		}
-		off += n
 		last = id
 	}
-	if off != len(b) {
-		return msg, fmt.Errorf("iso8583: unpack: %w: %d bytes after field %d", ErrTrailingBytes, len(b)-off, last)
+	if off != end {
+		return msg, fmt.Errorf("iso8583: unpack: %w: %d bytes after field %d", ErrTrailingBytes, end-off, last)
 	}
 	return msg, nil
 }
 
-// unpackField creates field id in msg and unpacks it from the start of b, returning the
-// number of bytes it took.
-func unpackField(msg *Message, id int, b []byte) (int, error) {
-	sf, ok := msg.GetSpec().Fields[id]
-	if !ok {
-		return 0, &FieldError{Field: id, Op: "unpack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
-	}
-	if spec := sf.Spec(); spec != nil {
-		if c, ok := spec.Unpacker.(codec); ok {
-			switch sf.(type) {
-			case *field.String, *field.Binary:
-				v, n, err := c.Unpack(b, spec)
-				if err != nil {
-					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
-				}
-				// A String copies v; a Binary keeps it, and the codec returns binary values
-				// in memory of their own.
-				if err := msg.BinaryField(id, v); err != nil {
-					return 0, &FieldError{Field: id, Op: "unpack", Err: err}
-				}
-				return n, nil
-			}
+// unpackField reads field id of msg from buf[off:end] (buf is to be the message's buffer)
+// and returns buf, which may have grown, and the offset after the field.
+func (msg *Message) unpackField(buf []byte, id, end, off int) ([]byte, int, error) {
+	d := &msg.tab.defs[id]
+	switch d.kind {
+	case kindNone, kindBitmap:
+		return buf, 0, &FieldError{Field: id, Op: "unpack", Err: fmt.Errorf("%w: not defined in the spec", ErrUnsupportedField)}
+	case kindText, kindBinary:
+		buf, lo, hi, n, err := d.c.unpackTo(buf, off, end, d.fs)
+		if err != nil {
+			return buf, 0, &FieldError{Field: id, Op: "unpack", Err: err}
 		}
+		msg.setSpan(id, span{uint32(lo), uint32(hi)})
+		return buf, off + n, nil
 	}
-	if isComposite(sf) {
-		return unpackComposite(msg, id, sf, b)
+	b := buf[off:end:end]
+	if isComposite(d.proto) {
+		n, err := unpackComposite(msg, id, d.proto, b)
+		return buf, off + n, err
 	}
-	// BinaryField creates the field in the message (its value is replaced just below);
-	// GetField then returns that live instance.
-	if err := msg.BinaryField(id, nil); err != nil {
-		return 0, &FieldError{Field: id, Op: "unpack", Err: err}
-	}
-	f := msg.GetField(id)
+	f := field.NewInstanceOf(d.proto)
 	n, err := f.Unpack(b)
 	if err != nil {
-		msg.UnsetField(id)
-		return 0, &FieldError{Field: id, Op: "unpack", Err: err}
+		return buf, 0, &FieldError{Field: id, Op: "unpack", Err: err}
 	}
-	return n, nil
+	msg.keepOther(id, f)
+	return buf, off + n, nil
 }
 
 // unpackBitmap reads the primary bitmap (16 hexadecimal characters, or 8 bytes) and, when
 // its first bit is set, the secondary one.
-func unpackBitmap(b []byte, hexChars bool) (bits []byte, read int, err error) {
-	bits = make([]byte, 0, 16)
+func unpackBitmap(b []byte, hexChars bool) (bits [16]byte, size, read int, err error) {
 	chunk := 8
 	if hexChars {
 		chunk = 16
 	}
 	for {
 		if len(b)-read < chunk {
-			return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs %d bytes, %d left", ErrTruncated, chunk, len(b)-read)}
+			return bits, 0, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap needs %d bytes, %d left", ErrTruncated, chunk, len(b)-read)}
 		}
 		part := b[read : read+chunk]
 		if hexChars {
 			if i := classB.badChar(part); i >= 0 {
-				return nil, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
+				return bits, 0, 0, &FieldError{Field: 1, Op: "unpack", Err: fmt.Errorf("%w: bitmap character at offset %d is not hexadecimal", ErrInvalidCharacter, read+i)}
 			}
 			for i := 0; i < 16; i += 2 {
-				bits = append(bits, unhex(part[i])<<4|unhex(part[i+1]))
+				bits[size] = unhex(part[i])<<4 | unhex(part[i+1])
+				size++
 			}
 		} else {
-			bits = append(bits, part...)
+			size += copy(bits[size:], part)
 		}
 		read += chunk
-		if len(bits) == 16 || bits[0]&0x80 == 0 {
-			return bits, read, nil
+		if size == 16 || bits[0]&0x80 == 0 {
+			return bits, size, read, nil
 		}
 	}
 }
@@ -389,7 +381,7 @@ func Convert(msg *Message, spec *MessageSpec) (*Message, error) {
 	if msg == nil || spec == nil {
 		return nil, errors.New("iso8583: convert: nil message or spec")
 	}
-	if err := spec.Validate(); err != nil {
+	if err := tableFor(spec).validErr; err != nil {
 		return nil, fmt.Errorf("iso8583: convert: invalid spec: %w", err)
 	}
 	if msg.GetSpec() == spec {
@@ -401,26 +393,42 @@ func Convert(msg *Message, spec *MessageSpec) (*Message, error) {
 // convert is Convert without its checks, always making a copy: a spec that is msg's own
 // gives a copy on the same spec, which may be changed without changing msg.
 func convert(msg *Message, spec *MessageSpec) (*Message, error) {
-	out := moov.NewMessage(spec)
-	for id, f := range msg.GetFields() {
-		if id == 1 {
-			continue
+	out := NewMessage(spec)
+	if spec == msg.spec {
+		// The same table: copy the values as they are.
+		out.set, out.n, out.few = msg.set, msg.n, msg.few
+		if msg.many != nil {
+			out.many = append(make([]span, 0, maxField+1), msg.many...)
 		}
-		target, ok := spec.Fields[id]
-		if !ok {
+		out.buf = msg.buf[:len(msg.buf):len(msg.buf)]
+		for id, f := range msg.other {
+			v, err := f.Bytes()
+			if err != nil {
+				return nil, &FieldError{Field: id, Op: "convert", Err: err}
+			}
+			if err := out.setOther(id, bytes.Clone(v)); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	ids := func(yield func(int) bool) {
+		if msg.Has(0) && !yield(0) {
+			return
+		}
+		msg.Present()(yield)
+	}
+	for id := range ids {
+		src, target := &msg.tab.defs[id], &out.tab.defs[id]
+		if target.kind == kindNone {
 			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: not defined in the target dialect", ErrUnsupportedField)}
 		}
-		_, srcBin := f.(*field.Binary)
-		_, dstBin := target.(*field.Binary)
-		if srcBin != dstBin && !isComposite(f) && !isComposite(target) {
+		if src.binary != target.binary && !isComposite(src.proto) && !isComposite(target.proto) {
 			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: the field is binary in one dialect and text in the other", ErrUnsupportedField)}
 		}
-		v, err := f.Bytes()
-		if err != nil {
-			return nil, &FieldError{Field: id, Op: "convert", Err: err}
-		}
-		if srcBin || isComposite(f) {
-			v = bytes.Clone(v)
+		v, ok := msg.Bytes(id)
+		if !ok {
+			return nil, &FieldError{Field: id, Op: "convert", Err: fmt.Errorf("%w: the value cannot be read", ErrInvalidValue)}
 		}
 		if err := out.BinaryField(id, v); err != nil {
 			return nil, &FieldError{Field: id, Op: "convert", Err: err}

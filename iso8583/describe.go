@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/moov-io/iso8583/field"
 
 	"github.com/posd-dev/posd/terminal/card"
 )
@@ -20,18 +17,18 @@ const hidden = "[hidden]"
 // displayValue returns what a person may see of field id: the PAN as its first 6 and last 4
 // digits, tracks as that masked PAN alone, ICC data as its TLV tags with the sensitive ones
 // hidden, PIN blocks and MACs not at all.
-func displayValue(id int, f field.Field) string {
+func displayValue(msg *Message, id int) string {
 	switch id {
 	case 52, 64, 96, 128:
 		return hidden
 	case 55:
-		b, err := f.Bytes()
-		if err != nil {
+		b, ok := msg.Bytes(id)
+		if !ok {
 			return hidden
 		}
 		return describeTLV(b)
 	}
-	s, err := f.String()
+	s, err := msg.GetString(id)
 	if err != nil {
 		return "[unreadable]"
 	}
@@ -155,18 +152,6 @@ func describeTLV(b []byte) string {
 	return strings.Join(parts, " ")
 }
 
-// presentIDs returns the ids of msg's fields from 2 up, in order.
-func presentIDs(fields map[int]field.Field) []int {
-	ids := make([]int, 0, len(fields))
-	for id := range fields {
-		if id > 1 {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	return ids
-}
-
 // Describe writes msg for a person: the MTI, then one line per present field with its
 // number, its name from the spec and its value. Card data is masked: fields 2 and 34 as
 // first 6 + last 4 digits; tracks 2, 3 and 1 (35, 36, 45) as their masked PAN only; field 55
@@ -175,8 +160,8 @@ func presentIDs(fields map[int]field.Field) []int {
 // TLV); fields 52 (PIN block), 64, 96 and 128 (MACs) as "[hidden]". The KSN in field 62 is
 // not secret and is shown.
 //
-// Never use moov's Describe or json.Marshal on a message for this: they mask little or
-// nothing. [MarshalJSON] gives the same masked content as JSON.
+// [MarshalJSON] gives the same masked content as JSON; a message printed with fmt or slog
+// shows its [Summary].
 func Describe(w io.Writer, msg *Message) error {
 	if msg == nil {
 		_, err := io.WriteString(w, "<nil message>\n")
@@ -185,14 +170,8 @@ func Describe(w io.Writer, msg *Message) error {
 	mti, _ := msg.GetMTI()
 	var b strings.Builder
 	fmt.Fprintf(&b, "MTI %s\n", mti)
-	fields := msg.GetFields()
-	for _, id := range presentIDs(fields) {
-		f := fields[id]
-		name := ""
-		if spec := f.Spec(); spec != nil {
-			name = spec.Description
-		}
-		fmt.Fprintf(&b, "%3d %-42s %s\n", id, name, displayValue(id, f))
+	for id := range msg.Present() {
+		fmt.Fprintf(&b, "%3d %-42s %s\n", id, msg.tab.defs[id].name(), displayValue(msg, id))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -204,7 +183,7 @@ func Describe(w io.Writer, msg *Message) error {
 //
 //	{"0":"0200","2":"476173******0010","3":"000000",...,"55":{"9F26":"[hidden]","9F27":"80"}}
 //
-// moov's own json.Marshal of a message shows every field in clear: never log that.
+// json.Marshal of a message gives the same.
 func MarshalJSON(msg *Message) ([]byte, error) {
 	if msg == nil {
 		return []byte("null"), nil
@@ -213,11 +192,10 @@ func MarshalJSON(msg *Message) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString(`{"0":`)
 	writeJSONString(&b, mti)
-	fields := msg.GetFields()
-	for _, id := range presentIDs(fields) {
+	for id := range msg.Present() {
 		b.WriteString(`,"` + strconv.Itoa(id) + `":`)
 		if id == 55 {
-			if v, err := fields[id].Bytes(); err == nil {
+			if v, ok := msg.Bytes(id); ok {
 				if objs, ok := parseTLV(v); ok {
 					b.WriteByte('{')
 					for i, o := range objs {
@@ -233,7 +211,7 @@ func MarshalJSON(msg *Message) ([]byte, error) {
 				}
 			}
 		}
-		writeJSONString(&b, displayValue(id, fields[id]))
+		writeJSONString(&b, displayValue(msg, id))
 	}
 	b.WriteByte('}')
 	return []byte(b.String()), nil

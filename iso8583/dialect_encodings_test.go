@@ -119,7 +119,7 @@ func TestCompositeFields(t *testing.T) {
 		Kind string `iso8583:"1"`
 		Text string `iso8583:"2"`
 	}
-	if err := back.GetField(48).Unmarshal(&f48); err != nil || f48.Kind != "07" || f48.Text != "HELLO" {
+	if err := back.Composite(48).Unmarshal(&f48); err != nil || f48.Kind != "07" || f48.Text != "HELLO" {
 		t.Errorf("field 48 subfields %+v (%v)", f48, err)
 	}
 	if b, err := back.GetBytes(55); err != nil || hex.EncodeToString(b) != sorted {

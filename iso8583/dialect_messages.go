@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/moov-io/iso8583/field"
 )
 
@@ -117,7 +116,7 @@ func (r *messageRules) prepare(msg *Message, dialect string) (*Message, error) {
 	}
 	out := msg
 	for _, fv := range rule.set {
-		if msg.GetField(fv.id) != nil {
+		if msg.Has(fv.id) {
 			continue // the message's own value stands
 		}
 		if out == msg {
@@ -155,12 +154,12 @@ func (m *messageRule) check(msg *Message, mti, dialect string) error {
 		return nil
 	}
 	for _, id := range m.mandatory {
-		if msg.GetField(id) == nil {
+		if !msg.Has(id) {
 			return &FieldError{Field: id, Op: "check", Err: fmt.Errorf("%w: dialect %q requires it in every %s", ErrMissingField, dialect, mti)}
 		}
 	}
 	for _, id := range m.forbidden {
-		if msg.GetField(id) != nil {
+		if msg.Has(id) {
 			return &FieldError{Field: id, Op: "check", Err: fmt.Errorf("%w: dialect %q forbids it in an %s", ErrForbiddenField, dialect, mti)}
 		}
 	}
@@ -408,11 +407,11 @@ func parseFixedValue(id int, raw json.RawMessage, spec *MessageSpec) ([]byte, er
 			v[i] = unhex(s[2*i])<<4 | unhex(s[2*i+1])
 		}
 	}
-	m := moov.NewMessage(spec)
-	if err := m.BinaryField(id, bytes.Clone(v)); err != nil {
+	m := NewMessage(spec)
+	if err := m.BinaryField(id, v); err != nil {
 		return nil, fmt.Errorf("field %d: %w", id, err)
 	}
-	if _, err := packField(nil, id, m.GetField(id)); err != nil {
+	if _, err := m.appendField(nil, id); err != nil {
 		var fe *FieldError
 		if errors.As(err, &fe) {
 			err = fe.Err

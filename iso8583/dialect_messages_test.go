@@ -157,7 +157,7 @@ func TestDialectPrepareRequest(t *testing.T) {
 	if b, _ := p.GetBytes(58); !bytes.Equal(b, []byte{0xC0, 0xFF, 0xEE}) {
 		t.Errorf("0200: 58 = % X", b)
 	}
-	if sale.GetField(24) != nil || sale.GetField(43) != nil {
+	if sale.Has(24) || sale.Has(43) {
 		t.Error("PrepareRequest changed the request given")
 	}
 
@@ -170,8 +170,8 @@ func TestDialectPrepareRequest(t *testing.T) {
 	// 0800: "*" minus what it forbids.
 	echo := newMsgOn(t, d.Spec, "0800")
 	p = prepare(t, echo)
-	if get(t, p, 24) != "001" || p.GetField(25) != nil || p.GetField(43) != nil {
-		t.Errorf("0800: 24=%q 25 present %t 43 present %t", get(t, p, 24), p.GetField(25) != nil, p.GetField(43) != nil)
+	if get(t, p, 24) != "001" || p.Has(25) || p.Has(43) {
+		t.Errorf("0800: 24=%q 25 present %t 43 present %t", get(t, p, 24), p.Has(25), p.Has(43))
 	}
 	echo.Field(25, "00")
 	_, err = d.PrepareRequest(echo)
@@ -185,8 +185,8 @@ func TestDialectPrepareRequest(t *testing.T) {
 	if p := prepare(t, newMsgOn(t, d.Spec, "0221")); get(t, p, 48) != "ADVICE" || get(t, p, 25) != "00" {
 		t.Errorf("0221: 48=%q 25=%q", get(t, p, 48), get(t, p, 25))
 	}
-	if p := prepare(t, newMsgOn(t, d.Spec, "0420")); p.GetField(48) != nil || get(t, p, 24) != "001" {
-		t.Errorf("0420: 48 present %t, 24=%q", p.GetField(48) != nil, get(t, p, 24))
+	if p := prepare(t, newMsgOn(t, d.Spec, "0420")); p.Has(48) || get(t, p, 24) != "001" {
+		t.Errorf("0420: 48 present %t, 24=%q", p.Has(48), get(t, p, 24))
 	}
 
 	// A message built on the default spec is converted first; the default dialect has no
@@ -256,7 +256,7 @@ func TestClientAddsDialectFieldsOnTheWire(t *testing.T) {
 	if !srv.SignedOn("TERM0001") {
 		t.Errorf("sign-on not approved\nhost log:\n%s", logs.text())
 	}
-	if req.GetField(24) != nil || req.GetField(25) != nil {
+	if req.Has(24) || req.Has(25) {
 		t.Error("Send changed the caller's request")
 	}
 	c.Close()
@@ -279,7 +279,7 @@ func TestClientAddsDialectFieldsOnTheWire(t *testing.T) {
 				t.Errorf("frame %d: field %d = %q, want %q", i, id, got, v)
 			}
 		}
-		if i == 0 && m.GetField(25) != nil {
+		if i == 0 && m.Has(25) {
 			t.Error("the 0800 carries field 25, which the dialect forbids in it")
 		}
 	}

@@ -44,10 +44,9 @@
 //
 // # Caveats
 //
-// Messages are moov-io/iso8583 messages, but some of that library's methods must not be
-// used on posd's messages: Message.Unpack accepts trailing bytes silently (use [Unpack]);
-// Message.Pack does not name failing fields in a typed error (use [Pack]); moov's Describe
-// and json.Marshal of a message show card data (use [Describe] or [MarshalJSON]); its
+// Specs are moov-io/iso8583 specs, but messages are posd's own [Message]: values as bytes
+// in one buffer, no map and no field objects (a composite field alone is a moov field). A
+// value [Message.Bytes] returns is the message's memory: read it, do not change it. moov's
 // Spec87ASCII is not this dialect (its bitmap is 32 characters; fields 52 and 64 do not
 // round-trip).
 //

@@ -252,3 +252,12 @@ func newMsgOn(t testing.TB, spec *iso8583.MessageSpec, mti string) *iso8583.Mess
 	}
 	return m
 }
+
+// countFields returns the number of fields of m from 2 up.
+func countFields(m *iso8583.Message) int {
+	n := 0
+	for range m.Present() {
+		n++
+	}
+	return n
+}

@@ -187,14 +187,10 @@ func TestGoldenDialectPairs(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := m.logical.GetFields()
-				if len(read.GetFields()) != len(want) {
-					t.Errorf("%s: %d fields read, %d set", m.name, len(read.GetFields()), len(want))
+				if countFields(read) != countFields(m.logical) {
+					t.Errorf("%s: %d fields read, %d set", m.name, countFields(read), countFields(m.logical))
 				}
-				for id := range want {
-					if id == 1 {
-						continue
-					}
+				for id := range m.logical.Present() {
 					w, _ := m.logical.GetBytes(id)
 					g, _ := read.GetBytes(id)
 					if id == 55 {

@@ -223,7 +223,7 @@ func (m *MACSpec) fieldFor(msg *Message) int {
 	if m.Field == 128 {
 		return 128
 	}
-	for id := range msg.GetFields() {
+	for id := range msg.Present() {
 		if id > 64 {
 			return 128
 		}
@@ -249,15 +249,13 @@ func (m *MACSpec) macData(msg *Message, packed []byte, end int) ([]byte, error) 
 	}
 	var data []byte
 	for _, id := range m.Covers {
-		f := msg.GetField(id)
-		if f == nil {
+		if !msg.Has(id) {
 			continue
 		}
-		b, err := f.Pack()
-		if err != nil {
+		var err error
+		if data, err = msg.appendField(data, id); err != nil {
 			return nil, &FieldError{Field: id, Op: "mac", Err: err}
 		}
-		data = append(data, b...)
 	}
 	return data, nil
 }
@@ -317,12 +315,11 @@ func (m *MACSpec) VerifyMessage(ctx context.Context, k MACer, keyID string, msg 
 		return nil
 	}
 	id := m.fieldFor(msg)
-	f := msg.GetField(id)
-	if f == nil {
+	mac, ok := msg.Bytes(id)
+	if !ok {
 		return &FieldError{Field: id, Op: "verify", Err: ErrMACMissing}
 	}
-	mac, err := f.Bytes()
-	if err != nil || len(mac) != m.Length {
+	if len(mac) != m.Length {
 		return &FieldError{Field: id, Op: "verify", Err: fmt.Errorf("%w: a %d-byte MAC, want %d", ErrMACInvalid, len(mac), m.Length)}
 	}
 	c, fs, err := macCodec(msg.GetSpec(), id)

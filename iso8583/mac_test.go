@@ -102,7 +102,7 @@ func TestMACSignAndVerifyMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wire.GetField(64) != nil {
+	if wire.Has(64) {
 		t.Fatal("SignMessage changed its message")
 	}
 	if len(signed) != len(plain)+16 {
@@ -170,11 +170,11 @@ func TestMACSecondaryBitmapUsesField128(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.GetField(64) != nil || back.GetField(128) == nil {
+	if back.Has(64) || !back.Has(128) {
 		t.Fatal("the reversal's MAC is not in field 128 alone")
 	}
 	want, _ := mac.RetailMAC(unhexT(t, retailKeyHex), signed[:len(signed)-16])
-	if v, _ := back.GetField(128).Bytes(); hex.EncodeToString(v) != hex.EncodeToString(want) {
+	if v, _ := back.GetBytes(128); hex.EncodeToString(v) != hex.EncodeToString(want) {
 		t.Fatalf("field 128 = %X, want %X", v, want)
 	}
 	if err := d.MAC.VerifyMessage(ctx, mod, "", back, signed); err != nil {

@@ -5,9 +5,6 @@ import (
 	"sync"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-	"github.com/moov-io/iso8583/field"
-
 	"github.com/posd-dev/posd/terminal/card"
 )
 
@@ -76,7 +73,7 @@ func CheckMandatory(msg *Message) error {
 	if !ok {
 		return &FieldError{Field: 0, Op: "build", Err: fmt.Errorf("%w: no rules for MTI %q", ErrUnsupportedField, mti)}
 	}
-	has := func(id int) bool { return msg.GetField(id) != nil }
+	has := msg.Has
 	for _, id := range ids {
 		if !has(id) {
 			return &FieldError{Field: id, Op: "build", Err: ErrMissingField}
@@ -102,14 +99,8 @@ func CheckMandatory(msg *Message) error {
 }
 
 // setText sets text field id of msg to v, which the message copies (v may be scratch
-// memory). Message.Field copies a value twice (into bytes, then into a string); a String
-// field given bytes copies once. Other field types get v as a string.
-func setText(msg *Message, id int, v []byte) error {
-	if _, ok := msg.GetSpec().Fields[id].(*field.String); ok {
-		return msg.BinaryField(id, v)
-	}
-	return msg.Field(id, string(v))
-}
+// memory).
+func setText(msg *Message, id int, v []byte) error { return msg.BinaryField(id, v) }
 
 // appendDigits appends n (0 or more) as width decimal digits, zero filled; higher digits
 // are dropped, so n must fit.
@@ -139,7 +130,7 @@ func (b *builder) mark(id int) {
 }
 
 func newBuilder(mti string) *builder {
-	b := &builder{msg: moov.NewMessage(defaultSpec()), buf: make([]byte, 0, 64)}
+	b := &builder{msg: NewMessage(defaultSpec()), buf: make([]byte, 0, 64)}
 	b.msg.MTI(mti)
 	return b
 }
@@ -189,7 +180,7 @@ func (b *builder) binary(id int, v []byte) {
 	if b.err != nil || v == nil {
 		return
 	}
-	if err := b.msg.BinaryField(id, append([]byte(nil), v...)); err != nil {
+	if err := b.msg.BinaryField(id, v); err != nil {
 		b.fail(id, err)
 	}
 	b.mark(id)

@@ -98,7 +98,7 @@ func TestReversalMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []int{2, 14, 12, 13, 22} {
-		if m.GetField(id) != nil {
+		if m.Has(id) {
 			t.Errorf("field %d present", id)
 		}
 	}

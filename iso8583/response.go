@@ -47,7 +47,7 @@ func ParseResponse(msg *Message) (Response, error) {
 		return Response{}, &FieldError{Field: 0, Op: "unpack", Err: fmt.Errorf("%w: MTI %q is not a response", ErrInvalidValue, r.MTI)}
 	}
 	get := func(id int, required bool) (string, error) {
-		s, err := msg.GetString(id)
+		s, err := msg.text(id)
 		if err != nil {
 			return "", &FieldError{Field: id, Op: "unpack", Err: err}
 		}

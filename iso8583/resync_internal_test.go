@@ -6,15 +6,13 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
-	moov "github.com/moov-io/iso8583"
 )
 
 // The largest message of the default dialect is what a message with every field at its
 // longest packs to: maxMessageLen is exact, not merely an upper bound.
 func TestResyncMaxMessageLenIsTheLongestMessage(t *testing.T) {
 	spec := DefaultSpec()
-	m := moov.NewMessage(spec)
+	m := NewMessage(spec)
 	m.MTI("0200")
 	for id, d := range fields87() {
 		if id < 2 || id == 65 {

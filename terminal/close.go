@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 )
@@ -142,7 +141,7 @@ func (t *Terminal) sendReconciliation(ctx context.Context, b store.Batch, stan u
 }
 
 // exchange sends msg and reads the response code of an answer of MTI want.
-func (t *Terminal) exchange(ctx context.Context, msg *moov.Message, want string) (string, error) {
+func (t *Terminal) exchange(ctx context.Context, msg *iso8583.Message, want string) (string, error) {
 	raw, err := t.send(ctx, "", msg, nil)
 	if err != nil {
 		return "", err

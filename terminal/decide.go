@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/money"
@@ -38,7 +36,7 @@ const voidedByPosd = "posd: "
 //     terminal, STAN, currency or amount) is outcome-unknown and reversed, as is no
 //     answer at all after the request may have left;
 //   - a request that never left may be approved offline within the offline policy.
-func (t *Terminal) decide(ctx context.Context, req SaleRequest, p presented, j journaled, resp *moov.Message, sendErr error, r *run, log *slog.Logger) decision {
+func (t *Terminal) decide(ctx context.Context, req SaleRequest, p presented, j journaled, resp *iso8583.Message, sendErr error, r *run, log *slog.Logger) decision {
 	d := decision{out: store.Outcome{Time: t.opts.Now()}}
 	out := &d.out
 	aborted := r.abortedOnline()
@@ -155,7 +153,7 @@ func (t *Terminal) decideAnswer(d *decision, req SaleRequest, p presented, j jou
 // code posd knows, the same terminal and STAN, and the same currency and amount where the
 // host echoes them (an approval of another amount is left to cannotComplete). An error
 // means the answer cannot be trusted either way: the outcome is unknown.
-func readAnswer(resp *moov.Message, auth iso8583.Authorization) (iso8583.AuthResponse, error) {
+func readAnswer(resp *iso8583.Message, auth iso8583.Authorization) (iso8583.AuthResponse, error) {
 	ar, err := iso8583.ParseAuthResponse(resp)
 	if err != nil {
 		return ar, fmt.Errorf("unreadable response: %w", err)

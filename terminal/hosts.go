@@ -6,8 +6,7 @@ package terminal
 import (
 	"context"
 
-	moov "github.com/moov-io/iso8583"
-
+	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 )
 
@@ -23,7 +22,7 @@ type HostRouter interface {
 	// only here) and returns its address.
 	NextHost(ctx context.Context) string
 	// SendTo sends req to the host at addr and never to another: errors as Send's.
-	SendTo(ctx context.Context, addr string, req *moov.Message) (*moov.Message, error)
+	SendTo(ctx context.Context, addr string, req *iso8583.Message) (*iso8583.Message, error)
 	// RouteTo returns the host a queued message goes to, given origin, the host that got
 	// its original ("" when not recorded), and whether it is a reversal.
 	RouteTo(origin string, reversal bool) string
@@ -39,7 +38,7 @@ func (t *Terminal) nextHost(ctx context.Context) string {
 }
 
 // sendTo sends req to host, or through Send when host is "".
-func sendTo(ctx context.Context, acq Acquirer, host string, req *moov.Message) (*moov.Message, error) {
+func sendTo(ctx context.Context, acq Acquirer, host string, req *iso8583.Message) (*iso8583.Message, error) {
 	if r, ok := acq.(HostRouter); ok && host != "" {
 		return r.SendTo(ctx, host, req)
 	}

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/card"
@@ -178,7 +176,7 @@ func validApprovalCode(code string) bool {
 // an advice is 0220, repeats 0221. Every send of an item carries the STAN and the field 7
 // of its first send (it.FirstSent), so that the host sees one message sent again, never a
 // new one.
-func sendable(it store.Item) (*moov.Message, error) {
+func sendable(it store.Item) (*iso8583.Message, error) {
 	if it.FirstSent.IsZero() {
 		return nil, fmt.Errorf("queued item %d: not marked sending: its transmission time is not recorded", it.ID)
 	}

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
 	"github.com/posd-dev/posd/terminal/money"
@@ -260,7 +258,7 @@ func (t *Terminal) reversalsFirst(ctx context.Context, host string, log *slog.Lo
 
 // send sends the authorization to host ("": the acquirer's choice), unless blocked says
 // why it must not go out.
-func (t *Terminal) send(ctx context.Context, host string, msg *moov.Message, blocked error) (*moov.Message, error) {
+func (t *Terminal) send(ctx context.Context, host string, msg *iso8583.Message, blocked error) (*iso8583.Message, error) {
 	if blocked != nil {
 		return nil, fmt.Errorf("%w: %w", iso8583.ErrNotSent, blocked)
 	}

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/store"
@@ -56,7 +54,7 @@ type Display interface {
 // The sale and the store-and-forward drain call it concurrently: implementations must be safe
 // for concurrent use (*iso8583.Client is).
 type Acquirer interface {
-	Send(ctx context.Context, req *moov.Message) (*moov.Message, error)
+	Send(ctx context.Context, req *iso8583.Message) (*iso8583.Message, error)
 }
 
 // Options configures a Terminal.

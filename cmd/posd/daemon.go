@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/firmware"
 	"github.com/posd-dev/posd/firmware/fwapi"
 	"github.com/posd-dev/posd/hsm"
@@ -438,13 +436,13 @@ type tracedAcquirer struct {
 	trace func(string, ...any)
 	m     *metrics
 	// sent, when set, is told of each request sent (the working-key change counts sales).
-	sent func(*moov.Message)
+	sent func(*iso8583.Message)
 	// answered, when set, is told of each request's outcome (the working-key change
 	// recovers a lost confirmation from the next MAC failure).
 	answered func(error)
 }
 
-func (t tracedAcquirer) Send(ctx context.Context, req *moov.Message) (*moov.Message, error) {
+func (t tracedAcquirer) Send(ctx context.Context, req *iso8583.Message) (*iso8583.Message, error) {
 	return t.SendTo(ctx, t.a.NextHost(ctx), req)
 }
 
@@ -454,7 +452,7 @@ func (t tracedAcquirer) RouteTo(origin string, reversal bool) string {
 	return t.a.RouteTo(origin, reversal)
 }
 
-func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Message) (*moov.Message, error) {
+func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *iso8583.Message) (*iso8583.Message, error) {
 	if t.trace != nil {
 		t.describe("request to "+host, req)
 	}
@@ -477,7 +475,7 @@ func (t tracedAcquirer) SendTo(ctx context.Context, host string, req *moov.Messa
 	return resp, err
 }
 
-func (t tracedAcquirer) describe(what string, m *moov.Message) {
+func (t tracedAcquirer) describe(what string, m *iso8583.Message) {
 	if t.trace == nil {
 		return // no one reads it: the request is not described, nor the label built
 	}

@@ -25,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/posd-dev/posd/hsm"
 	"github.com/posd-dev/posd/hsm/ceremony"
 	"github.com/posd-dev/posd/internal/atomicfile"
@@ -507,11 +506,11 @@ func (d *daemon) keyRotator(ctx context.Context, aopts iso8583.ClientOptions, da
 }
 
 // sent counts sales and refunds for after_transactions; nil without key changes.
-func (k *keyChanges) sent() func(*moov.Message) {
+func (k *keyChanges) sent() func(*iso8583.Message) {
 	if k == nil || k.r.cfg.AfterTransactions == 0 {
 		return nil
 	}
-	return func(m *moov.Message) {
+	return func(m *iso8583.Message) {
 		mti, _ := m.GetMTI()
 		if mti != iso8583.MTIFinancialRequest && mti != iso8583.MTIAuthorizationRequest {
 			return

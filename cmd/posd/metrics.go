@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -191,7 +190,7 @@ func (m *metrics) sampleLoop(ctx context.Context, src *statusSource, every time.
 
 // observeAcquirer records one request's round trip: its MTI, how it ended (answered,
 // not_sent, unknown) and how long it took.
-func (m *metrics) observeAcquirer(req *moov.Message, err error, took time.Duration) {
+func (m *metrics) observeAcquirer(req *iso8583.Message, err error, took time.Duration) {
 	result := "answered"
 	switch {
 	case errors.Is(err, iso8583.ErrNotSent):

@@ -81,7 +81,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
 	"github.com/posd-dev/posd/hsm/dukpt"
 	"github.com/posd-dev/posd/iso8583"
 )
@@ -402,7 +401,7 @@ func (s *Server) respond(req *iso8583.Message, macErr error) (*iso8583.Message, 
 		s.logf("hostsim: %s -> no answer: no STAN to match", iso8583.Masked{Msg: req})
 		return nil, nil
 	}
-	resp := moov.NewMessage(s.spec)
+	resp := iso8583.NewMessage(s.spec)
 	resp.MTI(respMTI)
 	echo := []int{3, 4, 7, 11, 12, 13, 41, 42, 49}
 	var decide func(*iso8583.Message) decision

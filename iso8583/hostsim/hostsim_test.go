@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	moov "github.com/moov-io/iso8583"
-
 	"github.com/posd-dev/posd/hsm/dukpt"
 	"github.com/posd-dev/posd/hsm/pinblock"
 	"github.com/posd-dev/posd/iso8583"
@@ -155,7 +153,7 @@ func TestReadCards(t *testing.T) {
 
 func request(t *testing.T, mti string, fields map[int]string) *iso8583.Message {
 	t.Helper()
-	m := moov.NewMessage(iso8583.DefaultSpec())
+	m := iso8583.NewMessage(iso8583.DefaultSpec())
 	m.MTI(mti)
 	for id, v := range fields {
 		if err := m.Field(id, v); err != nil {
