@@ -20,7 +20,8 @@ type Framer interface {
 	// that a frame is never interleaved with another writer's.
 	WriteFrame(w io.Writer, b []byte) error
 	// ReadFrame reads one frame and returns its body. It returns io.EOF only when the
-	// stream ends cleanly before a frame starts.
+	// stream ends cleanly before a frame starts. The body belongs to the caller from then
+	// on (the client unpacks a message in place over it): never a buffer the Framer reuses.
 	ReadFrame(r io.Reader) ([]byte, error)
 }
 
