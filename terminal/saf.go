@@ -452,7 +452,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[s
 
 func (f *Forwarder) sendOne(ctx context.Context, it store.Item, host string) store.Result {
 	now := f.opts.Now()
-	res := store.Result{ID: it.ID, Time: now}
+	res := it.Result(now) // Settle takes the item as MarkSending left it
 	msg, err := sendable(it)
 	if err != nil {
 		// It can never be built: park it for an operator rather than retry forever.

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A window reads each item once (Due) and takes it from there in MarkSending and Settle,
+// but only while the file holds what it read: an item changed in between (here by an
+// earlier send's settlement) is read again, and its new state is what is marked and
+// settled, never the stale copy.
+func TestWindowTakesNoStaleItem(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	id := begin(t, s, 1)
+	if _, err := s.FinishAndQueue(ctx, id, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 9)); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.Due(ctx, time.Now(), 0)
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("due: %+v %v", stale, err)
+	}
+	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m1, err := s.MarkSending(ctx, stale, first)
+	if err != nil || len(m1) != 1 {
+		t.Fatalf("mark: %+v %v", m1, err)
+	}
+	// The send may have reached host h1: one attempt, the host recorded.
+	r := m1[0].Result(time.Now())
+	r.Reached, r.Err, r.Host = true, "timeout", "h1:1"
+	if err := s.Settle(ctx, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	// Marked again from the copy Due read before all that.
+	m2, err := s.MarkSending(ctx, stale, first.Add(time.Hour))
+	if err != nil || len(m2) != 1 {
+		t.Fatalf("second mark: %+v %v", m2, err)
+	}
+	if got := m2[0]; got.Attempts != 1 || got.Host != "h1:1" || !got.FirstSent.Equal(first) || got.LastError != "timeout" {
+		t.Errorf("marked from a stale copy: attempts %d, host %q, first sent %v, last error %q; want 1, h1:1, %v, timeout",
+			got.Attempts, got.Host, got.FirstSent, got.LastError, first)
+	}
+	// A result of the first mark settles the item as the file holds it now: it is reached
+	// again, so two attempts, the host kept.
+	r.Err = "timeout again"
+	if err := s.Settle(ctx, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	items, err := s.List(ctx)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("list: %+v %v", items, err)
+	}
+	if it := items[0]; it.Attempts != 2 || it.Host != "h1:1" || it.Sending || it.LastError != "timeout again" {
+		t.Errorf("after a settle from a stale result: %+v", it)
+	}
+	if rep, err := s.VerifyAudit(ctx); err != nil || !rep.OK() {
+		t.Errorf("audit: %+v %v", rep.Broken, err)
+	}
+}
+
+// Settle notes every acknowledgement of a window on its journal record, also when one
+// record has two messages in the window, and the queue totals follow.
+func TestSettleWindowNotesEachRecord(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	var txns []TxnID
+	for i := uint32(1); i <= 3; i++ {
+		id := begin(t, s, i)
+		txns = append(txns, id)
+		if _, err := s.FinishAndQueue(ctx, id, Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 10+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev := item(KindReversal, 20)
+	rev.TxnID, rev.Sensitive = txns[1], nil
+	if _, err := s.Enqueue(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	due, _ := s.Due(ctx, time.Now(), 0)
+	marked, err := s.MarkSending(ctx, due, time.Now())
+	if err != nil || len(marked) != 4 {
+		t.Fatalf("mark: %d %v", len(marked), err)
+	}
+	var results []Result
+	for _, it := range marked {
+		r := it.Result(time.Now())
+		r.Acked, r.ResponseCode = true, "00"
+		if it.TxnID == txns[2] {
+			r.Acked, r.Reached, r.Err = false, true, "timeout"
+		}
+		results = append(results, r)
+	}
+	if err := s.Settle(ctx, results); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range txns {
+		rec, err := s.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adv, revd := rec.Outcome.Advised, rec.Outcome.Reversed
+		switch {
+		case i < 2 && (adv == nil || adv.STAN != uint32(11+i)):
+			t.Errorf("record %d: advised %+v, want STAN %d", id, adv, 11+i)
+		case i == 1 && (revd == nil || revd.STAN != 20):
+			t.Errorf("record %d: reversed %+v, want STAN 20", id, revd)
+		case i == 2 && adv != nil:
+			t.Errorf("record %d: advised %+v, its advice was not acknowledged", id, adv)
+		}
+	}
+	tot, err := s.QueueTotals(ctx)
+	if err != nil || tot.Advices != 1 || tot.Reversals != 0 || tot.AdviceAmountMinor != 1000 {
+		t.Errorf("totals %+v %v; want the one advice left", tot, err)
+	}
+	if rep, err := s.VerifyAudit(ctx); err != nil || !rep.OK() || rep.Items != 1 {
+		t.Errorf("audit: %+v %+v %v", rep, rep.Broken, err)
+	}
+}
