@@ -18,6 +18,13 @@ import (
 // kinds, when given, limits the result to those kinds; the other kind's bucket is not read,
 // nor its items unsealed.
 func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind) ([]Item, error) {
+	return s.DueAfter(ctx, now, 0, limit, kinds...)
+}
+
+// DueAfter is Due for the items after queue id after, in each kind's queue order: a
+// forwarder with a window in flight (marked sending, not yet settled) asks for the items
+// behind it, which Due would return again while they are unsettled. after 0: from the start.
+func (s *Store) DueAfter(ctx context.Context, now time.Time, after QueueID, limit int, kinds ...Kind) ([]Item, error) {
 	want := func(k Kind) bool {
 		if len(kinds) == 0 {
 			return true
@@ -40,7 +47,13 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind
 				continue
 			}
 			c := kindBucket(tx, kind).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			k, v := c.First()
+			if after > 0 {
+				if k, v = c.Seek((after + 1).key()); after == ^QueueID(0) {
+					k = nil // nothing comes after the last id
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
 				if limit > 0 && len(due) >= limit {
 					return nil
 				}
