@@ -117,3 +117,46 @@ func TestSettleWindowNotesEachRecord(t *testing.T) {
 		t.Errorf("audit: %+v %+v %v", rep, rep.Broken, err)
 	}
 }
+
+// DueAfter reads behind a window in flight: the items after the id, in queue order.
+func TestDueAfter(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	id := begin(t, s, 1)
+	var items []Item
+	for i := uint32(1); i <= 5; i++ {
+		it := item(KindAdvice, 10+i)
+		it.TxnID = id
+		items = append(items, it)
+	}
+	qids, err := s.Enqueue(ctx, items...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		after QueueID
+		limit int
+		want  []QueueID
+	}{
+		{0, 2, qids[:2]},
+		{qids[1], 2, qids[2:4]},
+		{qids[3], 0, qids[4:]},
+		{qids[4], 0, nil},
+		{^QueueID(0), 0, nil},
+	} {
+		got, err := s.DueAfter(ctx, time.Now(), c.after, c.limit, KindAdvice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []QueueID
+		for _, it := range got {
+			ids = append(ids, it.ID)
+			if string(it.Sensitive) != string(items[0].Sensitive) {
+				t.Errorf("item %d: sensitive data not opened", it.ID)
+			}
+		}
+		if len(ids) != len(c.want) || (len(ids) > 0 && (ids[0] != c.want[0] || ids[len(ids)-1] != c.want[len(c.want)-1])) {
+			t.Errorf("DueAfter(%d, limit %d) = %v, want %v", c.after, c.limit, ids, c.want)
+		}
+	}
+}
