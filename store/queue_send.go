@@ -46,6 +46,7 @@ func (s *Store) DueAfter(ctx context.Context, now time.Time, after QueueID, limi
 			if !want(kind) {
 				continue
 			}
+			skipping := false
 			c := kindBucket(tx, kind).Cursor()
 			k, v := c.First()
 			if after > 0 {
@@ -60,16 +61,26 @@ func (s *Store) DueAfter(ctx context.Context, now time.Time, after QueueID, limi
 				if len(k) != 8 {
 					return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
 				}
-				p, err := peekItem(k, v)
-				if err != nil {
-					return err
-				}
-				if p.NextAttempt.After(now) || !p.waiting(tx) {
-					continue // not decoded: most items wait while the host is away
+				if skipping {
+					// Peeked, not decoded (a peek costs most of a decode): items that
+					// wait come in runs while the host is away.
+					p, err := peekItem(k, v)
+					if err != nil {
+						return err
+					}
+					if p.NextAttempt.After(now) || !p.waiting(tx) {
+						continue
+					}
 				}
 				it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
 				if err != nil {
 					return err
+				}
+				// Due items come in runs too (a drain): decoded at once, without a peek,
+				// until one turns out to wait.
+				skipping = it.NextAttempt.After(now) || it.State != QueuePending || held(tx, it.After)
+				if skipping {
+					continue
 				}
 				due = append(due, raw{rememberStored(it, v, sealed), sealed})
 			}

@@ -160,3 +160,45 @@ func TestDueAfter(t *testing.T) {
 		}
 	}
 }
+
+// Due passes over items that wait among items that are due, whichever comes first.
+func TestDueSkipsWaitingAmongDue(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openQ(t, nil)
+	id := begin(t, s, 1)
+	var items []Item
+	for i := uint32(1); i <= 6; i++ {
+		it := item(KindAdvice, 10+i)
+		it.TxnID = id
+		items = append(items, it)
+	}
+	qids, err := s.Enqueue(ctx, items...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	var wait []Result
+	for _, i := range []int{0, 2, 3} { // waiting: the first, and two in a row
+		wait = append(wait, Result{ID: qids[i], Reached: true, Err: "timeout", Next: later})
+	}
+	if err := s.Settle(ctx, wait); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Park(ctx, qids[5], "ops", "test"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Due(ctx, time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != qids[1] || got[1].ID != qids[4] {
+		var ids []QueueID
+		for _, it := range got {
+			ids = append(ids, it.ID)
+		}
+		t.Errorf("due %v, want %v", ids, []QueueID{qids[1], qids[4]})
+	}
+	if got, _ := s.Due(ctx, later.Add(time.Second), 0); len(got) != 5 {
+		t.Errorf("an hour later %d due, want 5 (the parked one is not)", len(got))
+	}
+}
