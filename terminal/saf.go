@@ -313,11 +313,13 @@ type DrainStats struct {
 	Sent, Acked, Failed, Parked int
 }
 
-// Drain sends every due item (reversals only, if reversalsOnly), a window at a time, until
-// nothing is due or a whole window failed to reach the host. Each window is marked sending
-// in one commit before its first byte goes out (store.MarkSending: the field 7 of each
-// item's first send is recorded then, and a crash after it makes the next send a repeat),
-// and its results are settled in one commit. Reversals go first, host by host: no advice
+// Drain sends every due item (reversals only, if reversalsOnly), in windows of 4*Window
+// items, until nothing is due or a whole window failed to reach the host. Each window is
+// marked sending in one commit before its first byte goes out (store.MarkSending: the
+// field 7 of each item's first send is recorded then, and a crash after it makes the next
+// send a repeat), and its results are settled in one commit. While one window is in flight
+// the next is read, marked and started; the two share Window send slots, and a window of
+// the other kind waits until the one in flight is settled. Reversals go first, host by host: no advice
 // is sent to a host while a reversal for it is still waiting, since an advice that
 // overtook the reversal of the same sale's timed-out authorization would leave the
 // customer charged twice until the reversal got through; with backup hosts, a reversal
