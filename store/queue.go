@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -125,12 +124,13 @@ type storedItem struct {
 	sealed []byte
 }
 
-// rememberStored returns it with its stored value v (a copy is kept) and sealed data.
+// rememberStored returns it with its stored value v, which it keeps (the caller's copy,
+// never bbolt's memory), and its sealed data.
 func rememberStored(it Item, v, sealed []byte) Item {
 	it.read = nil
 	kept := it
 	kept.Sensitive = nil
-	it.read = &storedItem{value: bytes.Clone(v), it: kept, sealed: sealed}
+	it.read = &storedItem{value: v, it: kept, sealed: sealed}
 	return it
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -82,7 +83,7 @@ func (s *Store) DueAfter(ctx context.Context, now time.Time, after QueueID, limi
 				if skipping {
 					continue
 				}
-				due = append(due, raw{rememberStored(it, v, sealed), sealed})
+				due = append(due, raw{rememberStored(it, bytes.Clone(v), sealed), sealed})
 			}
 		}
 		return nil
