@@ -236,7 +236,8 @@ func sendable(it store.Item) (*moov.Message, error) {
 //
 // A plain value: safe for concurrent use when not modified.
 type ForwardOptions struct {
-	// Window is how many queued messages are in flight at once. Default 16.
+	// Window is how many queued messages are in flight at once; Drain reads, marks and
+	// settles them 4*Window at a time. Default 16.
 	Window int
 	// MaxAttempts is how many sends that may have reached the host an item gets before it
 	// is parked and an alert raised (never dropped). Default 10.
@@ -315,18 +316,18 @@ type DrainStats struct {
 
 // Drain sends every due item (reversals only, if reversalsOnly), in windows of 4*Window
 // items, until nothing is due or a whole window failed to reach the host. Each window is
-// marked sending in one commit before its first byte goes out (store.MarkSending: the
-// field 7 of each item's first send is recorded then, and a crash after it makes the next
-// send a repeat), and its results are settled in one commit. While one window is in flight
-// the next is read, marked and started; the two share Window send slots, and a window of
-// the other kind waits until the one in flight is settled. Reversals go first, host by host: no advice
-// is sent to a host while a reversal for it is still waiting, since an advice that
-// overtook the reversal of the same sale's timed-out authorization would leave the
-// customer charged twice until the reversal got through; with backup hosts, a reversal
-// waiting for one host does not hold back advices to another (see heldHosts for when a
-// reversal holds every host). The one exception goes the other way: the reversal of an
-// advice that may be on its way (a void) is held until that advice is acknowledged, so
-// that it never reaches the host before the advice it undoes.
+// marked sending in one commit before its first byte goes out (store.MarkSending: the field
+// 7 of each item's first send is recorded then, and a crash after it makes the next send a
+// repeat), and its results are settled in one commit. While one window is in flight the
+// next is read, marked and started; the two share Window send slots, and a window of the
+// other kind waits until the one in flight is settled. Reversals go first, host by host: no
+// advice is sent to a host while a reversal for it is still waiting, since an advice that
+// overtook the reversal of the same sale's timed-out authorization would leave the customer
+// charged twice until the reversal got through; with backup hosts, a reversal waiting for
+// one host does not hold back advices to another (see heldHosts for when a reversal holds
+// every host). The one exception goes the other way: the reversal of an advice that may be
+// on its way (a void) is held until that advice is acknowledged, so that it never reaches
+// the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
 	return f.drain(ctx, reversalsOnly, false)
 }
