@@ -320,8 +320,9 @@ func (s *Store) archiveChunk(ctx context.Context, opts ArchiveOptions, links boo
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var l jsonLink
-			if len(k) == 8 && jsonUnmarshalStrict(v, &l) == nil && l.Ref != "" {
-				latest[l.Ref] = binary.BigEndian.Uint64(k)
+			if len(k) == 8 && jsonUnmarshalStrict(v, &l) == nil {
+				seq := binary.BigEndian.Uint64(k)
+				l.named(func(ref, _ string) { latest[ref] = seq })
 			}
 		}
 		cut := uint64(0) // links below cut move; 0: the chain's end + 1

@@ -30,6 +30,12 @@ type Auditor interface {
 // a chain rewritten without the key are all found by VerifyAudit; a cut tail is found
 // against a head (sequence and MAC) printed earlier.
 //
+// The forwarder's window is the exception: MarkSending and Settle change up to a few
+// hundred items (and, on an acknowledgement, their journal records) in one commit, and add
+// one link for that commit, which names each of them with its Sum (Refs). A name in Refs
+// counts as a link of its own for VerifyAudit: the record or item must hold the value it
+// names until a later link names it again.
+//
 // Files of layout 2 and before hold a chain of operator actions only, hashed with SHA-256
 // and no key (jsonAudit): it is kept as the chain's prefix, and the first link of the new
 // chain ("upgrade") follows its head and records which records and items existed before.
@@ -67,8 +73,29 @@ type jsonLink struct {
 	Key   string `json:"key,omitempty"` // the Auditor's key id; "" an unkeyed SHA-256
 	// Archive: what an archive run moved out of the live file (archive.go).
 	Archive *archiveRange `json:"archive,omitempty"`
-	Prev    string        `json:"prev"`
-	MAC     string        `json:"mac,omitempty"`
+	// Refs names every record and item one commit wrote, each with the SHA-256 of its new
+	// value, for a commit that writes many (a forwarder's window); Ref and Sum are then "".
+	Refs []linkRef `json:"refs,omitempty"`
+	Prev string    `json:"prev"`
+	MAC  string    `json:"mac,omitempty"`
+}
+
+// linkRef is one record or item a link of many names (jsonLink.Refs). Field names are part
+// of the file format.
+type linkRef struct {
+	Ref string `json:"ref"`           // "txn/ID" or "queue/ID"
+	Sum string `json:"sum,omitempty"` // SHA-256 of its new stored value, in letters; "" removed
+}
+
+// named calls fn for every record or item l names with its new value's sum: its Ref, or
+// each of its Refs, in order.
+func (l jsonLink) named(fn func(ref, sum string)) {
+	if l.Ref != "" {
+		fn(l.Ref, l.Sum)
+	}
+	for _, r := range l.Refs {
+		fn(r.Ref, r.Sum)
+	}
 }
 
 // AuditEntry is one operator or system action in the audit chain (an entry with a Who:
@@ -222,6 +249,40 @@ func (s *Store) deleteLinked(ctx context.Context, tx *bolt.Tx, b *bolt.Bucket, k
 	}
 	l.Sum = ""
 	return s.linkTx(ctx, tx, l)
+}
+
+// linkedBatch collects the writes of one commit that changes many records and items, for
+// one link naming them all (jsonLink.Refs) instead of one link each. It is not safe for
+// concurrent use; it lives for one transaction.
+type linkedBatch struct {
+	refs []linkRef
+}
+
+// put puts value under key in b, to be named by the batch's link as ref.
+func (lb *linkedBatch) put(b *bolt.Bucket, key, value []byte, ref string) error {
+	if err := b.Put(key, value); err != nil {
+		return err
+	}
+	lb.refs = append(lb.refs, linkRef{Ref: ref, Sum: sum(value)})
+	return nil
+}
+
+// delete removes key from b, the removal to be named by the batch's link as ref.
+func (lb *linkedBatch) delete(b *bolt.Bucket, key []byte, ref string) error {
+	if err := b.Delete(key); err != nil {
+		return err
+	}
+	lb.refs = append(lb.refs, linkRef{Ref: ref})
+	return nil
+}
+
+// linkBatch adds the batch's one link, of kind, to the chain in tx: nothing when the batch wrote
+// nothing. s.mu held (s.update restores the head on failure).
+func (s *Store) linkBatch(ctx context.Context, tx *bolt.Tx, kind string, lb *linkedBatch) error {
+	if len(lb.refs) == 0 {
+		return nil
+	}
+	return s.linkTx(ctx, tx, jsonLink{Kind: kind, Refs: lb.refs})
 }
 
 // loadChainHead reads the head of the chain from the file. Inside a read transaction.

@@ -124,8 +124,12 @@ func linkOf(t *testing.T, path, ref string) uint64 {
 	db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
 			var l jsonLink
-			if json.Unmarshal(v, &l) == nil && l.Ref == ref {
-				seq = binary.BigEndian.Uint64(k)
+			if json.Unmarshal(v, &l) == nil {
+				l.named(func(r, _ string) {
+					if r == ref {
+						seq = binary.BigEndian.Uint64(k)
+					}
+				})
 			}
 			return nil
 		})
@@ -209,6 +213,97 @@ func TestAuditChainReorderedRecords(t *testing.T) {
 		return b.Put(TxnID(6).key(), v5)
 	})
 	wantBroken(t, verifyFile(t, path, a), seq, "does not hold the value")
+}
+
+// drainFixture makes a keyed store with four offline sales whose advices went in one
+// window: those of sales 1-3 acknowledged, that of sale 4 reached but unanswered. It returns
+// the path and the one link the window's settlement added.
+func drainFixture(t *testing.T, a Auditor) (string, uint64) {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "drain.db")
+	s, err := Open(path, &Options{Auditor: a, Sealer: newGCMSealer(t), FoldDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint32(1); i <= 4; i++ {
+		if _, err := s.FinishAndQueue(ctx, begin(t, s, i), Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 10+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, _ := s.Due(ctx, time.Now(), 0)
+	marked, err := s.MarkSending(ctx, due, time.Now())
+	if err != nil || len(marked) != 4 {
+		t.Fatalf("mark: %d %v", len(marked), err)
+	}
+	var results []Result
+	for _, it := range marked {
+		r := it.Result(time.Now())
+		r.Acked, r.ResponseCode = it.TxnID != 4, "00"
+		r.Reached, r.Err = it.TxnID == 4, "timeout"
+		results = append(results, r)
+	}
+	if err := s.Settle(ctx, results); err != nil {
+		t.Fatal(err)
+	}
+	seq, _ := s.AuditHead()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, seq
+}
+
+// A window is marked and settled with one link each, naming every item and record: an
+// edited, deleted, swapped or revived one is still found, at that link.
+func TestAuditChainDrainWindow(t *testing.T) {
+	a := auditModule(t, 1)
+	path, settle := drainFixture(t, a)
+	r := verifyFile(t, path, a)
+	// 4 begins, 4 finishes with their advices (2 links each), one mark, one settle.
+	if !r.OK() || r.Records != 4 || r.Items != 1 || r.Links != 4+4*2+1+1 {
+		t.Fatalf("intact: %+v %+v", r, r.Broken)
+	}
+	for _, ref := range []string{"txn/1", "txn/2", "txn/3", "queue/1", "queue/4"} {
+		if seq := linkOf(t, path, ref); seq != settle {
+			t.Errorf("%s: latest link %d, want the settlement's %d", ref, seq, settle)
+		}
+	}
+	if seq := linkOf(t, path, "txn/4"); seq == settle {
+		t.Errorf("txn/4 named by the settlement: its advice was not acknowledged")
+	}
+	cases := []struct {
+		name string
+		fn   func(tx *bolt.Tx) error
+		what string
+	}{
+		{"edited record", func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketJournal)
+			v := bytes.Replace(bytes.Clone(b.Get(TxnID(2).key())), []byte(`"amount_minor":1000`), []byte(`"amount_minor":100`), 1)
+			return b.Put(TxnID(2).key(), v)
+		}, "journal record 2 does not hold the value"},
+		{"deleted item", func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketQueueAdv).Delete(QueueID(4).key())
+		}, "queue item 4, written by link"},
+		{"swapped records", func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketJournal)
+			v1, v3 := bytes.Clone(b.Get(TxnID(1).key())), bytes.Clone(b.Get(TxnID(3).key()))
+			if err := b.Put(TxnID(1).key(), v3); err != nil {
+				return err
+			}
+			return b.Put(TxnID(3).key(), v1)
+		}, "does not hold the value"},
+		{"acknowledged item put back", func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketQueueAdv)
+			return b.Put(QueueID(1).key(), bytes.Clone(b.Get(QueueID(4).key())))
+		}, "removed queue item 1, which is in the file again"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, seq := drainFixture(t, a)
+			tamper(t, p, c.fn)
+			wantBroken(t, verifyFile(t, p, a), seq, c.what)
+		})
+	}
 }
 
 func TestAuditChainTruncatedTail(t *testing.T) {

@@ -44,6 +44,20 @@
 // masked PAN: [Store.Begin] refuses an intent whose MaskedPAN looks unmasked.
 // Values are versioned JSON ("v":1) so that a later release can read them.
 //
+// # Audit chain
+//
+// Every write to the journal and the queue is linked into a chain of MACs under
+// the audit key ([Options.Auditor]): a link names what it wrote (a record or
+// item) with the SHA-256 of its new value, the previous link's MAC, and its own
+// MAC. A sale's writes, an operator action and an enqueue add one link per
+// record or item. The store-and-forward drain adds one link per window commit:
+// [Store.MarkSending] one naming every item it marked, [Store.Settle] one
+// naming every item it settled (acknowledged ones as removed) and every journal
+// record it noted the acknowledgement on. [Store.VerifyAudit] (posd audit
+// verify) treats each name in such a link as it treats a link of its own, so
+// an edited, deleted, swapped or revived record or item is found at the link
+// that last named it.
+//
 // # Caveats
 //
 //   - One process per file. Open takes an exclusive lock on the file and

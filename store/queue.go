@@ -111,6 +111,34 @@ type Item struct {
 	// the one the item's first send went to (recorded by Settle from Result.Host), so that
 	// its repeats go there too. "" : not recorded, any host.
 	Host string
+	// read is the item as Due read it or MarkSending wrote it (nil: not known), so that the
+	// next write of the same window need not decode it again: it is used only while the
+	// stored value is, byte for byte, the one it holds.
+	read *storedItem
+}
+
+// storedItem is a queued item's stored value and what it decodes to.
+type storedItem struct {
+	value  []byte // as stored: a copy, not bbolt's memory
+	it     Item   // decoded from value: without Sensitive, read nil
+	sealed []byte
+}
+
+// rememberStored returns it with its stored value v, which it keeps (the caller's copy,
+// never bbolt's memory), and its sealed data.
+func rememberStored(it Item, v, sealed []byte) Item {
+	it.read = nil
+	kept := it
+	kept.Sensitive = nil
+	it.read = &storedItem{value: v, it: kept, sealed: sealed}
+	return it
+}
+
+// Result returns the result of a send of it at t, for the caller to fill in and Settle to
+// apply. Settle then takes the item as MarkSending wrote it, while the file still holds
+// that, instead of decoding it again; a Result{ID: it.ID} works as well, at that cost.
+func (it Item) Result(t time.Time) Result {
+	return Result{ID: it.ID, Time: t, read: it.read}
 }
 
 // Sent names a message as it was first sent: what field 90 of its reversal carries.

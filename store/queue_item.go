@@ -120,6 +120,19 @@ func findItem(tx *bolt.Tx, id QueueID) (*bolt.Bucket, Item, []byte, error) {
 	return nil, Item{}, nil, ErrNotFound
 }
 
+// lookupItem is findItem for an item the caller read earlier in this window (known, nil
+// when not): when the file still holds the value it was read from, byte for byte, it is
+// taken as it was decoded then, without decoding it again.
+func lookupItem(tx *bolt.Tx, id QueueID, known *storedItem) (*bolt.Bucket, Item, []byte, error) {
+	if known != nil && known.it.ID == id {
+		b := kindBucket(tx, known.it.Kind)
+		if v := b.Get(id.key()); v != nil && bytes.Equal(v, known.value) {
+			return b, known.it, known.sealed, nil
+		}
+	}
+	return findItem(tx, id)
+}
+
 // forEachItem calls fn for every queued item, reversals first, each kind in id order.
 func forEachItem(tx *bolt.Tx, fn func(it Item, sealed []byte) error) error {
 	return forEachQueued(tx, func(k, v []byte) error {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,6 +19,13 @@ import (
 // kinds, when given, limits the result to those kinds; the other kind's bucket is not read,
 // nor its items unsealed.
 func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind) ([]Item, error) {
+	return s.DueAfter(ctx, now, 0, limit, kinds...)
+}
+
+// DueAfter is Due for the items after queue id after, in each kind's queue order: a
+// forwarder with a window in flight (marked sending, not yet settled) asks for the items
+// behind it, which Due would return again while they are unsettled. after 0: from the start.
+func (s *Store) DueAfter(ctx context.Context, now time.Time, after QueueID, limit int, kinds ...Kind) ([]Item, error) {
 	want := func(k Kind) bool {
 		if len(kinds) == 0 {
 			return true
@@ -39,26 +47,43 @@ func (s *Store) Due(ctx context.Context, now time.Time, limit int, kinds ...Kind
 			if !want(kind) {
 				continue
 			}
+			skipping := false
 			c := kindBucket(tx, kind).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			k, v := c.First()
+			if after > 0 {
+				if k, v = c.Seek((after + 1).key()); after == ^QueueID(0) {
+					k = nil // nothing comes after the last id
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
 				if limit > 0 && len(due) >= limit {
 					return nil
 				}
 				if len(k) != 8 {
 					return fmt.Errorf("queue key of %d bytes: %w", len(k), ErrCorrupt)
 				}
-				p, err := peekItem(k, v)
-				if err != nil {
-					return err
-				}
-				if p.NextAttempt.After(now) || !p.waiting(tx) {
-					continue // not decoded: most items wait while the host is away
+				if skipping {
+					// Peeked, not decoded (a peek costs most of a decode): items that
+					// wait come in runs while the host is away.
+					p, err := peekItem(k, v)
+					if err != nil {
+						return err
+					}
+					if p.NextAttempt.After(now) || !p.waiting(tx) {
+						continue
+					}
 				}
 				it, sealed, err := decodeItem(QueueID(binary.BigEndian.Uint64(k)), v)
 				if err != nil {
 					return err
 				}
-				due = append(due, raw{it, sealed})
+				// Due items come in runs too (a drain): decoded at once, without a peek,
+				// until one turns out to wait.
+				skipping = it.NextAttempt.After(now) || it.State != QueuePending || held(tx, it.After)
+				if skipping {
+					continue
+				}
+				due = append(due, raw{rememberStored(it, bytes.Clone(v), sealed), sealed})
 			}
 		}
 		return nil
@@ -169,6 +194,7 @@ type Result struct {
 	// Host is the acquirer host the attempt went to. Settle records it on an item that
 	// has none and was reached, so that its repeats go to the same host. Default "".
 	Host string
+	read *storedItem // see Item.Result
 }
 
 // MarkSending records, in one commit for the whole batch (group commit), that items are
@@ -188,8 +214,9 @@ func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]
 	var marked []Item
 	err := s.update(ctx, "mark sending", func(tx *bolt.Tx) error {
 		marked = marked[:0]
+		var lb linkedBatch // one link for the window, naming every item marked
 		for _, in := range items {
-			q, it, sealed, err := findItem(tx, in.ID)
+			q, it, sealed, err := lookupItem(tx, in.ID, in.read)
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
@@ -210,13 +237,14 @@ func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]
 			if err != nil {
 				return err
 			}
-			if err := s.putLinked(ctx, tx, q, it.ID.key(), nv, jsonLink{Kind: "sending", Ref: queueRef(it.ID)}); err != nil {
+			if err := lb.put(q, it.ID.key(), nv, queueRef(it.ID)); err != nil {
 				return err
 			}
+			it = rememberStored(it, nv, sealed)
 			it.Sensitive = in.Sensitive
 			marked = append(marked, it)
 		}
-		return nil
+		return s.linkBatch(ctx, tx, "sending", &lb)
 	})
 	if err != nil {
 		return nil, err
@@ -225,7 +253,9 @@ func (s *Store) MarkSending(ctx context.Context, items []Item, at time.Time) ([]
 }
 
 // Settle applies the results of a batch of sends in one commit (group commit): one fsync
-// for the whole window, not one per message.
+// for the whole window, not one per message, and one audit link naming every item and
+// journal record it changed. A journal record that several results settle (a reversal and
+// an advice of one sale) is read and written once.
 func (s *Store) Settle(ctx context.Context, results []Result) error {
 	if len(results) == 0 {
 		return nil
@@ -235,8 +265,10 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 		// window of 32 made the drain spend a fifth of its time on them).
 		totals, kept := readTotals(tx)
 		changed := false
+		var lb linkedBatch
+		var notes settledRecords
 		for _, r := range results {
-			q, it, sealed, err := findItem(tx, r.ID)
+			q, it, sealed, err := lookupItem(tx, r.ID, r.read)
 			if errors.Is(err, ErrNotFound) {
 				// Settled already (a duplicate answer, or an operator deleted it).
 				continue
@@ -247,10 +279,10 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			if r.Acked {
 				totals.add(countedOf(it), -1)
 				changed = true
-				if err := s.deleteLinked(ctx, tx, q, r.ID.key(), jsonLink{Kind: "acked", Ref: queueRef(r.ID)}); err != nil {
+				if err := lb.delete(q, r.ID.key(), queueRef(r.ID)); err != nil {
 					return err
 				}
-				if err := s.noteSettled(ctx, tx, it, r); err != nil {
+				if err := notes.note(tx, it, r); err != nil {
 					return err
 				}
 				continue
@@ -264,21 +296,25 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 			it.Sending = false
 			it.LastError = r.Err
 			it.NextAttempt = r.Next
-			kind := "retry"
 			if r.Park {
 				totals.add(countedOf(it), -1) // a retry keeps kind, state and amount; a park does not
 				it.State, it.ParkedBy, it.ParkReason = QueueParked, "posd", "retries exhausted: "+r.Err
 				totals.add(countedOf(it), +1)
 				changed = true
-				kind = "park"
 			}
 			nv, err := encodeItem(it, sealed)
 			if err != nil {
 				return err
 			}
-			if err := s.putLinked(ctx, tx, q, r.ID.key(), nv, jsonLink{Kind: kind, Ref: queueRef(r.ID)}); err != nil {
+			if err := lb.put(q, r.ID.key(), nv, queueRef(r.ID)); err != nil {
 				return err
 			}
+		}
+		if err := notes.write(tx, &lb); err != nil {
+			return err
+		}
+		if err := s.linkBatch(ctx, tx, "settle", &lb); err != nil {
+			return err
 		}
 		if kept && changed {
 			return writeTotals(tx, totals)
@@ -287,14 +323,30 @@ func (s *Store) Settle(ctx context.Context, results []Result) error {
 	})
 }
 
-// noteSettled records on the journal record that its reversal or advice was acknowledged.
-func (s *Store) noteSettled(ctx context.Context, tx *bolt.Tx, it Item, r Result) error {
-	rec, err := getRecord(tx, it.TxnID)
-	if errors.Is(err, ErrNotFound) {
-		return nil // the record is gone; nothing to note (Check reports it)
-	}
-	if err != nil {
-		return err
+// settledRecords are the journal records one Settle notes acknowledgements on, each read
+// once and written once. Not safe for concurrent use; it lives for one transaction.
+type settledRecords struct {
+	order []TxnID
+	recs  map[TxnID]*Record
+}
+
+// note records on the journal record of it that it was acknowledged (r).
+func (n *settledRecords) note(tx *bolt.Tx, it Item, r Result) error {
+	rec, ok := n.recs[it.TxnID]
+	if !ok {
+		got, err := getRecord(tx, it.TxnID)
+		if errors.Is(err, ErrNotFound) {
+			return nil // the record is gone; nothing to note (Check reports it)
+		}
+		if err != nil {
+			return err
+		}
+		if n.recs == nil {
+			n.recs = map[TxnID]*Record{}
+		}
+		rec = &got
+		n.recs[it.TxnID] = rec
+		n.order = append(n.order, it.TxnID)
 	}
 	if rec.Outcome == nil {
 		return nil
@@ -311,5 +363,25 @@ func (s *Store) noteSettled(ctx context.Context, tx *bolt.Tx, it Item, r Result)
 		// void names in field 90, and where it goes.
 		rec.Outcome.Advised = &Settlement{Time: r.Time, ResponseCode: r.ResponseCode, STAN: it.STAN, TransmissionTime: it.FirstSent, Host: host}
 	}
-	return s.putRecord(ctx, tx, rec, jsonLink{Kind: "settle " + string(it.Kind)})
+	return nil
+}
+
+// write writes the noted records back in tx, in the order first noted, for lb's link to
+// name.
+func (n *settledRecords) write(tx *bolt.Tx, lb *linkedBatch) error {
+	j := tx.Bucket(bucketJournal)
+	for _, id := range n.order {
+		rec := n.recs[id]
+		if rec.Outcome == nil {
+			continue
+		}
+		nv, err := encodeRecord(rec.Intent, rec.Outcome)
+		if err != nil {
+			return err
+		}
+		if err := lb.put(j, id.key(), nv, txnRef(id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -210,9 +210,7 @@ func verifyChain(ctx context.Context, tx *bolt.Tx, a Auditor, printed []ChainHea
 		if l.Kind == linkUpgrade {
 			txnMark, queueMark = max(txnMark, l.Txn), max(queueMark, l.Queue)
 		}
-		if l.Ref != "" {
-			refs[l.Ref] = latest{seq, l.Sum}
-		}
+		l.named(func(ref, sum string) { refs[ref] = latest{seq, sum} })
 		if l.Kind == linkArchive && l.Archive != nil {
 			archives = append(archives, l.Archive)
 		}
@@ -300,8 +298,13 @@ func noun(prefix string) string {
 }
 
 func what(l jsonLink) string {
-	if l.Ref != "" {
+	switch {
+	case l.Ref != "":
 		return l.Kind + " of " + l.Ref
+	case len(l.Refs) == 1:
+		return l.Kind + " of " + l.Refs[0].Ref
+	case len(l.Refs) > 1:
+		return fmt.Sprintf("%s of %s and %d more", l.Kind, l.Refs[0].Ref, len(l.Refs)-1)
 	}
 	return l.Kind + " by " + l.Who
 }
@@ -375,8 +378,8 @@ func (s *Store) resealTx(ctx context.Context, tx *bolt.Tx) (int, error) {
 	refs := map[string]string{}
 	err := tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
 		var l jsonLink
-		if jsonUnmarshalStrict(v, &l) == nil && l.Ref != "" {
-			refs[l.Ref] = l.Sum
+		if jsonUnmarshalStrict(v, &l) == nil {
+			l.named(func(ref, sum string) { refs[ref] = sum })
 		}
 		return nil
 	})

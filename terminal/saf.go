@@ -234,7 +234,8 @@ func sendable(it store.Item) (*iso8583.Message, error) {
 //
 // A plain value: safe for concurrent use when not modified.
 type ForwardOptions struct {
-	// Window is how many queued messages are in flight at once. Default 16.
+	// Window is how many queued messages are in flight at once; Drain reads, marks and
+	// settles them 4*Window at a time. Default 16.
 	Window int
 	// MaxAttempts is how many sends that may have reached the host an item gets before it
 	// is parked and an alert raised (never dropped). Default 10.
@@ -311,18 +312,20 @@ type DrainStats struct {
 	Sent, Acked, Failed, Parked int
 }
 
-// Drain sends every due item (reversals only, if reversalsOnly), a window at a time, until
-// nothing is due or a whole window failed to reach the host. Each window is marked sending
-// in one commit before its first byte goes out (store.MarkSending: the field 7 of each
-// item's first send is recorded then, and a crash after it makes the next send a repeat),
-// and its results are settled in one commit. Reversals go first, host by host: no advice
-// is sent to a host while a reversal for it is still waiting, since an advice that
-// overtook the reversal of the same sale's timed-out authorization would leave the
-// customer charged twice until the reversal got through; with backup hosts, a reversal
-// waiting for one host does not hold back advices to another (see heldHosts for when a
-// reversal holds every host). The one exception goes the other way: the reversal of an
-// advice that may be on its way (a void) is held until that advice is acknowledged, so
-// that it never reaches the host before the advice it undoes.
+// Drain sends every due item (reversals only, if reversalsOnly), in windows of 4*Window
+// items, until nothing is due or a whole window failed to reach the host. Each window is
+// marked sending in one commit before its first byte goes out (store.MarkSending: the field
+// 7 of each item's first send is recorded then, and a crash after it makes the next send a
+// repeat), and its results are settled in one commit. While one window is in flight the
+// next is read, marked and started; the two share Window send slots, and a window of the
+// other kind waits until the one in flight is settled. Reversals go first, host by host: no
+// advice is sent to a host while a reversal for it is still waiting, since an advice that
+// overtook the reversal of the same sale's timed-out authorization would leave the customer
+// charged twice until the reversal got through; with backup hosts, a reversal waiting for
+// one host does not hold back advices to another (see heldHosts for when a reversal holds
+// every host). The one exception goes the other way: the reversal of an advice that may be
+// on its way (a void) is held until that advice is acknowledged, so that it never reaches
+// the host before the advice it undoes.
 func (f *Forwarder) Drain(ctx context.Context, reversalsOnly bool) (DrainStats, error) {
 	return f.drain(ctx, reversalsOnly, false)
 }
@@ -337,26 +340,80 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var total DrainStats
+	// One window may be in flight (marked sending, not settled) while the next is read,
+	// marked and started: the store's work for one window runs beside the sends of the
+	// other, and the sends of both share Window slots, so that the link never waits for a
+	// window's slowest send or for a commit. inflight is that window; nil when none.
+	sem := make(chan struct{}, f.opts.Window)
+	var inflight *window
+	// land waits for w's sends and settles them; more is false when nothing got through
+	// (the host is away: wait for the backoff).
+	land := func(w *window) (more bool, err error) {
+		st := f.tally(w)
+		if f.opts.Failpoint != nil {
+			f.opts.Failpoint("mid-drain")
+		}
+		if err := f.st.Settle(context.WithoutCancel(ctx), w.results); err != nil {
+			return false, err
+		}
+		total.Sent += st.Sent
+		total.Acked += st.Acked
+		total.Failed += st.Failed
+		total.Parked += st.Parked
+		return st.Acked > 0, nil
+	}
+	// landAll lands the window in flight, if any, before the drain returns or turns to
+	// the other kind.
+	landAll := func() (bool, error) {
+		if inflight == nil {
+			return true, nil
+		}
+		w := inflight
+		inflight = nil
+		return land(w)
+	}
+	stop := func(err error) (DrainStats, error) {
+		if _, lerr := landAll(); err == nil {
+			err = lerr
+		}
+		return total, err
+	}
 	for {
 		dueBy := f.opts.Now()
 		if ignoreBackoff {
 			dueBy = dueBy.Add(100 * 365 * 24 * time.Hour)
 		}
-		batch, err := f.st.Due(ctx, dueBy, f.opts.Window*4, store.KindReversal)
+		batch, err := f.st.DueAfter(ctx, dueBy, inflight.after(store.KindReversal), f.opts.Window*4, store.KindReversal)
 		if err != nil {
-			return total, err
+			return stop(err)
+		}
+		if len(batch) > 0 && inflight != nil && inflight.kind != store.KindReversal {
+			// A reversal came due behind advices in flight: they land first, and the
+			// reversals go before any more advices.
+			if more, err := landAll(); err != nil || !more {
+				return total, err
+			}
+			continue
 		}
 		var hosts map[store.QueueID]string
 		if len(batch) == 0 && !reversalsOnly {
+			if inflight != nil && inflight.kind == store.KindReversal {
+				// Reversals in flight: no advice goes before they land (those that fail
+				// then hold the advices, see heldHosts).
+				if more, err := landAll(); err != nil || !more {
+					return total, err
+				}
+				continue
+			}
 			held, all, err := f.heldHosts(ctx)
 			if err != nil {
-				return total, err
+				return stop(err)
 			}
 			if all {
-				return total, nil // a reversal waits for its backoff: advices wait for it
+				return stop(nil) // a reversal waits for its backoff: advices wait for it
 			}
-			if batch, err = f.st.Due(ctx, f.opts.Now(), f.opts.Window*4, store.KindAdvice); err != nil {
-				return total, err
+			if batch, err = f.st.DueAfter(ctx, f.opts.Now(), inflight.after(store.KindAdvice), f.opts.Window*4, store.KindAdvice); err != nil {
+				return stop(err)
 			}
 			// Only the advices to a host where no reversal waits: a reversal for one
 			// host holds that host's later messages, not another's.
@@ -364,58 +421,92 @@ func (f *Forwarder) drain(ctx context.Context, reversalsOnly, ignoreBackoff bool
 			batch = slices.DeleteFunc(batch, func(it store.Item) bool { return held[hosts[it.ID]] })
 		}
 		if len(batch) == 0 {
-			return total, nil
+			if inflight == nil {
+				return total, nil
+			}
+			// Nothing behind the window in flight: land it, then look again from the
+			// front (what it failed is due later, after its backoff).
+			if more, err := landAll(); err != nil || !more {
+				return total, err
+			}
+			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return total, err
+			return stop(err)
 		}
 		if hosts == nil {
 			hosts = f.routes(ctx, batch)
 		}
+		last := batch[len(batch)-1].ID // Due reads in queue order
 		// Recorded before the bytes go out. An item a void withdrew since Due read it is
 		// left out here, and not sent.
 		marked, err := f.st.MarkSending(ctx, batch, f.opts.Now())
 		if err != nil {
-			return total, err
+			return stop(err)
 		}
 		if len(marked) == 0 {
 			continue
 		}
-		results, st := f.sendAll(ctx, marked, hosts)
-		if f.opts.Failpoint != nil {
-			f.opts.Failpoint("mid-drain")
+		w := f.dispatch(ctx, sem, marked, hosts, last)
+		prev := inflight
+		inflight = w
+		if prev == nil {
+			continue
 		}
-		if err := f.st.Settle(context.WithoutCancel(ctx), results); err != nil {
-			return total, err
-		}
-		total.Sent += st.Sent
-		total.Acked += st.Acked
-		total.Failed += st.Failed
-		total.Parked += st.Parked
-		if st.Acked == 0 {
-			return total, nil // nothing got through: wait for the backoff
+		if more, err := land(prev); err != nil || !more {
+			return stop(err) // nothing got through: wait for the backoff
 		}
 		if ctx.Err() != nil {
-			return total, ctx.Err()
+			return stop(ctx.Err())
 		}
 	}
 }
 
-// sendAll sends items with at most Window in flight, each to its host in hosts (nil: no
-// backup hosts), and returns one result per item.
-func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[store.QueueID]string) ([]store.Result, DrainStats) {
-	results := make([]store.Result, len(items))
-	sem := make(chan struct{}, f.opts.Window)
-	var wg sync.WaitGroup
-	for i, it := range items {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			results[i] = f.sendOne(ctx, it, hosts[it.ID])
-		}()
+// window is a batch of marked items being sent: results[i] is items[i]'s, complete once
+// done is closed.
+type window struct {
+	kind    store.Kind
+	last    store.QueueID // the last id Due returned for it: the next window starts after
+	items   []store.Item
+	hosts   map[store.QueueID]string
+	results []store.Result
+	done    chan struct{}
+}
+
+// after is the id after which the next window of kind starts: w's last, when w is a window
+// of kind in flight; 0 otherwise.
+func (w *window) after(kind store.Kind) store.QueueID {
+	if w == nil || w.kind != kind {
+		return 0
 	}
-	wg.Wait()
+	return w.last
+}
+
+// dispatch starts sending items, each to its host in hosts (nil: no backup hosts), in
+// slots of sem shared with the window before it, and returns at once.
+func (f *Forwarder) dispatch(ctx context.Context, sem chan struct{}, items []store.Item, hosts map[store.QueueID]string, last store.QueueID) *window {
+	w := &window{kind: items[0].Kind, last: last, items: items, hosts: hosts, results: make([]store.Result, len(items)), done: make(chan struct{})}
+	go func() {
+		var wg sync.WaitGroup
+		for i, it := range items {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				w.results[i] = f.sendOne(ctx, it, hosts[it.ID])
+			}()
+		}
+		wg.Wait()
+		close(w.done)
+	}()
+	return w
+}
+
+// tally waits for w's sends to end, counts them, raises the alerts of parked items and sets
+// when the not-sent ones are tried again.
+func (f *Forwarder) tally(w *window) DrainStats {
+	<-w.done
+	results := w.results
 	var st DrainStats
 	reachedNothing := true
 	for i, r := range results {
@@ -426,7 +517,7 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[s
 			reachedNothing = false
 		case r.Park:
 			st.Parked++
-			f.alert(items[i], r.Err)
+			f.alert(w.items[i], r.Err)
 		default:
 			st.Failed++
 			if r.Reached {
@@ -445,12 +536,12 @@ func (f *Forwarder) sendAll(ctx context.Context, items []store.Item, hosts map[s
 			results[i].Next = f.opts.Now().Add(f.backoff(f.streak))
 		}
 	}
-	return results, st
+	return st
 }
 
 func (f *Forwarder) sendOne(ctx context.Context, it store.Item, host string) store.Result {
 	now := f.opts.Now()
-	res := store.Result{ID: it.ID, Time: now}
+	res := it.Result(now) // Settle takes the item as MarkSending left it
 	msg, err := sendable(it)
 	if err != nil {
 		// It can never be built: park it for an operator rather than retry forever.
