@@ -27,6 +27,7 @@ import (
 // by unit ("ns/op", "allocs/op", "x-min-pad", ...).
 type result struct {
 	name    string
+	procs   int // the -GOMAXPROCS suffix; 1 when there is none
 	metrics map[string]float64
 }
 
@@ -41,7 +42,10 @@ func parse(out []byte) []result {
 			continue
 		}
 		f := strings.Fields(m[3])
-		r := result{name: m[1], metrics: map[string]float64{}}
+		r := result{name: m[1], procs: 1, metrics: map[string]float64{}}
+		if m[2] != "" {
+			r.procs, _ = strconv.Atoi(m[2][1:])
+		}
 		for i := 0; i+1 < len(f); i += 2 {
 			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
 				r.metrics[f[i+1]] = v
@@ -57,6 +61,19 @@ func series(rs []result, name, unit string) []float64 {
 	var v []float64
 	for _, r := range rs {
 		if r.name == name {
+			if x, ok := r.metrics[unit]; ok {
+				v = append(v, x)
+			}
+		}
+	}
+	return v
+}
+
+// seriesAt is series for the results run with procs as GOMAXPROCS (go test -cpu).
+func seriesAt(rs []result, name string, procs int, unit string) []float64 {
+	var v []float64
+	for _, r := range rs {
+		if r.name == name && r.procs == procs {
 			if x, ok := r.metrics[unit]; ok {
 				v = append(v, x)
 			}
@@ -222,17 +239,27 @@ func main() {
 	)
 
 	// The acquirer link (client + a lean host) against a raw framed echo on the same
-	// loopback, in pairs.
-	rs = bench("./iso8583", "^BenchmarkLinkVsEcho(1|32)$", "-benchtime=5000x", count)
+	// loopback, in pairs; with one P (GOMAXPROCS 1, as posd run sets it) for the targets,
+	// and with the machine's two for comparison.
+	rs = bench("./iso8583", "^BenchmarkLinkVsEcho(1|32)$", "-benchtime=20000x", "-cpu=1,2", count)
+	at := func(name string, procs int, unit string) []float64 { return seriesAt(rs, name, procs, unit) }
+	np := runtime.NumCPU()
 	rows = append(rows,
-		row{measure: "link, 1 in flight, time vs raw framed echo", unit: "x", target: "<= 2.0", values: series(rs, "BenchmarkLinkVsEcho1", "x-echo-time")},
-		row{measure: "link, 32 in flight, rate vs raw framed echo", unit: "x", target: ">= 0.5", values: series(rs, "BenchmarkLinkVsEcho32", "x-echo-rate")},
+		row{measure: "link, 1 in flight, time vs raw framed echo", unit: "x", target: "<= 2.0", values: at("BenchmarkLinkVsEcho1", 1, "x-echo-time"),
+			note: "GOMAXPROCS 1, as posd runs (here and in the targets below)"},
+		row{measure: "link, 32 in flight, rate vs raw framed echo", unit: "x", target: ">= 0.5", values: at("BenchmarkLinkVsEcho32", 1, "x-echo-rate")},
 		row{measure: "link, CPU per round trip (client + lean host) over the raw echo's, 1 in flight", unit: "µs", target: "<= 25",
-			values: differences(series(rs, "BenchmarkLinkVsEcho1", "µs-cpu/op"), series(rs, "BenchmarkLinkVsEcho1", "echo-µs-cpu/op")),
-			note:   "the link's own work: at 1 in flight the transport alone (the raw echo's syscalls and wake-ups) costs the next row's echo figure"},
-		row{measure: "link, CPU per round trip (client + lean host), 1 in flight", unit: "µs", values: series(rs, "BenchmarkLinkVsEcho1", "µs-cpu/op")},
-		row{measure: "raw framed echo, CPU per round trip, 1 in flight", unit: "µs", values: series(rs, "BenchmarkLinkVsEcho1", "echo-µs-cpu/op")},
-		row{measure: "link, CPU per round trip, 32 in flight", unit: "µs", target: "<= 25", values: series(rs, "BenchmarkLinkVsEcho32", "µs-cpu/op")},
+			values: differences(at("BenchmarkLinkVsEcho1", 1, "µs-cpu/op"), at("BenchmarkLinkVsEcho1", 1, "echo-µs-cpu/op")),
+			note:   "the link's own work: at 1 in flight the transport alone (the raw echo's syscalls and wake-ups) costs the next rows' echo figure"},
+		row{measure: "link, CPU per round trip (client + lean host), 1 in flight", unit: "µs", values: at("BenchmarkLinkVsEcho1", 1, "µs-cpu/op")},
+		row{measure: "raw framed echo, CPU per round trip, 1 in flight", unit: "µs", values: at("BenchmarkLinkVsEcho1", 1, "echo-µs-cpu/op")},
+		row{measure: "link, CPU per round trip, 32 in flight", unit: "µs", target: "<= 25", values: at("BenchmarkLinkVsEcho32", 1, "µs-cpu/op")},
+		row{measure: fmt.Sprintf("link, 1 in flight, time vs raw framed echo, GOMAXPROCS %d", np), unit: "x", values: at("BenchmarkLinkVsEcho1", np, "x-echo-time"),
+			note: "posd with GOMAXPROCS set in its environment; the echo is measured with the same"},
+		row{measure: fmt.Sprintf("link, 32 in flight, rate vs raw framed echo, GOMAXPROCS %d", np), unit: "x", values: at("BenchmarkLinkVsEcho32", np, "x-echo-rate")},
+		row{measure: fmt.Sprintf("link, CPU per round trip over the raw echo's, 1 in flight, GOMAXPROCS %d", np), unit: "µs",
+			values: differences(at("BenchmarkLinkVsEcho1", np, "µs-cpu/op"), at("BenchmarkLinkVsEcho1", np, "echo-µs-cpu/op"))},
+		row{measure: fmt.Sprintf("link, CPU per round trip, 32 in flight, GOMAXPROCS %d", np), unit: "µs", values: at("BenchmarkLinkVsEcho32", np, "µs-cpu/op")},
 	)
 
 	// Start-up and memory by history size: each repetition opens the 1k, 100k and 1M stores
