@@ -79,3 +79,36 @@ func TestLogOpEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkEncoding checks appendLinkJSON against json.Marshal for links of every shape the
+// store writes, and for some it writes through json.Marshal (a batch's Refs, an archive's
+// range, a time that is not UTC).
+func TestLinkEncoding(t *testing.T) {
+	now := time.Date(2026, 12, 7, 2, 45, 3, 123456789, time.UTC)
+	links := []jsonLink{
+		{},
+		{V: linkVersion, Seq: 1, Time: now, Kind: linkBegin, Ref: "txn/1", Sum: "abcd", Prev: ""},
+		{V: linkVersion, Seq: 1 << 60, Time: now.Truncate(time.Second), Kind: linkFinish, Ref: "txn/9", Sum: "p", Key: "audit", Prev: "x", MAC: "ponm"},
+		{V: linkVersion, Seq: 7, Time: now, Kind: "park", Who: `ops "bob" <b&b>`, Detail: "tab\t ünï \x00 \u2028", Prev: "y", MAC: "z"},
+		{V: linkVersion, Seq: 8, Time: now, Kind: linkUpgrade, Who: "posd", Txn: 42, Queue: 7, Prev: "q"},
+		{V: linkVersion, Seq: 9, Time: now.In(time.FixedZone("x", 3600)), Kind: "k", Prev: "p"},
+		{V: linkVersion, Seq: 10, Time: now, Kind: "window", Refs: []linkRef{{Ref: "queue/1", Sum: "s"}, {Ref: "txn/2"}}, Prev: "p"},
+		{V: linkVersion, Seq: 11, Time: now, Kind: linkArchive, Archive: &archiveRange{File: "a", First: 1, Last: 2, Head: "h"}, Prev: "p"},
+	}
+	for i, l := range links {
+		got, err := appendLinkJSON([]byte("prefix"), l)
+		if err != nil {
+			t.Fatalf("link %d: %v", i, err)
+		}
+		want, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, append([]byte("prefix"), want...)) {
+			t.Errorf("link %d:\n got %s\nwant prefix%s", i, got, want)
+		}
+	}
+	if _, err := appendLinkJSON(nil, jsonLink{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Error("a link in the year 10000 encoded without an error, as json.Marshal refuses it")
+	}
+}
