@@ -36,6 +36,9 @@ type logOp struct {
 	// encoded is, on a begin, that Record was made by encodeRecord in this process (not
 	// read back from a log): see finishedValue.
 	encoded bool
+	// outcomeJSON is, on a finish this process wrote, Outcome as json.Marshal writes it
+	// (made once by FinishAndQueue, for the record's value and for the log record).
+	outcomeJSON []byte
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -91,9 +94,12 @@ func encodeLogOp(op logOp) ([]byte, error) {
 		b = append(b, ']')
 	}
 	if op.Outcome != nil {
-		o, err := json.Marshal(op.Outcome)
-		if err != nil {
-			return nil, err
+		o := op.outcomeJSON
+		if o == nil {
+			var err error
+			if o, err = json.Marshal(op.Outcome); err != nil {
+				return nil, err
+			}
 		}
 		b = append(append(b, `,"outcome":`...), o...)
 	}
