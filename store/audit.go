@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -198,45 +197,6 @@ func sealLink(ctx context.Context, a Auditor, keyID string, l jsonLink) (string,
 	enc = append(enc, `,"mac":"`...)
 	enc = append(enc, mac...)
 	return mac, append(enc, '"', '}'), nil
-}
-
-// appendLinkJSON appends l as json.Marshal writes it: written out directly for a link of
-// one record or item (no Archive, no Refs) with a UTC time, by json.Marshal otherwise.
-func appendLinkJSON(b []byte, l jsonLink) ([]byte, error) {
-	if l.Archive != nil || l.Refs != nil || l.Time.Location() != time.UTC || l.Time.Year() < 1 || l.Time.Year() > 9999 {
-		v, err := json.Marshal(l)
-		return append(b, v...), err
-	}
-	b = strconv.AppendInt(append(b, `{"v":`...), int64(l.V), 10)
-	b = strconv.AppendUint(append(b, `,"seq":`...), l.Seq, 10)
-	b = append(l.Time.AppendFormat(append(b, `,"time":"`...), time.RFC3339Nano), '"')
-	b = appendJSONString(append(b, `,"kind":`...), l.Kind)
-	if l.Ref != "" {
-		b = appendJSONString(append(b, `,"ref":`...), l.Ref)
-	}
-	if l.Sum != "" {
-		b = appendJSONString(append(b, `,"sum":`...), l.Sum)
-	}
-	if l.Who != "" {
-		b = appendJSONString(append(b, `,"who":`...), l.Who)
-	}
-	if l.Detail != "" {
-		b = appendJSONString(append(b, `,"detail":`...), l.Detail)
-	}
-	if l.Txn != 0 {
-		b = strconv.AppendUint(append(b, `,"txn":`...), l.Txn, 10)
-	}
-	if l.Queue != 0 {
-		b = strconv.AppendUint(append(b, `,"queue":`...), l.Queue, 10)
-	}
-	if l.Key != "" {
-		b = appendJSONString(append(b, `,"key":`...), l.Key)
-	}
-	b = appendJSONString(append(b, `,"prev":`...), l.Prev)
-	if l.MAC != "" {
-		b = appendJSONString(append(b, `,"mac":`...), l.MAC)
-	}
-	return append(b, '}'), nil
 }
 
 // chainState is the chain's head in memory, saved before a write that may fail.

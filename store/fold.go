@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -53,82 +52,6 @@ const (
 	opFinish = "finish"
 	opSTAN   = "stan"
 )
-
-// encodeLogOp returns op's log payload: the bytes json.Marshal(op) gives, written directly
-// for what a sale writes (a begin whose record encodeRecord made, a finish without items,
-// links sealed by newLink) so that the record and the links are not encoded again, and by
-// json.Marshal otherwise.
-func encodeLogOp(op logOp) ([]byte, error) {
-	fast := len(op.Items) == 0 && (op.Op == opFinish || op.Op == opSTAN || op.Op == opBegin && op.encoded)
-	n := 64 + len(op.Record) + len(op.PANHash)
-	for _, l := range op.Links {
-		fast = fast && l.enc != nil
-		n += len(l.enc) + 1
-	}
-	if !fast {
-		return json.Marshal(op)
-	}
-	b := make([]byte, 0, n+256)
-	b = append(b, `{"op":`...)
-	b = appendJSONString(b, op.Op)
-	if op.Txn != 0 {
-		b = strconv.AppendUint(append(b, `,"txn":`...), uint64(op.Txn), 10)
-	}
-	if op.STAN != 0 {
-		b = strconv.AppendUint(append(b, `,"stan":`...), uint64(op.STAN), 10)
-	}
-	if len(op.Record) > 0 {
-		b = append(append(b, `,"record":`...), op.Record...) // encodeRecord's: compact already
-	}
-	if op.PANHash != "" {
-		b = appendJSONString(append(b, `,"pan_hash":`...), op.PANHash)
-	}
-	if len(op.Till) > 0 {
-		b = append(b, `,"till":[`...)
-		for i, k := range op.Till {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-		}
-		b = append(b, ']')
-	}
-	if op.Outcome != nil {
-		o := op.outcomeJSON
-		if o == nil {
-			var err error
-			if o, err = json.Marshal(op.Outcome); err != nil {
-				return nil, err
-			}
-		}
-		b = append(append(b, `,"outcome":`...), o...)
-	}
-	if len(op.Links) > 0 {
-		b = append(b, `,"links":[`...)
-		for i, l := range op.Links {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, l.enc...)
-		}
-		b = append(b, ']')
-	}
-	return append(b, '}'), nil
-}
-
-// appendJSONString appends s as json.Marshal writes a string: quoted as is when it is
-// printable ASCII with nothing json.Marshal escapes, by json.Marshal otherwise.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
 
 func decodeLogOp(b []byte) (logOp, error) {
 	var op logOp

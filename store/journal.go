@@ -231,6 +231,9 @@ type (
 )
 
 func encodeRecord(in Intent, out *Outcome) ([]byte, error) {
+	if out == nil {
+		return encodeIntentRecord(in) // a sale's begin: see encode.go
+	}
 	r := jsonRecord{V: recordVersion, Intent: jsonIntent(in)}
 	if out != nil {
 		o := jsonOutcome(*out)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -110,5 +111,39 @@ func TestLinkEncoding(t *testing.T) {
 	}
 	if _, err := appendLinkJSON(nil, jsonLink{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
 		t.Error("a link in the year 10000 encoded without an error, as json.Marshal refuses it")
+	}
+}
+
+// TestIntentRecordEncoding compares encodeIntentRecord with json.Marshal of the record over
+// random intents: every field empty or set, strings json.Marshal escapes, times in and out
+// of its range and in several zones.
+func TestIntentRecordEncoding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 3))
+	pieces := []string{"", "a", "EUR", "476173******0010", `"`, `\`, "<", ">", "&", "\t", "\x00", "\x7f", "ü", "\u2028", "\xff", " x "}
+	str := func() string {
+		var s string
+		for range rng.IntN(4) {
+			s += pieces[rng.IntN(len(pieces))]
+		}
+		return s
+	}
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("plus", 5*3600+30*60), time.FixedZone("secs", 3600+7), time.FixedZone("far", 25*3600)}
+	for i := range 3000 {
+		in := Intent{Kind: str(), MTI: str(), STAN: rng.Uint32(), TerminalID: str(), SaleID: str(), SaleTransactionID: str(), ServiceID: str(),
+			AmountMinor: rng.Int64() - rng.Int64(), Currency: str(), MaskedPAN: str(), PANHash: str(), EntryMode: str(),
+			Time: time.Unix(rng.Int64N(1<<38)-1<<37, rng.Int64N(1e9)).In(zones[rng.IntN(len(zones))]),
+			Chip: rng.IntN(2) == 0, PINEntered: rng.IntN(2) == 0, CVM: str(), Signature: rng.IntN(2) == 0, AID: str(), AppLabel: str(),
+			TVR: str(), TSI: str(), Cryptogram: str(), FormFactor: str(), ProcessingCode: str(), Host: str()}
+		if rng.IntN(2) == 0 {
+			in.Original = TxnID(rng.Uint64())
+		}
+		if i == 0 {
+			in = Intent{}
+		}
+		got, gerr := encodeIntentRecord(in)
+		want, werr := json.Marshal(jsonRecord{V: recordVersion, Intent: jsonIntent(in)})
+		if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {
+			t.Fatalf("intent %d:\n got %s, %v\nwant %s, %v", i, got, gerr, want, werr)
+		}
 	}
 }
