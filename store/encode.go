@@ -195,3 +195,30 @@ func appendOmitEmpty(b []byte, field, s string) []byte {
 	}
 	return appendJSONString(append(b, field...), s)
 }
+
+// encodeOutcome is json.Marshal(o), written out for an outcome as a sale's finish records it
+// (not reversed, advised, voided or undelivered).
+func encodeOutcome(o jsonOutcome) ([]byte, error) {
+	if o.Reversed != nil || o.Advised != nil || o.Voided != nil || o.Undelivered != nil {
+		return json.Marshal(o)
+	}
+	b := make([]byte, 0, 256)
+	b = appendJSONString(append(b, `{"state":`...), string(o.State))
+	b = appendOmitEmpty(b, `,"response_code":`, o.ResponseCode)
+	b = appendOmitEmpty(b, `,"approval_code":`, o.ApprovalCode)
+	b = appendOmitEmpty(b, `,"rrn":`, o.RRN)
+	b = appendOmitEmpty(b, `,"reason":`, o.Reason)
+	b, ok := appendJSONTime(append(b, `,"time":`...), o.Time)
+	if !ok {
+		return json.Marshal(o)
+	}
+	b = appendOmitEmpty(b, `,"condition":`, o.Condition)
+	b = appendOmitEmpty(b, `,"message":`, o.Message)
+	if o.AuthorizedMinor != 0 {
+		b = strconv.AppendInt(append(b, `,"authorized_minor":`...), o.AuthorizedMinor, 10)
+	}
+	if o.Batch != 0 {
+		b = strconv.AppendUint(append(b, `,"batch":`...), o.Batch, 10)
+	}
+	return append(b, '}'), nil
+}

@@ -147,3 +147,42 @@ func TestIntentRecordEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestOutcomeEncoding compares encodeOutcome with json.Marshal over random outcomes, as
+// TestIntentRecordEncoding does for intents.
+func TestOutcomeEncoding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 4))
+	pieces := []string{"", "00", "approved", `"`, `\`, "<", ">", "&", "\n", "\x00", "ü", "\u2029", "\xfe"}
+	str := func() string {
+		var s string
+		for range rng.IntN(4) {
+			s += pieces[rng.IntN(len(pieces))]
+		}
+		return s
+	}
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("minus", -(9*3600 + 30*60)), time.FixedZone("far", -30*3600)}
+	at := func() time.Time {
+		return time.Unix(rng.Int64N(1<<38)-1<<37, rng.Int64N(1e9)).In(zones[rng.IntN(len(zones))])
+	}
+	for i := range 3000 {
+		o := jsonOutcome{State: State(str()), ResponseCode: str(), ApprovalCode: str(), RRN: str(), Reason: str(), Time: at(),
+			Condition: str(), Message: str(), AuthorizedMinor: rng.Int64N(3) * (rng.Int64() - rng.Int64()), Batch: rng.Uint64N(3) * rng.Uint64()}
+		switch rng.IntN(8) {
+		case 0:
+			o.Reversed = &Settlement{Time: at(), ResponseCode: str(), STAN: rng.Uint32()}
+		case 1:
+			o.Voided = &Void{Time: at(), By: str()}
+		case 2:
+			u := at()
+			o.Undelivered = &u
+		}
+		if i == 0 {
+			o = jsonOutcome{}
+		}
+		got, gerr := encodeOutcome(o)
+		want, werr := json.Marshal(o)
+		if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {
+			t.Fatalf("outcome %d:\n got %s, %v\nwant %s, %v", i, got, gerr, want, werr)
+		}
+	}
+}

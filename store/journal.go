@@ -405,7 +405,7 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	out.Batch = s.batch
 	o := jsonOutcome(out)
-	ob, err := json.Marshal(o) // once, for the log record and for the record's new value
+	ob, err := encodeOutcome(o) // once, for the log record and for the record's new value
 	if err != nil {
 		return nil, s.wrap(name, err)
 	}
