@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -154,8 +155,8 @@ func letters(b []byte) string {
 	return string(out)
 }
 
-func txnRef(id TxnID) string     { return fmt.Sprintf("txn/%d", id) }
-func queueRef(id QueueID) string { return fmt.Sprintf("queue/%d", id) }
+func txnRef(id TxnID) string     { return "txn/" + strconv.FormatUint(uint64(id), 10) }
+func queueRef(id QueueID) string { return "queue/" + strconv.FormatUint(uint64(id), 10) }
 
 // linkMAC computes l's MAC: under keyID with a, or a SHA-256 when keyID is "".
 func linkMAC(ctx context.Context, a Auditor, keyID string, l jsonLink) (string, error) {

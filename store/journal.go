@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -394,7 +395,7 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	out.Reason = redactDigitRuns(out.Reason)
 	out.Message = redactDigitRuns(out.Message)
-	name := fmt.Sprintf("finish %d", id)
+	name := "finish " + strconv.FormatUint(uint64(id), 10)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
