@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,6 +79,11 @@ type jsonLink struct {
 	Refs []linkRef `json:"refs,omitempty"`
 	Prev string    `json:"prev"`
 	MAC  string    `json:"mac,omitempty"`
+
+	// enc is the link as json.Marshal writes it, made by newLink from the bytes its MAC
+	// covers, so that the log record and the fold's putLink do not encode it again; nil on
+	// a link read back or not sealed by newLink. Not in the file.
+	enc []byte
 }
 
 // linkRef is one record or item a link of many names (jsonLink.Refs). Field names are part
@@ -149,29 +155,49 @@ func letters(b []byte) string {
 	return string(out)
 }
 
-func txnRef(id TxnID) string     { return fmt.Sprintf("txn/%d", id) }
-func queueRef(id QueueID) string { return fmt.Sprintf("queue/%d", id) }
+func txnRef(id TxnID) string     { return "txn/" + strconv.FormatUint(uint64(id), 10) }
+func queueRef(id QueueID) string { return "queue/" + strconv.FormatUint(uint64(id), 10) }
 
 // linkMAC computes l's MAC: under keyID with a, or a SHA-256 when keyID is "".
 func linkMAC(ctx context.Context, a Auditor, keyID string, l jsonLink) (string, error) {
+	mac, _, err := sealLink(ctx, a, keyID, l)
+	return mac, err
+}
+
+// sealLink is linkMAC also returning l's JSON with that MAC (as json.Marshal writes it), or
+// nil when the MAC is empty (then the "mac" field is omitted, not appended).
+func sealLink(ctx context.Context, a Auditor, keyID string, l jsonLink) (string, []byte, error) {
 	l.MAC = ""
-	b, err := json.Marshal(l)
+	data := append(make([]byte, 0, 512), macDomain...)
+	data, err := appendLinkJSON(data, l)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	data := append([]byte(macDomain), b...)
-	if keyID == "" {
+	b := data[len(macDomain):]
+	var mac string
+	switch {
+	case keyID == "":
 		h := sha256.Sum256(data)
-		return letters(h[:]), nil
+		mac = letters(h[:])
+	case a == nil:
+		return "", nil, fmt.Errorf("audit link %d is keyed (%q) and no audit key is configured", l.Seq, keyID)
+	default:
+		m, err := a.MAC(ctx, keyID, data)
+		if err != nil {
+			return "", nil, fmt.Errorf("audit mac: %w", err)
+		}
+		mac = letters(m)
 	}
-	if a == nil {
-		return "", fmt.Errorf("audit link %d is keyed (%q) and no audit key is configured", l.Seq, keyID)
+	if mac == "" || len(b) < 2 || b[len(b)-1] != '}' {
+		return mac, nil, nil
 	}
-	m, err := a.MAC(ctx, keyID, data)
-	if err != nil {
-		return "", fmt.Errorf("audit mac: %w", err)
-	}
-	return letters(m), nil
+	// MAC is the last field and is letters only (nothing to escape): the link with it is the
+	// link without it, its closing brace replaced by the field.
+	enc := make([]byte, 0, len(b)+len(`,"mac":""`)+len(mac))
+	enc = append(enc, b[:len(b)-1]...)
+	enc = append(enc, `,"mac":"`...)
+	enc = append(enc, mac...)
+	return mac, append(enc, '"', '}'), nil
 }
 
 // chainState is the chain's head in memory, saved before a write that may fail.
@@ -193,11 +219,11 @@ func (s *Store) newLink(ctx context.Context, l jsonLink) (jsonLink, error) {
 	if s.auditor != nil {
 		l.Key = s.auditKeyID
 	}
-	mac, err := linkMAC(ctx, s.auditor, l.Key, l)
+	mac, enc, err := sealLink(ctx, s.auditor, l.Key, l)
 	if err != nil {
 		return l, err
 	}
-	l.MAC = mac
+	l.MAC, l.enc = mac, enc
 	s.auditSeq, s.auditHead = l.Seq, mac
 	return l, nil
 }
@@ -213,9 +239,12 @@ func refLink(kind, ref string, value []byte) jsonLink {
 
 // putLink writes l in tx.
 func putLink(tx *bolt.Tx, l jsonLink) error {
-	v, err := json.Marshal(l)
-	if err != nil {
-		return err
+	v := l.enc
+	if v == nil {
+		var err error
+		if v, err = json.Marshal(l); err != nil {
+			return err
+		}
 	}
 	b := tx.Bucket(bucketAudit)
 	if err := b.Put(binary.BigEndian.AppendUint64(nil, l.Seq), v); err != nil {

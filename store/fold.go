@@ -35,6 +35,9 @@ type logOp struct {
 	// encoded is, on a begin, that Record was made by encodeRecord in this process (not
 	// read back from a log): see finishedValue.
 	encoded bool
+	// outcomeJSON is, on a finish this process wrote, Outcome as json.Marshal writes it
+	// (made once by FinishAndQueue, for the record's value and for the log record).
+	outcomeJSON []byte
 }
 
 // logItem is a queued item as its kind bucket holds it.
@@ -200,7 +203,7 @@ func (s *Store) write(name string, op logOp) error {
 	if s.logErr != nil {
 		return fmt.Errorf("store: %s: the write-ahead log failed earlier (%w); restart posd", name, s.logErr)
 	}
-	payload, err := json.Marshal(op)
+	payload, err := encodeLogOp(op)
 	if err != nil {
 		return fmt.Errorf("store: %s: %w", name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -231,6 +232,9 @@ type (
 )
 
 func encodeRecord(in Intent, out *Outcome) ([]byte, error) {
+	if out == nil {
+		return encodeIntentRecord(in) // a sale's begin: see encode.go
+	}
 	r := jsonRecord{V: recordVersion, Intent: jsonIntent(in)}
 	if out != nil {
 		o := jsonOutcome(*out)
@@ -391,7 +395,7 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	out.Reason = redactDigitRuns(out.Reason)
 	out.Message = redactDigitRuns(out.Message)
-	name := fmt.Sprintf("finish %d", id)
+	name := "finish " + strconv.FormatUint(uint64(id), 10)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -402,9 +406,13 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 	}
 	out.Batch = s.batch
 	o := jsonOutcome(out)
-	op := logOp{Op: opFinish, Txn: id, Outcome: &o}
+	ob, err := encodeOutcome(o) // once, for the log record and for the record's new value
+	if err != nil {
+		return nil, s.wrap(name, err)
+	}
+	op := logOp{Op: opFinish, Txn: id, Outcome: &o, outcomeJSON: ob}
 	// The record as the fold will write it, for its link (and for the fold).
-	nv, err := s.finishedValue(id, &out)
+	nv, err := s.finishedValue(id, &out, ob)
 	if err != nil {
 		return nil, s.wrap(name, err)
 	}
@@ -452,14 +460,14 @@ func (s *Store) FinishAndQueue(ctx context.Context, id TxnID, out Outcome, items
 
 // finishedValue returns record id's stored value once out is recorded, as applyOp will
 // write it: from the intent in the log when it is not folded yet, from the file otherwise
-// (a read, no sync). s.mu held.
-func (s *Store) finishedValue(id TxnID, out *Outcome) ([]byte, error) {
+// (a read, no sync). ob is out as json.Marshal(jsonOutcome(*out)) writes it. s.mu held.
+func (s *Store) finishedValue(id TxnID, out *Outcome, ob []byte) ([]byte, error) {
 	var v []byte
 	for i := len(s.pending) - 1; i >= 0 && v == nil; i-- {
 		if e := s.pending[i].op; e.Op == opBegin && e.Txn == id {
 			v = e.Record
 			if e.encoded && plainJSON(v) {
-				return withOutcome(v, out)
+				return withOutcomeJSON(v, ob)
 			}
 		}
 	}
@@ -500,12 +508,18 @@ func plainJSON(v []byte) bool {
 // (plainJSON of encodeRecord's), so that the bytes are those a replay of the log makes (it
 // decodes the record and encodes it with the outcome).
 func withOutcome(v []byte, out *Outcome) ([]byte, error) {
-	if len(v) < 2 || v[len(v)-1] != '}' {
-		return nil, fmt.Errorf("record of %d bytes does not end its object: %w", len(v), ErrCorrupt)
-	}
 	o, err := json.Marshal(jsonOutcome(*out))
 	if err != nil {
 		return nil, err
+	}
+	return withOutcomeJSON(v, o)
+}
+
+// withOutcomeJSON is withOutcome with the outcome encoded already (o: json.Marshal of its
+// jsonOutcome).
+func withOutcomeJSON(v, o []byte) ([]byte, error) {
+	if len(v) < 2 || v[len(v)-1] != '}' {
+		return nil, fmt.Errorf("record of %d bytes does not end its object: %w", len(v), ErrCorrupt)
 	}
 	nv := make([]byte, 0, len(v)+len(`,"outcome":`)+len(o))
 	nv = append(nv, v[:len(v)-1]...)
