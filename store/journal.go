@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -230,36 +228,6 @@ type (
 		Batch           uint64      `json:"batch,omitempty"`
 	}
 )
-
-func encodeRecord(in Intent, out *Outcome) ([]byte, error) {
-	if out == nil {
-		return encodeIntentRecord(in) // a sale's begin: see encode.go
-	}
-	r := jsonRecord{V: recordVersion, Intent: jsonIntent(in)}
-	if out != nil {
-		o := jsonOutcome(*out)
-		r.Outcome = &o
-	}
-	return json.Marshal(r)
-}
-
-func decodeRecord(id TxnID, v []byte) (Record, error) {
-	var r jsonRecord
-	d := json.NewDecoder(bytes.NewReader(v))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&r); err != nil {
-		return Record{}, fmt.Errorf("record %d: %w: %w", id, ErrCorrupt, err)
-	}
-	if r.V != recordVersion {
-		return Record{}, fmt.Errorf("record %d: version %d, this posd reads %d: %w", id, r.V, recordVersion, ErrCorrupt)
-	}
-	rec := Record{ID: id, Intent: Intent(r.Intent)}
-	if r.Outcome != nil {
-		o := Outcome(*r.Outcome)
-		rec.Outcome = &o
-	}
-	return rec, nil
-}
 
 // maxDigitRun is the longest run of digits a masked PAN may hold: a PAN
 // masked to its first 6 and last 4 digits has runs of 6 and 4.
@@ -488,44 +456,6 @@ func (s *Store) finishedValue(id TxnID, out *Outcome, ob []byte) ([]byte, error)
 		return nil, err
 	}
 	return encodeRecord(rec.Intent, out)
-}
-
-// plainJSON reports whether v is ASCII without a backslash: then every string in it is as
-// it was before encoding (nothing was escaped or replaced), and decoding v and encoding it
-// again gives v back.
-func plainJSON(v []byte) bool {
-	for _, c := range v {
-		if c >= utf8.RuneSelf || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// withOutcome returns record v, as encodeRecord made it without an outcome, with out: the
-// bytes encodeRecord gives for the same intent and out (the outcome is jsonRecord's last
-// field), made without decoding v. Only for a v that decoding and encoding again gives back
-// (plainJSON of encodeRecord's), so that the bytes are those a replay of the log makes (it
-// decodes the record and encodes it with the outcome).
-func withOutcome(v []byte, out *Outcome) ([]byte, error) {
-	o, err := json.Marshal(jsonOutcome(*out))
-	if err != nil {
-		return nil, err
-	}
-	return withOutcomeJSON(v, o)
-}
-
-// withOutcomeJSON is withOutcome with the outcome encoded already (o: json.Marshal of its
-// jsonOutcome).
-func withOutcomeJSON(v, o []byte) ([]byte, error) {
-	if len(v) < 2 || v[len(v)-1] != '}' {
-		return nil, fmt.Errorf("record of %d bytes does not end its object: %w", len(v), ErrCorrupt)
-	}
-	nv := make([]byte, 0, len(v)+len(`,"outcome":`)+len(o))
-	nv = append(nv, v[:len(v)-1]...)
-	nv = append(nv, `,"outcome":`...)
-	nv = append(nv, o...)
-	return append(nv, '}'), nil
 }
 
 // notOpen explains why id cannot be finished: no such record, or finished already (with
