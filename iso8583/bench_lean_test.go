@@ -5,9 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,17 +34,32 @@ import (
 //	µs-cpu/op                     CPU of the whole process (client and host) per link round trip
 //	echo-µs-cpu/op                the same for the echo
 //
-// `make bench-compare` calls BenchmarkLinkVsEcho1 and BenchmarkLinkVsEcho32 by name.
+// `make bench-compare` calls BenchmarkLinkVsEcho1, 32, Remote1 and Remote32 by name, at
+// -cpu 1 (posd run's GOMAXPROCS) and 2.
 
 // linkPairs is how many link/echo pairs a run is cut into.
 const linkPairs = 8
 
-func BenchmarkLinkVsEcho1(b *testing.B)  { benchLinkVsEcho(b, 1) }
-func BenchmarkLinkVsEcho32(b *testing.B) { benchLinkVsEcho(b, 32) }
+func BenchmarkLinkVsEcho1(b *testing.B)  { benchLinkVsEcho(b, 1, false) }
+func BenchmarkLinkVsEcho32(b *testing.B) { benchLinkVsEcho(b, 32, false) }
 
-func benchLinkVsEcho(b *testing.B, inFlight int) {
-	host := serveFrames(b, leanApprove(b))
-	echo := serveFrames(b, func(req, dst []byte) ([]byte, error) { return append(dst, req...), nil })
+// BenchmarkLinkVsEchoRemote1 and 32 are the same with the lean host and the echo server in
+// a process of their own (hostProcess), as an acquirer is a machine of its own: the
+// client's GOMAXPROCS (1 in posd) then limits the client alone. Their CPU figures add the
+// host process's.
+func BenchmarkLinkVsEchoRemote1(b *testing.B)  { benchLinkVsEcho(b, 1, true) }
+func BenchmarkLinkVsEchoRemote32(b *testing.B) { benchLinkVsEcho(b, 32, true) }
+
+func benchLinkVsEcho(b *testing.B, inFlight int, remote bool) {
+	var host, echo string
+	hostCPU := func(*testing.B) time.Duration { return 0 } // in this process: counted in processCPU
+	if remote {
+		hp := startHostProcess(b)
+		host, echo, hostCPU = hp.host, hp.echo, hp.cpu
+	} else {
+		host = serveFrames(b, leanApprove())
+		echo = serveFrames(b, func(req, dst []byte) ([]byte, error) { return append(dst, req...), nil })
+	}
 
 	base := typicalSale(b)
 	var stan atomic.Uint32
@@ -65,12 +85,14 @@ func benchLinkVsEcho(b *testing.B, inFlight int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range linkPairs {
-		cpu0, t0 := processCPU(), time.Now()
+		cpu0, t0 := processCPU()+hostCPU(b), time.Now()
 		runLink(b, c, base, &stan, inFlight, per)
-		lw, lc := time.Since(t0), processCPU()-cpu0
-		cpu0, t0 = processCPU(), time.Now()
+		lw := time.Since(t0)
+		lc := processCPU() + hostCPU(b) - cpu0
+		cpu0, t0 = processCPU()+hostCPU(b), time.Now()
 		raw.run(b, frameBody, inFlight, per)
-		ew, ec := time.Since(t0), processCPU()-cpu0
+		ew := time.Since(t0)
+		ec := processCPU() + hostCPU(b) - cpu0
 		linkWall, linkCPU, echoWall, echoCPU = linkWall+lw, linkCPU+lc, echoWall+ew, echoCPU+ec
 		ratios = append(ratios, float64(lw)/float64(ew))
 		rates = append(rates, float64(ew)/float64(lw)) // rate ratio: (per/lw)/(per/ew)
@@ -131,7 +153,7 @@ func runLink(b *testing.B, c *iso8583.Client, base iso8583.Authorization, stan *
 
 // leanApprove is the least a host does: read the request and answer it approved, echoing
 // its fields without the card and PIN data.
-func leanApprove(b *testing.B) func(req, dst []byte) ([]byte, error) {
+func leanApprove() func(req, dst []byte) ([]byte, error) {
 	spec := iso8583.DefaultSpec()
 	return func(req, dst []byte) ([]byte, error) {
 		m, err := iso8583.Unpack(spec, req)
@@ -163,7 +185,7 @@ func leanApprove(b *testing.B) func(req, dst []byte) ([]byte, error) {
 // serveFrames serves 2-byte-length frames on 127.0.0.1 until the benchmark ends: each
 // frame's answer is handle's, written when no further request is already buffered (so
 // answers to requests that came together go out together).
-func serveFrames(b *testing.B, handle func(req, dst []byte) ([]byte, error)) string {
+func serveFrames(b testing.TB, handle func(req, dst []byte) ([]byte, error)) string {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -277,5 +299,85 @@ func (e *rawEcho) run(b *testing.B, body []byte, inFlight, n int) {
 	wg.Wait()
 	if werr != nil {
 		b.Fatal(werr)
+	}
+}
+
+// hostProcess is the far end of the link benchmarks: the lean host and the raw echo server
+// in a process of their own (this test binary again, as TestHelperLeanHost), as an
+// acquirer is a machine of its own. The client's GOMAXPROCS (posd runs with 1; -cpu sets
+// it for the benchmark) is then not the host's, and the host's work does not queue behind
+// the client's on one P.
+type hostProcess struct {
+	host, echo string
+	in         io.Writer
+	out        *bufio.Reader
+}
+
+func startHostProcess(b *testing.B) *hostProcess {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLeanHost$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "POSD_LEAN_HOST=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		in.Close() // the helper ends at the end of its input
+		cmd.Wait()
+	})
+	hp := &hostProcess{in: in, out: bufio.NewReader(outPipe)}
+	for {
+		line, err := hp.out.ReadString('\n')
+		if err != nil {
+			b.Fatalf("lean host process: %v", err)
+		}
+		if rest, ok := strings.CutPrefix(line, "lean-host: "); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 {
+				b.Fatalf("lean host process said %q", line)
+			}
+			hp.host, hp.echo = f[0], f[1]
+			return hp
+		}
+	}
+}
+
+// cpu asks the host process for its CPU time so far (user + system, from getrusage).
+func (hp *hostProcess) cpu(b *testing.B) time.Duration {
+	if _, err := io.WriteString(hp.in, "cpu\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := hp.out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, "cpu ")), 10, 64)
+	if err != nil {
+		b.Fatalf("lean host process said %q", line)
+	}
+	return time.Duration(ns)
+}
+
+// TestHelperLeanHost is the host process of the link benchmarks (POSD_LEAN_HOST=1): it
+// serves the lean host and the raw echo, prints their addresses, answers each "cpu" line
+// on its input with its CPU time in nanoseconds, and ends when its input ends.
+func TestHelperLeanHost(t *testing.T) {
+	if os.Getenv("POSD_LEAN_HOST") != "1" {
+		t.Skip("the host process of BenchmarkLinkVsEcho* (POSD_LEAN_HOST=1)")
+	}
+	host := serveFrames(t, leanApprove())
+	echo := serveFrames(t, func(req, dst []byte) ([]byte, error) { return append(dst, req...), nil })
+	fmt.Printf("lean-host: %s %s\n", host, echo)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		fmt.Printf("cpu %d\n", processCPU().Nanoseconds())
 	}
 }
