@@ -188,16 +188,12 @@ func sealLink(ctx context.Context, a Auditor, keyID string, l jsonLink) (string,
 		}
 		mac = letters(m)
 	}
-	if mac == "" || len(b) < 2 || b[len(b)-1] != '}' {
+	if mac == "" {
 		return mac, nil, nil
 	}
 	// MAC is the last field and is letters only (nothing to escape): the link with it is the
-	// link without it, its closing brace replaced by the field.
-	enc := make([]byte, 0, len(b)+len(`,"mac":""`)+len(mac))
-	enc = append(enc, b[:len(b)-1]...)
-	enc = append(enc, `,"mac":"`...)
-	enc = append(enc, mac...)
-	return mac, append(enc, '"', '}'), nil
+	// link without it and the field.
+	return mac, withLastField(b, "mac", appendJSONString(nil, mac)), nil
 }
 
 // chainState is the chain's head in memory, saved before a write that may fail.

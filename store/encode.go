@@ -90,15 +90,23 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // appendLinkJSON appends l as json.Marshal writes it: written out directly for a link of
-// one record or item (no Archive, no Refs) with a UTC time, by json.Marshal otherwise.
+// one record or item (no Archive, no Refs), by json.Marshal otherwise.
 func appendLinkJSON(b []byte, l jsonLink) ([]byte, error) {
-	if l.Archive != nil || l.Refs != nil || l.Time.Location() != time.UTC || l.Time.Year() < 1 || l.Time.Year() > 9999 {
+	marshal := func() ([]byte, error) {
 		v, err := json.Marshal(l)
 		return append(b, v...), err
 	}
+	if l.Archive != nil || l.Refs != nil {
+		return marshal()
+	}
+	start := len(b)
 	b = strconv.AppendInt(append(b, `{"v":`...), int64(l.V), 10)
 	b = strconv.AppendUint(append(b, `,"seq":`...), l.Seq, 10)
-	b = append(l.Time.AppendFormat(append(b, `,"time":"`...), time.RFC3339Nano), '"')
+	b, ok := appendJSONTime(append(b, `,"time":`...), l.Time)
+	if !ok {
+		b = b[:start]
+		return marshal()
+	}
 	b = appendJSONString(append(b, `,"kind":`...), l.Kind)
 	if l.Ref != "" {
 		b = appendJSONString(append(b, `,"ref":`...), l.Ref)
@@ -185,6 +193,20 @@ func encodeIntentRecord(in Intent) ([]byte, error) {
 	}
 	b = appendOmitEmpty(b, `,"host":`, in.Host)
 	return append(b, '}', '}'), nil
+}
+
+// withLastField returns the JSON object obj with `,"name":value` added as its last member,
+// as json.Marshal writes a struct whose last field that is; nil when obj does not end its
+// object. obj is not changed.
+func withLastField(obj []byte, name string, value []byte) []byte {
+	if len(obj) < 2 || obj[len(obj)-1] != '}' {
+		return nil
+	}
+	nv := make([]byte, 0, len(obj)+len(name)+len(value)+4)
+	nv = append(nv, obj[:len(obj)-1]...)
+	nv = append(append(append(nv, `,"`...), name...), `":`...)
+	nv = append(nv, value...)
+	return append(nv, '}')
 }
 
 // appendOmitEmpty appends field and s, as json.Marshal writes an omitempty string: nothing

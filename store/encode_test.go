@@ -93,6 +93,8 @@ func TestLinkEncoding(t *testing.T) {
 		{V: linkVersion, Seq: 7, Time: now, Kind: "park", Who: `ops "bob" <b&b>`, Detail: "tab\t ünï \x00 \u2028", Prev: "y", MAC: "z"},
 		{V: linkVersion, Seq: 8, Time: now, Kind: linkUpgrade, Who: "posd", Txn: 42, Queue: 7, Prev: "q"},
 		{V: linkVersion, Seq: 9, Time: now.In(time.FixedZone("x", 3600)), Kind: "k", Prev: "p"},
+		{V: linkVersion, Seq: 12, Time: now.In(time.FixedZone("secs", -(3600 + 7))), Kind: "k", Prev: "p"},
+		{V: linkVersion, Seq: 13, Time: time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), Kind: "k", Prev: "p"},
 		{V: linkVersion, Seq: 10, Time: now, Kind: "window", Refs: []linkRef{{Ref: "queue/1", Sum: "s"}, {Ref: "txn/2"}}, Prev: "p"},
 		{V: linkVersion, Seq: 11, Time: now, Kind: linkArchive, Archive: &archiveRange{File: "a", First: 1, Last: 2, Head: "h"}, Prev: "p"},
 	}

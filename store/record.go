@@ -67,12 +67,9 @@ func withOutcome(v []byte, out *Outcome) ([]byte, error) {
 // withOutcomeJSON is withOutcome with the outcome encoded already (o: json.Marshal of its
 // jsonOutcome).
 func withOutcomeJSON(v, o []byte) ([]byte, error) {
-	if len(v) < 2 || v[len(v)-1] != '}' {
+	nv := withLastField(v, "outcome", o)
+	if nv == nil {
 		return nil, fmt.Errorf("record of %d bytes does not end its object: %w", len(v), ErrCorrupt)
 	}
-	nv := make([]byte, 0, len(v)+len(`,"outcome":`)+len(o))
-	nv = append(nv, v[:len(v)-1]...)
-	nv = append(nv, `,"outcome":`...)
-	nv = append(nv, o...)
-	return append(nv, '}'), nil
+	return nv, nil
 }
