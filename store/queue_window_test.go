@@ -122,17 +122,7 @@ func TestSettleWindowNotesEachRecord(t *testing.T) {
 func TestDueAfter(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openQ(t, nil)
-	id := begin(t, s, 1)
-	var items []Item
-	for i := uint32(1); i <= 5; i++ {
-		it := item(KindAdvice, 10+i)
-		it.TxnID = id
-		items = append(items, it)
-	}
-	qids, err := s.Enqueue(ctx, items...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	items, qids := enqueueAdvices(t, s, 5)
 	for _, c := range []struct {
 		after QueueID
 		limit int
@@ -165,17 +155,7 @@ func TestDueAfter(t *testing.T) {
 func TestDueSkipsWaitingAmongDue(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openQ(t, nil)
-	id := begin(t, s, 1)
-	var items []Item
-	for i := uint32(1); i <= 6; i++ {
-		it := item(KindAdvice, 10+i)
-		it.TxnID = id
-		items = append(items, it)
-	}
-	qids, err := s.Enqueue(ctx, items...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, qids := enqueueAdvices(t, s, 6)
 	later := time.Now().Add(time.Hour)
 	var wait []Result
 	for _, i := range []int{0, 2, 3} { // waiting: the first, and two in a row
@@ -201,4 +181,20 @@ func TestDueSkipsWaitingAmongDue(t *testing.T) {
 	if got, _ := s.Due(ctx, later.Add(time.Second), 0); len(got) != 5 {
 		t.Errorf("an hour later %d due, want 5 (the parked one is not)", len(got))
 	}
+}
+
+// enqueueAdvices queues n advices (STANs 11 on) of one new transaction in s.
+func enqueueAdvices(t *testing.T, s *Store, n int) ([]Item, []QueueID) {
+	t.Helper()
+	id := begin(t, s, 1)
+	items := make([]Item, n)
+	for i := range items {
+		items[i] = item(KindAdvice, 11+uint32(i))
+		items[i].TxnID = id
+	}
+	qids, err := s.Enqueue(context.Background(), items...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items, qids
 }

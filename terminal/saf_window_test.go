@@ -70,22 +70,7 @@ func TestDrainWindowDoesNotWaitForSlowestSend(t *testing.T) {
 	st, acq, host, _ := drainRig(ctx, t, n)
 	// Held: the first advice. Answered meanwhile: the 4*window-1 others of its window and
 	// the 4*window of the next.
-	h := &holdFirst{Acquirer: acq, n: 8*window - 1, others: make(chan struct{}), release: make(chan struct{})}
-	f := terminal.NewForwarder(st, h, terminal.ForwardOptions{Window: window, SendTimeout: 30 * time.Second})
-	type drained struct {
-		st  terminal.DrainStats
-		err error
-	}
-	done := make(chan drained, 1)
-	go func() { s, err := f.Drain(ctx, false); done <- drained{s, err} }()
-	select {
-	case <-h.others:
-	case d := <-done:
-		t.Fatalf("drain ended with the first advice held: %+v %v", d.st, d.err)
-	case <-time.After(20 * time.Second):
-		h.mu.Lock()
-		t.Fatalf("with one send held, %d others went in 20s; want %d: the next window waits for the slowest send", h.calls-1, h.n)
-	}
+	h, done := drainHoldingFirst(ctx, t, st, acq, window, 8*window-1, "the next window waits for the slowest send")
 	close(h.release)
 	d := <-done
 	if d.err != nil || d.st.Acked != n || d.st.Sent != n {
@@ -106,6 +91,34 @@ func TestDrainWindowDoesNotWaitForSlowestSend(t *testing.T) {
 	if rep, err := st.VerifyAudit(ctx); err != nil || !rep.OK() {
 		t.Errorf("audit: %+v %v", rep.Broken, err)
 	}
+}
+
+// drained is what a Drain returned.
+type drained struct {
+	st  terminal.DrainStats
+	err error
+}
+
+// drainHoldingFirst starts a drain of st through acq with the first send held (holdFirst),
+// and returns once others further sends have been answered; why says what it means when
+// they are not, within 20 s. The caller closes h.release and reads the drain's end from done.
+func drainHoldingFirst(ctx context.Context, t *testing.T, st *store.Store, acq terminal.Acquirer, window, others int, why string) (*holdFirst, <-chan drained) {
+	t.Helper()
+	h := &holdFirst{Acquirer: acq, n: others, others: make(chan struct{}), release: make(chan struct{})}
+	f := terminal.NewForwarder(st, h, terminal.ForwardOptions{Window: window, SendTimeout: 30 * time.Second})
+	done := make(chan drained, 1)
+	go func() { s, err := f.Drain(ctx, false); done <- drained{s, err} }()
+	select {
+	case <-h.others:
+	case d := <-done:
+		t.Fatalf("drain ended with the first advice held: %+v %v", d.st, d.err)
+	case <-time.After(20 * time.Second):
+		h.mu.Lock()
+		calls := h.calls
+		h.mu.Unlock()
+		t.Fatalf("with one send held, %d others went in 20s; want %d: %s", calls-1, others, why)
+	}
+	return h, done
 }
 
 // drainRig is a store with n advices queued, of one offline sale, and a client of the
@@ -160,21 +173,7 @@ func TestDrainReversalDueMidDrainGoesFirst(t *testing.T) {
 	st, acq, _, id := drainRig(ctx, t, n)
 	// Held: the first advice, while the 7 others of its window and the 8 of the next are
 	// answered. Then a reversal is queued, and the first advice let go.
-	h := &holdFirst{Acquirer: acq, n: 15, others: make(chan struct{}), release: make(chan struct{})}
-	f := terminal.NewForwarder(st, h, terminal.ForwardOptions{Window: window, SendTimeout: 30 * time.Second})
-	type drained struct {
-		st  terminal.DrainStats
-		err error
-	}
-	done := make(chan drained, 1)
-	go func() { s, err := f.Drain(ctx, false); done <- drained{s, err} }()
-	select {
-	case <-h.others:
-	case d := <-done:
-		t.Fatalf("drain ended with the first advice held: %+v %v", d.st, d.err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the other advices of the first two windows were not answered in 20s")
-	}
+	h, done := drainHoldingFirst(ctx, t, st, acq, window, 15, "the other advices of the first two windows were not answered")
 	now := time.Now()
 	payload, _ := json.Marshal(map[string]any{
 		"orig_mti": "0200", "orig_stan": 899, "orig_transmission": now, "local_time": now,
