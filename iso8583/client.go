@@ -428,13 +428,7 @@ func (c *Client) Send(ctx context.Context, req *Message) (*Message, error) {
 	if c.mac == nil {
 		// Packed into memory of the client's pool: write frames a copy of it, so that it
 		// is free again when the exchange ends.
-		bp, _ := c.frames.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
-		if cap(*bp) < pooledFrameCap {
-			*bp = make([]byte, 0, pooledFrameCap)
-		}
+		bp := c.frameBuf()
 		b, err = AppendPack((*bp)[:0], wire)
 		defer func() {
 			*bp = b[:0]

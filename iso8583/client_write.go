@@ -44,6 +44,19 @@ type wres struct {
 // one used for a packed request serves for a framed one (a chip sale is about 450 bytes).
 const pooledFrameCap = 1024
 
+// frameBuf returns a buffer of the client's pool, of at least pooledFrameCap bytes; the
+// caller puts it back in c.frames when nothing holds its memory any more.
+func (c *Client) frameBuf() *[]byte {
+	fb, _ := c.frames.Get().(*[]byte)
+	if fb == nil {
+		fb = new([]byte)
+	}
+	if cap(*fb) < pooledFrameCap {
+		*fb = make([]byte, 0, pooledFrameCap)
+	}
+	return fb
+}
+
 // appendFramer is implemented by this package's framers: they frame into a buffer without
 // a second copy.
 type appendFramer interface {
@@ -81,13 +94,7 @@ func (c *Client) write(ctx context.Context, l *link, b []byte) (int, error) {
 		return 0, l.err
 	default:
 	}
-	fb, _ := c.frames.Get().(*[]byte)
-	if fb == nil {
-		fb = new([]byte)
-	}
-	if cap(*fb) < pooledFrameCap {
-		*fb = make([]byte, 0, pooledFrameCap)
-	}
+	fb := c.frameBuf()
 	frame, err := c.frame((*fb)[:0], b)
 	if err != nil {
 		c.frames.Put(fb)
