@@ -24,6 +24,7 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/posd-dev/posd/hsm/dukpt"
+	"github.com/posd-dev/posd/internal/serialport"
 	"github.com/posd-dev/posd/iso8583"
 	"github.com/posd-dev/posd/iso8583/hostsim"
 	"github.com/posd-dev/posd/store"
@@ -252,7 +253,7 @@ func (r *xoRig) pad(t testing.TB, events []padsim.Event) {
 	if err := r.pair.ClearExclusive(); err != nil {
 		t.Fatal(err)
 	}
-	port, err := serial.Open(r.pair.B, &serial.Mode{BaudRate: 19200})
+	port, err := serialport.Open(r.pair.B, &serial.Mode{BaudRate: 19200})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,8 +483,13 @@ func (x xoReply) payment(t testing.TB) xoPayment {
 
 // try posts body to posd's till API with client.
 func (r *xoRig) try(client *http.Client, body string) (xoReply, error) {
+	return tryAt(client, "http://posd/nexo", body)
+}
+
+// tryAt posts body to url with client and decodes the answer as a till does.
+func tryAt(client *http.Client, url, body string) (xoReply, error) {
 	var x xoReply
-	resp, err := client.Post("http://posd/nexo", "application/json", strings.NewReader(body))
+	resp, err := client.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
 		return x, err
 	}
