@@ -22,15 +22,20 @@ import (
 // BenchmarkSaleVsMinimum measures a whole sale on the real daemon (the built posd binary,
 // a till on its unix socket, a scripted pad over a pty, the strict host simulator over
 // loopback TCP, a bbolt store on the test's file system) against the physical minimum of a
-// sale measured in the same run, pair by pair (A B A B): two 4 KiB writes each followed by
+// sale measured in the same run, round by round: two 4 KiB writes each followed by
 // fdatasync on the store's file system, one framed request/response echo over loopback TCP
 // (the acquirer's round trip), and the pad's share: as many raw pty round trips as the sale
-// turned the pad's line around. Each b.N is one pair; run it with -benchtime 12x or more.
+// turned the pad's line around. Each round also runs a skeleton sale (see skeleton): the
+// same hops and writes in a daemon without logic. Each b.N is one round; run it with
+// -benchtime 12x or more.
 //
-// It reports posd's CPU time per sale (user + system, from /proc), the rig's (this test
-// process: the till's client, the simulators and the probes), and the medians: sale-ms, min-ms (2 fdatasyncs + echo), pad-ms, pad-turns, and
-// x-min-pad, the median over pairs of sale / (min + pad): the daemon's own cost over the
-// minimum (issue 16's target: ≤ 1.25).
+// It reports the CPU time per sale of posd, of the skeleton and of the rig (this test
+// process: the till's client, the simulators and the probes), and the medians: sale-ms,
+// min-ms (2 fdatasyncs + echo), pad-ms, pad-turns, skeleton-ms; x-min-pad, the median over
+// rounds of sale / (min + pad): the daemon's cost over the minimum (issue 16's target:
+// ≤ 1.25); skeleton-x-min-pad, the same for the skeleton (the machine's floor under
+// x-min-pad); and x-skeleton, sale / skeleton: posd's own cost over a daemon that does
+// nothing but a sale's I/O.
 func BenchmarkSaleVsMinimum(b *testing.B) {
 	r := newXORig(b)
 	r.pad(b, xoSwipes(b.N+1))
@@ -49,16 +54,20 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 		},
 	}}
 	// One sale first: connections, the sign-on and the first pages are not the subject.
-	if x, err := r.try(till, r.paymentBody(r.svc(), "WARM", "1.00")); err != nil || x.payment(b).Response.Result != "Success" {
-		b.Fatalf("warm-up sale: %v %s", err, x.Body)
+	warm, err := r.try(till, r.paymentBody(r.svc(), "WARM", "1.00"))
+	if err != nil || warm.payment(b).Response.Result != "Success" {
+		b.Fatalf("warm-up sale: %v %s", err, warm.Body)
 	}
+	skel := newSkeleton(b, r.dir, []byte(warm.Body))
+	skel.sale(b, r.paymentBody(r.svc(), "SKELETON-WARM", "1.00"), 3)
 	sync := newSyncProbe(b, r.dir)
 	echo := newEchoProbe(b)
 	pty := newPTYProbe(b)
 
-	var sale, minimum, pad, turns, ratio []float64
+	var sale, minimum, pad, turns, ratio, bare, bareRatio, overBare []float64
 	cpu0 := processCPU(b, r.posd.Process.Pid)
 	rigCPU0 := processCPU(b, os.Getpid())
+	skelCPU0 := processCPU(b, skel.cmd.Process.Pid)
 	lines0 := strings.Count(r.logs.String(), "\n")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -73,15 +82,18 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 			b.Fatalf("sale %d: %v", i, p.Response)
 		}
 		n := r.line.turns.Load() - t0
+		sk := skel.sale(b, r.paymentBody(r.svc(), fmt.Sprintf("SKELETON-%d", i), "1.00"), n)
 		m := sync.two() + echo.roundTrip()
 		p := time.Duration(n) * pty.roundTrip()
 		sale, minimum, pad, turns = append(sale, ms(d)), append(minimum, ms(m)), append(pad, ms(p)), append(turns, float64(n))
 		ratio = append(ratio, float64(d)/float64(m+p))
+		bare, bareRatio, overBare = append(bare, ms(sk)), append(bareRatio, float64(sk)/float64(m+p)), append(overBare, float64(d)/float64(sk))
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
 	// The rig's own: the till's client, the simulated pad and host, and the probes.
 	b.ReportMetric(ms(processCPU(b, os.Getpid())-rigCPU0)/float64(b.N), "rig-cpu-ms/sale")
+	b.ReportMetric(ms(processCPU(b, skel.cmd.Process.Pid)-skelCPU0)/float64(b.N), "skeleton-cpu-ms/sale")
 	b.ReportMetric(float64(strings.Count(r.logs.String(), "\n")-lines0)/float64(b.N), "log-lines/sale")
 	if os.Getenv("POSD_BENCH_LOGTAIL") != "" {
 		b.Log(tail(r.logs.String()))
@@ -91,6 +103,9 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	b.ReportMetric(median(pad), "pad-ms")
 	b.ReportMetric(median(turns), "pad-turns")
 	b.ReportMetric(median(ratio), "x-min-pad")
+	b.ReportMetric(median(bare), "skeleton-ms")
+	b.ReportMetric(median(bareRatio), "skeleton-x-min-pad")
+	b.ReportMetric(median(overBare), "x-skeleton")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -142,32 +157,7 @@ type echoProbe struct {
 }
 
 func newEchoProbe(t testing.TB) *echoProbe {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1<<16)
-		for {
-			if _, err := io.ReadFull(c, buf[:2]); err != nil {
-				return
-			}
-			n := int(binary.BigEndian.Uint16(buf))
-			if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
-				return
-			}
-			if _, err := c.Write(buf[:2+n]); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,18 +195,7 @@ func newPTYProbe(t testing.TB) *ptyProbe {
 	}
 	t.Cleanup(func() { pair.Close() })
 	host := openPolled(t, pair.A)
-	dev := openPolled(t, pair.B)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(dev, buf); err != nil {
-				return
-			}
-			if _, err := dev.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	ptyEcho(t, openPolled(t, pair.B))
 	return &ptyProbe{host: host, out: make([]byte, 64), in: make([]byte, 64)}
 }
 
@@ -241,16 +220,30 @@ func (p *ptyProbe) roundTrip() time.Duration {
 	return time.Since(start)
 }
 
-// processCPU is the user + system CPU time pid has used (/proc/PID/stat, in clock ticks of
-// 10 ms on Linux: read it over many sales).
+// processCPU is the CPU time pid's threads have run (the sum of their
+// /proc/PID/task/TID/schedstat, in nanoseconds; a thread that has exited no longer counts,
+// and Go's threads live as long as the process).
 func processCPU(t testing.TB, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // after "pid (comm) "
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	var sum time.Duration
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			t.Fatalf("%s/%s/schedstat: empty", dir, task.Name())
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("%s/%s/schedstat: %v", dir, task.Name(), err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
 }

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/posd-dev/posd/terminal/ptypair"
+)
+
+// A skeleton sale is the floor under BenchmarkSaleVsMinimum's sale on this machine: a
+// daemon of its own process (this test binary as TestHelperSaleSkeleton, GOMAXPROCS 1 as
+// posd runs) that does a sale's input and output and nothing else. It takes the till's
+// request over HTTP on a unix socket, turns a pty line around as many times as posd turned
+// the pad's (through a ptypair relay, as the pad's line is, to an echo in the benchmark's
+// process), writes and fdatasyncs 4 KiB, makes one framed round trip over loopback TCP to an
+// echo in the benchmark's process (the acquirer), writes and fdatasyncs 4 KiB again, and
+// answers with the bytes posd answered the warm-up sale with. No parsing, no keys, no
+// journal: what is left of a sale once every line of posd is gone.
+//
+// The minimum of the issue (two fdatasyncs, an echo and the pad's turns, each probe with both
+// ends in the benchmark's process) leaves out what the skeleton pays: the till's request and
+// answer, and a wake-up of another process at every hop (about 30-45 µs a round trip on this
+// VM over the same echo in one process). skeleton / minimum is how far the machine alone
+// puts a sale above the issue's minimum; sale / skeleton is posd's own cost.
+type skeleton struct {
+	till *http.Client
+	cmd  *exec.Cmd
+}
+
+// skeletonTurns is the query parameter that says how many times to turn the line.
+const skeletonTurns = "turns"
+
+// newSkeleton starts the skeleton daemon answering with answer, its pty on a new ptypair
+// whose other end echoes in this process, and its acquirer an echo in this process.
+func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
+	t.Helper()
+	pair, err := ptypair.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pair.Close() })
+	ptyEcho(t, openPolled(t, pair.B))
+	host := echoServer(t)
+
+	answerFile := filepath.Join(dir, "skeleton-answer")
+	if err := os.WriteFile(answerFile, answer, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "skeleton.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSaleSkeleton$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1",
+		"POSD_SALE_SKELETON="+strings.Join([]string{sock, pair.A, host, dir, answerFile}, " "))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "SKELETON READY" {
+				ready <- nil
+				io.Copy(io.Discard, out)
+				return
+			}
+		}
+		ready <- errors.New("the skeleton exited before it was ready")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the skeleton did not get ready in 30 s")
+	}
+	return &skeleton{cmd: cmd, till: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}}
+}
+
+// sale posts body to the skeleton as the till posts it to posd, the line to be turned
+// turns times, and returns its wall time. The answer is read and decoded as a till does.
+func (s *skeleton) sale(t testing.TB, body string, turns int64) time.Duration {
+	url := fmt.Sprintf("http://posd/nexo?%s=%d", skeletonTurns, turns)
+	start := time.Now()
+	x, err := tryAt(s.till, url, body)
+	d := time.Since(start)
+	if err != nil {
+		t.Fatalf("skeleton sale: %v", err)
+	}
+	if x.HTTP != http.StatusOK {
+		t.Fatalf("skeleton sale: HTTP %d: %s", x.HTTP, x.Body)
+	}
+	return d
+}
+
+// ptyEcho echoes every 64 bytes read from f back to it, until f closes.
+func ptyEcho(t testing.TB, f *os.File) {
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(f, buf); err != nil {
+				return
+			}
+			if _, err := f.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// echoServer is a framed echo on loopback TCP (a 2-byte length, then the frame back),
+// serving every connection; it returns its address.
+func echoServer(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1<<16)
+				for {
+					if _, err := io.ReadFull(c, buf[:2]); err != nil {
+						return
+					}
+					n := int(binary.BigEndian.Uint16(buf))
+					if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:2+n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestHelperSaleSkeleton is the skeleton daemon of BenchmarkSaleVsMinimum
+// (POSD_SALE_SKELETON="SOCKET PTY HOST DIR ANSWER-FILE"); it serves until killed.
+func TestHelperSaleSkeleton(t *testing.T) {
+	args := strings.Fields(os.Getenv("POSD_SALE_SKELETON"))
+	if len(args) != 5 {
+		t.Skip("the skeleton daemon of BenchmarkSaleVsMinimum (POSD_SALE_SKELETON)")
+	}
+	sock, ptyPath, hostAddr, dir, answerFile := args[0], args[1], args[2], args[3], args[4]
+	answer, err := os.ReadFile(answerFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := openPolled(t, ptyPath)
+	host, err := net.Dial("tcp", hostAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "skeleton-log"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		page        = make([]byte, 4096)
+		lineBuf     = make([]byte, 64)
+		frame, back = make([]byte, 2+220), make([]byte, 2+220)
+	)
+	binary.BigEndian.PutUint16(frame, 220)
+	turn := func() error {
+		if _, err := line.Write(lineBuf); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(line, lineBuf)
+		return err
+	}
+	durable := func(at int64) error {
+		if _, err := f.WriteAt(page, at); err != nil {
+			return err
+		}
+		return syscall.Fdatasync(int(f.Fd()))
+	}
+	// A sale: the card (all but the last turn), the intent, the acquirer, the outcome, the
+	// result on the pad (the last turn), the answer; posd's order.
+	sale := func(turns int) error {
+		for range turns - 1 {
+			if err := turn(); err != nil {
+				return err
+			}
+		}
+		if err := durable(0); err != nil {
+			return err
+		}
+		if _, err := host.Write(frame); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(host, back); err != nil {
+			return err
+		}
+		if err := durable(4096); err != nil {
+			return err
+		}
+		if turns > 0 {
+			return turn()
+		}
+		return nil
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		turns, err := strconv.Atoi(r.URL.Query().Get(skeletonTurns))
+		if err != nil {
+			http.Error(w, "turns: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := sale(turns); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(answer)
+	})}
+	fmt.Println("SKELETON READY")
+	if err := srv.Serve(ln); err != nil {
+		t.Fatal(err)
+	}
+}
