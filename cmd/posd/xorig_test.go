@@ -47,9 +47,10 @@ type xoRig struct {
 	padStop func()
 	line    *quietPort
 
-	host     *hostsim.Server
-	hostAddr string
-	hostStop func() // nil while the host is down
+	host      *hostsim.Server
+	hostAddr  string
+	hostStop  func()    // nil while the host is down
+	hostClock turnClock // the acquirer's turns and its own time at them
 
 	mu       sync.Mutex
 	delay    func(m xoMsg) time.Duration // the host's delay hook; nil: none
@@ -229,7 +230,7 @@ func (r *xoRig) hostUp(t testing.TB) {
 	r.hostAddr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { r.host.Serve(ctx, ln); close(done) }()
+	go func() { r.host.Serve(ctx, clockedListener{ln, &r.hostClock}); close(done) }()
 	r.hostStop = func() { cancel(); <-done }
 }
 
@@ -271,13 +272,13 @@ func (r *xoRig) pad(t testing.TB, events []padsim.Event) {
 	r.padStop = func() { cancel(); <-done; port.Close() }
 }
 
-// quietPort is the pad's end of the line, noting when a byte last passed and how often the
-// line turned from the host's turn to the pad's (each turn is one round trip on the line).
+// quietPort is the pad's end of the line, noting when a byte last passed, how often the
+// line turned from the host's turn to the pad's (each turn is one round trip on the line),
+// and how long the pad took at each turn.
 type quietPort struct {
-	rw      io.ReadWriter
-	last    atomic.Int64 // unix nanoseconds
-	turns   atomic.Int64 // pad writes that followed a read: the line's round trips
-	padTurn atomic.Bool  // the pad wrote last
+	rw   io.ReadWriter
+	last atomic.Int64 // unix nanoseconds
+	turnClock
 }
 
 func (q *quietPort) touch() { q.last.Store(time.Now().UnixNano()) }
@@ -286,17 +287,72 @@ func (q *quietPort) Read(p []byte) (int, error) {
 	n, err := q.rw.Read(p)
 	if n > 0 {
 		q.touch()
-		q.padTurn.Store(false)
+		q.read()
 	}
 	return n, err
 }
 
 func (q *quietPort) Write(p []byte) (int, error) {
 	q.touch()
-	if !q.padTurn.Swap(true) {
-		q.turns.Add(1)
-	}
+	q.wrote()
 	return q.rw.Write(p)
+}
+
+// turnClock counts the turns of one side of a conversation (a write that follows a read)
+// and sums the time from each read to the last write that answered it: the side's own time
+// at each turn (an acknowledgement and then an answer count to the answer).
+type turnClock struct {
+	turns   atomic.Int64 // writes that followed a read
+	busy    atomic.Int64 // nanoseconds from a read to the last write that followed it
+	mark    atomic.Int64 // unix nanoseconds of the last read, or of a write since
+	ownTurn atomic.Bool  // this side wrote last
+}
+
+func (c *turnClock) read() {
+	c.mark.Store(time.Now().UnixNano())
+	c.ownTurn.Store(false)
+}
+
+func (c *turnClock) wrote() {
+	if !c.ownTurn.Swap(true) {
+		c.turns.Add(1)
+	}
+	now := time.Now().UnixNano()
+	if at := c.mark.Swap(now); at != 0 {
+		c.busy.Add(now - at)
+	}
+}
+
+// clockedListener's connections keep their turns on one turnClock (the acquirer's).
+type clockedListener struct {
+	net.Listener
+	clock *turnClock
+}
+
+func (l clockedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &clockedConn{Conn: c, clock: l.clock}, nil
+}
+
+type clockedConn struct {
+	net.Conn
+	clock *turnClock
+}
+
+func (c *clockedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.clock.read()
+	}
+	return n, err
+}
+
+func (c *clockedConn) Write(p []byte) (int, error) {
+	c.clock.wrote()
+	return c.Conn.Write(p)
 }
 
 func (q *quietPort) waitQuiet(quiet, max time.Duration) {

@@ -228,6 +228,10 @@ func main() {
 			note: "the floor under the row above on this machine: the till's HTTP request and answer, and a wake-up of another process at every hop, which the minimum's in-process probes do not pay"},
 		row{measure: "per sale, posd over the skeleton sale", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "x-skeleton"),
 			note: "posd's own cost: the same sale, the same hops, posd's work on top"},
+		row{measure: "per sale, posd less its simulators' time, over the skeleton sale", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "x-skeleton-own"),
+			note: "the skeleton's pad and acquirer answer at once; posd's are simulators that parse and build each message"},
+		row{measure: "per sale, the simulated pad's and acquirer's own time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "sims-ms"),
+			note: "from reading a request to the last byte of its answer, summed over a sale's turns"},
 		row{measure: "skeleton sale, wall time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-ms")},
 		row{measure: "skeleton sale, its CPU", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-cpu-ms/sale")},
 	)
