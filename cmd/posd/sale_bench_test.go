@@ -37,7 +37,10 @@ import (
 // x-min-pad); and x-skeleton, sale / skeleton: posd's cost over a daemon that does
 // nothing but a sale's I/O. The skeleton's pad and acquirer answer at once; the sale's are
 // simulators with work of their own: sims-ms is the time they took from reading a request
-// to their first byte of answer, and x-skeleton-own is (sale - sims) / skeleton, posd's own.
+// to the last byte of their answer, and x-skeleton-own is (sale - sims) / skeleton, posd's
+// own. far-x-min-pad is the minimum measured with each probe's far end in the skeleton's
+// process and a till-sized echo over a unix socket added, over the minimum: what the hops
+// between processes alone cost, with no daemon's work at all.
 func BenchmarkSaleVsMinimum(b *testing.B) {
 	r := newXORig(b)
 	r.pad(b, xoSwipes(b.N+1))
@@ -66,7 +69,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	echo := newEchoProbe(b)
 	pty := newPTYProbe(b)
 
-	var sale, minimum, pad, turns, ratio, bare, bareRatio, overBare, sims, overBareOwn []float64
+	var sale, minimum, pad, turns, ratio, bare, bareRatio, overBare, sims, overBareOwn, far []float64
 	cpu0 := processCPU(b, r.posd.Process.Pid)
 	rigCPU0 := processCPU(b, os.Getpid())
 	skelCPU0 := processCPU(b, skel.cmd.Process.Pid)
@@ -89,10 +92,12 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 		sk := skel.sale(b, r.paymentBody(r.svc(), fmt.Sprintf("SKELETON-%d", i), "1.00"), n)
 		m := sync.two() + echo.roundTrip()
 		p := time.Duration(n) * pty.roundTrip()
+		fm := skel.farMinimum(sync, n)
 		sale, minimum, pad, turns = append(sale, ms(d)), append(minimum, ms(m)), append(pad, ms(p)), append(turns, float64(n))
 		ratio = append(ratio, float64(d)/float64(m+p))
 		bare, bareRatio, overBare = append(bare, ms(sk)), append(bareRatio, float64(sk)/float64(m+p)), append(overBare, float64(d)/float64(sk))
 		sims, overBareOwn = append(sims, ms(sim)), append(overBareOwn, float64(d-sim)/float64(sk))
+		far = append(far, float64(fm)/float64(m+p))
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
@@ -113,6 +118,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	b.ReportMetric(median(overBare), "x-skeleton")
 	b.ReportMetric(median(sims), "sims-ms")
 	b.ReportMetric(median(overBareOwn), "x-skeleton-own")
+	b.ReportMetric(median(far), "far-x-min-pad")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -164,13 +170,18 @@ type echoProbe struct {
 }
 
 func newEchoProbe(t testing.TB) *echoProbe {
-	c, err := net.Dial("tcp", echoServer(t))
+	return dialEcho(t, "tcp", echoServer(t, "tcp", "127.0.0.1:0"), 220)
+}
+
+// dialEcho connects an echoProbe of size-byte frames to the echo server at address.
+func dialEcho(t testing.TB, network, address string, size int) *echoProbe {
+	c, err := net.Dial(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	e := &echoProbe{c: c, out: make([]byte, 2+220), in: make([]byte, 2+220)}
-	binary.BigEndian.PutUint16(e.out, 220)
+	e := &echoProbe{c: c, out: make([]byte, 2+size), in: make([]byte, 2+size)}
+	binary.BigEndian.PutUint16(e.out, uint16(size))
 	return e
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +38,11 @@ import (
 type skeleton struct {
 	till *http.Client
 	cmd  *exec.Cmd
+
+	// The minimum's probes with their far ends in the skeleton's process: what the hops
+	// alone cost, with no daemon's work at all.
+	farEcho, farTill *echoProbe
+	farPad           *ptyProbe
 }
 
 // skeletonTurns is the query parameter that says how many times to turn the line.
@@ -54,7 +58,12 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 	}
 	t.Cleanup(func() { pair.Close() })
 	ptyEcho(t, openPolled(t, pair.B))
-	host := echoServer(t)
+	host := echoServer(t, "tcp", "127.0.0.1:0")
+	farPair, err := ptypair.Open() // its far end echoes in the skeleton's process
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { farPair.Close() })
 
 	answerFile := filepath.Join(dir, "skeleton-answer")
 	if err := os.WriteFile(answerFile, answer, 0o600); err != nil {
@@ -63,7 +72,7 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 	sock := filepath.Join(dir, "skeleton.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSaleSkeleton$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1",
-		"POSD_SALE_SKELETON="+strings.Join([]string{sock, pair.A, host, dir, answerFile}, " "))
+		"POSD_SALE_SKELETON="+strings.Join([]string{sock, pair.A, host, dir, answerFile, farPair.B}, " "))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -73,23 +82,25 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ready := make(chan error, 1)
+	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if sc.Text() == "SKELETON READY" {
-				ready <- nil
+			if echo, ok := strings.CutPrefix(sc.Text(), "SKELETON READY "); ok {
+				ready <- echo
 				io.Copy(io.Discard, out)
 				return
 			}
 		}
-		ready <- errors.New("the skeleton exited before it was ready")
+		close(ready)
 	}()
+	var echo string
 	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatal(err)
+	case e, ok := <-ready:
+		if !ok {
+			t.Fatal("the skeleton exited before it was ready")
 		}
+		echo = e
 	case <-time.After(30 * time.Second):
 		t.Fatal("the skeleton did not get ready in 30 s")
 	}
@@ -98,7 +109,25 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
-	}}}
+	}},
+		farEcho: dialEcho(t, "tcp", echo, 220),
+		farTill: dialEcho(t, "unix", filepath.Join(dir, "skeleton-echo.sock"), tillFrame),
+		farPad:  &ptyProbe{host: openPolled(t, farPair.A), out: make([]byte, 64), in: make([]byte, 64)},
+	}
+}
+
+// tillFrame is the size of the till's share of the far minimum: a request and its answer
+// of about a sale's (a payment request is ~500 bytes of JSON, its answer ~1,000).
+const tillFrame = 1000
+
+// farMinimum is the minimum's probes with their far ends in another process, the pad's
+// line turned turns times, and the till's request and answer added.
+func (s *skeleton) farMinimum(sync *syncProbe, turns int64) time.Duration {
+	d := sync.two() + s.farEcho.roundTrip() + s.farTill.roundTrip()
+	for range turns {
+		d += s.farPad.roundTrip()
+	}
+	return d
 }
 
 // sale posts body to the skeleton as the till posts it to posd, the line to be turned
@@ -132,10 +161,10 @@ func ptyEcho(t testing.TB, f *os.File) {
 	}()
 }
 
-// echoServer is a framed echo on loopback TCP (a 2-byte length, then the frame back),
-// serving every connection; it returns its address.
-func echoServer(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// echoServer is a framed echo (a 2-byte length, then the frame back) on network and
+// address ("tcp" on loopback, or "unix"), serving every connection; it returns its address.
+func echoServer(t testing.TB, network, address string) string {
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,13 +197,18 @@ func echoServer(t testing.TB) string {
 }
 
 // TestHelperSaleSkeleton is the skeleton daemon of BenchmarkSaleVsMinimum
-// (POSD_SALE_SKELETON="SOCKET PTY HOST DIR ANSWER-FILE"); it serves until killed.
+// (POSD_SALE_SKELETON="SOCKET PTY HOST DIR ANSWER-FILE ECHO-PTY"), and the far end of the
+// far minimum's probes; it serves until killed.
 func TestHelperSaleSkeleton(t *testing.T) {
 	args := strings.Fields(os.Getenv("POSD_SALE_SKELETON"))
-	if len(args) != 5 {
+	if len(args) != 6 {
 		t.Skip("the skeleton daemon of BenchmarkSaleVsMinimum (POSD_SALE_SKELETON)")
 	}
 	sock, ptyPath, hostAddr, dir, answerFile := args[0], args[1], args[2], args[3], args[4]
+	// The far ends of the far minimum's probes.
+	ptyEcho(t, openPolled(t, args[5]))
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	echoServer(t, "unix", filepath.Join(dir, "skeleton-echo.sock"))
 	answer, err := os.ReadFile(answerFile)
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +287,7 @@ func TestHelperSaleSkeleton(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(answer)
 	})}
-	fmt.Println("SKELETON READY")
+	fmt.Println("SKELETON READY " + echo)
 	if err := srv.Serve(ln); err != nil {
 		t.Fatal(err)
 	}

@@ -232,6 +232,8 @@ func main() {
 			note: "the skeleton's pad and acquirer answer at once; posd's are simulators that parse and build each message"},
 		row{measure: "per sale, the simulated pad's and acquirer's own time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "sims-ms"),
 			note: "from reading a request to the last byte of its answer, summed over a sale's turns"},
+		row{measure: "the minimum with each probe's far end in another process, and the till's hop, over the minimum", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "far-x-min-pad"),
+			note: "what the hops between processes alone cost, no daemon's work at all"},
 		row{measure: "skeleton sale, wall time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-ms")},
 		row{measure: "skeleton sale, its CPU", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-cpu-ms/sale")},
 	)
