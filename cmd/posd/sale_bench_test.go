@@ -40,7 +40,9 @@ import (
 // to the last byte of their answer, and x-skeleton-own is (sale - sims) / skeleton, posd's
 // own. far-x-min-pad is the minimum measured with each probe's far end in the skeleton's
 // process and a till-sized echo over a unix socket added, over the minimum: what the hops
-// between processes alone cost, with no daemon's work at all.
+// between processes alone cost, with no daemon's work at all. raw-skeleton-x-min-pad is the
+// skeleton on blocking system calls alone (rawSkeleton) over the minimum: the floor of any
+// daemon on this machine, Go's runtime and net/http taken away.
 func BenchmarkSaleVsMinimum(b *testing.B) {
 	r := newXORig(b)
 	r.pad(b, xoSwipes(b.N+1))
@@ -63,13 +65,15 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	if err != nil || warm.payment(b).Response.Result != "Success" {
 		b.Fatalf("warm-up sale: %v %s", err, warm.Body)
 	}
-	skel := newSkeleton(b, r.dir, []byte(warm.Body))
+	skel := newSkeleton(b, r.dir, skeletonHTTP, []byte(warm.Body))
 	skel.sale(b, r.paymentBody(r.svc(), "SKELETON-WARM", "1.00"), 3)
+	raw := newSkeleton(b, r.dir, skeletonRaw, []byte(warm.Body))
+	raw.sale(b, r.paymentBody(r.svc(), "RAW-WARM", "1.00"), 3)
 	sync := newSyncProbe(b, r.dir)
 	echo := newEchoProbe(b)
 	pty := newPTYProbe(b)
 
-	var sale, minimum, pad, turns, ratio, bare, bareRatio, overBare, sims, overBareOwn, far []float64
+	var sale, minimum, pad, turns, ratio, bare, bareRatio, overBare, sims, overBareOwn, far, rawRatio []float64
 	cpu0 := processCPU(b, r.posd.Process.Pid)
 	rigCPU0 := processCPU(b, os.Getpid())
 	skelCPU0 := processCPU(b, skel.cmd.Process.Pid)
@@ -90,6 +94,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 		n := r.line.turns.Load() - t0
 		sim := time.Duration(r.line.busy.Load() + r.hostClock.busy.Load() - busy0)
 		sk := skel.sale(b, r.paymentBody(r.svc(), fmt.Sprintf("SKELETON-%d", i), "1.00"), n)
+		rs := raw.sale(b, r.paymentBody(r.svc(), fmt.Sprintf("RAW-%d", i), "1.00"), n)
 		m := sync.two() + echo.roundTrip()
 		p := time.Duration(n) * pty.roundTrip()
 		fm := skel.farMinimum(sync, n)
@@ -98,6 +103,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 		bare, bareRatio, overBare = append(bare, ms(sk)), append(bareRatio, float64(sk)/float64(m+p)), append(overBare, float64(d)/float64(sk))
 		sims, overBareOwn = append(sims, ms(sim)), append(overBareOwn, float64(d-sim)/float64(sk))
 		far = append(far, float64(fm)/float64(m+p))
+		rawRatio = append(rawRatio, float64(rs)/float64(m+p))
 	}
 	b.StopTimer()
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
@@ -119,6 +125,7 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 	b.ReportMetric(median(sims), "sims-ms")
 	b.ReportMetric(median(overBareOwn), "x-skeleton-own")
 	b.ReportMetric(median(far), "far-x-min-pad")
+	b.ReportMetric(median(rawRatio), "raw-skeleton-x-min-pad")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }

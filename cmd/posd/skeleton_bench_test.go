@@ -48,9 +48,18 @@ type skeleton struct {
 // skeletonTurns is the query parameter that says how many times to turn the line.
 const skeletonTurns = "turns"
 
-// newSkeleton starts the skeleton daemon answering with answer, its pty on a new ptypair
-// whose other end echoes in this process, and its acquirer an echo in this process.
-func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
+// Skeleton daemons: one on Go's net/http and runtime poller, as posd is built; one on
+// blocking system calls and nothing else (as a C daemon would be), to tell the machine's
+// floor from the Go runtime's.
+const (
+	skeletonHTTP = "http"
+	skeletonRaw  = "raw"
+)
+
+// newSkeleton starts a skeleton daemon (skeletonHTTP or skeletonRaw) answering with answer,
+// its pty on a new ptypair whose other end echoes in this process, and its acquirer an echo
+// in this process. The far probes are the HTTP skeleton's only.
+func newSkeleton(t testing.TB, dir, mode string, answer []byte) *skeleton {
 	t.Helper()
 	pair, err := ptypair.Open()
 	if err != nil {
@@ -65,14 +74,18 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 	}
 	t.Cleanup(func() { farPair.Close() })
 
-	answerFile := filepath.Join(dir, "skeleton-answer")
+	dir = filepath.Join(dir, "skeleton-"+mode)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	answerFile := filepath.Join(dir, "answer")
 	if err := os.WriteFile(answerFile, answer, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "skeleton.sock")
+	sock := filepath.Join(dir, "till.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSaleSkeleton$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1",
-		"POSD_SALE_SKELETON="+strings.Join([]string{sock, pair.A, host, dir, answerFile, farPair.B}, " "))
+		"POSD_SALE_SKELETON="+strings.Join([]string{mode, sock, pair.A, host, dir, answerFile, farPair.B}, " "))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -104,16 +117,18 @@ func newSkeleton(t testing.TB, dir string, answer []byte) *skeleton {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the skeleton did not get ready in 30 s")
 	}
-	return &skeleton{cmd: cmd, till: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+	s := &skeleton{cmd: cmd, till: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
-	}},
-		farEcho: dialEcho(t, "tcp", echo, 220),
-		farTill: dialEcho(t, "unix", filepath.Join(dir, "skeleton-echo.sock"), tillFrame),
-		farPad:  &ptyProbe{host: openPolled(t, farPair.A), out: make([]byte, 64), in: make([]byte, 64)},
+	}}}
+	if mode == skeletonHTTP {
+		s.farEcho = dialEcho(t, "tcp", echo, 220)
+		s.farTill = dialEcho(t, "unix", filepath.Join(dir, "echo.sock"), tillFrame)
+		s.farPad = &ptyProbe{host: openPolled(t, farPair.A), out: make([]byte, 64), in: make([]byte, 64)}
 	}
+	return s
 }
 
 // tillFrame is the size of the till's share of the far minimum: a request and its answer
@@ -196,29 +211,36 @@ func echoServer(t testing.TB, network, address string) string {
 	return ln.Addr().String()
 }
 
-// TestHelperSaleSkeleton is the skeleton daemon of BenchmarkSaleVsMinimum
-// (POSD_SALE_SKELETON="SOCKET PTY HOST DIR ANSWER-FILE ECHO-PTY"), and the far end of the
-// far minimum's probes; it serves until killed.
+// TestHelperSaleSkeleton is a skeleton daemon of BenchmarkSaleVsMinimum
+// (POSD_SALE_SKELETON="MODE SOCKET PTY HOST DIR ANSWER-FILE ECHO-PTY"), and, the HTTP one,
+// the far end of the far minimum's probes; it serves until killed.
 func TestHelperSaleSkeleton(t *testing.T) {
 	args := strings.Fields(os.Getenv("POSD_SALE_SKELETON"))
-	if len(args) != 6 {
-		t.Skip("the skeleton daemon of BenchmarkSaleVsMinimum (POSD_SALE_SKELETON)")
+	if len(args) != 7 {
+		t.Skip("a skeleton daemon of BenchmarkSaleVsMinimum (POSD_SALE_SKELETON)")
 	}
-	sock, ptyPath, hostAddr, dir, answerFile := args[0], args[1], args[2], args[3], args[4]
-	// The far ends of the far minimum's probes.
-	ptyEcho(t, openPolled(t, args[5]))
-	echo := echoServer(t, "tcp", "127.0.0.1:0")
-	echoServer(t, "unix", filepath.Join(dir, "skeleton-echo.sock"))
+	mode, sock, ptyPath, hostAddr, dir, answerFile := args[0], args[1], args[2], args[3], args[4], args[5]
 	answer, err := os.ReadFile(answerFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if mode == skeletonRaw {
+		if err := rawSkeleton(sock, ptyPath, hostAddr, filepath.Join(dir, "log"), answer); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	// The far ends of the far minimum's probes.
+	ptyEcho(t, openPolled(t, args[6]))
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
+	echoServer(t, "unix", filepath.Join(dir, "echo.sock"))
+
 	line := openPolled(t, ptyPath)
 	host, err := net.Dial("tcp", hostAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "skeleton-log"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, "log"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -232,6 +232,8 @@ func main() {
 			note: "the skeleton's pad and acquirer answer at once; posd's are simulators that parse and build each message"},
 		row{measure: "per sale, the simulated pad's and acquirer's own time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "sims-ms"),
 			note: "from reading a request to the last byte of its answer, summed over a sale's turns"},
+		row{measure: "skeleton sale on blocking system calls alone (no Go runtime, no net/http) over 2 fdatasyncs + RTT + pad time", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "raw-skeleton-x-min-pad"),
+			note: "the floor of any daemon on this machine: one thread, a sale's reads, writes and fdatasyncs in posd's order, a canned HTTP answer"},
 		row{measure: "the minimum with each probe's far end in another process, and the till's hop, over the minimum", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "far-x-min-pad"),
 			note: "what the hops between processes alone cost, no daemon's work at all"},
 		row{measure: "skeleton sale, wall time", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-ms")},
