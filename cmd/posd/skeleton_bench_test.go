@@ -263,31 +263,13 @@ func TestHelperSaleSkeleton(t *testing.T) {
 		}
 		return syscall.Fdatasync(int(f.Fd()))
 	}
-	// A sale: the card (all but the last turn), the intent, the acquirer, the outcome, the
-	// result on the pad (the last turn), the answer; posd's order.
-	sale := func(turns int) error {
-		for range turns - 1 {
-			if err := turn(); err != nil {
-				return err
-			}
-		}
-		if err := durable(0); err != nil {
-			return err
-		}
+	sale := skeletonSale{turn: turn, durable: durable, acquirer: func() error {
 		if _, err := host.Write(frame); err != nil {
 			return err
 		}
-		if _, err := io.ReadFull(host, back); err != nil {
-			return err
-		}
-		if err := durable(4096); err != nil {
-			return err
-		}
-		if turns > 0 {
-			return turn()
-		}
-		return nil
-	}
+		_, err := io.ReadFull(host, back)
+		return err
+	}}.run
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -313,4 +295,34 @@ func TestHelperSaleSkeleton(t *testing.T) {
 	if err := srv.Serve(ln); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// skeletonSale is a skeleton's sale, in posd's order: the card (all but the last turn of
+// the pad's line), the intent (durable at 0), the acquirer's round trip, the outcome
+// (durable at 4096), the result on the pad (the last turn); the answer is the caller's.
+type skeletonSale struct {
+	turn     func() error
+	durable  func(at int64) error
+	acquirer func() error
+}
+
+func (s skeletonSale) run(turns int) error {
+	for range turns - 1 {
+		if err := s.turn(); err != nil {
+			return err
+		}
+	}
+	if err := s.durable(0); err != nil {
+		return err
+	}
+	if err := s.acquirer(); err != nil {
+		return err
+	}
+	if err := s.durable(4096); err != nil {
+		return err
+	}
+	if turns > 0 {
+		return s.turn()
+	}
+	return nil
 }

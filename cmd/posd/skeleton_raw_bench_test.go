@@ -65,29 +65,12 @@ func rawSkeleton(sock, ptyPath, hostAddr, logPath string, answer []byte) error {
 		}
 		return nil
 	}
-	sale := func(turns int) error { // posd's order, as the HTTP skeleton's
-		for range turns - 1 {
-			if err := turn(); err != nil {
-				return err
-			}
-		}
-		if err := durable(0); err != nil {
-			return err
-		}
+	sale := skeletonSale{turn: turn, durable: durable, acquirer: func() error {
 		if err := rawWrite(host, frame); err != nil {
 			return err
 		}
-		if err := rawReadFull(host, back); err != nil {
-			return err
-		}
-		if err := durable(4096); err != nil {
-			return err
-		}
-		if turns > 0 {
-			return turn()
-		}
-		return nil
-	}
+		return rawReadFull(host, back)
+	}}.run
 	fmt.Println("SKELETON READY -")
 	buf := make([]byte, 64<<10)
 	for {
