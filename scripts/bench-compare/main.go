@@ -225,7 +225,7 @@ func main() {
 		row{measure: "per sale, 2 fdatasyncs + RTT", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "min-ms")},
 		row{measure: "per sale, pad time (line turns x raw pty round trip)", unit: "ms", values: series(rs, "BenchmarkSaleVsMinimum", "pad-ms")},
 		row{measure: "skeleton sale (a daemon with a sale's I/O and no logic) over 2 fdatasyncs + RTT + pad time", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "skeleton-x-min-pad"),
-			note: "the floor under the row above on this machine: the till's HTTP request and answer, and a wake-up of another process at every hop, which the minimum's in-process probes do not pay"},
+			note: "a Go daemon (net/http, the runtime's poller, GOMAXPROCS 1) that does a sale's reads, writes and fdatasyncs in posd's order and nothing else; it pays what the minimum's in-process probes do not: the till's request and answer, a wake-up of another process at every hop"},
 		row{measure: "per sale, posd over the skeleton sale", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "x-skeleton"),
 			note: "posd's own cost: the same sale, the same hops, posd's work on top"},
 		row{measure: "per sale, posd less its simulators' time, over the skeleton sale", unit: "x", values: series(rs, "BenchmarkSaleVsMinimum", "x-skeleton-own"),
