@@ -106,6 +106,8 @@ func BenchmarkSaleVsMinimum(b *testing.B) {
 		rawRatio = append(rawRatio, float64(rs)/float64(m+p))
 	}
 	b.StopTimer()
+	skel.check(b, skeletonHTTP)
+	raw.check(b, skeletonRaw)
 	b.ReportMetric(ms(processCPU(b, r.posd.Process.Pid)-cpu0)/float64(b.N), "posd-cpu-ms/sale")
 	// The rig's own: the till's client, the simulated pad and host, and the probes.
 	b.ReportMetric(ms(processCPU(b, os.Getpid())-rigCPU0)/float64(b.N), "rig-cpu-ms/sale")
@@ -177,7 +179,7 @@ type echoProbe struct {
 }
 
 func newEchoProbe(t testing.TB) *echoProbe {
-	return dialEcho(t, "tcp", echoServer(t, "tcp", "127.0.0.1:0"), 220)
+	return dialEcho(t, "tcp", echoServer(t, "tcp", "127.0.0.1:0", nil), 220)
 }
 
 // dialEcho connects an echoProbe of size-byte frames to the echo server at address.
@@ -220,7 +222,7 @@ func newPTYProbe(t testing.TB) *ptyProbe {
 	}
 	t.Cleanup(func() { pair.Close() })
 	host := openPolled(t, pair.A)
-	ptyEcho(t, openPolled(t, pair.B))
+	ptyEcho(t, openPolled(t, pair.B), nil)
 	return &ptyProbe{host: host, out: make([]byte, 64), in: make([]byte, 64)}
 }
 

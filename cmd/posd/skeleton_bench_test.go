@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,11 @@ import (
 type skeleton struct {
 	till *http.Client
 	cmd  *exec.Cmd
+
+	// What the skeleton was asked for and what reached this process's ends of its lines:
+	// a skeleton that skipped a turn or the acquirer would measure low (check).
+	sales, turnsAsked    int64
+	lineTurns, hostTurns *atomic.Int64
 
 	// The minimum's probes with their far ends in the skeleton's process: what the hops
 	// alone cost, with no daemon's work at all.
@@ -66,8 +72,9 @@ func newSkeleton(t testing.TB, dir, mode string, answer []byte) *skeleton {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pair.Close() })
-	ptyEcho(t, openPolled(t, pair.B))
-	host := echoServer(t, "tcp", "127.0.0.1:0")
+	lineTurns, hostTurns := new(atomic.Int64), new(atomic.Int64)
+	ptyEcho(t, openPolled(t, pair.B), lineTurns)
+	host := echoServer(t, "tcp", "127.0.0.1:0", hostTurns)
 	farPair, err := ptypair.Open() // its far end echoes in the skeleton's process
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +124,7 @@ func newSkeleton(t testing.TB, dir, mode string, answer []byte) *skeleton {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the skeleton did not get ready in 30 s")
 	}
-	s := &skeleton{cmd: cmd, till: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+	s := &skeleton{cmd: cmd, lineTurns: lineTurns, hostTurns: hostTurns, till: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
@@ -158,16 +165,34 @@ func (s *skeleton) sale(t testing.TB, body string, turns int64) time.Duration {
 	if x.HTTP != http.StatusOK {
 		t.Fatalf("skeleton sale: HTTP %d: %s", x.HTTP, x.Body)
 	}
+	s.sales++
+	s.turnsAsked += turns
 	return d
 }
 
-// ptyEcho echoes every 64 bytes read from f back to it, until f closes.
-func ptyEcho(t testing.TB, f *os.File) {
+// check fails t unless every sale of the skeleton turned the line as often as it was asked
+// and made its round trip with the acquirer.
+func (s *skeleton) check(t testing.TB, mode string) {
+	t.Helper()
+	if got := s.lineTurns.Load(); got != s.turnsAsked {
+		t.Fatalf("%s skeleton: the line turned %d times, asked for %d", mode, got, s.turnsAsked)
+	}
+	if got := s.hostTurns.Load(); got != s.sales {
+		t.Fatalf("%s skeleton: %d round trips with the acquirer for %d sales", mode, got, s.sales)
+	}
+}
+
+// ptyEcho echoes every 64 bytes read from f back to it, until f closes, counting the
+// echoes in n (nil: not counted).
+func ptyEcho(t testing.TB, f *os.File, n *atomic.Int64) {
 	go func() {
 		buf := make([]byte, 64)
 		for {
 			if _, err := io.ReadFull(f, buf); err != nil {
 				return
+			}
+			if n != nil {
+				n.Add(1)
 			}
 			if _, err := f.Write(buf); err != nil {
 				return
@@ -177,8 +202,9 @@ func ptyEcho(t testing.TB, f *os.File) {
 }
 
 // echoServer is a framed echo (a 2-byte length, then the frame back) on network and
-// address ("tcp" on loopback, or "unix"), serving every connection; it returns its address.
-func echoServer(t testing.TB, network, address string) string {
+// address ("tcp" on loopback, or "unix"), serving every connection and counting the frames
+// in n (nil: not counted); it returns its address.
+func echoServer(t testing.TB, network, address string, n *atomic.Int64) string {
 	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
@@ -197,11 +223,14 @@ func echoServer(t testing.TB, network, address string) string {
 					if _, err := io.ReadFull(c, buf[:2]); err != nil {
 						return
 					}
-					n := int(binary.BigEndian.Uint16(buf))
-					if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
+					size := int(binary.BigEndian.Uint16(buf))
+					if _, err := io.ReadFull(c, buf[2:2+size]); err != nil {
 						return
 					}
-					if _, err := c.Write(buf[:2+n]); err != nil {
+					if n != nil {
+						n.Add(1)
+					}
+					if _, err := c.Write(buf[:2+size]); err != nil {
 						return
 					}
 				}
@@ -231,9 +260,9 @@ func TestHelperSaleSkeleton(t *testing.T) {
 		return
 	}
 	// The far ends of the far minimum's probes.
-	ptyEcho(t, openPolled(t, args[6]))
-	echo := echoServer(t, "tcp", "127.0.0.1:0")
-	echoServer(t, "unix", filepath.Join(dir, "echo.sock"))
+	ptyEcho(t, openPolled(t, args[6]), nil)
+	echo := echoServer(t, "tcp", "127.0.0.1:0", nil)
+	echoServer(t, "unix", filepath.Join(dir, "echo.sock"), nil)
 
 	line := openPolled(t, ptyPath)
 	host, err := net.Dial("tcp", hostAddr)
