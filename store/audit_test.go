@@ -231,11 +231,7 @@ func drainFixture(t *testing.T, a Auditor) (string, uint64) {
 			t.Fatal(err)
 		}
 	}
-	due, _ := s.Due(ctx, time.Now(), 0)
-	marked, err := s.MarkSending(ctx, due, time.Now())
-	if err != nil || len(marked) != 4 {
-		t.Fatalf("mark: %d %v", len(marked), err)
-	}
+	marked := markDue(t, s, 4)
 	var results []Result
 	for _, it := range marked {
 		r := it.Result(time.Now())

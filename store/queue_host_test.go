@@ -20,14 +20,7 @@ func TestItemHost(t *testing.T) {
 	if _, err := s.FinishAndQueue(ctx, begin(t, s, 2), Outcome{State: StateApprovedOffline, Time: time.Now()}, item(KindAdvice, 102)); err != nil {
 		t.Fatal(err)
 	}
-	due, err := s.Due(ctx, time.Now(), 0)
-	if err != nil || len(due) != 2 {
-		t.Fatalf("Due: %d items, %v", len(due), err)
-	}
-	marked, err := s.MarkSending(ctx, due, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	marked := markDue(t, s, 2)
 	var results []Result
 	for _, it := range marked {
 		results = append(results, Result{ID: it.ID, Reached: true, Host: "127.0.0.1:9002", Err: "no answer", Next: time.Now(), Time: time.Now()})
@@ -36,7 +29,7 @@ func TestItemHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s, err = Open(path, &Options{Sealer: newGCMSealer(t)})
+	s, err := Open(path, &Options{Sealer: newGCMSealer(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,15 +65,8 @@ func TestVoidReversalHosts(t *testing.T) {
 	}
 	send := func(kind Kind, acked bool) {
 		t.Helper()
-		due, err := s.Due(ctx, time.Now(), 0, kind)
-		if err != nil || len(due) != 1 {
-			t.Fatalf("due %s: %+v %v", kind, due, err)
-		}
-		marked, err := s.MarkSending(ctx, due, time.Now())
-		if err != nil || len(marked) != 1 {
-			t.Fatalf("mark: %+v %v", marked, err)
-		}
-		r := Result{ID: due[0].ID, Host: advHost, Time: time.Now(), Acked: acked, ResponseCode: "00"}
+		marked := markDue(t, s, 1, kind)
+		r := Result{ID: marked[0].ID, Host: advHost, Time: time.Now(), Acked: acked, ResponseCode: "00"}
 		if !acked {
 			r.Reached, r.Err, r.ResponseCode = true, "no answer", ""
 		}

@@ -75,6 +75,22 @@ func begin(t *testing.T, s *Store, stan uint32) TxnID {
 	return id
 }
 
+// markDue marks every item due now (of kinds, or of every kind) as being sent and returns
+// them, failing t unless there are want of them.
+func markDue(t *testing.T, s *Store, want int, kinds ...Kind) []Item {
+	t.Helper()
+	ctx := context.Background()
+	due, err := s.Due(ctx, time.Now(), 0, kinds...)
+	if err != nil || len(due) != want {
+		t.Fatalf("Due: %d items, want %d: %v", len(due), want, err)
+	}
+	marked, err := s.MarkSending(ctx, due, time.Now())
+	if err != nil || len(marked) != want {
+		t.Fatalf("MarkSending: %d items, want %d: %v", len(marked), want, err)
+	}
+	return marked
+}
+
 func item(kind Kind, stan uint32) Item {
 	return Item{Kind: kind, STAN: stan, AmountMinor: 1000, Currency: "EUR", MaskedPAN: "476173******0010",
 		Payload: []byte(`{"mti":"0200"}`), Sensitive: []byte(`{"pan":"` + secretPAN + `","expiry":"3012"}`)}

@@ -77,11 +77,7 @@ func TestSettleWindowNotesEachRecord(t *testing.T) {
 	if _, err := s.Enqueue(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
-	due, _ := s.Due(ctx, time.Now(), 0)
-	marked, err := s.MarkSending(ctx, due, time.Now())
-	if err != nil || len(marked) != 4 {
-		t.Fatalf("mark: %d %v", len(marked), err)
-	}
+	marked := markDue(t, s, 4)
 	var results []Result
 	for _, it := range marked {
 		r := it.Result(time.Now())
